@@ -1,0 +1,49 @@
+//! Who is calling: bearer tokens → `Caller`, plus passwords, tokens, lockouts and TOTP.
+
+pub mod lockout;
+pub mod password;
+pub mod tokens;
+
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The authenticated user of a request, from a verified access token.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub username: String,
+    /// Instance admin flag from the token (lags role changes until refresh, as the wire says).
+    pub is_admin: bool,
+    /// Instance owner flag from the token.
+    pub is_owner: bool,
+}
+
+impl Caller {
+    /// Instance admin or owner.
+    pub fn is_instance_staff(&self) -> bool {
+        self.is_admin || self.is_owner
+    }
+}
+
+/// Verifies an `Authorization` header value (`Bearer <jwt>`).
+pub fn caller_from_header(state: &AppState, header: Option<&str>) -> Result<Caller, ApiError> {
+    let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;
+    caller_from_token(state, token.trim())
+}
+
+/// Verifies a raw access token (also used by the WebSocket handshake).
+pub fn caller_from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let claims = state.tokens.verify(token).ok_or(ApiError::Unauthorized)?;
+    // Suspended and deleted users are refused at once, not when their token expires.
+    if state.hub.users.is_barred(claims.sub) {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Caller {
+        user_id: claims.sub,
+        username: claims.username,
+        is_admin: claims.is_admin,
+        is_owner: claims.is_owner,
+    })
+}

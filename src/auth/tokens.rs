@@ -1,0 +1,179 @@
+//! Access tokens (EdDSA JWTs, 15 minutes) and refresh tokens (32 random bytes as hex,
+//! stored only as a SHA-256 hash).
+
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Access-token lifetime (wire: 900 s).
+pub const ACCESS_TOKEN_SECS: i64 = 900;
+/// Refresh-token lifetime (wire: 30 days).
+pub const REFRESH_TOKEN_DAYS: i64 = 30;
+/// The JWT audience every client expects.
+pub const AUDIENCE: &str = "chatalot";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub username: String,
+    pub is_admin: bool,
+    pub is_owner: bool,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: Uuid,
+    pub aud: String,
+}
+
+/// The instance's signing key pair, loaded from (or created in) the data dir.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    /// Loads `signing_key.pem` from the data dir, generating it on first start.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, String> {
+        let path = data_dir.join("signing_key.pem");
+        let signing = if path.exists() {
+            let pem = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| format!("parse {}: {e}", path.display()))?
+        } else {
+            let mut seed = [0u8; 32];
+            rand::rng().fill_bytes(&mut seed);
+            let key = SigningKey::from_bytes(&seed);
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| format!("encode key: {e}"))?;
+            write_private(&path, pem.as_bytes())?;
+            key
+        };
+        Self::from_signing_key(&signing)
+    }
+
+    fn from_signing_key(signing: &SigningKey) -> Result<Self, String> {
+        // jsonwebtoken takes the PKCS#8 document for signing and the raw 32-byte key for verifying.
+        let private_der = signing.to_pkcs8_der().map_err(|e| format!("encode key: {e}"))?;
+        let encoding = EncodingKey::from_ed_der(private_der.as_bytes());
+        let decoding = DecodingKey::from_ed_der(signing.verifying_key().as_bytes());
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 60;
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        Ok(Self { encoding, decoding, validation })
+    }
+
+    /// Signs an access token for the user.
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        is_admin: bool,
+        is_owner: bool,
+    ) -> Result<String, String> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id,
+            username: username.to_string(),
+            is_admin,
+            is_owner,
+            iat: now,
+            exp: now + ACCESS_TOKEN_SECS,
+            jti: Uuid::new_v4(),
+            aud: AUDIENCE.to_string(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Checks signature, audience and expiry (60 s leeway).
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("create {}: {e}", path.display()))?;
+        file.write_all(bytes).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+}
+
+/// A fresh refresh token: 32 random bytes as 64 lowercase hex characters.
+pub fn new_refresh_token() -> String {
+    random_hex(32)
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// What is stored for a secret token: its SHA-256, hex. (The token has 256 bits of entropy,
+/// so a fast hash is enough; a database leak does not reveal usable tokens.)
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Random code of `len` characters from an unambiguous alphabet (A–Z without I and O, 2–9).
+pub fn random_code(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..len).map(|_| ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).collect()
+}
+
+/// Random `[A-Za-z0-9]` string (invite codes, webhook tokens).
+pub fn random_alphanumeric(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    // 62 does not divide 2^32 evenly; the bias of modulo on u32 is below 2^-26, negligible here.
+    (0..len).map(|_| ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_token_verifies_and_tampered_token_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TokenKeys::load_or_create(dir.path()).unwrap();
+        let id = Uuid::now_v7();
+        let token = keys.issue(id, "alice", true, false).unwrap();
+        let claims = keys.verify(&token).expect("valid");
+        assert_eq!(claims.sub, id);
+        assert_eq!(claims.aud, AUDIENCE);
+        assert!(claims.is_admin && !claims.is_owner);
+        let mut bad = token.clone();
+        bad.pop();
+        assert!(keys.verify(&bad).is_none());
+        // The same key is read back on restart.
+        let again = TokenKeys::load_or_create(dir.path()).unwrap();
+        assert!(again.verify(&token).is_some());
+    }
+
+    #[test]
+    fn refresh_tokens_are_64_hex_chars() {
+        let t = new_refresh_token();
+        assert_eq!(t.len(), 64);
+        assert!(t.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(hash_token(&t), t);
+    }
+}

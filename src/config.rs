@@ -1,0 +1,350 @@
+//! Configuration: one struct with documented fields.
+//!
+//! Precedence: command-line flags > environment variables > TOML file (`--config` /
+//! `PALAVER_CONFIG`) > built-in defaults. The environment names are fixed: operators'
+//! scripts rely on them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Parser;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Who may create an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    Open,
+    InviteOnly,
+    Closed,
+}
+
+impl RegistrationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationMode::Open => "open",
+            RegistrationMode::InviteOnly => "invite_only",
+            RegistrationMode::Closed => "closed",
+        }
+    }
+}
+
+impl FromStr for RegistrationMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "open" => Ok(Self::Open),
+            "invite_only" => Ok(Self::InviteOnly),
+            "closed" => Ok(Self::Closed),
+            other => Err(format!("unknown registration mode {other:?} (open, invite_only, closed)")),
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `per_second`. Written `BURST/PER_SECOND`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per_second: u32,
+}
+
+impl RateLimit {
+    pub const fn new(burst: u32, per_second: u32) -> Self {
+        Self { burst, per_second }
+    }
+}
+
+impl FromStr for RateLimit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (burst, rate) = s
+            .split_once('/')
+            .ok_or_else(|| format!("rate limit {s:?} must look like BURST/PER_SECOND, e.g. 10/5"))?;
+        let burst: u32 = burst.trim().parse().map_err(|_| format!("bad burst in {s:?}"))?;
+        let per_second: u32 = rate.trim().parse().map_err(|_| format!("bad rate in {s:?}"))?;
+        if burst == 0 || per_second == 0 {
+            return Err(format!("rate limit {s:?} must be positive"));
+        }
+        Ok(Self { burst, per_second })
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Flags and environment variables. Every field is optional so that a missing one falls
+/// through to the config file and then to the default.
+#[derive(Parser, Debug, Default)]
+#[command(name = "palaver", version, about = "Palaver: a self-hosted, end-to-end-encrypted chat server")]
+pub struct Cli {
+    /// TOML configuration file (keys are the lowercase field names, e.g. `bind = "0.0.0.0:8080"`).
+    #[arg(long, env = "PALAVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "PALAVER_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Directory for the SQLite database, the signing key and uploads.
+    #[arg(long, env = "PALAVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL; `postgres://…` selects PostgreSQL. Default: SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// `open`, `invite_only` or `closed`.
+    #[arg(long, env = "PALAVER_REGISTRATION")]
+    pub registration: Option<RegistrationMode>,
+    /// Comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "PALAVER_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+    /// Canonical public base URL, shown in `/auth/config`.
+    #[arg(long, env = "PALAVER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// `on` or `off`: the per-IP HTTP limiters (general and `/auth/*`). Off is for benchmarks.
+    #[arg(long, env = "PALAVER_HTTP_RATE_LIMITS")]
+    pub http_rate_limits: Option<String>,
+    /// General per-IP HTTP bucket, `BURST/PER_SECOND`.
+    #[arg(long, env = "PALAVER_HTTP_RATE_LIMIT")]
+    pub http_rate_limit: Option<RateLimit>,
+    /// Stricter per-IP bucket on `/auth/*`, `BURST/PER_SECOND`.
+    #[arg(long, env = "PALAVER_AUTH_RATE_LIMIT")]
+    pub auth_rate_limit: Option<RateLimit>,
+    /// Per-WebSocket frame bucket, `BURST/PER_SECOND`.
+    #[arg(long, env = "PALAVER_WS_RATE_LIMIT")]
+    pub ws_rate_limit: Option<RateLimit>,
+    /// Failed logins per username before a 15-minute lockout.
+    #[arg(long, env = "PALAVER_LOGIN_MAX_FAILURES")]
+    pub login_max_failures: Option<u32>,
+    /// Who may create communities: `admin_only` or `open`.
+    #[arg(long, env = "PALAVER_COMMUNITY_CREATION")]
+    pub community_creation: Option<String>,
+    /// Version string of the web client bundle served, sent as `server_version` on the socket.
+    #[arg(long, env = "PALAVER_CLIENT_VERSION")]
+    pub client_version: Option<String>,
+    /// Directory holding a built web client (SPA) to serve at `/`.
+    #[arg(long, env = "PALAVER_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+    /// Comma-separated CORS origins allowed (`*` for any).
+    #[arg(long, env = "PALAVER_CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Maximum size of one uploaded file, in bytes.
+    #[arg(long, env = "PALAVER_MAX_FILE_SIZE")]
+    pub max_file_size: Option<u64>,
+    /// Per-user upload quota in bytes (0 = unlimited).
+    #[arg(long, env = "PALAVER_UPLOAD_QUOTA")]
+    pub upload_quota: Option<u64>,
+    /// Capacity of each socket's outbound queue, in frames.
+    #[arg(long, env = "PALAVER_WS_QUEUE")]
+    pub ws_queue: Option<usize>,
+}
+
+/// The same keys, read from the optional TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    registration: Option<RegistrationMode>,
+    trusted_proxies: Option<String>,
+    public_url: Option<String>,
+    http_rate_limits: Option<String>,
+    http_rate_limit: Option<RateLimit>,
+    auth_rate_limit: Option<RateLimit>,
+    ws_rate_limit: Option<RateLimit>,
+    login_max_failures: Option<u32>,
+    community_creation: Option<String>,
+    client_version: Option<String>,
+    web_dir: Option<PathBuf>,
+    cors_origins: Option<String>,
+    max_file_size: Option<u64>,
+    upload_quota: Option<u64>,
+    ws_queue: Option<usize>,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address; port 0 picks a free port (tests do this).
+    pub bind: SocketAddr,
+    /// Holds the SQLite file, `signing_key.pem` and uploads.
+    pub data_dir: PathBuf,
+    /// SQLite or PostgreSQL URL.
+    pub database_url: String,
+    pub registration: RegistrationMode,
+    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` we believe.
+    pub trusted_proxies: Vec<IpNet>,
+    pub public_url: Option<String>,
+    /// False turns both HTTP limiters off (benchmarks); the socket limiter stays.
+    pub http_rate_limits: bool,
+    pub http_rate_limit: RateLimit,
+    pub auth_rate_limit: RateLimit,
+    pub ws_rate_limit: RateLimit,
+    pub login_max_failures: u32,
+    /// True when anyone may create a community; false = instance admins only.
+    pub open_community_creation: bool,
+    pub client_version: String,
+    pub web_dir: Option<PathBuf>,
+    pub cors_origins: Vec<String>,
+    pub max_file_size: u64,
+    pub upload_quota: u64,
+    /// Frames buffered per socket before a slow reader is disconnected.
+    pub ws_queue: usize,
+}
+
+impl Config {
+    /// Defaults for everything; the data dir and database come from `data_dir`.
+    pub fn with_data_dir(data_dir: impl AsRef<Path>) -> Self {
+        let data_dir = data_dir.as_ref().to_path_buf();
+        Self {
+            bind: "127.0.0.1:8080".parse().expect("static address"),
+            database_url: sqlite_url(&data_dir),
+            data_dir,
+            registration: RegistrationMode::Open,
+            trusted_proxies: parse_cidrs("127.0.0.0/8,::1/128").expect("static CIDRs"),
+            public_url: None,
+            http_rate_limits: true,
+            http_rate_limit: RateLimit::new(50, 20),
+            auth_rate_limit: RateLimit::new(10, 5),
+            ws_rate_limit: RateLimit::new(10, 5),
+            login_max_failures: 10,
+            open_community_creation: false,
+            client_version: "unknown".into(),
+            web_dir: None,
+            cors_origins: vec!["tauri://localhost".into()],
+            max_file_size: 100 * 1024 * 1024,
+            upload_quota: 500 * 1024 * 1024,
+            ws_queue: 1024,
+        }
+    }
+
+    /// Reads flags, environment and the optional file.
+    pub fn load() -> Result<Self, String> {
+        Self::from_cli(Cli::parse())
+    }
+
+    pub fn from_cli(cli: Cli) -> Result<Self, String> {
+        let file: FileConfig = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let mut config = Self::with_data_dir(&data_dir);
+        if let Some(v) = cli.bind.or(file.bind) {
+            config.bind = v;
+        }
+        if let Some(v) = cli.database_url.or(file.database_url) {
+            config.database_url = v;
+        }
+        if let Some(v) = cli.registration.or(file.registration) {
+            config.registration = v;
+        }
+        if let Some(v) = cli.trusted_proxies.or(file.trusted_proxies) {
+            config.trusted_proxies = parse_cidrs(&v)?;
+        }
+        config.public_url = cli.public_url.or(file.public_url).or(config.public_url);
+        if let Some(v) = cli.http_rate_limits.or(file.http_rate_limits) {
+            config.http_rate_limits = parse_switch(&v)?;
+        }
+        if let Some(v) = cli.http_rate_limit.or(file.http_rate_limit) {
+            config.http_rate_limit = v;
+        }
+        if let Some(v) = cli.auth_rate_limit.or(file.auth_rate_limit) {
+            config.auth_rate_limit = v;
+        }
+        if let Some(v) = cli.ws_rate_limit.or(file.ws_rate_limit) {
+            config.ws_rate_limit = v;
+        }
+        if let Some(v) = cli.login_max_failures.or(file.login_max_failures) {
+            config.login_max_failures = v.max(1);
+        }
+        if let Some(v) = cli.community_creation.or(file.community_creation) {
+            config.open_community_creation = match v.as_str() {
+                "open" => true,
+                "admin_only" => false,
+                other => return Err(format!("community_creation {other:?}: use admin_only or open")),
+            };
+        }
+        if let Some(v) = cli.client_version.or(file.client_version) {
+            config.client_version = v;
+        }
+        config.web_dir = cli.web_dir.or(file.web_dir);
+        if let Some(v) = cli.cors_origins.or(file.cors_origins) {
+            config.cors_origins =
+                v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = cli.max_file_size.or(file.max_file_size) {
+            config.max_file_size = v;
+        }
+        if let Some(v) = cli.upload_quota.or(file.upload_quota) {
+            config.upload_quota = v;
+        }
+        if let Some(v) = cli.ws_queue.or(file.ws_queue) {
+            config.ws_queue = v.max(16);
+        }
+        Ok(config)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")
+    }
+}
+
+/// The embedded default database: a SQLite file in the data dir, created on first start.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("palaver.db").display())
+}
+
+fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|c| {
+            c.parse::<IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("bad CIDR {c:?} in trusted proxies"))
+        })
+        .collect()
+}
+
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(format!("expected on or off, got {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_parses_burst_and_rate() {
+        assert_eq!("10/5".parse::<RateLimit>(), Ok(RateLimit::new(10, 5)));
+        assert!("10".parse::<RateLimit>().is_err());
+        assert!("0/5".parse::<RateLimit>().is_err());
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        let cli = Cli {
+            registration: Some(RegistrationMode::Closed),
+            http_rate_limits: Some("off".into()),
+            ..Cli::default()
+        };
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.registration, RegistrationMode::Closed);
+        assert!(!config.http_rate_limits);
+        assert_eq!(config.bind.port(), 8080);
+        assert!(config.database_url.starts_with("sqlite://"));
+    }
+}

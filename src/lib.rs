@@ -1,0 +1,117 @@
+//! Palaver: a self-hosted, end-to-end-encrypted chat server.
+//!
+//! `serve(config)` starts everything (database, actors, HTTP + WebSocket) and returns a
+//! handle; `main.rs` and the black-box tests both start the real server through it.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+use state::{AppState, HttpLimits};
+
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct Server {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: broadcast::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, closes sockets, stops actors, waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        self.state.hub.shutdown().await;
+        let _ = self.task.await;
+        self.state.db.clone().close().await.ok();
+    }
+
+    /// Resolves when the server has stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A receiver that fires on shutdown (graceful-shutdown signal for helpers).
+    pub fn shutdown_signal(&self) -> broadcast::Receiver<()> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts shutting down without waiting (for signal handlers).
+    pub fn trigger_shutdown(&self) {
+        let _ = self.shutdown.send(());
+    }
+}
+
+/// Opens the database, migrates, starts the actors and serves HTTP and WebSocket.
+pub async fn serve(config: Config) -> Result<Server, String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let db = db::connect_and_migrate(&config.database_url)
+        .await
+        .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))?;
+    let tokens = auth::tokens::TokenKeys::load_or_create(&config.data_dir)?;
+    let settings = settings::Settings::load(&db).await.map_err(|e| format!("load settings: {e}"))?;
+    let hub = palaver_actors::Hub::start(db.clone(), hub_config(&config))
+        .await
+        .map_err(|e| format!("start actors: {e}"))?;
+
+    let state = AppState {
+        db,
+        limits: Arc::new(HttpLimits::new(&config)),
+        lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
+        config: Arc::new(config),
+        tokens: Arc::new(tokens),
+        hub,
+        settings: Arc::new(settings),
+        started: Instant::now(),
+    };
+
+    let listener = TcpListener::bind(state.config.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", state.config.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (shutdown, _) = broadcast::channel(1);
+    let routes = routes::all(&state);
+    let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
+    tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
+    Ok(Server { addr, state, shutdown, task })
+}
+
+fn hub_config(config: &Config) -> palaver_actors::HubConfig {
+    palaver_actors::HubConfig {
+        ws_rate_burst: config.ws_rate_limit.burst,
+        ws_rate_per_second: config.ws_rate_limit.per_second,
+        outbound_queue: config.ws_queue,
+        ..palaver_actors::HubConfig::default()
+    }
+}
+
+/// Hides a password in a database URL before logging it.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,32 @@
+//! Seed section "Health": `GET /health` (public).
+
+use sea_orm::ConnectionTrait;
+use serde::Serialize;
+use warp::Filter;
+
+use crate::error::ApiResult;
+use crate::http::{Route, ok_json, respond, with_state};
+use crate::state::AppState;
+
+pub fn routes(state: &AppState) -> Route {
+    warp::path!("health").and(warp::get()).and(with_state(state)).then(health).map(respond).boxed()
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+    db_healthy: bool,
+}
+
+/// GET /api/health
+async fn health(state: AppState) -> ApiResult<warp::reply::Response> {
+    let db_healthy = state.db.execute_unprepared("SELECT 1").await.is_ok();
+    ok_json(&Health {
+        status: if db_healthy { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.started.elapsed().as_secs(),
+        db_healthy,
+    })
+}

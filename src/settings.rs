@@ -1,0 +1,93 @@
+//! Instance settings that admins change at run time (`/admin/settings`), cached in memory.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use palaver_entity::instance_settings;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, sea_query::OnConflict};
+
+use crate::error::{ApiError, ApiResult};
+
+/// The keys admins may set, with their rules.
+pub const MAX_MESSAGES_CACHE: &str = "max_messages_cache";
+pub const MAX_PINS_PER_CHANNEL: &str = "max_pins_per_channel";
+pub const E2E_ENABLED: &str = "e2e_enabled";
+
+pub struct Settings {
+    /// Only settings that were ever stored (the admin GET shows exactly these).
+    stored: RwLock<BTreeMap<String, String>>,
+}
+
+impl Settings {
+    pub async fn load(db: &DatabaseConnection) -> Result<Self, sea_orm::DbErr> {
+        let rows = instance_settings::Entity::find().all(db).await?;
+        Ok(Self { stored: RwLock::new(rows.into_iter().map(|r| (r.key, r.value)).collect()) })
+    }
+
+    pub fn stored(&self) -> BTreeMap<String, String> {
+        self.stored.read().expect("settings lock").clone()
+    }
+
+    fn get_i64(&self, key: &str, default: i64) -> i64 {
+        self.stored.read().expect("settings lock").get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    pub fn max_messages_cache(&self) -> i64 {
+        self.get_i64(MAX_MESSAGES_CACHE, 500)
+    }
+
+    pub fn max_pins_per_channel(&self) -> i64 {
+        self.get_i64(MAX_PINS_PER_CHANNEL, 50)
+    }
+
+    pub fn e2e_enabled(&self) -> bool {
+        self.stored.read().expect("settings lock").get(E2E_ENABLED).map(|v| v != "false").unwrap_or(true)
+    }
+
+    /// Validates every pair first, then stores them all (nothing is saved on a bad value).
+    pub async fn update(&self, db: &DatabaseConnection, changes: BTreeMap<String, String>) -> ApiResult<()> {
+        for (key, value) in &changes {
+            validate(key, value)?;
+        }
+        let now = palaver_entity::now();
+        for (key, value) in &changes {
+            let row = instance_settings::ActiveModel {
+                key: Set(key.clone()),
+                value: Set(value.clone()),
+                updated_at: Set(now),
+            };
+            instance_settings::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::column(instance_settings::Column::Key)
+                        .update_columns([
+                            instance_settings::Column::Value,
+                            instance_settings::Column::UpdatedAt,
+                        ])
+                        .to_owned(),
+                )
+                .exec(db)
+                .await?;
+        }
+        self.stored.write().expect("settings lock").extend(changes);
+        Ok(())
+    }
+}
+
+fn validate(key: &str, value: &str) -> ApiResult<()> {
+    let int_in = |lo: i64, hi: i64| {
+        value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (lo..=hi).contains(v))
+            .map(|_| ())
+            .ok_or_else(|| ApiError::validation(format!("{key} must be an integer from {lo} to {hi}")))
+    };
+    match key {
+        MAX_MESSAGES_CACHE => int_in(50, 10_000),
+        MAX_PINS_PER_CHANNEL => int_in(1, 200),
+        E2E_ENABLED if value == "true" || value == "false" => Ok(()),
+        E2E_ENABLED => Err(ApiError::validation("e2e_enabled must be \"true\" or \"false\"")),
+        other => Err(ApiError::validation(format!("unknown setting {other:?}"))),
+    }
+}

@@ -1,0 +1,61 @@
+//! `AppState`: what every route handler can reach. Cheap to clone (all shared).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+use sea_orm::DatabaseConnection;
+
+use crate::auth::lockout::Lockouts;
+use crate::auth::tokens::TokenKeys;
+use crate::config::{Config, RateLimit};
+use crate::settings::Settings;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The SeaORM pool (SQLite or PostgreSQL).
+    pub db: DatabaseConnection,
+    pub config: Arc<Config>,
+    /// Signs and verifies access tokens.
+    pub tokens: Arc<TokenKeys>,
+    /// The live side: actors, sessions, fan-out.
+    pub hub: Arc<palaver_actors::Hub>,
+    /// Per-IP HTTP buckets (None when turned off by configuration).
+    pub limits: Arc<HttpLimits>,
+    /// Failed-login and failed-recovery counters per username.
+    pub lockouts: Arc<Lockouts>,
+    /// Instance settings (cached; admins change them at run time).
+    pub settings: Arc<Settings>,
+    /// When this process started (for `/health`).
+    pub started: Instant,
+}
+
+/// The general and the `/auth/*` token buckets, keyed by client IP.
+pub struct HttpLimits {
+    pub general: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    pub auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    pub general_retry_after: u64,
+    pub auth_retry_after: u64,
+}
+
+impl HttpLimits {
+    pub fn new(config: &Config) -> Self {
+        let make = |limit: RateLimit| {
+            config.http_rate_limits.then(|| DefaultKeyedRateLimiter::<IpAddr>::keyed(quota(limit)))
+        };
+        Self {
+            general: make(config.http_rate_limit),
+            auth: make(config.auth_rate_limit),
+            general_retry_after: 1,
+            auth_retry_after: 5,
+        }
+    }
+}
+
+/// A governor quota from our `BURST/PER_SECOND` form.
+pub fn quota(limit: RateLimit) -> Quota {
+    let per_second = std::num::NonZeroU32::new(limit.per_second.max(1)).expect("max(1) is non-zero");
+    let burst = std::num::NonZeroU32::new(limit.burst.max(1)).expect("max(1) is non-zero");
+    Quota::per_second(per_second).allow_burst(burst)
+}
