@@ -3,9 +3,11 @@
 //! `serve(config)` starts everything (database, actors, HTTP + WebSocket) and returns a
 //! handle; `main.rs` and the black-box tests both start the real server through it.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod routes;

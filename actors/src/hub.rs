@@ -2,9 +2,14 @@
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use palaver_entity::users;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 
+use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
+use crate::protocol::ServerFrame;
+use crate::registry::SessionRegistry;
 use crate::users::BarredUsers;
 
 /// Tunables of the live side (the server fills them from its configuration).
@@ -31,6 +36,8 @@ pub struct Hub {
     pub config: HubConfig,
     /// Suspended or deleted users: refused on every request and socket.
     pub users: BarredUsers,
+    /// Live sessions by user.
+    pub sessions: SessionRegistry,
 }
 
 impl Hub {
@@ -47,9 +54,32 @@ impl Hub {
         for id in suspended {
             barred.bar(id);
         }
-        Ok(Arc::new(Self { db, config, users: barred }))
+        Ok(Arc::new(Self { db, config, users: barred, sessions: SessionRegistry::default() }))
     }
 
     /// Closes every session and stops every actor.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        self.sessions.close_all(CLOSE_GOING_AWAY);
+    }
+
+    /// User scope: every session of one user.
+    pub fn send_to_user(&self, user_id: Uuid, frame: &ServerFrame) {
+        self.sessions.send_to_user(user_id, &frame.encode(), None);
+    }
+
+    /// Everyone scope: every connected session (profile updates, announcements).
+    pub fn send_to_everyone(&self, frame: &ServerFrame) {
+        self.sessions.send_to_everyone(&frame.encode());
+    }
+
+    /// Refuses a user's tokens from now on and closes their sockets (suspension, deletion).
+    pub fn bar_user(&self, user_id: Uuid) {
+        self.users.bar(user_id);
+        self.sessions.close_user(user_id, CLOSE_UNAUTHORIZED);
+    }
+
+    /// Accepts a user's tokens again (unsuspension).
+    pub fn unbar_user(&self, user_id: Uuid) {
+        self.users.unbar(user_id);
+    }
 }

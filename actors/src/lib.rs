@@ -5,6 +5,9 @@
 //! `Utf8Bytes` (a reference-counted buffer) with every recipient.
 
 pub mod hub;
+pub mod outbox;
+pub mod protocol;
+pub mod registry;
 pub mod users;
 
 pub use hub::{Hub, HubConfig};

@@ -3,4 +3,14 @@
 
 mod common;
 
+mod account;
+mod admin;
+mod announcements;
+mod auth;
 mod health;
+mod keys;
+mod legal;
+mod push;
+mod reports;
+mod totp;
+mod users;

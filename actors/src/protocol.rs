@@ -1,0 +1,429 @@
+//! The WebSocket wire protocol: one enum per direction (see `shared/wire/websocket.md`).
+//!
+//! Every frame is a JSON object with a snake_case `type` and its fields at the top level.
+//! Byte arrays travel as arrays of integers; timestamps as RFC 3339 strings.
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use uuid::Uuid;
+
+/// A serialized server frame, shared without copying by every recipient.
+pub type Frame = Utf8Bytes;
+
+/// Frames a client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Authenticate {
+        token: String,
+    },
+    SendMessage {
+        channel_id: Uuid,
+        ciphertext: Vec<u8>,
+        nonce: Vec<u8>,
+        message_type: String,
+        #[serde(default)]
+        reply_to: Option<Uuid>,
+        #[serde(default)]
+        sender_key_id: Option<Uuid>,
+        #[serde(default)]
+        thread_id: Option<Uuid>,
+    },
+    EditMessage {
+        message_id: Uuid,
+        ciphertext: Vec<u8>,
+        nonce: Vec<u8>,
+    },
+    DeleteMessage {
+        message_id: Uuid,
+    },
+    UpdatePresence {
+        status: String,
+    },
+    Typing {
+        channel_id: Uuid,
+    },
+    StopTyping {
+        channel_id: Uuid,
+    },
+    Subscribe {
+        channel_ids: Vec<Uuid>,
+    },
+    Unsubscribe {
+        channel_ids: Vec<Uuid>,
+    },
+    RtcOffer {
+        target_user_id: Uuid,
+        session_id: Uuid,
+        sdp: String,
+    },
+    RtcAnswer {
+        target_user_id: Uuid,
+        session_id: Uuid,
+        sdp: String,
+    },
+    RtcIceCandidate {
+        target_user_id: Uuid,
+        session_id: Uuid,
+        candidate: String,
+    },
+    JoinVoice {
+        channel_id: Uuid,
+    },
+    LeaveVoice {
+        channel_id: Uuid,
+    },
+    KickFromVoice {
+        channel_id: Uuid,
+        user_id: Uuid,
+    },
+    AddReaction {
+        message_id: Uuid,
+        emoji: String,
+    },
+    RemoveReaction {
+        message_id: Uuid,
+        emoji: String,
+    },
+    MarkRead {
+        channel_id: Uuid,
+        message_id: Uuid,
+    },
+    MarkAllRead,
+    Ping {
+        timestamp: i64,
+    },
+}
+
+/// Timestamps as chrono's RFC 3339 with microseconds when non-zero (`…+00:00`).
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(t))
+}
+
+/// Bytes as a JSON array of integers (never base64).
+fn ser_bytes<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(b.iter())
+}
+
+/// Frames the server sends. Field names and presence follow the wire tables exactly.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Authenticated {
+        user_id: Uuid,
+        server_version: String,
+    },
+    NewMessage {
+        id: Uuid,
+        channel_id: Uuid,
+        sender_id: Option<Uuid>,
+        #[serde(serialize_with = "ser_bytes")]
+        ciphertext: Bytes,
+        #[serde(serialize_with = "ser_bytes")]
+        nonce: Bytes,
+        message_type: String,
+        reply_to: Option<Uuid>,
+        sender_key_id: Option<Uuid>,
+        #[serde(serialize_with = "ser_time")]
+        created_at: DateTime<Utc>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thread_id: Option<Uuid>,
+    },
+    MessageSent {
+        id: Uuid,
+        channel_id: Uuid,
+        #[serde(serialize_with = "ser_time")]
+        created_at: DateTime<Utc>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thread_id: Option<Uuid>,
+    },
+    MessageEdited {
+        message_id: Uuid,
+        channel_id: Uuid,
+        sender_id: Option<Uuid>,
+        #[serde(serialize_with = "ser_bytes")]
+        ciphertext: Bytes,
+        #[serde(serialize_with = "ser_bytes")]
+        nonce: Bytes,
+        #[serde(serialize_with = "ser_time")]
+        edited_at: DateTime<Utc>,
+    },
+    MessageDeleted {
+        message_id: Uuid,
+    },
+    PresenceUpdate {
+        user_id: Uuid,
+        status: String,
+    },
+    PresenceBulk {
+        statuses: Vec<(Uuid, String)>,
+    },
+    UserTyping {
+        channel_id: Uuid,
+        user_id: Uuid,
+    },
+    UserStoppedTyping {
+        channel_id: Uuid,
+        user_id: Uuid,
+    },
+    RtcOffer {
+        from_user_id: Uuid,
+        session_id: Uuid,
+        sdp: String,
+    },
+    RtcAnswer {
+        from_user_id: Uuid,
+        session_id: Uuid,
+        sdp: String,
+    },
+    RtcIceCandidate {
+        from_user_id: Uuid,
+        session_id: Uuid,
+        candidate: String,
+    },
+    VoiceStateUpdate {
+        channel_id: Uuid,
+        participants: Vec<Uuid>,
+    },
+    UserJoinedVoice {
+        channel_id: Uuid,
+        user_id: Uuid,
+    },
+    UserLeftVoice {
+        channel_id: Uuid,
+        user_id: Uuid,
+    },
+    KickedFromVoice {
+        channel_id: Uuid,
+        user_id: Uuid,
+        kicked_by: Uuid,
+    },
+    ReactionAdded {
+        message_id: Uuid,
+        user_id: Uuid,
+        emoji: String,
+    },
+    ReactionRemoved {
+        message_id: Uuid,
+        user_id: Uuid,
+        emoji: String,
+    },
+    ReadReceipt {
+        channel_id: Uuid,
+        user_id: Uuid,
+        message_id: Uuid,
+        #[serde(serialize_with = "ser_time")]
+        timestamp: DateTime<Utc>,
+    },
+    MemberKicked {
+        channel_id: Uuid,
+        user_id: Uuid,
+        kicked_by: Uuid,
+    },
+    MemberBanned {
+        channel_id: Uuid,
+        user_id: Uuid,
+        banned_by: Uuid,
+    },
+    MemberRoleUpdated {
+        channel_id: Uuid,
+        user_id: Uuid,
+        role: String,
+    },
+    MessagePinned {
+        message_id: Uuid,
+        channel_id: Uuid,
+        pinned_by: Uuid,
+        #[serde(serialize_with = "ser_time")]
+        pinned_at: DateTime<Utc>,
+    },
+    MessageUnpinned {
+        message_id: Uuid,
+        channel_id: Uuid,
+    },
+    NewDmChannel {
+        channel_id: Uuid,
+        channel_name: Option<String>,
+        #[serde(serialize_with = "ser_time")]
+        created_at: DateTime<Utc>,
+        other_user_id: Uuid,
+        other_user_username: String,
+        other_user_display_name: Option<String>,
+        other_user_avatar_url: Option<String>,
+    },
+    SenderKeyUpdated {
+        channel_id: Uuid,
+        user_id: Uuid,
+        chain_id: i64,
+        distribution: serde_json::Value,
+    },
+    SenderKeyRotationRequired {
+        channel_id: Uuid,
+        reason: String,
+    },
+    PollCreated {
+        poll_id: Uuid,
+        channel_id: Uuid,
+        created_by: Uuid,
+        question: String,
+    },
+    PollVoted {
+        poll_id: Uuid,
+        channel_id: Uuid,
+        option_index: i32,
+        voter_id: Option<Uuid>,
+    },
+    PollVoteRemoved {
+        poll_id: Uuid,
+        channel_id: Uuid,
+        option_index: i32,
+        voter_id: Option<Uuid>,
+    },
+    PollClosed {
+        poll_id: Uuid,
+        channel_id: Uuid,
+    },
+    UserTimedOut {
+        channel_id: Uuid,
+        user_id: Uuid,
+        #[serde(serialize_with = "ser_time")]
+        expires_at: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    UserWarned {
+        channel_id: Uuid,
+        user_id: Uuid,
+        reason: String,
+        warning_count: i64,
+    },
+    UserProfileUpdated {
+        user_id: Uuid,
+        display_name: String,
+        avatar_url: Option<String>,
+        banner_url: Option<String>,
+        voice_background_url: Option<String>,
+        custom_status: Option<String>,
+        bio: Option<String>,
+        pronouns: Option<String>,
+    },
+    ChannelUpdated {
+        channel_id: Uuid,
+        name: Option<String>,
+        topic: Option<String>,
+        read_only: bool,
+        slow_mode_seconds: i32,
+        archived: bool,
+        voice_background: Option<String>,
+    },
+    GroupUpdated {
+        group_id: Uuid,
+        name: Option<String>,
+        description: Option<String>,
+        icon_url: Option<String>,
+        banner_url: Option<String>,
+        accent_color: Option<String>,
+        visibility: String,
+    },
+    CommunityUpdated {
+        community_id: Uuid,
+        name: Option<String>,
+        description: Option<String>,
+        icon_url: Option<String>,
+        banner_url: Option<String>,
+        community_theme: Option<serde_json::Value>,
+        welcome_message: Option<String>,
+    },
+    ChannelDeleted {
+        channel_id: Uuid,
+    },
+    GroupDeleted {
+        group_id: Uuid,
+    },
+    Announcement {
+        id: Uuid,
+        title: String,
+        body: String,
+        created_by: Uuid,
+        #[serde(serialize_with = "ser_time")]
+        created_at: DateTime<Utc>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    Pong {
+        timestamp: i64,
+    },
+    KeysLow {
+        remaining: i64,
+    },
+}
+
+impl ServerFrame {
+    /// Serializes once; the result is shared by every recipient.
+    pub fn encode(&self) -> Frame {
+        // Serializing these types cannot fail (no maps with non-string keys, no custom errors).
+        let text = serde_json::to_string(self).expect("server frames serialize");
+        Frame::from(text)
+    }
+
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        Self::Error { code: code.to_string(), message: message.into() }
+    }
+}
+
+/// Parses a client frame; the error is the `invalid_message` text.
+pub fn decode(text: &str) -> Result<ClientFrame, String> {
+    serde_json::from_str(text).map_err(|e| format!("invalid message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_message_matches_the_wire_shape() {
+        let frame = ServerFrame::NewMessage {
+            id: Uuid::nil(),
+            channel_id: Uuid::nil(),
+            sender_id: Some(Uuid::nil()),
+            ciphertext: Bytes::from_static(&[1, 2, 255]),
+            nonce: Bytes::from_static(&[9]),
+            message_type: "text".into(),
+            reply_to: None,
+            sender_key_id: None,
+            created_at: DateTime::parse_from_rfc3339("2025-01-31T12:34:56.123456+00:00").unwrap().into(),
+            thread_id: None,
+        };
+        let v: serde_json::Value = serde_json::from_str(frame.encode().as_str()).unwrap();
+        assert_eq!(v["type"], "new_message");
+        assert_eq!(v["ciphertext"], serde_json::json!([1, 2, 255]));
+        assert_eq!(v["created_at"], "2025-01-31T12:34:56.123456+00:00");
+        assert!(v["reply_to"].is_null() && v.as_object().unwrap().contains_key("reply_to"));
+        assert!(!v.as_object().unwrap().contains_key("thread_id"));
+    }
+
+    #[test]
+    fn client_frames_parse_and_reject_unknown_types() {
+        let f = decode(r#"{"type":"ping","timestamp":5}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Ping { timestamp: 5 }));
+        assert!(matches!(decode(r#"{"type":"mark_all_read"}"#).unwrap(), ClientFrame::MarkAllRead));
+        assert!(decode(r#"{"type":"nope"}"#).is_err());
+        assert!(decode(r#"{"type":"send_message","channel_id":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn presence_bulk_is_pairs() {
+        let v: serde_json::Value = serde_json::from_str(
+            ServerFrame::PresenceBulk { statuses: vec![(Uuid::nil(), "online".into())] }.encode().as_str(),
+        )
+        .unwrap();
+        assert_eq!(v["statuses"][0][1], "online");
+    }
+}
