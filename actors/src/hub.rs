@@ -1,16 +1,23 @@
-//! The `Hub`: the registry of live actors and sessions, and the entry point for routes.
+//! The `Hub`: finds live actors and sessions; the entry point for routes and sockets.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
+use dashmap::DashMap;
+use palaver_entity::users;
+use ractor::{Actor, ActorCell, ActorRef};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
+use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
-use palaver_entity::users;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
-
+use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, Subscribers};
 use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
+use crate::presence::Presence;
 use crate::protocol::ServerFrame;
 use crate::registry::SessionRegistry;
+use crate::supervisor::ChannelSupervisor;
 use crate::users::BarredUsers;
+use crate::{HubError, store};
 
 /// Tunables of the live side (the server fills them from its configuration).
 #[derive(Clone, Debug)]
@@ -31,55 +38,230 @@ impl Default for HubConfig {
     }
 }
 
+/// A live channel: its actor (replaced on restart) and its subscribers (kept across restarts).
+pub struct ChannelSlot {
+    pub channel_id: Uuid,
+    actor: RwLock<ActorRef<ChannelMsg>>,
+    /// Fires when the supervisor has installed a restarted actor.
+    restarted: Notify,
+    pub subscribers: Arc<Subscribers>,
+}
+
+impl ChannelSlot {
+    pub fn actor(&self) -> ActorRef<ChannelMsg> {
+        self.actor.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn replace(&self, actor: ActorRef<ChannelMsg>) {
+        *self.actor.write().unwrap_or_else(|p| p.into_inner()) = actor;
+        self.restarted.notify_waiters();
+    }
+}
+
+type SlotCell = Arc<OnceCell<Arc<ChannelSlot>>>;
+
+/// What actors share: the database, sessions, and the registry of live channels.
+pub struct Shared {
+    pub db: DatabaseConnection,
+    pub config: HubConfig,
+    pub sessions: SessionRegistry,
+    /// user → the channel whose voice session they are in.
+    pub voice: DashMap<Uuid, Uuid>,
+    /// channel id → its slot (initialised once by the first caller).
+    pub(crate) channels: DashMap<Uuid, SlotCell>,
+    /// actor id → channel id, so the supervisor knows which channel an event is about.
+    pub(crate) actor_index: DashMap<ractor::ActorId, Uuid>,
+    /// The supervisor every channel actor is linked to.
+    pub(crate) supervisor: OnceLock<ActorCell>,
+}
+
+impl Shared {
+    pub async fn is_instance_owner(&self, user_id: Uuid) -> bool {
+        users::Entity::find_by_id(user_id)
+            .select_only()
+            .column(users::Column::IsOwner)
+            .into_tuple::<bool>()
+            .one(&self.db)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    /// Spawns a channel actor under the supervisor with freshly loaded state.
+    pub(crate) async fn spawn_channel(
+        self: &Arc<Self>,
+        channel_id: Uuid,
+        subscribers: Arc<Subscribers>,
+    ) -> Result<ActorRef<ChannelMsg>, HubError> {
+        let snapshot = store::load_channel(&self.db, channel_id)
+            .await
+            .map_err(HubError::from_db)?
+            .ok_or(HubError::NotFound)?;
+        let supervisor = self.supervisor.get().cloned().ok_or(HubError::Stopped)?;
+        let args = ChannelArgs { shared: self.clone(), snapshot, subscribers };
+        let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, supervisor)
+            .await
+            .map_err(|e| HubError::Internal(format!("spawn channel actor: {e}")))?;
+        Ok(actor)
+    }
+}
+
 pub struct Hub {
+    pub shared: Arc<Shared>,
     pub db: DatabaseConnection,
     pub config: HubConfig,
     /// Suspended or deleted users: refused on every request and socket.
     pub users: BarredUsers,
-    /// Live sessions by user.
-    pub sessions: SessionRegistry,
+    /// Coalesces presence changes and delivers them to community mates.
+    pub presence: Presence,
+    /// Last voice join/leave per user (one per 2 s across sessions).
+    pub voice_cooldowns: DashMap<Uuid, std::time::Instant>,
+    supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
 }
 
 impl Hub {
     /// Loads what must be known before serving (barred users) and starts the supervisors.
-    pub async fn start(db: DatabaseConnection, config: HubConfig) -> Result<Arc<Self>, sea_orm::DbErr> {
+    pub async fn start(db: DatabaseConnection, config: HubConfig) -> Result<Arc<Self>, String> {
         let barred = BarredUsers::default();
-        let suspended: Vec<uuid::Uuid> = users::Entity::find()
+        let suspended: Vec<Uuid> = users::Entity::find()
             .select_only()
             .column(users::Column::Id)
             .filter(users::Column::SuspendedAt.is_not_null())
             .into_tuple()
             .all(&db)
-            .await?;
+            .await
+            .map_err(|e| e.to_string())?;
         for id in suspended {
             barred.bar(id);
         }
-        Ok(Arc::new(Self { db, config, users: barred, sessions: SessionRegistry::default() }))
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            config: config.clone(),
+            sessions: SessionRegistry::default(),
+            voice: DashMap::new(),
+            channels: DashMap::new(),
+            actor_index: DashMap::new(),
+            supervisor: OnceLock::new(),
+        });
+        let (supervisor, _) = Actor::spawn(None, ChannelSupervisor, shared.clone())
+            .await
+            .map_err(|e| format!("start channel supervisor: {e}"))?;
+        let _ = shared.supervisor.set(supervisor.get_cell());
+        let presence = Presence::start(shared.clone());
+        Ok(Arc::new(Self {
+            shared,
+            db,
+            config,
+            users: barred,
+            presence,
+            voice_cooldowns: DashMap::new(),
+            supervisor,
+        }))
     }
 
     /// Closes every session and stops every actor.
     pub async fn shutdown(&self) {
-        self.sessions.close_all(CLOSE_GOING_AWAY);
+        self.shared.sessions.close_all(CLOSE_GOING_AWAY);
+        self.presence.stop();
+        self.supervisor.stop(Some("shutdown".into()));
+    }
+
+    pub fn sessions(&self) -> &SessionRegistry {
+        &self.shared.sessions
     }
 
     /// User scope: every session of one user.
     pub fn send_to_user(&self, user_id: Uuid, frame: &ServerFrame) {
-        self.sessions.send_to_user(user_id, &frame.encode(), None);
+        self.shared.sessions.send_to_user(user_id, &frame.encode(), None);
     }
 
     /// Everyone scope: every connected session (profile updates, announcements).
     pub fn send_to_everyone(&self, frame: &ServerFrame) {
-        self.sessions.send_to_everyone(&frame.encode());
+        self.shared.sessions.send_to_everyone(&frame.encode());
     }
 
     /// Refuses a user's tokens from now on and closes their sockets (suspension, deletion).
     pub fn bar_user(&self, user_id: Uuid) {
         self.users.bar(user_id);
-        self.sessions.close_user(user_id, CLOSE_UNAUTHORIZED);
+        self.shared.sessions.close_user(user_id, CLOSE_UNAUTHORIZED);
     }
 
     /// Accepts a user's tokens again (unsuspension).
     pub fn unbar_user(&self, user_id: Uuid) {
         self.users.unbar(user_id);
+    }
+
+    /// The live slot of a channel, starting its actor if needed.
+    pub async fn channel(&self, channel_id: Uuid) -> Result<Arc<ChannelSlot>, HubError> {
+        let cell = self.shared.channels.entry(channel_id).or_default().clone();
+        let shared = self.shared.clone();
+        let result = cell
+            .get_or_try_init(|| async move {
+                let subscribers = Arc::new(Subscribers::default());
+                let actor = shared.spawn_channel(channel_id, subscribers.clone()).await?;
+                crate::supervisor::index(&shared, &actor, channel_id);
+                Ok::<_, HubError>(Arc::new(ChannelSlot {
+                    channel_id,
+                    actor: RwLock::new(actor),
+                    restarted: Notify::new(),
+                    subscribers,
+                }))
+            })
+            .await;
+        match result {
+            Ok(slot) => Ok(slot.clone()),
+            Err(err) => {
+                // Forget the empty cell so the next caller tries again.
+                self.shared.channels.remove_if(&channel_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends to a channel's actor, riding out a restart or an idle stop in between.
+    pub async fn send_to_channel(&self, channel_id: Uuid, message: ChannelMsg) -> Result<(), HubError> {
+        let mut message = message;
+        for _ in 0..3 {
+            let slot = self.channel(channel_id).await?;
+            let restarted = slot.restarted.notified();
+            match slot.actor().send_message(message) {
+                Ok(()) => return Ok(()),
+                Err(ractor::MessagingErr::SendErr(back)) => {
+                    message = back;
+                    // Dead actor: either the supervisor is restarting it, or it stopped idle.
+                    // Wait briefly for a restart; if none came, drop the slot and start anew.
+                    let dead = slot.actor().get_id();
+                    let _ = tokio::time::timeout(Duration::from_millis(500), restarted).await;
+                    if slot.actor().get_id() == dead {
+                        self.shared.channels.remove_if(&channel_id, |_, c| {
+                            c.get().is_some_and(|s| Arc::ptr_eq(s, &slot))
+                        });
+                    }
+                }
+                Err(_) => return Err(HubError::Internal("channel actor unreachable".into())),
+            }
+        }
+        Err(HubError::Unavailable)
+    }
+
+    /// Sends only if the channel's actor is live (REST changes to channels nobody has open
+    /// need no live effect: the next actor loads the new state from the database).
+    pub fn notify_channel(&self, channel_id: Uuid, message: ChannelMsg) {
+        if let Some(slot) = self.shared.channels.get(&channel_id).and_then(|c| c.get().cloned()) {
+            let _ = slot.actor().send_message(message);
+        }
+    }
+
+    /// Test hook: makes a channel's actor panic, to prove supervision.
+    pub async fn crash_channel(&self, channel_id: Uuid) -> Result<(), HubError> {
+        let slot = self.channel(channel_id).await?;
+        let _ = slot.actor().send_message(ChannelMsg::Crash);
+        Ok(())
+    }
+
+    /// The actor currently serving a channel, if live (tests compare ids across restarts).
+    pub fn live_channel_actor(&self, channel_id: Uuid) -> Option<ActorRef<ChannelMsg>> {
+        self.shared.channels.get(&channel_id).and_then(|c| c.get().map(|s| s.actor()))
     }
 }

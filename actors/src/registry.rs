@@ -7,7 +7,7 @@ use dashmap::DashMap;
 use uuid::Uuid;
 
 use crate::outbox::{CLOSE_EVICTED, Outbox};
-use crate::protocol::Frame;
+use crate::protocol::{Frame, ServerFrame};
 
 #[derive(Default)]
 pub struct SessionRegistry {
@@ -30,6 +30,10 @@ impl SessionRegistry {
         sessions.push(outbox);
         while sessions.len() > cap.max(1) {
             let oldest = sessions.remove(0);
+            oldest.push(
+                ServerFrame::error("too_many_sessions", "signed in on too many devices: this oldest session was closed")
+                    .encode(),
+            );
             oldest.close(CLOSE_EVICTED);
         }
         Registered { first_session }

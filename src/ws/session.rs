@@ -1,14 +1,182 @@
-//! A WebSocket session (filled in with the real-time core).
+//! One WebSocket connection: the authentication handshake, then three parts —
+//! a reader (this task) that hands text frames to the session actor, the session actor
+//! (logic, in `palaver-actors`), and a writer task that drains the session's bounded
+//! outbox into the socket.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
+use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use palaver_actors::outbox::{CLOSE_UNAUTHORIZED, Outbox, OutboxReceiver, close_reason};
+use palaver_actors::protocol::{ClientFrame, ServerFrame, decode};
+use palaver_actors::roles::InstanceRole;
+use palaver_actors::session::{MAX_FRAME_BYTES, SessionActor, SessionArgs, SessionMsg};
+use ractor::Actor;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use uuid::Uuid;
 
+use crate::auth::{Caller, caller_from_token};
 use crate::state::AppState;
 
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-pub async fn run(_state: AppState, socket: Socket, _ip: IpAddr) {
-    drop(socket);
+/// The first frame must arrive within this long.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(state: AppState, mut socket: Socket, ip: IpAddr) {
+    let caller = match handshake(&state, &mut socket).await {
+        Ok(caller) => caller,
+        Err((code, message)) => {
+            let frame = ServerFrame::error(code, message).encode();
+            let _ = socket.send(Message::Text(frame)).await;
+            let _ = socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(CLOSE_UNAUTHORIZED),
+                    reason: close_reason(CLOSE_UNAUTHORIZED).into(),
+                })))
+                .await;
+            return;
+        }
+    };
+    let span = tracing::debug_span!("ws", user = %caller.user_id, %ip);
+    let _enter = span.enter();
+    drop(_enter);
+    serve(state, socket, caller).await;
+}
+
+/// Reads the first frame: it must be `authenticate` with a valid token, within 10 s.
+async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (&'static str, &'static str)> {
+    const TIMEOUT: (&str, &str) = ("auth_timeout", "authentication took too long");
+    let first = tokio::time::timeout(AUTH_TIMEOUT, socket.next()).await.map_err(|_| TIMEOUT)?;
+    let text = match first {
+        Some(Ok(Message::Text(text))) => text,
+        _ => return Err(TIMEOUT),
+    };
+    match decode(text.as_str()) {
+        Ok(ClientFrame::Authenticate { token }) => {
+            caller_from_token(state, &token).map_err(|_| ("unauthorized", "the token was rejected"))
+        }
+        _ => Err(("auth_required", "authenticate must be the first frame")),
+    }
+}
+
+async fn serve(state: AppState, socket: Socket, caller: Caller) {
+    let hub = state.hub.clone();
+    let session_id = Uuid::new_v4();
+    let (outbox, receiver) = Outbox::new(session_id, caller.user_id, hub.config.outbound_queue);
+
+    // `authenticated` first, then registration (which may evict the user's oldest session).
+    outbox.push(
+        ServerFrame::Authenticated {
+            user_id: caller.user_id,
+            server_version: state.config.client_version.clone(),
+        }
+        .encode(),
+    );
+    let registered = hub.sessions().register(outbox.clone(), hub.config.max_sessions_per_user);
+    let instance = InstanceRole { is_admin: caller.is_admin, is_owner: caller.is_owner };
+    let args = SessionArgs { hub: hub.clone(), outbox: outbox.clone(), instance };
+    let actor = match Actor::spawn(None, SessionActor, args).await {
+        Ok((actor, _)) => actor,
+        Err(err) => {
+            tracing::error!(error = %err, "could not start session actor");
+            hub.sessions().unregister(caller.user_id, session_id);
+            return;
+        }
+    };
+    if registered.first_session {
+        hub.presence.online(caller.user_id);
+    }
+    let bulk = hub.presence.bulk_for(&hub.shared, caller.user_id).await;
+    if !bulk.is_empty() {
+        outbox.push(ServerFrame::PresenceBulk { statuses: bulk }.encode());
+    }
+    outbox.push(ServerFrame::Pong { timestamp: chrono::Utc::now().timestamp() }.encode());
+
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, receiver));
+
+    // Reader: hand text frames to the actor until the socket or the session closes.
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let msg = if text.len() > MAX_FRAME_BYTES {
+                        SessionMsg::TooLarge
+                    } else {
+                        SessionMsg::Text(text.as_str().to_owned())
+                    };
+                    if actor.send_message(msg).is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                // Binary frames are ignored; pings are answered by tungstenite.
+                Some(Ok(_)) => {}
+            },
+            _ = outbox.closed() => break,
+        }
+    }
+    let _ = actor.send_message(SessionMsg::Closed);
+    // The writer sends the close frame (if a close was requested) and ends; don't wait long.
+    if outbox.close_requested() == 0 {
+        outbox.close(1000);
+    }
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// Drains the outbox into the socket, batching whatever is queued into one flush.
+/// A close request interrupts even a write blocked on a peer that stopped reading.
+async fn write_loop<S>(mut sink: S, mut receiver: OutboxReceiver)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let outbox = receiver.outbox.clone();
+    let code = loop {
+        let frame = tokio::select! {
+            biased;
+            code = outbox.closed() => break code,
+            frame = receiver.frames.recv() => match frame {
+                Some(frame) => frame,
+                None => break outbox.close_requested().max(1000),
+            },
+        };
+        let write = async {
+            sink.feed(Message::Text(frame)).await?;
+            while let Ok(more) = receiver.frames.try_recv() {
+                sink.feed(Message::Text(more)).await?;
+            }
+            sink.flush().await
+        };
+        // Writing wins when it can finish; a close request only cuts in while the write is
+        // stuck on a peer that stopped reading.
+        tokio::select! {
+            biased;
+            written = write => if written.is_err() { return },
+            code = outbox.closed() => break code,
+        }
+        if outbox.close_requested() != 0 {
+            break outbox.close_requested();
+        }
+    };
+    // Best effort: deliver what was queued before the close (e.g. the eviction notice), then
+    // the close frame. A peer that stopped reading may never take them, hence the timeout.
+    let frame = CloseFrame { code: CloseCode::from(code), reason: close_reason(code).into() };
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        if code != palaver_actors::outbox::CLOSE_SLOW_CONSUMER {
+            while let Ok(more) = receiver.frames.try_recv() {
+                let _ = sink.feed(Message::Text(more)).await;
+            }
+        }
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    })
+    .await;
 }

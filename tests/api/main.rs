@@ -11,6 +11,7 @@ mod health;
 mod keys;
 mod legal;
 mod push;
+mod realtime;
 mod reports;
 mod totp;
 mod users;

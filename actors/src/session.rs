@@ -1,0 +1,395 @@
+//! The session actor: one per authenticated WebSocket.
+//!
+//! Owns the connection's token bucket and its subscriptions. The gateway's reader task
+//! hands it every text frame; it checks size and rate, parses, validates shape and routes
+//! the request to the channel actor (or answers itself). Replies and events reach the socket
+//! through the session's `Outbox`, drained by the gateway's writer task.
+//!
+//! Never: blocks on the socket, panics on client input.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use uuid::Uuid;
+
+use crate::channel::{ChannelMsg, Origin, Outgoing, VoiceAction};
+use crate::hub::Hub;
+use crate::outbox::Outbox;
+use crate::presence::parse_status;
+use crate::protocol::{ClientFrame, ServerFrame, decode};
+use crate::roles::InstanceRole;
+use crate::{HubError, store};
+
+/// Largest client frame (wire: 1 MiB of text).
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+const MAX_SUBSCRIBE_PER_FRAME: usize = 200;
+const MAX_SUBSCRIPTIONS: usize = 500;
+/// One voice join or leave per user per this interval.
+const VOICE_COOLDOWN: Duration = Duration::from_secs(2);
+/// Longest we wait for a channel actor's answer.
+const CALL_TIMEOUT_MS: u64 = 5_000;
+
+pub enum SessionMsg {
+    /// From the reader task: one text frame (already known to be within the size limit).
+    Text(String),
+    /// From the reader task: a text frame over the size limit (dropped).
+    TooLarge,
+    /// From the gateway: the socket is gone; clean up and stop.
+    Closed,
+}
+
+pub struct SessionArgs {
+    pub hub: Arc<Hub>,
+    pub outbox: Arc<Outbox>,
+    pub instance: InstanceRole,
+}
+
+pub struct SessionActor;
+
+pub struct SessionState {
+    hub: Arc<Hub>,
+    origin: Origin,
+    bucket: TokenBucket,
+    subscriptions: HashSet<Uuid>,
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+        let config = &args.hub.config;
+        let bucket = TokenBucket::new(config.ws_rate_burst, config.ws_rate_per_second);
+        let origin = Origin { user_id: args.outbox.user_id, outbox: args.outbox, instance: args.instance };
+        Ok(SessionState { hub: args.hub, origin, bucket, subscriptions: HashSet::new() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SessionMsg::Text(text) => {
+                if !state.bucket.take() {
+                    state.origin.error_frame("rate_limited", "too many frames, slow down");
+                    return Ok(());
+                }
+                match decode(&text) {
+                    Ok(frame) => state.dispatch(frame).await,
+                    Err(err) => state.origin.error_frame("invalid_message", err),
+                }
+            }
+            SessionMsg::TooLarge => {
+                let _ = state.bucket.take();
+                state.origin.error_frame("validation_error", "frame too large (max 1 MiB)");
+            }
+            SessionMsg::Closed => {
+                state.closed().await;
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Origin {
+    pub fn error_frame(&self, code: &str, message: impl Into<String>) {
+        self.outbox.push(ServerFrame::error(code, message).encode());
+    }
+}
+
+fn size_ok(bytes: &[u8], max: usize) -> bool {
+    !bytes.is_empty() && bytes.len() <= max
+}
+
+impl SessionState {
+    fn user_id(&self) -> Uuid {
+        self.origin.user_id
+    }
+
+    /// Reports a hub failure in the wire's terms.
+    fn hub_error(&self, err: HubError) {
+        match err {
+            HubError::NotFound => self.origin.error_frame("not_found", "channel not found"),
+            HubError::Unavailable => {
+                self.origin.error_frame("unavailable", "the database is unavailable, try again")
+            }
+            HubError::Stopped => self.origin.error_frame("unavailable", "the server is shutting down"),
+            HubError::Internal(detail) => {
+                tracing::error!(error = %detail, "hub error");
+                self.origin.error_frame("internal_error", "internal error")
+            }
+        }
+    }
+
+    async fn to_channel(&self, channel_id: Uuid, message: ChannelMsg) {
+        if let Err(err) = self.hub.send_to_channel(channel_id, message).await {
+            self.hub_error(err);
+        }
+    }
+
+    /// The channel a message lives in, or an error frame sent.
+    async fn channel_of(&self, message_id: Uuid) -> Option<Uuid> {
+        match store::channel_of_message(&self.hub.db, message_id).await {
+            Ok(Some(channel)) => Some(channel),
+            Ok(None) => {
+                self.origin.error_frame("not_found", "message not found");
+                None
+            }
+            Err(err) => {
+                self.hub_error(HubError::from_db(err));
+                None
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) {
+        let origin = self.origin.clone();
+        match frame {
+            // Later `authenticate` frames are ignored (wire).
+            ClientFrame::Authenticate { .. } => {}
+            ClientFrame::Ping { timestamp } => origin.outbox.push(ServerFrame::Pong { timestamp }.encode()).then_some(()).unwrap_or(()),
+            ClientFrame::SendMessage { channel_id, ciphertext, nonce, message_type, reply_to, sender_key_id, thread_id } => {
+                if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
+                    return origin.error_frame("validation_error", "ciphertext must be 1–65536 bytes and nonce 1–256 bytes");
+                }
+                if message_type != "text" && message_type != "file" {
+                    return origin.error_frame("validation_error", "message_type must be text or file");
+                }
+                let message = Outgoing {
+                    ciphertext: Bytes::from(ciphertext),
+                    nonce: Bytes::from(nonce),
+                    message_type,
+                    reply_to,
+                    sender_key_id,
+                    thread_id,
+                };
+                self.to_channel(channel_id, ChannelMsg::Send { origin, message }).await;
+            }
+            ClientFrame::EditMessage { message_id, ciphertext, nonce } => {
+                if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
+                    return origin.error_frame("validation_error", "ciphertext must be 1–65536 bytes and nonce 1–256 bytes");
+                }
+                if let Some(channel_id) = self.channel_of(message_id).await {
+                    let msg = ChannelMsg::Edit { origin, message_id, ciphertext: ciphertext.into(), nonce: nonce.into() };
+                    self.to_channel(channel_id, msg).await;
+                }
+            }
+            ClientFrame::DeleteMessage { message_id } => {
+                if let Some(channel_id) = self.channel_of(message_id).await {
+                    self.to_channel(channel_id, ChannelMsg::Delete { origin, message_id }).await;
+                }
+            }
+            ClientFrame::AddReaction { message_id, emoji } | ClientFrame::RemoveReaction { message_id, emoji }
+                if emoji.chars().count() > 32 || emoji.trim().is_empty() =>
+            {
+                let _ = message_id;
+                origin.error_frame("validation_error", "emoji must be 1–32 characters")
+            }
+            ClientFrame::AddReaction { message_id, emoji } => {
+                if let Some(channel_id) = self.channel_of(message_id).await {
+                    self.to_channel(channel_id, ChannelMsg::React { origin, message_id, emoji, add: true }).await;
+                }
+            }
+            ClientFrame::RemoveReaction { message_id, emoji } => {
+                if let Some(channel_id) = self.channel_of(message_id).await {
+                    self.to_channel(channel_id, ChannelMsg::React { origin, message_id, emoji, add: false }).await;
+                }
+            }
+            ClientFrame::Typing { channel_id } => self.quietly(channel_id, ChannelMsg::Typing { origin, typing: true }).await,
+            ClientFrame::StopTyping { channel_id } => {
+                self.quietly(channel_id, ChannelMsg::Typing { origin, typing: false }).await
+            }
+            ClientFrame::MarkRead { channel_id, message_id } => {
+                self.quietly(channel_id, ChannelMsg::MarkRead { origin, message_id }).await
+            }
+            ClientFrame::MarkAllRead => {
+                if let Err(err) = store::mark_all_read(&self.hub.db, self.user_id()).await {
+                    self.hub_error(HubError::from_db(err));
+                }
+            }
+            ClientFrame::Subscribe { channel_ids } => self.subscribe(channel_ids).await,
+            ClientFrame::Unsubscribe { channel_ids } => self.unsubscribe(channel_ids).await,
+            ClientFrame::UpdatePresence { status } => match parse_status(&status) {
+                Some(status) => self.hub.presence.set(self.user_id(), status),
+                None => origin.error_frame("validation_error", "unknown presence status"),
+            },
+            ClientFrame::RtcOffer { target_user_id, session_id, sdp } => {
+                if size_ok(sdp.as_bytes(), 32_768) {
+                    self.relay(target_user_id, ServerFrame::RtcOffer { from_user_id: self.user_id(), session_id, sdp });
+                } else {
+                    origin.error_frame("validation_error", "sdp must be 1–32768 bytes");
+                }
+            }
+            ClientFrame::RtcAnswer { target_user_id, session_id, sdp } => {
+                if size_ok(sdp.as_bytes(), 32_768) {
+                    self.relay(target_user_id, ServerFrame::RtcAnswer { from_user_id: self.user_id(), session_id, sdp });
+                } else {
+                    origin.error_frame("validation_error", "sdp must be 1–32768 bytes");
+                }
+            }
+            ClientFrame::RtcIceCandidate { target_user_id, session_id, candidate } => {
+                if size_ok(candidate.as_bytes(), 2048) {
+                    let frame = ServerFrame::RtcIceCandidate { from_user_id: self.user_id(), session_id, candidate };
+                    self.relay(target_user_id, frame);
+                } else {
+                    origin.error_frame("validation_error", "candidate must be 1–2048 bytes");
+                }
+            }
+            ClientFrame::JoinVoice { channel_id } => {
+                if self.voice_cooldown() {
+                    if let Some(current) = self.hub.shared.voice.get(&self.user_id()).map(|c| *c)
+                        && current != channel_id
+                    {
+                        let leave = ChannelMsg::Voice { origin: origin.clone(), action: VoiceAction::Leave };
+                        self.to_channel(current, leave).await;
+                    }
+                    self.to_channel(channel_id, ChannelMsg::Voice { origin, action: VoiceAction::Join }).await;
+                }
+            }
+            ClientFrame::LeaveVoice { channel_id } => {
+                if self.voice_cooldown() {
+                    self.quietly(channel_id, ChannelMsg::Voice { origin, action: VoiceAction::Leave }).await;
+                }
+            }
+            ClientFrame::KickFromVoice { channel_id, user_id } => {
+                let msg = ChannelMsg::Voice { origin, action: VoiceAction::Kick { target: user_id } };
+                self.to_channel(channel_id, msg).await;
+            }
+        }
+    }
+
+    /// For frames the wire says to ignore silently when they do not apply.
+    async fn quietly(&self, channel_id: Uuid, message: ChannelMsg) {
+        if let Err(err @ (HubError::Unavailable | HubError::Internal(_))) =
+            self.hub.send_to_channel(channel_id, message).await
+        {
+            self.hub_error(err);
+        }
+    }
+
+    fn voice_cooldown(&self) -> bool {
+        let now = Instant::now();
+        let cooldowns: &DashMap<Uuid, Instant> = &self.hub.voice_cooldowns;
+        let mut entry = cooldowns.entry(self.user_id()).or_insert(now - VOICE_COOLDOWN);
+        if now.duration_since(*entry) < VOICE_COOLDOWN {
+            self.origin.error_frame("rate_limited", "voice join/leave too fast");
+            return false;
+        }
+        *entry = now;
+        true
+    }
+
+    /// WebRTC signalling: only between participants of the same voice session.
+    fn relay(&self, target: Uuid, frame: ServerFrame) {
+        let voice = &self.hub.shared.voice;
+        let mine = voice.get(&self.user_id()).map(|c| *c);
+        let theirs = voice.get(&target).map(|c| *c);
+        match (mine, theirs) {
+            (Some(a), Some(b)) if a == b => self.hub.send_to_user(target, &frame),
+            _ => self.origin.error_frame("forbidden", "not in the same voice session"),
+        }
+    }
+
+    async fn subscribe(&mut self, channel_ids: Vec<Uuid>) {
+        if channel_ids.len() > MAX_SUBSCRIBE_PER_FRAME {
+            return self.origin.error_frame("validation_error", "at most 200 channels per subscribe");
+        }
+        let fresh: Vec<Uuid> = {
+            let mut seen = HashSet::new();
+            channel_ids.into_iter().filter(|id| !self.subscriptions.contains(id) && seen.insert(*id)).collect()
+        };
+        if self.subscriptions.len() + fresh.len() > MAX_SUBSCRIPTIONS {
+            return self.origin.error_frame("validation_error", "at most 500 subscriptions per connection");
+        }
+        for channel_id in fresh {
+            let slot = match self.hub.channel(channel_id).await {
+                Ok(slot) => slot,
+                Err(HubError::NotFound) => continue,
+                Err(err) => return self.hub_error(err),
+            };
+            let origin = self.origin.clone();
+            let answer = ractor::call_t!(
+                slot.actor(),
+                |reply| ChannelMsg::Subscribe { origin, reply: Some(reply) },
+                CALL_TIMEOUT_MS
+            );
+            if let Ok(true) = answer {
+                self.subscriptions.insert(channel_id);
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel_ids: Vec<Uuid>) {
+        let targets: Vec<Uuid> =
+            if channel_ids.is_empty() { self.subscriptions.iter().copied().collect() } else { channel_ids };
+        let session_id = self.origin.outbox.session_id;
+        for channel_id in targets {
+            if self.subscriptions.remove(&channel_id) {
+                self.hub.notify_channel(channel_id, ChannelMsg::Unsubscribe { session_id });
+            }
+        }
+    }
+
+    /// The socket closed: leave every channel, tell presence if this was the last session.
+    async fn closed(&mut self) {
+        let user_id = self.user_id();
+        let session_id = self.origin.outbox.session_id;
+        let last = self.hub.sessions().unregister(user_id, session_id);
+        let mut channels: Vec<Uuid> = self.subscriptions.drain().collect();
+        if let Some(voice) = self.hub.shared.voice.get(&user_id).map(|c| *c) {
+            channels.push(voice);
+        }
+        for channel_id in channels {
+            self.hub.notify_channel(channel_id, ChannelMsg::SessionClosed { user_id, session_id });
+        }
+        if last {
+            self.hub.presence.offline(user_id);
+        }
+    }
+}
+
+/// The per-socket frame bucket.
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(burst: u32, per_second: u32) -> Self {
+        Self { tokens: burst as f64, burst: burst as f64, per_second: per_second as f64, last: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TokenBucket;
+
+    #[test]
+    fn bucket_allows_burst_then_refuses() {
+        let mut bucket = TokenBucket::new(3, 1);
+        assert!(bucket.take() && bucket.take() && bucket.take());
+        assert!(!bucket.take());
+    }
+}

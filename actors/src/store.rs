@@ -1,0 +1,335 @@
+//! Database work the actors do, kept out of their message handlers so those read as rules.
+
+use palaver_entity::{
+    blocked_users, channel_members, channel_timeouts, channels, community_members, dm_pairs, groups, messages,
+};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QuerySelect,
+};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Everything a channel actor needs when it starts (or restarts after a crash).
+pub struct ChannelSnapshot {
+    pub channel: channels::Model,
+    /// The community the channel's group belongs to, if any.
+    pub community_id: Option<Uuid>,
+    /// member → channel role.
+    pub members: HashMap<Uuid, String>,
+    /// member → end of an active timeout.
+    pub timeouts: HashMap<Uuid, chrono::DateTime<chrono::Utc>>,
+    /// For DM channels: the two participants.
+    pub dm_pair: Option<(Uuid, Uuid)>,
+    /// Whether the channel has any message yet (a DM's first message announces the DM).
+    pub has_messages: bool,
+}
+
+pub async fn load_channel(db: &DatabaseConnection, channel_id: Uuid) -> Result<Option<ChannelSnapshot>, DbErr> {
+    let Some(channel) = channels::Entity::find_by_id(channel_id).one(db).await? else {
+        return Ok(None);
+    };
+    let community_id = match channel.group_id {
+        Some(group_id) => groups::Entity::find_by_id(group_id).one(db).await?.map(|g| g.community_id),
+        None => None,
+    };
+    let members = channel_members::Entity::find()
+        .filter(channel_members::Column::ChannelId.eq(channel_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| (m.user_id, m.role))
+        .collect();
+    let now = palaver_entity::now();
+    let mut timeouts = HashMap::new();
+    for t in channel_timeouts::Entity::find()
+        .filter(channel_timeouts::Column::ChannelId.eq(channel_id))
+        .filter(channel_timeouts::Column::ExpiresAt.gt(now))
+        .all(db)
+        .await?
+    {
+        let entry = timeouts.entry(t.user_id).or_insert(t.expires_at);
+        if t.expires_at > *entry {
+            *entry = t.expires_at;
+        }
+    }
+    let dm_pair = dm_pairs::Entity::find_by_id(channel_id).one(db).await?.map(|p| (p.user_a, p.user_b));
+    let has_messages = messages::Entity::find()
+        .filter(messages::Column::ChannelId.eq(channel_id))
+        .limit(1)
+        .count(db)
+        .await?
+        > 0;
+    Ok(Some(ChannelSnapshot { channel, community_id, members, timeouts, dm_pair, has_messages }))
+}
+
+/// Whether either user blocks the other.
+pub async fn blocked_either_way(db: &impl ConnectionTrait, a: Uuid, b: Uuid) -> Result<bool, DbErr> {
+    let n = blocked_users::Entity::find()
+        .filter(
+            Condition::any()
+                .add(blocked_users::Column::BlockerId.eq(a).and(blocked_users::Column::BlockedId.eq(b)))
+                .add(blocked_users::Column::BlockerId.eq(b).and(blocked_users::Column::BlockedId.eq(a))),
+        )
+        .count(db)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Whether the two users share at least one community.
+pub async fn share_community(db: &impl ConnectionTrait, a: Uuid, b: Uuid) -> Result<bool, DbErr> {
+    let of_a: Vec<Uuid> = community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::CommunityId)
+        .filter(community_members::Column::UserId.eq(a))
+        .into_tuple()
+        .all(db)
+        .await?;
+    if of_a.is_empty() {
+        return Ok(false);
+    }
+    let n = community_members::Entity::find()
+        .filter(community_members::Column::UserId.eq(b))
+        .filter(community_members::Column::CommunityId.is_in(of_a))
+        .count(db)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Looks up a live (not deleted, not quarantined) message.
+pub async fn live_message(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<messages::Model>, DbErr> {
+    messages::Entity::find_by_id(id)
+        .filter(messages::Column::DeletedAt.is_null())
+        .filter(messages::Column::QuarantinedAt.is_null())
+        .one(db)
+        .await
+}
+
+/// Which channel a message is in (for frames that name only the message).
+pub async fn channel_of_message(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Uuid>, DbErr> {
+    messages::Entity::find_by_id(id)
+        .select_only()
+        .column(messages::Column::ChannelId)
+        .into_tuple()
+        .one(db)
+        .await
+}
+
+/// For each user among `users`, the other users sharing a community with them.
+pub async fn mates_of(db: &impl ConnectionTrait, users: &[Uuid]) -> Result<HashMap<Uuid, Vec<Uuid>>, DbErr> {
+    let mut result: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    if users.is_empty() {
+        return Ok(result);
+    }
+    let memberships: Vec<(Uuid, Uuid)> = community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::CommunityId)
+        .column(community_members::Column::UserId)
+        .filter(community_members::Column::UserId.is_in(users.to_vec()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    if memberships.is_empty() {
+        return Ok(result);
+    }
+    let communities: Vec<Uuid> = memberships.iter().map(|(c, _)| *c).collect();
+    let everyone: Vec<(Uuid, Uuid)> = community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::CommunityId)
+        .column(community_members::Column::UserId)
+        .filter(community_members::Column::CommunityId.is_in(communities))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut members_of: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (community, user) in everyone {
+        members_of.entry(community).or_default().push(user);
+    }
+    for (community, user) in memberships {
+        let mates = result.entry(user).or_default();
+        if let Some(members) = members_of.get(&community) {
+            mates.extend(members.iter().filter(|m| **m != user));
+        }
+    }
+    for mates in result.values_mut() {
+        mates.sort_unstable();
+        mates.dedup();
+    }
+    Ok(result)
+}
+
+/// Soft-deletes a message.
+pub async fn soft_delete(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    let res = messages::Entity::update_many()
+        .col_expr(messages::Column::DeletedAt, Expr::value(palaver_entity::now()))
+        .filter(messages::Column::Id.eq(id))
+        .filter(messages::Column::DeletedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Saves the previous payload to the edit history and stores the new one, atomically.
+pub async fn record_edit(
+    db: &DatabaseConnection,
+    message: &messages::Model,
+    ciphertext: Vec<u8>,
+    nonce: Vec<u8>,
+    edited_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbErr> {
+    use palaver_entity::message_edits;
+    use sea_orm::{ActiveValue::Set, TransactionTrait};
+    let txn = db.begin().await?;
+    message_edits::Entity::insert(message_edits::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        message_id: Set(message.id),
+        old_ciphertext: Set(message.ciphertext.clone()),
+        old_nonce: Set(message.nonce.clone()),
+        edited_at: Set(edited_at),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    messages::Entity::update_many()
+        .col_expr(messages::Column::Ciphertext, Expr::value(ciphertext))
+        .col_expr(messages::Column::Nonce, Expr::value(nonce))
+        .col_expr(messages::Column::EditedAt, Expr::value(edited_at))
+        .filter(messages::Column::Id.eq(message.id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await
+}
+
+pub enum ReactionOutcome {
+    Changed,
+    AlreadyThere,
+    TooManyEmoji,
+    NothingToRemove,
+}
+
+pub async fn add_reaction(
+    db: &DatabaseConnection,
+    message_id: Uuid,
+    user_id: Uuid,
+    emoji: &str,
+    max_distinct: u64,
+) -> Result<ReactionOutcome, DbErr> {
+    use palaver_entity::reactions;
+    use sea_orm::ActiveValue::Set;
+    let existing: Vec<String> = reactions::Entity::find()
+        .select_only()
+        .column(reactions::Column::Emoji)
+        .filter(reactions::Column::MessageId.eq(message_id))
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    if !existing.iter().any(|e| e == emoji) && existing.len() as u64 >= max_distinct {
+        return Ok(ReactionOutcome::TooManyEmoji);
+    }
+    let inserted = reactions::Entity::insert(reactions::ActiveModel {
+        message_id: Set(message_id),
+        user_id: Set(user_id),
+        emoji: Set(emoji.to_string()),
+        created_at: Set(palaver_entity::now()),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            reactions::Column::MessageId,
+            reactions::Column::UserId,
+            reactions::Column::Emoji,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(if inserted > 0 { ReactionOutcome::Changed } else { ReactionOutcome::AlreadyThere })
+}
+
+pub async fn remove_reaction(
+    db: &DatabaseConnection,
+    message_id: Uuid,
+    user_id: Uuid,
+    emoji: &str,
+) -> Result<ReactionOutcome, DbErr> {
+    use palaver_entity::reactions;
+    let res = reactions::Entity::delete_many()
+        .filter(reactions::Column::MessageId.eq(message_id))
+        .filter(reactions::Column::UserId.eq(user_id))
+        .filter(reactions::Column::Emoji.eq(emoji))
+        .exec(db)
+        .await?;
+    Ok(if res.rows_affected > 0 { ReactionOutcome::Changed } else { ReactionOutcome::NothingToRemove })
+}
+
+/// For the communities any of `users` belong to: community → all its members.
+pub async fn communities_of(
+    db: &impl ConnectionTrait,
+    users: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<Uuid>>, DbErr> {
+    let communities: Vec<Uuid> = community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::CommunityId)
+        .filter(community_members::Column::UserId.is_in(users.to_vec()))
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut result: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    if communities.is_empty() {
+        return Ok(result);
+    }
+    let rows: Vec<(Uuid, Uuid)> = community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::CommunityId)
+        .column(community_members::Column::UserId)
+        .filter(community_members::Column::CommunityId.is_in(communities))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (community, user) in rows {
+        result.entry(community).or_default().push(user);
+    }
+    Ok(result)
+}
+
+/// Moves the user's read cursors to the newest message of every channel they belong to.
+pub async fn mark_all_read(db: &DatabaseConnection, user_id: Uuid) -> Result<(), DbErr> {
+    use palaver_entity::read_cursors;
+    use sea_orm::{ActiveValue::Set, QueryOrder};
+    let channels: Vec<Uuid> = channel_members::Entity::find()
+        .select_only()
+        .column(channel_members::Column::ChannelId)
+        .filter(channel_members::Column::UserId.eq(user_id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let now = palaver_entity::now();
+    for channel_id in channels {
+        let newest: Option<Uuid> = messages::Entity::find()
+            .select_only()
+            .column(messages::Column::Id)
+            .filter(messages::Column::ChannelId.eq(channel_id))
+            .filter(messages::Column::DeletedAt.is_null())
+            .order_by_desc(messages::Column::Id)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let Some(newest) = newest else { continue };
+        read_cursors::Entity::insert(read_cursors::ActiveModel {
+            channel_id: Set(channel_id),
+            user_id: Set(user_id),
+            last_read_message_id: Set(Some(newest)),
+            last_read_at: Set(now),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns([read_cursors::Column::ChannelId, read_cursors::Column::UserId])
+                .update_columns([read_cursors::Column::LastReadMessageId, read_cursors::Column::LastReadAt])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
+    Ok(())
+}

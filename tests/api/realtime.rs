@@ -1,0 +1,350 @@
+//! The real-time core over real sockets: handshake, sending, fan-out, ordering, limits,
+//! slow consumers, the session cap, and a channel actor restarted mid-stream.
+
+use std::time::Duration;
+
+use palaver_entity::{channel_members, channels};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{Backend, TestApp, TestUser, WsClient, spawn_app, spawn_app_with};
+
+/// A standalone text channel with `members` (the first is its owner), created directly in
+/// the database so these tests depend only on the live side.
+async fn channel_with(app: &TestApp, members: &[&TestUser]) -> Uuid {
+    let db = &app.server.as_ref().unwrap().state.db;
+    let id = Uuid::now_v7();
+    channels::ActiveModel {
+        id: Set(id),
+        name: Set(Some("general".into())),
+        channel_type: Set("text".into()),
+        topic: Set(None),
+        created_by: Set(Some(members[0].id)),
+        group_id: Set(None),
+        read_only: Set(false),
+        slow_mode_seconds: Set(0),
+        discoverable: Set(true),
+        archived: Set(false),
+        voice_background: Set(None),
+        message_ttl_seconds: Set(None),
+        created_at: Set(palaver_entity::now()),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    for (i, member) in members.iter().enumerate() {
+        channel_members::ActiveModel {
+            channel_id: Set(id),
+            user_id: Set(member.id),
+            role: Set(if i == 0 { "owner" } else { "member" }.into()),
+            joined_at: Set(palaver_entity::now()),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+    }
+    id
+}
+
+async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
+    let mut ws = app.ws(&user.token).await;
+    ws.send(json!({"type": "subscribe", "channel_ids": [channel]})).await;
+    // Subscribing has no ack; a ping round trip proves the subscribe frame was processed.
+    ws.send(json!({"type": "ping", "timestamp": 7})).await;
+    let pong = ws.expect("pong").await;
+    assert_eq!(pong["timestamp"], 7);
+    ws
+}
+
+fn send_frame(channel: Uuid, text: &str) -> Value {
+    json!({"type": "send_message", "channel_id": channel, "ciphertext": text.as_bytes(), "nonce": [1, 2, 3], "message_type": "text"})
+}
+
+async fn two_clients_see_messages_edits_deletes_reactions_typing_and_receipts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let mut a = subscribed(&app, &alice, channel).await;
+    let mut b = subscribed(&app, &bob, channel).await;
+
+    a.send(json!({"type": "typing", "channel_id": channel})).await;
+    let typing = b.expect("user_typing").await;
+    assert_eq!(typing["user_id"], alice.id.to_string());
+
+    a.send(send_frame(channel, "hello bob")).await;
+    // Alice was typing: her send clears it for everyone, then her ack.
+    a.expect("user_typing").await;
+    a.expect("user_stopped_typing").await;
+    let ack = a.expect("message_sent").await;
+    let id = ack["id"].as_str().unwrap().to_string();
+    assert_eq!(ack["channel_id"], channel.to_string());
+    b.expect("user_stopped_typing").await;
+    let msg = b.expect("new_message").await;
+    assert_eq!(msg["id"], id);
+    assert_eq!(msg["sender_id"], alice.id.to_string());
+    assert_eq!(msg["ciphertext"], json!("hello bob".as_bytes()));
+    assert_eq!(msg["nonce"], json!([1, 2, 3]));
+    assert!(msg["reply_to"].is_null());
+    // The sending socket gets the ack, not its own message.
+    a.expect_no("new_message", Duration::from_millis(200)).await;
+
+    a.send(json!({"type": "edit_message", "message_id": id, "ciphertext": [9, 9], "nonce": [4]})).await;
+    for ws in [&mut a, &mut b] {
+        let edited = ws.expect("message_edited").await;
+        assert_eq!(edited["message_id"], id);
+        assert_eq!(edited["ciphertext"], json!([9, 9]));
+    }
+    // Bob may not edit Alice's message.
+    b.send(json!({"type": "edit_message", "message_id": id, "ciphertext": [1], "nonce": [1]})).await;
+    assert_eq!(b.expect("error").await["code"], "forbidden");
+
+    b.send(json!({"type": "add_reaction", "message_id": id, "emoji": "👍"})).await;
+    for ws in [&mut a, &mut b] {
+        let r = ws.expect("reaction_added").await;
+        assert_eq!((r["emoji"].as_str(), r["user_id"].as_str()), (Some("👍"), Some(bob.id.to_string().as_str())));
+    }
+    b.send(json!({"type": "remove_reaction", "message_id": id, "emoji": "👍"})).await;
+    for ws in [&mut a, &mut b] {
+        ws.expect("reaction_removed").await;
+    }
+
+    b.send(json!({"type": "mark_read", "channel_id": channel, "message_id": id})).await;
+    for ws in [&mut a, &mut b] {
+        let receipt = ws.expect("read_receipt").await;
+        assert_eq!(receipt["user_id"], bob.id.to_string());
+        assert_eq!(receipt["message_id"], id);
+    }
+
+    // Bob may not delete Alice's message; Alice may.
+    b.send(json!({"type": "delete_message", "message_id": id})).await;
+    assert_eq!(b.expect("error").await["code"], "forbidden");
+    a.send(json!({"type": "delete_message", "message_id": id})).await;
+    assert_eq!(b.expect("message_deleted").await["message_id"], id);
+    app.stop().await;
+}
+
+async fn senders_other_devices_receive_its_messages(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let channel = channel_with(&app, &[&alice]).await;
+    let mut phone = subscribed(&app, &alice, channel).await;
+    let mut laptop = subscribed(&app, &alice, channel).await;
+    laptop.send(send_frame(channel, "from laptop")).await;
+    laptop.expect("message_sent").await;
+    assert_eq!(phone.expect("new_message").await["sender_id"], alice.id.to_string());
+    app.stop().await;
+}
+
+async fn burst_from_several_senders_has_one_order_for_everyone_and_history(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let users = [
+        app.register("sender1").await,
+        app.register("sender2").await,
+        app.register("sender3").await,
+        app.register("reader").await,
+    ];
+    let refs: Vec<&TestUser> = users.iter().collect();
+    let channel = channel_with(&app, &refs).await;
+    let mut sockets = Vec::new();
+    for user in &users {
+        sockets.push(subscribed(&app, user, channel).await);
+    }
+    const PER_SENDER: usize = 20;
+    for round in 0..PER_SENDER {
+        for (i, ws) in sockets.iter_mut().take(3).enumerate() {
+            ws.send(send_frame(channel, &format!("{i}-{round}"))).await;
+        }
+    }
+    // Each socket sees every message: acks for its own, new_message for the others'.
+    let mut orders = Vec::new();
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let expected_total = 3 * PER_SENDER;
+        let mut seen: Vec<String> = Vec::new();
+        while seen.len() < expected_total {
+            let frame = ws.next_frame(Duration::from_secs(10)).await.expect("all frames arrive");
+            match frame["type"].as_str() {
+                Some("new_message" | "message_sent") => seen.push(frame["id"].as_str().unwrap().to_string()),
+                Some("pong" | "presence_update" | "presence_bulk") => {}
+                other => panic!("socket {i}: unexpected {other:?}: {frame}"),
+            }
+        }
+        orders.push(seen);
+    }
+    for order in &orders[1..] {
+        assert_eq!(order, &orders[0], "every receiver sees the same order");
+    }
+    let mut sorted = orders[0].clone();
+    sorted.sort();
+    assert_eq!(sorted, orders[0], "the live order is the id order");
+    app.stop().await;
+}
+
+async fn non_member_cannot_send_or_subscribe(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let mallory = app.register("mallory").await;
+    let channel = channel_with(&app, &[&alice]).await;
+    let mut a = subscribed(&app, &alice, channel).await;
+    let mut m = subscribed(&app, &mallory, channel).await;
+    m.send(send_frame(channel, "let me in")).await;
+    assert_eq!(m.expect("error").await["code"], "forbidden");
+    a.send(send_frame(channel, "secret")).await;
+    a.expect("message_sent").await;
+    m.expect_no("new_message", Duration::from_millis(300)).await;
+    // Unknown channel.
+    m.send(send_frame(Uuid::now_v7(), "x")).await;
+    assert_eq!(m.expect("error").await["code"], "not_found");
+    app.stop().await;
+}
+
+async fn handshake_errors_are_readable_and_close_the_socket(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut ws = app.ws_raw().await;
+    ws.send(json!({"type": "authenticate", "token": "not-a-jwt"})).await;
+    assert_eq!(ws.expect("error").await["code"], "unauthorized");
+    assert!(ws.expect_close(Duration::from_secs(3)).await.is_some());
+
+    let mut ws = app.ws_raw().await;
+    ws.send(json!({"type": "ping", "timestamp": 1})).await;
+    assert_eq!(ws.expect("error").await["code"], "auth_required");
+    app.stop().await;
+}
+
+async fn malformed_frames_get_errors_and_the_socket_keeps_working(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let channel = channel_with(&app, &[&alice]).await;
+    let mut ws = subscribed(&app, &alice, channel).await;
+    ws.send_text("{not json").await;
+    assert_eq!(ws.expect("error").await["code"], "invalid_message");
+    ws.send(json!({"type": "no_such_frame"})).await;
+    assert_eq!(ws.expect("error").await["code"], "invalid_message");
+    ws.send(json!({"type": "send_message", "channel_id": channel, "ciphertext": [], "nonce": [1], "message_type": "text"}))
+        .await;
+    assert_eq!(ws.expect("error").await["code"], "validation_error");
+    ws.send(json!({"type": "send_message", "channel_id": channel, "ciphertext": [1], "nonce": [1], "message_type": "system"}))
+        .await;
+    assert_eq!(ws.expect("error").await["code"], "validation_error");
+    let huge = format!("{{\"type\":\"ping\",\"timestamp\":1,\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
+    ws.send_text(&huge).await;
+    assert_eq!(ws.expect("error").await["code"], "validation_error");
+    ws.send(send_frame(channel, "still here")).await;
+    ws.expect("message_sent").await;
+    app.stop().await;
+}
+
+async fn frames_beyond_the_socket_bucket_are_rate_limited(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.ws_rate_limit = palaver::config::RateLimit::new(5, 1)).await;
+    let alice = app.register("alice").await;
+    let mut ws = app.ws(&alice.token).await;
+    for i in 0..8 {
+        ws.send(json!({"type": "ping", "timestamp": i})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    while pongs + limited < 8 {
+        let frame = ws.next_frame(Duration::from_secs(3)).await.expect("an answer per frame");
+        match frame["type"].as_str() {
+            Some("pong") if frame["timestamp"].as_i64().unwrap() < 100 => pongs += 1,
+            Some("error") => {
+                assert_eq!(frame["code"], "rate_limited");
+                limited += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((pongs, limited), (5, 3));
+    app.stop().await;
+}
+
+async fn ninth_session_evicts_the_oldest_with_a_close_code(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        sockets.push(app.ws(&alice.token).await);
+    }
+    let _ninth = app.ws(&alice.token).await;
+    assert_eq!(sockets[0].expect("error").await["code"], "too_many_sessions");
+    let code = sockets[0].expect_close(Duration::from_secs(3)).await;
+    assert_eq!(code, Some(palaver_actors::outbox::CLOSE_EVICTED));
+    // The second-oldest is still open.
+    sockets[1].send(json!({"type": "ping", "timestamp": 3})).await;
+    assert_eq!(sockets[1].expect("pong").await["timestamp"], 3);
+    app.stop().await;
+}
+
+async fn slow_consumer_is_closed_with_resync_code(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.ws_queue = 16).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let mut a = subscribed(&app, &alice, channel).await;
+    let mut slow = subscribed(&app, &bob, channel).await;
+    // Bob stops reading; Alice keeps sending large payloads until Bob's queue (16 frames)
+    // and the socket buffers behind it are full.
+    let payload = "x".repeat(60_000);
+    const SENDS: usize = 50;
+    for _ in 0..SENDS {
+        a.send(send_frame(channel, &payload)).await;
+    }
+    // Generous wait: debug builds encode these large frames slowly when tests run in parallel.
+    let mut acked = 0;
+    while acked < SENDS {
+        let frame = a.next_frame(Duration::from_secs(30)).await.expect("Alice is never slowed down by Bob");
+        assert_ne!(frame["type"], "error", "{frame}");
+        if frame["type"] == "message_sent" {
+            acked += 1;
+        }
+    }
+    // Reading again, Bob finds his socket closed with the resync code (after whatever was
+    // already in flight), instead of Alice being slowed down.
+    let code = slow.expect_close(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(palaver_actors::outbox::CLOSE_SLOW_CONSUMER));
+    app.stop().await;
+}
+
+async fn crashed_channel_actor_restarts_and_subscribers_keep_receiving(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let mut a = subscribed(&app, &alice, channel).await;
+    let mut b = subscribed(&app, &bob, channel).await;
+    a.send(send_frame(channel, "before")).await;
+    a.expect("message_sent").await;
+    b.expect("new_message").await;
+
+    let hub = &app.server.as_ref().unwrap().state.hub;
+    let before = hub.live_channel_actor(channel).unwrap().get_id();
+    hub.crash_channel(channel).await.unwrap();
+    let mut restarted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if hub.live_channel_actor(channel).is_some_and(|a| a.get_id() != before) {
+            restarted = true;
+            break;
+        }
+    }
+    assert!(restarted, "the supervisor restarted the channel actor");
+    a.send(send_frame(channel, "after")).await;
+    a.expect("message_sent").await;
+    let msg = b.expect("new_message").await;
+    assert_eq!(msg["ciphertext"], json!("after".as_bytes()));
+    app.stop().await;
+}
+
+crate::both_backends!(
+    two_clients_see_messages_edits_deletes_reactions_typing_and_receipts,
+    senders_other_devices_receive_its_messages,
+    burst_from_several_senders_has_one_order_for_everyone_and_history,
+    non_member_cannot_send_or_subscribe,
+    handshake_errors_are_readable_and_close_the_socket,
+    malformed_frames_get_errors_and_the_socket_keeps_working,
+    frames_beyond_the_socket_bucket_are_rate_limited,
+    ninth_session_evicts_the_oldest_with_a_close_code,
+    slow_consumer_is_closed_with_resync_code,
+    crashed_channel_actor_restarts_and_subscribers_keep_receiving,
+);
