@@ -143,31 +143,13 @@ impl std::error::Error for ApiError {}
 
 impl From<DbErr> for ApiError {
     fn from(err: DbErr) -> Self {
-        if is_unavailable(&err) {
+        if palaver_actors::is_unavailable(&err) {
             return Self::Unavailable(err.to_string());
         }
         if let Some(sea_orm::SqlErr::UniqueConstraintViolation(detail)) = err.sql_err() {
             return Self::Conflict(format!("already exists ({})", short_constraint(&detail)));
         }
         Self::Internal(err.to_string())
-    }
-}
-
-/// True when a database error means "cannot reach the database" rather than "bad query".
-pub fn is_unavailable(err: &DbErr) -> bool {
-    match err {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)) => {
-            matches!(
-                e.as_ref(),
-                sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-                    | sea_orm::sqlx::Error::Tls(_)
-                    | sea_orm::sqlx::Error::WorkerCrashed
-            )
-        }
-        _ => false,
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         .await
         .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))?;
     let tokens = auth::tokens::TokenKeys::load_or_create(&config.data_dir)?;
+    let totp_keys = auth::totp::TotpKeys::load_or_create(&config.data_dir)?;
     let settings = settings::Settings::load(&db).await.map_err(|e| format!("load settings: {e}"))?;
     let hub = palaver_actors::Hub::start(db.clone(), hub_config(&config))
         .await
@@ -79,6 +80,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
         config: Arc::new(config),
         tokens: Arc::new(tokens),
+        totp_keys: Arc::new(totp_keys),
         hub,
         settings: Arc::new(settings),
         started: Instant::now(),

@@ -9,6 +9,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::lockout::Lockouts;
 use crate::auth::tokens::TokenKeys;
+use crate::auth::totp::TotpKeys;
 use crate::config::{Config, RateLimit};
 use crate::settings::Settings;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Signs and verifies access tokens.
     pub tokens: Arc<TokenKeys>,
+    /// Encrypts TOTP secrets at rest and peppers backup-code hashes.
+    pub totp_keys: Arc<TotpKeys>,
     /// The live side: actors, sessions, fan-out.
     pub hub: Arc<palaver_actors::Hub>,
     /// Per-IP HTTP buckets (None when turned off by configuration).

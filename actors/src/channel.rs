@@ -200,6 +200,9 @@ pub struct ChannelArgs {
 
 pub struct ChannelActor;
 
+/// Whether a DM may carry messages now: `Err((error code, text))` when it may not.
+type DmVerdict = Result<(), (&'static str, &'static str)>;
+
 pub struct ChannelState {
     shared: Arc<Shared>,
     subscribers: Arc<Subscribers>,
@@ -217,7 +220,7 @@ pub struct ChannelState {
     last_id: Uuid,
     voice: Vec<Uuid>,
     /// Cached DM check: when it was made and its verdict (error code, text).
-    dm_check: Option<(Instant, Result<(), (&'static str, &'static str)>)>,
+    dm_check: Option<(Instant, DmVerdict)>,
     last_activity: Instant,
     /// Recent message ids in this channel (reply/thread validation without a query).
     recent: VecDeque<(Uuid, Option<Uuid>)>,
@@ -353,7 +356,10 @@ impl ChannelState {
     }
 
     fn level(&self, origin: &Origin) -> Level {
-        Level::effective(origin.instance.level(), self.snapshot.members.get(&origin.user_id).map(String::as_str))
+        Level::effective(
+            origin.instance.level(),
+            self.snapshot.members.get(&origin.user_id).map(String::as_str),
+        )
     }
 
     fn broadcast(&self, frame: &ServerFrame, except: Option<Uuid>) {
@@ -413,7 +419,10 @@ impl ChannelState {
             Err(Some(text)) => return origin.error("validation_error", text),
             Err(None) => return origin.error("unavailable", "the database is unavailable, try again"),
         };
-        if self.snapshot.channel.channel_type == "gallery" && thread_id.is_none() && msg.message_type != "file" {
+        if self.snapshot.channel.channel_type == "gallery"
+            && thread_id.is_none()
+            && msg.message_type != "file"
+        {
             return origin.error("validation_error", "gallery channels accept only files at the top level");
         }
         if !privileged && self.snapshot.channel.slow_mode_seconds > 0 {
@@ -466,7 +475,9 @@ impl ChannelState {
         thread_id: Option<Uuid>,
     ) -> Result<Option<Uuid>, Option<String>> {
         if let Some(reply_to) = reply_to {
-            self.lookup_here(reply_to).await?.ok_or_else(|| Some("reply_to is not a message in this channel".into()))?;
+            self.lookup_here(reply_to)
+                .await?
+                .ok_or_else(|| Some("reply_to is not a message in this channel".into()))?;
         }
         let Some(thread_id) = thread_id else { return Ok(None) };
         let root = self
@@ -491,7 +502,7 @@ impl ChannelState {
         }
     }
 
-    async fn dm_allowed(&mut self, me: Uuid, other: Uuid) -> Result<(), (&'static str, &'static str)> {
+    async fn dm_allowed(&mut self, me: Uuid, other: Uuid) -> DmVerdict {
         if let Some((at, verdict)) = &self.dm_check
             && at.elapsed() < DM_RECHECK
         {
@@ -502,7 +513,10 @@ impl ChannelState {
             Ok(true) => Err(("blocked", "you cannot message this user")),
             Ok(false) => match store::share_community(db, me, other).await {
                 Ok(true) => Ok(()),
-                Ok(false) if self.shared.is_instance_owner(me).await || self.shared.is_instance_owner(other).await => {
+                Ok(false)
+                    if self.shared.is_instance_owner(me).await
+                        || self.shared.is_instance_owner(other).await =>
+                {
                     Ok(())
                 }
                 Ok(false) => Err(("forbidden", "you no longer share a community with this user")),
@@ -539,7 +553,12 @@ impl ChannelState {
         });
     }
 
-    async fn committed(&mut self, myself: &ActorRef<ChannelMsg>, batch: Vec<Pending>, result: Result<(), CommitError>) {
+    async fn committed(
+        &mut self,
+        myself: &ActorRef<ChannelMsg>,
+        batch: Vec<Pending>,
+        result: Result<(), CommitError>,
+    ) {
         self.committing = false;
         match result {
             Ok(()) => {
@@ -549,7 +568,9 @@ impl ChannelState {
             }
             Err(err) => {
                 let (code, text) = match &err {
-                    CommitError::Unavailable => ("unavailable", "the database is unavailable, message not sent"),
+                    CommitError::Unavailable => {
+                        ("unavailable", "the database is unavailable, message not sent")
+                    }
                     CommitError::Internal(detail) => {
                         tracing::error!(channel = %self.id(), error = %detail, "message commit failed");
                         ("internal_error", "message not sent: internal error")
@@ -757,7 +778,10 @@ impl ChannelState {
         let saved = read_cursors::Entity::insert(cursor)
             .on_conflict(
                 OnConflict::columns([read_cursors::Column::ChannelId, read_cursors::Column::UserId])
-                    .update_columns([read_cursors::Column::LastReadMessageId, read_cursors::Column::LastReadAt])
+                    .update_columns([
+                        read_cursors::Column::LastReadMessageId,
+                        read_cursors::Column::LastReadAt,
+                    ])
                     .to_owned(),
             )
             .exec_without_returning(db)
@@ -780,7 +804,12 @@ impl ChannelState {
             });
         if send_receipts {
             self.broadcast(
-                &ServerFrame::ReadReceipt { channel_id: self.id(), user_id: origin.user_id, message_id, timestamp: now },
+                &ServerFrame::ReadReceipt {
+                    channel_id: self.id(),
+                    user_id: origin.user_id,
+                    message_id,
+                    timestamp: now,
+                },
                 None,
             );
         }
@@ -820,7 +849,11 @@ impl ChannelState {
                 }
                 if self.voice.contains(&target) {
                     self.broadcast(
-                        &ServerFrame::KickedFromVoice { channel_id: self.id(), user_id: target, kicked_by: user_id },
+                        &ServerFrame::KickedFromVoice {
+                            channel_id: self.id(),
+                            user_id: target,
+                            kicked_by: user_id,
+                        },
                         None,
                     );
                     self.leave_voice(target);
@@ -850,7 +883,10 @@ impl ChannelState {
                 self.broadcast(&event, None);
                 self.remove_member(user_id);
                 self.broadcast(
-                    &ServerFrame::SenderKeyRotationRequired { channel_id: self.id(), reason: "member_removed".into() },
+                    &ServerFrame::SenderKeyRotationRequired {
+                        channel_id: self.id(),
+                        reason: "member_removed".into(),
+                    },
                     None,
                 );
             }

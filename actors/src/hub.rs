@@ -213,7 +213,9 @@ impl Hub {
             Ok(slot) => Ok(slot.clone()),
             Err(err) => {
                 // Forget the empty cell so the next caller tries again.
-                self.shared.channels.remove_if(&channel_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
+                self.shared
+                    .channels
+                    .remove_if(&channel_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
                 Err(err)
             }
         }
@@ -234,9 +236,9 @@ impl Hub {
                     let dead = slot.actor().get_id();
                     let _ = tokio::time::timeout(Duration::from_millis(500), restarted).await;
                     if slot.actor().get_id() == dead {
-                        self.shared.channels.remove_if(&channel_id, |_, c| {
-                            c.get().is_some_and(|s| Arc::ptr_eq(s, &slot))
-                        });
+                        self.shared
+                            .channels
+                            .remove_if(&channel_id, |_, c| c.get().is_some_and(|s| Arc::ptr_eq(s, &slot)));
                     }
                 }
                 Err(_) => return Err(HubError::Internal("channel actor unreachable".into())),

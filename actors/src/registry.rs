@@ -31,8 +31,11 @@ impl SessionRegistry {
         while sessions.len() > cap.max(1) {
             let oldest = sessions.remove(0);
             oldest.push(
-                ServerFrame::error("too_many_sessions", "signed in on too many devices: this oldest session was closed")
-                    .encode(),
+                ServerFrame::error(
+                    "too_many_sessions",
+                    "signed in on too many devices: this oldest session was closed",
+                )
+                .encode(),
             );
             oldest.close(CLOSE_EVICTED);
         }

@@ -62,7 +62,11 @@ impl Actor for SessionActor {
     type State = SessionState;
     type Arguments = SessionArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<SessionMsg>, args: SessionArgs) -> Result<SessionState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
         let config = &args.hub.config;
         let bucket = TokenBucket::new(config.ws_rate_burst, config.ws_rate_per_second);
         let origin = Origin { user_id: args.outbox.user_id, outbox: args.outbox, instance: args.instance };
@@ -155,10 +159,23 @@ impl SessionState {
         match frame {
             // Later `authenticate` frames are ignored (wire).
             ClientFrame::Authenticate { .. } => {}
-            ClientFrame::Ping { timestamp } => origin.outbox.push(ServerFrame::Pong { timestamp }.encode()).then_some(()).unwrap_or(()),
-            ClientFrame::SendMessage { channel_id, ciphertext, nonce, message_type, reply_to, sender_key_id, thread_id } => {
+            ClientFrame::Ping { timestamp } => {
+                origin.outbox.push(ServerFrame::Pong { timestamp }.encode());
+            }
+            ClientFrame::SendMessage {
+                channel_id,
+                ciphertext,
+                nonce,
+                message_type,
+                reply_to,
+                sender_key_id,
+                thread_id,
+            } => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
-                    return origin.error_frame("validation_error", "ciphertext must be 1–65536 bytes and nonce 1–256 bytes");
+                    return origin.error_frame(
+                        "validation_error",
+                        "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",
+                    );
                 }
                 if message_type != "text" && message_type != "file" {
                     return origin.error_frame("validation_error", "message_type must be text or file");
@@ -175,10 +192,18 @@ impl SessionState {
             }
             ClientFrame::EditMessage { message_id, ciphertext, nonce } => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
-                    return origin.error_frame("validation_error", "ciphertext must be 1–65536 bytes and nonce 1–256 bytes");
+                    return origin.error_frame(
+                        "validation_error",
+                        "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",
+                    );
                 }
                 if let Some(channel_id) = self.channel_of(message_id).await {
-                    let msg = ChannelMsg::Edit { origin, message_id, ciphertext: ciphertext.into(), nonce: nonce.into() };
+                    let msg = ChannelMsg::Edit {
+                        origin,
+                        message_id,
+                        ciphertext: ciphertext.into(),
+                        nonce: nonce.into(),
+                    };
                     self.to_channel(channel_id, msg).await;
                 }
             }
@@ -187,7 +212,8 @@ impl SessionState {
                     self.to_channel(channel_id, ChannelMsg::Delete { origin, message_id }).await;
                 }
             }
-            ClientFrame::AddReaction { message_id, emoji } | ClientFrame::RemoveReaction { message_id, emoji }
+            ClientFrame::AddReaction { message_id, emoji }
+            | ClientFrame::RemoveReaction { message_id, emoji }
                 if emoji.chars().count() > 32 || emoji.trim().is_empty() =>
             {
                 let _ = message_id;
@@ -195,15 +221,19 @@ impl SessionState {
             }
             ClientFrame::AddReaction { message_id, emoji } => {
                 if let Some(channel_id) = self.channel_of(message_id).await {
-                    self.to_channel(channel_id, ChannelMsg::React { origin, message_id, emoji, add: true }).await;
+                    self.to_channel(channel_id, ChannelMsg::React { origin, message_id, emoji, add: true })
+                        .await;
                 }
             }
             ClientFrame::RemoveReaction { message_id, emoji } => {
                 if let Some(channel_id) = self.channel_of(message_id).await {
-                    self.to_channel(channel_id, ChannelMsg::React { origin, message_id, emoji, add: false }).await;
+                    self.to_channel(channel_id, ChannelMsg::React { origin, message_id, emoji, add: false })
+                        .await;
                 }
             }
-            ClientFrame::Typing { channel_id } => self.quietly(channel_id, ChannelMsg::Typing { origin, typing: true }).await,
+            ClientFrame::Typing { channel_id } => {
+                self.quietly(channel_id, ChannelMsg::Typing { origin, typing: true }).await
+            }
             ClientFrame::StopTyping { channel_id } => {
                 self.quietly(channel_id, ChannelMsg::Typing { origin, typing: false }).await
             }
@@ -223,21 +253,28 @@ impl SessionState {
             },
             ClientFrame::RtcOffer { target_user_id, session_id, sdp } => {
                 if size_ok(sdp.as_bytes(), 32_768) {
-                    self.relay(target_user_id, ServerFrame::RtcOffer { from_user_id: self.user_id(), session_id, sdp });
+                    self.relay(
+                        target_user_id,
+                        ServerFrame::RtcOffer { from_user_id: self.user_id(), session_id, sdp },
+                    );
                 } else {
                     origin.error_frame("validation_error", "sdp must be 1–32768 bytes");
                 }
             }
             ClientFrame::RtcAnswer { target_user_id, session_id, sdp } => {
                 if size_ok(sdp.as_bytes(), 32_768) {
-                    self.relay(target_user_id, ServerFrame::RtcAnswer { from_user_id: self.user_id(), session_id, sdp });
+                    self.relay(
+                        target_user_id,
+                        ServerFrame::RtcAnswer { from_user_id: self.user_id(), session_id, sdp },
+                    );
                 } else {
                     origin.error_frame("validation_error", "sdp must be 1–32768 bytes");
                 }
             }
             ClientFrame::RtcIceCandidate { target_user_id, session_id, candidate } => {
                 if size_ok(candidate.as_bytes(), 2048) {
-                    let frame = ServerFrame::RtcIceCandidate { from_user_id: self.user_id(), session_id, candidate };
+                    let frame =
+                        ServerFrame::RtcIceCandidate { from_user_id: self.user_id(), session_id, candidate };
                     self.relay(target_user_id, frame);
                 } else {
                     origin.error_frame("validation_error", "candidate must be 1–2048 bytes");
@@ -251,7 +288,8 @@ impl SessionState {
                         let leave = ChannelMsg::Voice { origin: origin.clone(), action: VoiceAction::Leave };
                         self.to_channel(current, leave).await;
                     }
-                    self.to_channel(channel_id, ChannelMsg::Voice { origin, action: VoiceAction::Join }).await;
+                    self.to_channel(channel_id, ChannelMsg::Voice { origin, action: VoiceAction::Join })
+                        .await;
                 }
             }
             ClientFrame::LeaveVoice { channel_id } => {
@@ -304,7 +342,10 @@ impl SessionState {
         }
         let fresh: Vec<Uuid> = {
             let mut seen = HashSet::new();
-            channel_ids.into_iter().filter(|id| !self.subscriptions.contains(id) && seen.insert(*id)).collect()
+            channel_ids
+                .into_iter()
+                .filter(|id| !self.subscriptions.contains(id) && seen.insert(*id))
+                .collect()
         };
         if self.subscriptions.len() + fresh.len() > MAX_SUBSCRIPTIONS {
             return self.origin.error_frame("validation_error", "at most 500 subscriptions per connection");
@@ -366,12 +407,18 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(burst: u32, per_second: u32) -> Self {
-        Self { tokens: burst as f64, burst: burst as f64, per_second: per_second as f64, last: Instant::now() }
+        Self {
+            tokens: burst as f64,
+            burst: burst as f64,
+            per_second: per_second as f64,
+            last: Instant::now(),
+        }
     }
 
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -5,8 +5,8 @@ use palaver_entity::{
 };
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect,
 };
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -26,7 +26,10 @@ pub struct ChannelSnapshot {
     pub has_messages: bool,
 }
 
-pub async fn load_channel(db: &DatabaseConnection, channel_id: Uuid) -> Result<Option<ChannelSnapshot>, DbErr> {
+pub async fn load_channel(
+    db: &DatabaseConnection,
+    channel_id: Uuid,
+) -> Result<Option<ChannelSnapshot>, DbErr> {
     let Some(channel) = channels::Entity::find_by_id(channel_id).one(db).await? else {
         return Ok(None);
     };
@@ -324,9 +327,12 @@ pub async fn mark_all_read(db: &DatabaseConnection, user_id: Uuid) -> Result<(),
             last_read_at: Set(now),
         })
         .on_conflict(
-            sea_orm::sea_query::OnConflict::columns([read_cursors::Column::ChannelId, read_cursors::Column::UserId])
-                .update_columns([read_cursors::Column::LastReadMessageId, read_cursors::Column::LastReadAt])
-                .to_owned(),
+            sea_orm::sea_query::OnConflict::columns([
+                read_cursors::Column::ChannelId,
+                read_cursors::Column::UserId,
+            ])
+            .update_columns([read_cursors::Column::LastReadMessageId, read_cursors::Column::LastReadAt])
+            .to_owned(),
         )
         .exec_without_returning(db)
         .await?;

@@ -27,7 +27,11 @@ impl Actor for ChannelSupervisor {
     type State = Arc<Shared>;
     type Arguments = Arc<Shared>;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, shared: Arc<Shared>) -> Result<Arc<Shared>, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Shared>, ActorProcessingErr> {
         Ok(shared)
     }
 

@@ -3,6 +3,7 @@
 pub mod lockout;
 pub mod password;
 pub mod tokens;
+pub mod totp;
 
 use uuid::Uuid;
 

@@ -1,3 +1,13 @@
 //! Domain types: validated input and the wire views of stored rows.
 
+pub mod announcement;
+pub mod channel;
+pub mod invite;
+pub mod keys;
+pub mod message;
+pub mod profile;
+pub mod registration;
+pub mod report;
+pub mod session;
 pub mod user;
+pub mod visibility;

@@ -1,14 +1,472 @@
-//! Routes for this seed section (being written).
+//! Seed section "Account" (Bearer): `/account/me`, profile, password, recovery code, account
+//! deletion, sessions and preferences. Seed and client paths for the same action share one
+//! handler: `PATCH|PUT /account/profile`, `POST /account/change-password` | `PUT
+//! /account/password`, `DELETE /account/delete` | `DELETE /account`. `POST
+//! /account/logout-all` (client) revokes every session; `POST /account/sessions/revoke-all`
+//! (seed) keeps the current one. Avatar/banner uploads come with the image pipeline;
+//! `/account/announcements*` live in `announcements.rs`.
 
+use palaver_entity::{communities, groups, refresh_tokens, users};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 use warp::Filter;
 
-use crate::http::Route;
+use super::auth::{RecoveryCodeResponse, revoke_all_refresh_tokens};
+use crate::audit;
+use crate::auth::Caller;
+use crate::auth::password;
+use crate::auth::tokens::hash_token;
+use crate::domain::profile::{ProfileRequest, ProfileUpdate};
+use crate::domain::registration::new_recovery_code;
+use crate::domain::session::SessionView;
+use crate::domain::user::{UserView, profile_updated_frame};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
 use crate::state::AppState;
 
-pub fn routes(_state: &AppState) -> Route {
-    // Matches nothing until the section's handlers land.
-    warp::path!("__unrouted__" / "account")
-        .and(warp::any())
-        .map(|| crate::http::status_only(warp::http::StatusCode::NOT_FOUND))
-        .boxed()
+/// Largest stored preferences object, serialized (wire: 16 384 bytes).
+pub const PREFERENCES_MAX_BYTES: usize = 16 * 1024;
+
+pub fn routes(state: &AppState) -> Route {
+    let me = warp::path!("account" / "me")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(get_me)
+        .map(respond)
+        .boxed();
+    let profile = warp::path!("account" / "profile")
+        .and(warp::put().or(warp::patch()).unify())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(update_profile)
+        .map(respond)
+        .boxed();
+    let password = warp::path!("account" / "password")
+        .and(warp::put())
+        .or(warp::path!("account" / "change-password").and(warp::post()))
+        .unify()
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(change_password)
+        .map(respond)
+        .boxed();
+    let recovery = warp::path!("account" / "regenerate-recovery-code")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(regenerate_recovery_code)
+        .map(respond)
+        .boxed();
+    let delete = warp::path!("account")
+        .or(warp::path!("account" / "delete"))
+        .unify()
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(delete_account)
+        .map(respond)
+        .boxed();
+    let logout_all = warp::path!("account" / "logout-all")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(logout_all)
+        .map(respond)
+        .boxed();
+    let revoke_others = warp::path!("account" / "sessions" / "revoke-all")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(revoke_other_sessions)
+        .map(respond)
+        .boxed();
+    let sessions = warp::path!("account" / "sessions")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_sessions)
+        .map(respond)
+        .boxed();
+    let revoke_one = warp::path!("account" / "sessions" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(revoke_session)
+        .map(respond)
+        .boxed();
+    let get_prefs = warp::path!("account" / "preferences")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(get_preferences)
+        .map(respond)
+        .boxed();
+    let put_prefs = warp::path!("account" / "preferences")
+        .and(warp::put())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(put_preferences)
+        .map(respond)
+        .boxed();
+    let profile_routes = me.or(profile).unify().or(password).unify().or(recovery).unify().boxed();
+    let account_routes = delete.or(logout_all).unify().or(get_prefs).unify().or(put_prefs).unify().boxed();
+    // `/account/sessions/revoke-all` before `/account/sessions/{id}`.
+    let session_routes = revoke_others.or(sessions).unify().or(revoke_one).unify().boxed();
+    profile_routes.or(account_routes).unify().or(session_routes).unify().boxed()
+}
+
+/// The caller's own row; 401 when the account no longer exists.
+pub(crate) async fn current_user(state: &AppState, caller: &Caller) -> ApiResult<users::Model> {
+    users::Entity::find_by_id(caller.user_id).one(&state.db).await?.ok_or(ApiError::Unauthorized)
+}
+
+/// GET /api/account/me
+async fn get_me(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+    let user = current_user(&state, &caller?).await?;
+    ok_json(&UserView::from(&user))
+}
+
+/// PUT /api/account/profile · PATCH /api/account/profile
+async fn update_profile(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<ProfileRequest>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let update = ProfileUpdate::parse(body?)?;
+    let user = current_user(&state, &caller).await?;
+    if update.is_empty() {
+        return ok_json(&UserView::from(&user));
+    }
+    let mut row: users::ActiveModel = user.into();
+    if let Some(name) = update.display_name {
+        row.display_name = Set(name);
+    }
+    if let Some(v) = update.avatar_url {
+        row.avatar_url = Set(v);
+    }
+    if let Some(v) = update.banner_url {
+        row.banner_url = Set(v);
+    }
+    if let Some(v) = update.custom_status {
+        row.custom_status = Set(v);
+    }
+    if let Some(v) = update.bio {
+        row.bio = Set(v);
+    }
+    if let Some(v) = update.pronouns {
+        row.pronouns = Set(v);
+    }
+    row.updated_at = Set(palaver_entity::now());
+    let user = row.update(&state.db).await?;
+    state.hub.send_to_everyone(&profile_updated_frame(&user));
+    ok_json(&UserView::from(&user))
+}
+
+#[derive(Deserialize)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// PUT /api/account/password · POST /api/account/change-password
+async fn change_password(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<ChangePasswordRequest>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let body = body?;
+    let user = current_user(&state, &caller).await?;
+    if !password::verify_async(body.current_password, user.password_hash.clone()).await {
+        return Err(ApiError::validation("current password is incorrect"));
+    }
+    password::check_rules(&body.new_password)?;
+    let hash = password::hash_async(body.new_password).await?;
+    let txn = state.db.begin().await?;
+    users::Entity::update_many()
+        .col_expr(users::Column::PasswordHash, Expr::value(hash))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(user.id))
+        .exec(&txn)
+        .await?;
+    revoke_all_refresh_tokens(&txn, user.id).await?;
+    txn.commit().await?;
+    audit::record(&state.db, Some(user.id), "password_changed", Some(&client), None).await;
+    ok_empty()
+}
+
+/// POST /api/account/regenerate-recovery-code
+async fn regenerate_recovery_code(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let code = new_recovery_code();
+    let updated = users::Entity::update_many()
+        .col_expr(users::Column::RecoveryCodeHash, Expr::value(hash_token(&code)))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(caller.user_id))
+        .exec(&state.db)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(ApiError::Unauthorized);
+    }
+    audit::record(&state.db, Some(caller.user_id), "recovery_code_regenerated", Some(&client), None).await;
+    ok_json(&RecoveryCodeResponse { recovery_code: code })
+}
+
+#[derive(Deserialize)]
+struct DeleteAccountRequest {
+    password: String,
+}
+
+/// DELETE /api/account · DELETE /api/account/delete
+async fn delete_account(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<DeleteAccountRequest>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let body = body?;
+    let user = current_user(&state, &caller).await?;
+    if !password::verify_async(body.password, user.password_hash.clone()).await {
+        return Err(ApiError::validation("password is incorrect"));
+    }
+    let owns_group =
+        groups::Entity::find().filter(groups::Column::OwnerId.eq(user.id)).count(&state.db).await? > 0;
+    let owns_community =
+        communities::Entity::find().filter(communities::Column::OwnerId.eq(user.id)).count(&state.db).await?
+            > 0;
+    if owns_group || owns_community {
+        return Err(still_owner());
+    }
+    // Memberships, tokens, keys … cascade. Ownership is ON DELETE RESTRICT, so a group or
+    // community that became ours since the check above still stops the delete.
+    match users::Entity::delete_by_id(user.id).exec(&state.db).await {
+        Ok(_) => {}
+        Err(err) if matches!(err.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) => {
+            return Err(still_owner());
+        }
+        Err(err) => return Err(err.into()),
+    }
+    // Access tokens of a deleted user die now, and so do its sockets.
+    state.hub.bar_user(user.id);
+    audit::record(
+        &state.db,
+        None,
+        "account_deleted",
+        Some(&client),
+        Some(serde_json::json!({"user_id": user.id, "username": user.username})),
+    )
+    .await;
+    ok_empty()
+}
+
+fn still_owner() -> ApiError {
+    ApiError::validation("you still own a group or community: transfer or delete it first")
+}
+
+#[derive(Serialize)]
+struct RevokedCount {
+    revoked_count: u64,
+}
+
+/// POST /api/account/logout-all (client: every session, this one included)
+async fn logout_all(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let revoked_count = revoke_all_refresh_tokens(&state.db, caller.user_id).await?;
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "logout_all",
+        Some(&client),
+        Some(serde_json::json!({"revoked_count": revoked_count})),
+    )
+    .await;
+    ok_json(&RevokedCount { revoked_count })
+}
+
+#[derive(Deserialize, Default)]
+struct RevokeOthersRequest {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// POST /api/account/sessions/revoke-all (seed: every session except the current one)
+///
+/// An access token does not name its session, so the current session is the one whose
+/// `refresh_token` the body carries. Without one, the most recently created active session
+/// is kept: right after a login or refresh that is the caller's own.
+async fn revoke_other_sessions(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<RevokeOthersRequest>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let body = body?;
+    let db = &state.db;
+    let active = || {
+        refresh_tokens::Entity::find()
+            .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
+            .filter(refresh_tokens::Column::RevokedAt.is_null())
+            .filter(refresh_tokens::Column::ExpiresAt.gt(palaver_entity::now()))
+    };
+    let keep = match body.refresh_token.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => Some(
+            active()
+                .filter(refresh_tokens::Column::TokenHash.eq(hash_token(&token.to_ascii_lowercase())))
+                .one(db)
+                .await?
+                .ok_or_else(|| ApiError::validation("refresh_token is not one of your active sessions"))?,
+        ),
+        None => {
+            active()
+                .order_by_desc(refresh_tokens::Column::CreatedAt)
+                .order_by_desc(refresh_tokens::Column::Id)
+                .one(db)
+                .await?
+        }
+    };
+    let mut revoke = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(palaver_entity::now()))
+        .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null());
+    if let Some(keep) = &keep {
+        revoke = revoke.filter(refresh_tokens::Column::Id.ne(keep.id));
+    }
+    let revoked_count = revoke.exec(db).await?.rows_affected;
+    audit::record(
+        db,
+        Some(caller.user_id),
+        "logout_all",
+        Some(&client),
+        Some(serde_json::json!({"revoked_count": revoked_count, "kept_session": keep.map(|k| k.id)})),
+    )
+    .await;
+    ok_json(&RevokedCount { revoked_count })
+}
+
+/// GET /api/account/sessions
+async fn list_sessions(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let rows = refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::ExpiresAt.gt(palaver_entity::now()))
+        .order_by_desc(refresh_tokens::Column::CreatedAt)
+        .order_by_desc(refresh_tokens::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(SessionView::from).collect::<Vec<_>>())
+}
+
+/// DELETE /api/account/sessions/{id}
+async fn revoke_session(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let id: Uuid = id.get()?;
+    let revoked = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(palaver_entity::now()))
+        .filter(refresh_tokens::Column::Id.eq(id))
+        .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::ExpiresAt.gt(palaver_entity::now()))
+        .exec(&state.db)
+        .await?;
+    if revoked.rows_affected == 0 {
+        return Err(ApiError::not_found("session"));
+    }
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "session_revoked",
+        Some(&client),
+        Some(serde_json::json!({"session_id": id})),
+    )
+    .await;
+    ok_empty()
+}
+
+#[derive(Serialize)]
+struct PreferencesResponse {
+    preferences: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PreferencesRequest {
+    preferences: serde_json::Value,
+}
+
+/// The stored object (`{}` when never set or unreadable).
+fn stored_preferences(user: &users::Model) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::from_str(&user.preferences) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// GET /api/account/preferences
+async fn get_preferences(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+    let user = current_user(&state, &caller?).await?;
+    ok_json(&PreferencesResponse { preferences: stored_preferences(&user) })
+}
+
+/// PUT /api/account/preferences (shallow merge)
+async fn put_preferences(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<PreferencesRequest>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let serde_json::Value::Object(changes) = body?.preferences else {
+        return Err(ApiError::validation("preferences must be a JSON object"));
+    };
+    let user = current_user(&state, &caller).await?;
+    let mut merged = stored_preferences(&user);
+    merged.extend(changes);
+    let serialized = serde_json::to_string(&merged).map_err(ApiError::internal)?;
+    if serialized.len() > PREFERENCES_MAX_BYTES {
+        return Err(ApiError::validation(format!(
+            "preferences must be at most {PREFERENCES_MAX_BYTES} bytes when serialized"
+        )));
+    }
+    users::Entity::update_many()
+        .col_expr(users::Column::Preferences, Expr::value(serialized))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(user.id))
+        .exec(&state.db)
+        .await?;
+    ok_json(&PreferencesResponse { preferences: merged })
 }

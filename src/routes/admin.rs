@@ -1,14 +1,226 @@
-//! Routes for this seed section (being written).
+//! Seed section "Admin": `/admin/*`. Every route needs an access token whose claims say
+//! instance admin or owner (`admin_only`, else 403); stricter rules are noted per route.
+//!
+//! Grouped like rest-admin.md; each group has its own `*_routes` function, combined in
+//! `routes`. So far: registration invites and announcements.
 
+use palaver_entity::{announcements, registration_invites};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder, QuerySelect};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
 use warp::Filter;
 
-use crate::http::Route;
+use crate::audit;
+use crate::auth::Caller;
+use crate::auth::tokens::random_alphanumeric;
+use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
+use crate::domain::invite::{self, RegistrationInviteView};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
 use crate::state::AppState;
 
-pub fn routes(_state: &AppState) -> Route {
-    // Matches nothing until the section's handlers land.
-    warp::path!("__unrouted__" / "admin")
-        .and(warp::any())
-        .map(|| crate::http::status_only(warp::http::StatusCode::NOT_FOUND))
-        .boxed()
+/// Most announcements `GET /admin/announcements` returns.
+const ANNOUNCEMENT_LIST_LIMIT: u64 = 100;
+
+pub fn routes(state: &AppState) -> Route {
+    let sections = [invite_routes(state), announcement_routes(state)];
+    sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one admin section")
+}
+
+/// 403 unless the token says instance admin or owner.
+pub fn admin_only(caller: &Caller) -> ApiResult<()> {
+    if caller.is_admin || caller.is_owner { Ok(()) } else { Err(ApiError::Forbidden) }
+}
+
+/// 403 unless the token says instance owner.
+pub fn owner_only(caller: &Caller) -> ApiResult<()> {
+    if caller.is_owner { Ok(()) } else { Err(ApiError::Forbidden) }
+}
+
+// ---------------------------------------------------------------------------------------
+// Registration invites
+
+fn invite_routes(state: &AppState) -> Route {
+    let list = warp::path!("admin" / "invites")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_invites)
+        .map(respond)
+        .boxed();
+    let create = warp::path!("admin" / "invites")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(create_invite)
+        .map(respond)
+        .boxed();
+    let delete = warp::path!("admin" / "invites" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(delete_invite)
+        .map(respond)
+        .boxed();
+    list.or(create).unify().or(delete).unify().boxed()
+}
+
+/// GET /api/admin/invites
+async fn list_invites(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller?)?;
+    let rows = registration_invites::Entity::find()
+        .order_by_desc(registration_invites::Column::CreatedAt)
+        .order_by_desc(registration_invites::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(RegistrationInviteView::from).collect::<Vec<_>>())
+}
+
+#[derive(Deserialize)]
+struct CreateInvite {
+    #[serde(default)]
+    max_uses: Option<i64>,
+    #[serde(default)]
+    expires_in_hours: Option<i64>,
+}
+
+/// POST /api/admin/invites
+async fn create_invite(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<CreateInvite>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let body = body?;
+    let max_uses = invite::max_uses(body.max_uses)?;
+    let lifetime = invite::expires_in_hours(body.expires_in_hours)?;
+    let now = palaver_entity::now();
+    let row = registration_invites::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        code: Set(random_alphanumeric(invite::CODE_LEN)),
+        created_by: Set(Some(caller.user_id)),
+        max_uses: Set(max_uses),
+        used_count: Set(0),
+        expires_at: Set(lifetime.map(|d| now + d)),
+        created_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_create_invite",
+        Some(&client),
+        Some(
+            json!({"invite_id": row.id, "max_uses": row.max_uses, "expires_in_hours": body.expires_in_hours}),
+        ),
+    )
+    .await;
+    ok_json(&RegistrationInviteView::from(&row))
+}
+
+/// DELETE /api/admin/invites/{id}
+async fn delete_invite(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let id = id.get()?;
+    let deleted = registration_invites::Entity::delete_by_id(id).exec(&state.db).await?;
+    if deleted.rows_affected == 0 {
+        return Err(ApiError::not_found("invite"));
+    }
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_delete_invite",
+        Some(&client),
+        Some(json!({"invite_id": id})),
+    )
+    .await;
+    ok_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// Announcements
+
+fn announcement_routes(state: &AppState) -> Route {
+    let list = warp::path!("admin" / "announcements")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_announcements)
+        .map(respond)
+        .boxed();
+    let create = warp::path!("admin" / "announcements")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(create_announcement)
+        .map(respond)
+        .boxed();
+    list.or(create).unify().boxed()
+}
+
+/// GET /api/admin/announcements
+async fn list_announcements(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller?)?;
+    let rows = announcements::Entity::find()
+        .order_by_desc(announcements::Column::CreatedAt)
+        .order_by_desc(announcements::Column::Id)
+        .limit(ANNOUNCEMENT_LIST_LIMIT)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(AnnouncementView::from).collect::<Vec<_>>())
+}
+
+#[derive(Deserialize)]
+struct CreateAnnouncement {
+    title: String,
+    body: String,
+}
+
+/// POST /api/admin/announcements
+async fn create_announcement(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<CreateAnnouncement>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let body = body?;
+    let (title, text) = announcement::validate(&body.title, &body.body)?;
+    let row = announcements::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        title: Set(title),
+        body: Set(text),
+        created_by: Set(Some(caller.user_id)),
+        created_at: Set(palaver_entity::now()),
+    }
+    .insert(&state.db)
+    .await?;
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_create_announcement",
+        Some(&client),
+        Some(json!({"announcement_id": row.id, "title": row.title})),
+    )
+    .await;
+    state.hub.send_to_everyone(&announcement_frame(&row, caller.user_id));
+    ok_json(&AnnouncementView::from(&row))
 }

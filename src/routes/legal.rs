@@ -1,14 +1,61 @@
-//! Routes for this seed section (being written).
+//! Mirror-only section "Health and legal": `GET /legal/privacy`, `GET /legal/terms` (public).
+//! `{title, body}` with a Markdown body: the operator's `privacy.md` / `terms.md` from the
+//! data directory when present, else a built-in default text.
 
+use serde::Serialize;
 use warp::Filter;
 
-use crate::http::Route;
+use crate::error::ApiResult;
+use crate::http::{Route, ok_json, respond, with_state};
 use crate::state::AppState;
 
-pub fn routes(_state: &AppState) -> Route {
-    // Matches nothing until the section's handlers land.
-    warp::path!("__unrouted__" / "legal")
-        .and(warp::any())
-        .map(|| crate::http::status_only(warp::http::StatusCode::NOT_FOUND))
-        .boxed()
+/// One legal document: its title, the operator's file name, and the built-in text.
+#[derive(Clone, Copy)]
+struct Document {
+    title: &'static str,
+    file: &'static str,
+    default_body: &'static str,
+}
+
+const PRIVACY: Document =
+    Document { title: "Privacy Policy", file: "privacy.md", default_body: include_str!("legal/privacy.md") };
+
+const TERMS: Document =
+    Document { title: "Terms of Service", file: "terms.md", default_body: include_str!("legal/terms.md") };
+
+pub fn routes(state: &AppState) -> Route {
+    let privacy = warp::path!("legal" / "privacy")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|state| legal_document(state, PRIVACY))
+        .map(respond)
+        .boxed();
+    let terms = warp::path!("legal" / "terms")
+        .and(warp::get())
+        .and(with_state(state))
+        .then(|state| legal_document(state, TERMS))
+        .map(respond)
+        .boxed();
+    privacy.or(terms).unify().boxed()
+}
+
+#[derive(Serialize)]
+struct LegalText {
+    title: &'static str,
+    body: String,
+}
+
+/// GET /api/legal/privacy and GET /api/legal/terms
+async fn legal_document(state: AppState, doc: Document) -> ApiResult<warp::reply::Response> {
+    let path = state.config.data_dir.join(doc.file);
+    let body = match tokio::fs::read_to_string(&path).await {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => doc.default_body.to_string(),
+        Err(err) => {
+            // An unreadable operator file should be fixed, but users still get a text.
+            tracing::warn!(path = %path.display(), error = %err, "cannot read legal text; serving the default");
+            doc.default_body.to_string()
+        }
+    };
+    ok_json(&LegalText { title: doc.title, body })
 }

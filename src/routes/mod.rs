@@ -4,9 +4,12 @@ pub mod account;
 pub mod admin;
 pub mod announcements;
 pub mod auth;
+pub mod channels;
+pub mod dms;
 pub mod health;
 pub mod keys;
 pub mod legal;
+pub mod messages;
 pub mod push;
 pub mod reports;
 pub mod totp;
@@ -32,6 +35,9 @@ pub fn all(state: &AppState) -> Route {
         admin::routes(state),
         legal::routes(state),
         push::routes(state),
+        channels::routes(state),
+        messages::routes(state),
+        dms::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

@@ -1,14 +1,117 @@
-//! Routes for this seed section (being written).
+//! Mirror-only section "Push notifications": `GET /push/vapid-key` (public),
+//! `POST /push/subscribe`, `POST /push/unsubscribe` (Bearer).
+//!
+//! Palaver does not send Web Push yet: no VAPID key is configured, so `/push/vapid-key`
+//! answers 404 with an empty body (the web client then skips push). Subscriptions are still
+//! accepted and stored, so clients work unchanged and stored subscriptions can be used once
+//! sending lands.
 
+use palaver_entity::push_subscriptions;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use serde::Deserialize;
+use uuid::Uuid;
 use warp::Filter;
+use warp::http::StatusCode;
 
-use crate::http::Route;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{Route, caller, json, respond, status_only, with_state};
 use crate::state::AppState;
 
-pub fn routes(_state: &AppState) -> Route {
-    // Matches nothing until the section's handlers land.
-    warp::path!("__unrouted__" / "push")
-        .and(warp::any())
-        .map(|| crate::http::status_only(warp::http::StatusCode::NOT_FOUND))
-        .boxed()
+/// Longest accepted push endpoint URL.
+const MAX_ENDPOINT_BYTES: usize = 2048;
+/// Longest accepted key (base64url of a 65-byte P-256 point is 87 chars; auth is 22).
+const MAX_KEY_BYTES: usize = 512;
+
+pub fn routes(state: &AppState) -> Route {
+    let vapid = warp::path!("push" / "vapid-key").and(warp::get()).map(vapid_key).boxed();
+    let subscribe = warp::path!("push" / "subscribe")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(subscribe)
+        .map(respond)
+        .boxed();
+    let unsubscribe = warp::path!("push" / "unsubscribe")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(unsubscribe)
+        .map(respond)
+        .boxed();
+    vapid.or(subscribe).unify().or(unsubscribe).unify().boxed()
+}
+
+/// GET /api/push/vapid-key
+fn vapid_key() -> warp::reply::Response {
+    // No VAPID key pair: Web Push is not offered (404, empty body, as the wire says).
+    status_only(StatusCode::NOT_FOUND)
+}
+
+#[derive(Deserialize)]
+struct Subscribe {
+    endpoint: String,
+    p256dh_key: String,
+    auth_key: String,
+}
+
+/// POST /api/push/subscribe
+async fn subscribe(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<Subscribe>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let body = body?;
+    if !body.endpoint.starts_with("https://") || body.endpoint.len() > MAX_ENDPOINT_BYTES {
+        return Err(ApiError::validation(format!(
+            "endpoint must be an https:// URL of at most {MAX_ENDPOINT_BYTES} bytes"
+        )));
+    }
+    for (name, key) in [("p256dh_key", &body.p256dh_key), ("auth_key", &body.auth_key)] {
+        if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(ApiError::validation(format!("{name} must be 1-{MAX_KEY_BYTES} bytes")));
+        }
+    }
+    let row = push_subscriptions::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(caller.user_id),
+        endpoint: Set(body.endpoint),
+        p256dh_key: Set(body.p256dh_key),
+        auth_key: Set(body.auth_key),
+        created_at: Set(palaver_entity::now()),
+    };
+    push_subscriptions::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([push_subscriptions::Column::UserId, push_subscriptions::Column::Endpoint])
+                .update_columns([push_subscriptions::Column::P256dhKey, push_subscriptions::Column::AuthKey])
+                .to_owned(),
+        )
+        .exec_without_returning(&state.db)
+        .await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+#[derive(Deserialize)]
+struct Unsubscribe {
+    endpoint: String,
+}
+
+/// POST /api/push/unsubscribe
+async fn unsubscribe(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<Unsubscribe>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    let body = body?;
+    push_subscriptions::Entity::delete_many()
+        .filter(push_subscriptions::Column::UserId.eq(caller.user_id))
+        .filter(push_subscriptions::Column::Endpoint.eq(body.endpoint))
+        .exec(&state.db)
+        .await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
 }

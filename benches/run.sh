@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Palaver vs. ceiling benchmark.
+#
+#   benches/run.sh [--postgres ADMIN_URL] [--ceiling-only]
+#
+# Builds the release binaries, runs the same scenarios against the ceiling (the
+# thinnest broadcast server on Palaver's transport crates) and against Palaver, and
+# prints palaver/ceiling ratios. Every scenario gets a freshly started server, so memory
+# figures are not skewed by an earlier scenario. Result lines (one JSON object per
+# scenario) go to benches/results/latest.jsonl, the table to latest-summary.txt.
+#
+#   --postgres URL   run Palaver on PostgreSQL: URL is an admin connection
+#                    (e.g. postgres://postgres:pw@127.0.0.1/postgres); a fresh database
+#                    is created for each scenario and dropped after it.
+#   --ceiling-only   skip Palaver (e.g. while it does not build yet).
+#
+# Parameters (env), with defaults; a quick smoke run:
+#   RECEIVERS=200 SENDERS=5 SENDERS_HIGH=10 DURATION=5 IDLE_CONNECTIONS=2000 benches/run.sh
+#   RECEIVERS=1000 SENDERS=20 SENDERS_HIGH=100 RATE=5 DURATION=20 DRAIN=5 PAYLOAD_BYTES=64
+#   IDLE_CONNECTIONS=19500 IDLE_HOLD=10 SOURCE_IPS=127.0.0.1,...,127.0.0.8
+#   CONNECT_CONCURRENCY=200 HISTORY_CLIENTS=64 HISTORY_SEED=200 INGEST_CHANNELS=200
+#   SCENARIO_TIMEOUT=900 (seconds per loadgen run) SKIP_BUILD=1 PALAVER_RUST_LOG=warn
+#   PALAVER_BIN=path (default: the release build in the target dir)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/benches"
+RESULTS_DIR=${RESULTS_DIR:-$BENCH/results}
+
+RECEIVERS=${RECEIVERS:-1000}
+SENDERS=${SENDERS:-20}
+SENDERS_HIGH=${SENDERS_HIGH:-100}
+RATE=${RATE:-5}
+DURATION=${DURATION:-20}
+DRAIN=${DRAIN:-5}
+PAYLOAD_BYTES=${PAYLOAD_BYTES:-64}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-19500}
+IDLE_HOLD=${IDLE_HOLD:-10}
+SOURCE_IPS=${SOURCE_IPS:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8}
+CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-200}
+HISTORY_CLIENTS=${HISTORY_CLIENTS:-64}
+HISTORY_SEED=${HISTORY_SEED:-200}
+INGEST_CHANNELS=${INGEST_CHANNELS:-200}
+SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
+
+PG_ADMIN_URL=""
+CEILING_ONLY=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --postgres) PG_ADMIN_URL=${2:?--postgres needs a URL}; shift 2 ;;
+        --ceiling-only) CEILING_ONLY=1; shift ;;
+        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+log() { echo "[run.sh] $*" >&2; }
+
+# ---- limits ---------------------------------------------------------------------------
+# Each side of a socket needs a descriptor: raise to the hard limit (20000 here).
+ulimit -n "$(ulimit -Hn)" || true
+FD_LIMIT=$(ulimit -n)
+if (( IDLE_CONNECTIONS + 200 > FD_LIMIT )); then
+    log "IDLE_CONNECTIONS=$IDLE_CONNECTIONS does not fit the open-file limit $FD_LIMIT; using $((FD_LIMIT - 200))"
+    IDLE_CONNECTIONS=$((FD_LIMIT - 200))
+fi
+
+# ---- build ----------------------------------------------------------------------------
+cd "$ROOT"
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    log "building palaver-bench (release)"
+    cargo build --release -p palaver-bench
+    if (( ! CEILING_ONLY )); then
+        log "building palaver (release)"
+        if ! cargo build --release -p palaver; then
+            log "palaver does not build: running the ceiling only"
+            CEILING_ONLY=1
+        fi
+    fi
+fi
+LOADGEN="$TARGET_DIR/release/loadgen"
+CEILING="$TARGET_DIR/release/ceiling"
+PALAVER=${PALAVER_BIN:-$TARGET_DIR/release/palaver}
+
+mkdir -p "$RESULTS_DIR"
+RESULTS="$RESULTS_DIR/latest.jsonl"
+SUMMARY="$RESULTS_DIR/latest-summary.txt"
+LOADGEN_LOG="$RESULTS_DIR/loadgen.log"
+: > "$RESULTS"
+: > "$LOADGEN_LOG"
+
+# ---- server lifecycle -------------------------------------------------------------------
+SERVER_PID=""
+SERVER_URL=""
+DATA_DIR=""
+PG_DB=""
+
+stop_server() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+    if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; DATA_DIR=""; fi
+    if [[ -n "$PG_DB" ]]; then
+        psql "$PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null || log "could not drop database $PG_DB"
+        PG_DB=""
+    fi
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# The admin URL with its database name replaced.
+pg_url_for() {
+    python3 - "$1" "$2" <<'EOF'
+import sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+print(u.urlunsplit(p._replace(path="/" + sys.argv[2])))
+EOF
+}
+
+start_ceiling() { # $1 = log file
+    "$CEILING" --bind 127.0.0.1:0 >"$1" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        SERVER_URL=$(grep -m1 -o 'http://[0-9.:]*' "$1" || true)
+        [[ -n "$SERVER_URL" ]] && return 0
+        sleep 0.1
+    done
+    log "ceiling did not report its address (see $1)"
+    return 1
+}
+
+start_palaver() { # $1 = log file
+    local port
+    port=$(free_port)
+    DATA_DIR=$(mktemp -d -t palaver-bench.XXXXXX)
+    local -a env=(
+        PALAVER_BIND="127.0.0.1:$port"
+        PALAVER_DATA_DIR="$DATA_DIR"
+        PALAVER_REGISTRATION=open
+        PALAVER_HTTP_RATE_LIMITS=off
+        RUST_LOG="${PALAVER_RUST_LOG:-warn}"
+    )
+    if [[ -n "$PG_ADMIN_URL" ]]; then
+        PG_DB="palaver_bench_$(date +%s)_$RANDOM"
+        psql "$PG_ADMIN_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $PG_DB" >/dev/null
+        env+=(DATABASE_URL="$(pg_url_for "$PG_ADMIN_URL" "$PG_DB")")
+    fi
+    env "${env[@]}" "$PALAVER" >"$1" 2>&1 &
+    SERVER_PID=$!
+    SERVER_URL="http://127.0.0.1:$port"
+    for _ in $(seq 300); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { log "palaver exited at start (see $1)"; return 1; }
+        curl -sf -o /dev/null --max-time 1 "$SERVER_URL/api/health" && return 0
+        sleep 0.2
+    done
+    log "palaver did not become healthy within 60 s (see $1)"
+    return 1
+}
+
+# ---- scenarios --------------------------------------------------------------------------
+# run_scenario KIND LABEL LOADGEN-ARGS... : fresh server, one loadgen run, server stopped.
+run_scenario() {
+    local kind=$1 lb=$2
+    shift 2
+    local server_log="$RESULTS_DIR/$kind-$lb.server.log"
+    log "$kind / $lb: starting server"
+    local -a extra=()
+    if [[ $kind == ceiling ]]; then
+        start_ceiling "$server_log" || { stop_server; return 0; }
+        extra=(--ceiling)
+    else
+        start_palaver "$server_log" || { stop_server; return 0; }
+    fi
+    local out
+    if out=$(timeout --kill-after=10 "$SCENARIO_TIMEOUT" "$LOADGEN" --url "$SERVER_URL" --server-pid "$SERVER_PID" \
+            --label "$lb" "${extra[@]}" "$@" 2> >(tee -a "$LOADGEN_LOG" >&2)); then
+        echo "$out" >> "$RESULTS"
+        echo "$out" | jq -c 'del(.at, .target)' >&2
+    else
+        log "$kind / $lb: FAILED (see $LOADGEN_LOG)"
+        jq -nc --arg k "$kind" --arg l "$lb" '{target_kind: $k, label: $l, error: "loadgen failed"}' >> "$RESULTS"
+    fi
+    stop_server
+}
+
+run_all() { # $1 = ceiling | palaver
+    local kind=$1
+    local -a common=(--rate "$RATE" --duration "$DURATION" --drain "$DRAIN" --payload-bytes "$PAYLOAD_BYTES"
+        --connect-concurrency "$CONNECT_CONCURRENCY")
+    run_scenario "$kind" "fanout-s$SENDERS" --scenario fanout "${common[@]}" \
+        --receivers "$RECEIVERS" --senders "$SENDERS"
+    run_scenario "$kind" "fanout-s$SENDERS_HIGH" --scenario fanout "${common[@]}" \
+        --receivers "$RECEIVERS" --senders "$SENDERS_HIGH"
+    run_scenario "$kind" idle --scenario idle --connect-concurrency "$CONNECT_CONCURRENCY" \
+        --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" --source-ips "$SOURCE_IPS"
+    if [[ $kind == palaver ]]; then
+        # No ceiling counterpart: the ceiling keeps no history.
+        run_scenario "$kind" history --scenario history "${common[@]}" \
+            --clients "$HISTORY_CLIENTS" --seed-messages "$HISTORY_SEED"
+        run_scenario "$kind" ingest --scenario ingest "${common[@]}" --channels "$INGEST_CHANNELS"
+    fi
+}
+
+run_all ceiling
+if (( CEILING_ONLY )); then
+    log "skipping palaver (--ceiling-only)"
+elif [[ ! -x "$PALAVER" ]]; then
+    log "no palaver binary at $PALAVER: skipping palaver"
+else
+    run_all palaver
+fi
+
+# ---- summary ----------------------------------------------------------------------------
+# Ratios are palaver/ceiling: above 1 is worse for latencies, times and memory; below 1
+# is worse for throughput.
+jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
+    def pick($kind; $lb): map(select(.target_kind == $kind and .label == $lb)) | last;
+    def num: if type == "number" then (. * 1000 | round / 1000 | tostring) else "n/a" end;
+    def row($lb; $name; f):
+        (pick("ceiling"; $lb) | if . == null or .error then null else f end) as $c
+        | (pick("palaver"; $lb) | if . == null or .error then null else f end) as $p
+        | [$lb, $name, ($c | num), ($p | num),
+           (if ($c | type) == "number" and ($p | type) == "number" and $c != 0 then ($p / $c | num) else "n/a" end)];
+    (["scenario", "metric", "ceiling", "palaver", "palaver/ceiling"]),
+    (($s1, $s2) as $f
+        | row($f; "recv p99 ms"; .recv_latency_ms.p99),
+          row($f; "deliveries/s"; .deliveries_per_s),
+          row($f; "deliveries per CPU-s"; .deliveries_per_cpu_s),
+          row($f; "ack p99 ms"; .ack_latency_ms.p99),
+          row($f; "lost"; .lost)),
+    row("idle"; "connect total s"; .connect_total_s),
+    row("idle"; "connect p99 ms"; .connect_ms.p99),
+    row("idle"; "RSS per socket KiB"; .rss_per_socket_kb),
+    row("history"; "requests/s"; .requests_per_s),
+    row("history"; "p99 ms"; .latency_ms.p99),
+    row("ingest"; "committed msgs/s"; .committed_per_s),
+    row("ingest"; "missing after"; .missing_after)
+    | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"
+log "results: $RESULTS, summary: $SUMMARY"

@@ -1,0 +1,924 @@
+//! Seed sections "Channels" and "Sender Keys (Group E2E)": `/channels`, `/channels/unread`,
+//! `/channels/{id}` (get, patch), join / leave, members (list, role, kick, ban, unban),
+//! transfer-ownership, read-cursors and sender-keys (Bearer).
+//!
+//! Every change that the live side must know about is told to the channel's actor when one
+//! is running (`tell_channel` waits until it is applied, so the change is in effect when the
+//! response is sent); a channel nobody has open needs nothing: its next actor loads the
+//! database state.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_actors::protocol::{ServerFrame, rfc3339};
+use palaver_actors::roles::Level;
+use palaver_entity::{
+    channel_bans, channel_members, channels, community_members, group_members, groups, messages,
+    read_cursors, sender_keys, users,
+};
+use ractor::RpcReplyPort;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, OnConflict, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use warp::Filter;
+
+use crate::audit;
+use crate::auth::Caller;
+use crate::domain::channel::{
+    ChannelMemberView, ChannelUpdate, ChannelView, CreateChannelRequest, NewChannel, SenderKeyView,
+    UpdateChannelRequest, assignable_role, ban_reason, caller_level, channel_role, effective_level,
+    find_channel, require_member,
+};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
+use crate::state::AppState;
+
+/// How long a REST handler waits for a live channel actor to apply a change.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `GET /channels/{id}/members`: default and largest page.
+const MEMBERS_DEFAULT_LIMIT: u64 = 200;
+const MEMBERS_MAX_LIMIT: u64 = 500;
+
+type Reply = ApiResult<warp::reply::Response>;
+
+pub fn routes(state: &AppState) -> Route {
+    let list = warp::path!("channels")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_channels)
+        .map(respond)
+        .boxed();
+    let create = warp::path!("channels")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(create_channel)
+        .map(respond)
+        .boxed();
+    let unread = warp::path!("channels" / "unread")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(unread_counts)
+        .map(respond)
+        .boxed();
+    let get = warp::path!("channels" / PathId)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(get_channel)
+        .map(respond)
+        .boxed();
+    let update = warp::path!("channels" / PathId)
+        .and(warp::patch())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(update_channel)
+        .map(respond)
+        .boxed();
+    let join = warp::path!("channels" / PathId / "join")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(join_channel)
+        .map(respond)
+        .boxed();
+    let leave = warp::path!("channels" / PathId / "leave")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(leave_channel)
+        .map(respond)
+        .boxed();
+    let basics = list.or(create).unify().or(unread).unify().boxed();
+    let basics = basics.or(get).unify().or(update).unify().or(join).unify().or(leave).unify().boxed();
+
+    let members = warp::path!("channels" / PathId / "members")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_members)
+        .map(respond)
+        .boxed();
+    let role = warp::path!("channels" / PathId / "members" / PathId / "role")
+        .and(warp::patch())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(set_member_role)
+        .map(respond)
+        .boxed();
+    let kick = warp::path!("channels" / PathId / "members" / PathId / "kick")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(kick_member)
+        .map(respond)
+        .boxed();
+    let ban = warp::path!("channels" / PathId / "members" / PathId / "ban")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(ban_member)
+        .map(respond)
+        .boxed();
+    let unban = warp::path!("channels" / PathId / "members" / PathId / "unban")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(unban_member)
+        .map(respond)
+        .boxed();
+    let transfer = warp::path!("channels" / PathId / "transfer-ownership")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(transfer_ownership)
+        .map(respond)
+        .boxed();
+    let moderation = members.or(role).unify().or(kick).unify().boxed();
+    let moderation = moderation.or(ban).unify().or(unban).unify().or(transfer).unify().boxed();
+
+    let cursors = warp::path!("channels" / PathId / "read-cursors")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_read_cursors)
+        .map(respond)
+        .boxed();
+    let upload_key = warp::path!("channels" / PathId / "sender-keys")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(upload_sender_key)
+        .map(respond)
+        .boxed();
+    let list_keys = warp::path!("channels" / PathId / "sender-keys")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_sender_keys)
+        .map(respond)
+        .boxed();
+    let keys = cursors.or(upload_key).unify().or(list_keys).unify().boxed();
+
+    basics.or(moderation).unify().or(keys).unify().boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// Live side
+
+/// Tells a live channel actor about a change and waits until it has applied it. Nothing to
+/// do when no actor runs (the next one loads the database state).
+pub(crate) async fn tell_channel(
+    state: &AppState,
+    channel_id: Uuid,
+    message: impl FnOnce(Option<RpcReplyPort<()>>) -> ChannelMsg,
+) {
+    let Some(actor) = state.hub.live_channel_actor(channel_id) else { return };
+    match actor.call(|reply| message(Some(reply)), Some(LIVE_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(())) => {}
+        // A dead or stopping actor: its successor reads the database, which already holds
+        // the change.
+        Ok(other) => {
+            tracing::warn!(channel = %channel_id, result = ?other, "live channel did not answer")
+        }
+        Err(err) => tracing::debug!(channel = %channel_id, error = %err, "live channel gone"),
+    }
+}
+
+/// Sends a frame to every subscriber of a channel (nothing when nobody has it open).
+pub(crate) fn broadcast(state: &AppState, channel_id: Uuid, frame: &ServerFrame) {
+    state.hub.notify_channel(channel_id, ChannelMsg::Broadcast { frame: frame.encode() });
+}
+
+/// Role change: the actor learns the new role, then subscribers get `member_role_updated`.
+async fn announce_role(state: &AppState, channel_id: Uuid, user_id: Uuid, role: &str) {
+    let change = MemberChange::Upsert { user_id, role: role.to_string() };
+    tell_channel(state, channel_id, |reply| ChannelMsg::Members { change, reply }).await;
+    broadcast(
+        state,
+        channel_id,
+        &ServerFrame::MemberRoleUpdated { channel_id, user_id, role: role.to_string() },
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Query helpers (shared with the message routes)
+
+/// An integer query parameter clamped to `1..=max` (`default` when absent); 400 when not a number.
+pub(crate) fn query_limit(query: &HashMap<String, String>, default: u64, max: u64) -> ApiResult<u64> {
+    match query.get("limit").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(raw) => {
+            let n: i64 = raw.parse().map_err(|_| ApiError::validation("limit must be an integer"))?;
+            Ok(n.clamp(1, max as i64) as u64)
+        }
+    }
+}
+
+/// `offset` (≥0, default 0); 400 when not a number.
+pub(crate) fn query_offset(query: &HashMap<String, String>) -> ApiResult<u64> {
+    match query.get("offset").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(0),
+        Some(raw) => {
+            let n: i64 = raw.parse().map_err(|_| ApiError::validation("offset must be an integer"))?;
+            Ok(Ord::max(n, 0) as u64)
+        }
+    }
+}
+
+/// A boolean query parameter (`true`/`false`/`1`/`0`, absent = false); 400 otherwise.
+pub(crate) fn query_bool(query: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
+    match query.get(key).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(ApiError::validation(format!("{key} must be true or false"))),
+    }
+}
+
+/// A UUID query parameter; 400 when malformed.
+pub(crate) fn query_uuid(query: &HashMap<String, String>, key: &str) -> ApiResult<Option<Uuid>> {
+    match query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(raw) => Uuid::parse_str(raw)
+            .map(Some)
+            .map_err(|_| ApiError::validation(format!("{key} must be a message id"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Channels
+
+/// GET /api/channels
+async fn list_channels(state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let mine = Query::select()
+        .column(channel_members::Column::ChannelId)
+        .from(channel_members::Entity)
+        .and_where(channel_members::Column::UserId.eq(caller.user_id))
+        .to_owned();
+    let rows = channels::Entity::find()
+        .filter(channels::Column::Id.in_subquery(mine))
+        .order_by_asc(channels::Column::CreatedAt)
+        .order_by_asc(channels::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(ChannelView::from).collect::<Vec<_>>())
+}
+
+/// POST /api/channels
+async fn create_channel(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateChannelRequest>,
+) -> Reply {
+    let caller = caller?;
+    let new = NewChannel::parse(body?)?;
+    if let Some(group_id) = new.group_id {
+        let group = groups::Entity::find_by_id(group_id)
+            .one(&state.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("group"))?;
+        if !in_community(&state.db, group.community_id, caller.user_id).await? {
+            return Err(ApiError::Forbidden);
+        }
+    }
+    let now = palaver_entity::now();
+    let channel = channels::Model {
+        id: Uuid::now_v7(),
+        name: Some(new.name),
+        channel_type: new.channel_type,
+        topic: new.topic,
+        created_by: Some(caller.user_id),
+        group_id: new.group_id,
+        read_only: false,
+        slow_mode_seconds: 0,
+        discoverable: new.discoverable,
+        archived: false,
+        voice_background: None,
+        message_ttl_seconds: None,
+        created_at: now,
+    };
+    let txn = state.db.begin().await?;
+    channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
+    channel_members::Entity::insert(channel_members::ActiveModel {
+        channel_id: Set(channel.id),
+        user_id: Set(caller.user_id),
+        role: Set("owner".into()),
+        joined_at: Set(now),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    ok_json(&ChannelView::from(&channel))
+}
+
+async fn in_community(db: &impl ConnectionTrait, community_id: Uuid, user_id: Uuid) -> ApiResult<bool> {
+    Ok(community_members::Entity::find()
+        .filter(community_members::Column::CommunityId.eq(community_id))
+        .filter(community_members::Column::UserId.eq(user_id))
+        .count(db)
+        .await?
+        > 0)
+}
+
+/// GET /api/channels/{id}
+async fn get_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let channel = find_channel(&state.db, id).await?;
+    if channel_role(&state.db, id, caller.user_id).await?.is_none() {
+        return Err(ApiError::Forbidden);
+    }
+    ok_json(&ChannelView::from(&channel))
+}
+
+/// PATCH /api/channels/{id}
+async fn update_channel(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<UpdateChannelRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let update = ChannelUpdate::parse(body?)?;
+    let mut channel = find_channel(&state.db, id).await?;
+    let role = channel_role(&state.db, id, caller.user_id).await?;
+    if effective_level(&caller, role.as_deref()) < Level::Owner {
+        return Err(ApiError::Forbidden);
+    }
+    if update.is_empty() {
+        return ok_json(&ChannelView::from(&channel));
+    }
+    update.apply(&mut channel);
+    let mut row = channel.clone().into_active_model();
+    for col in [
+        channels::Column::Name,
+        channels::Column::Topic,
+        channels::Column::ReadOnly,
+        channels::Column::SlowModeSeconds,
+        channels::Column::MessageTtlSeconds,
+        channels::Column::Discoverable,
+        channels::Column::Archived,
+        channels::Column::VoiceBackground,
+    ] {
+        row.reset(col);
+    }
+    let channel = row.update(&state.db).await?;
+    // The actor reloads its settings (slow mode, read-only, TTL…) and announces
+    // `channel_updated`; waiting for it means the new rules apply to the next send.
+    tell_channel(&state, id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
+    ok_json(&ChannelView::from(&channel))
+}
+
+/// POST /api/channels/{id}/join
+async fn join_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let channel = find_channel(&state.db, id).await?;
+    if channel_role(&state.db, id, caller.user_id).await?.is_some() {
+        return ok_empty();
+    }
+    // The mirror lets anyone who knows a DM's id join it; a DM has exactly its two people.
+    if channel.channel_type == "dm" {
+        return Err(ApiError::Forbidden);
+    }
+    if let Some(group_id) = channel.group_id {
+        let community = groups::Entity::find_by_id(group_id).one(&state.db).await?.map(|g| g.community_id);
+        match community {
+            Some(community_id) if in_community(&state.db, community_id, caller.user_id).await? => {}
+            _ => return Err(ApiError::Forbidden),
+        }
+    }
+    let banned = channel_bans::Entity::find_by_id((id, caller.user_id)).one(&state.db).await?.is_some();
+    if banned {
+        return Err(ApiError::ForbiddenBecause("you are banned from this channel".into()));
+    }
+    let inserted = channel_members::Entity::insert(channel_members::ActiveModel {
+        channel_id: Set(id),
+        user_id: Set(caller.user_id),
+        role: Set("member".into()),
+        joined_at: Set(palaver_entity::now()),
+    })
+    .on_conflict(
+        OnConflict::columns([channel_members::Column::ChannelId, channel_members::Column::UserId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(&state.db)
+    .await?;
+    if inserted > 0 {
+        let change = MemberChange::Upsert { user_id: caller.user_id, role: "member".into() };
+        tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
+    }
+    ok_empty()
+}
+
+/// POST /api/channels/{id}/leave
+async fn leave_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let channel = find_channel(&state.db, id).await?;
+    let Some(role) = channel_role(&state.db, id, caller.user_id).await? else { return ok_empty() };
+    if role == "owner" {
+        return Err(ApiError::validation("the owner cannot leave the channel; transfer ownership first"));
+    }
+    if channel.channel_type == "dm" {
+        return Err(ApiError::validation("you cannot leave a direct message"));
+    }
+    let txn = state.db.begin().await?;
+    remove_membership(&txn, id, caller.user_id).await?;
+    txn.commit().await?;
+    let change = MemberChange::Left { user_id: caller.user_id };
+    tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
+    ok_empty()
+}
+
+/// Deletes a membership and the member's sender key (a non-member's key must not be served).
+async fn remove_membership(db: &impl ConnectionTrait, channel_id: Uuid, user_id: Uuid) -> ApiResult<u64> {
+    let removed = channel_members::Entity::delete_many()
+        .filter(channel_members::Column::ChannelId.eq(channel_id))
+        .filter(channel_members::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?
+        .rows_affected;
+    sender_keys::Entity::delete_many()
+        .filter(sender_keys::Column::ChannelId.eq(channel_id))
+        .filter(sender_keys::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(removed)
+}
+
+// ---------------------------------------------------------------------------------------
+// Members and moderation
+
+/// GET /api/channels/{id}/members?limit=&offset=
+async fn list_members(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    query: HashMap<String, String>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query_offset(&query)?;
+    let channel = find_channel(&state.db, id).await?;
+    let is_member = channel_role(&state.db, id, caller.user_id).await?.is_some();
+    // Group members who have not joined a discoverable group channel still see (and are
+    // listed in) it.
+    let open_group = channel.group_id.filter(|_| channel.discoverable);
+    if !is_member {
+        let in_group = match open_group {
+            Some(group_id) => {
+                group_members::Entity::find_by_id((group_id, caller.user_id)).one(&state.db).await?.is_some()
+            }
+            None => false,
+        };
+        if !in_group {
+            return Err(ApiError::Forbidden);
+        }
+    }
+    let mut entries: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>)> = channel_members::Entity::find()
+        .filter(channel_members::Column::ChannelId.eq(id))
+        .order_by_asc(channel_members::Column::JoinedAt)
+        .order_by_asc(channel_members::Column::UserId)
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|m| (m.user_id, m.role, m.joined_at))
+        .collect();
+    if let Some(group_id) = open_group {
+        let joined: HashSet<Uuid> = entries.iter().map(|(u, _, _)| *u).collect();
+        let rest = group_members::Entity::find()
+            .filter(group_members::Column::GroupId.eq(group_id))
+            .order_by_asc(group_members::Column::JoinedAt)
+            .order_by_asc(group_members::Column::UserId)
+            .all(&state.db)
+            .await?;
+        entries.extend(
+            rest.into_iter()
+                .filter(|g| !joined.contains(&g.user_id))
+                .map(|g| (g.user_id, "member".into(), g.joined_at)),
+        );
+    }
+    let page: Vec<_> = entries.into_iter().skip(offset as usize).take(limit as usize).collect();
+    let ids: Vec<Uuid> = page.iter().map(|(u, _, _)| *u).collect();
+    let people: HashMap<Uuid, users::Model> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        users::Entity::find()
+            .filter(users::Column::Id.is_in(ids))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect()
+    };
+    let views: Vec<ChannelMemberView> = page
+        .iter()
+        .filter_map(|(user_id, role, joined_at)| {
+            people.get(user_id).map(|u| ChannelMemberView::new(u, role, joined_at))
+        })
+        .collect();
+    ok_json(&views)
+}
+
+#[derive(Deserialize)]
+struct RoleRequest {
+    role: String,
+}
+
+/// PATCH /api/channels/{id}/members/{user_id}/role
+async fn set_member_role(
+    id: PathId,
+    user_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<RoleRequest>,
+) -> Reply {
+    let caller = caller?;
+    let (id, target) = (id.get()?, user_id.get()?);
+    let role = assignable_role(body?.role.trim())?;
+    if caller_level(&state.db, id, &caller).await? < Level::Owner {
+        return Err(ApiError::Forbidden);
+    }
+    if target == caller.user_id {
+        return Err(ApiError::validation("you cannot change your own role"));
+    }
+    let current = channel_role(&state.db, id, target).await?.ok_or_else(|| ApiError::not_found("member"))?;
+    if current == "owner" {
+        return Err(ApiError::validation("the owner's role changes only by transferring ownership"));
+    }
+    channel_members::Entity::update_many()
+        .col_expr(channel_members::Column::Role, Expr::value(role))
+        .filter(channel_members::Column::ChannelId.eq(id))
+        .filter(channel_members::Column::UserId.eq(target))
+        .exec(&state.db)
+        .await?;
+    announce_role(&state, id, target, role).await;
+    ok_empty()
+}
+
+/// The checks kick and ban share: the caller must outrank the target's channel role (403);
+/// the target must be a member (404).
+async fn check_can_remove(
+    state: &AppState,
+    channel_id: Uuid,
+    caller: &Caller,
+    target: Uuid,
+) -> ApiResult<()> {
+    let level = caller_level(&state.db, channel_id, caller).await?;
+    if level <= Level::Member {
+        return Err(ApiError::Forbidden);
+    }
+    let role =
+        channel_role(&state.db, channel_id, target).await?.ok_or_else(|| ApiError::not_found("member"))?;
+    if level <= Level::from_role(&role) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(())
+}
+
+/// POST /api/channels/{id}/members/{user_id}/kick
+async fn kick_member(
+    id: PathId,
+    user_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let (id, target) = (id.get()?, user_id.get()?);
+    check_can_remove(&state, id, &caller, target).await?;
+    let txn = state.db.begin().await?;
+    let removed = remove_membership(&txn, id, target).await?;
+    txn.commit().await?;
+    if removed == 0 {
+        return Err(ApiError::not_found("member"));
+    }
+    let event = ServerFrame::MemberKicked { channel_id: id, user_id: target, kicked_by: caller.user_id };
+    let change = MemberChange::Removed { user_id: target, event };
+    tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
+    let meta = serde_json::json!({"channel_id": id, "target_user_id": target});
+    audit::record(&state.db, Some(caller.user_id), "channel_kick", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct BanRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// POST /api/channels/{id}/members/{user_id}/ban
+async fn ban_member(
+    id: PathId,
+    user_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<BanRequest>,
+) -> Reply {
+    let caller = caller?;
+    let (id, target) = (id.get()?, user_id.get()?);
+    let reason = ban_reason(body?.reason.as_deref())?;
+    check_can_remove(&state, id, &caller, target).await?;
+    let txn = state.db.begin().await?;
+    let removed = remove_membership(&txn, id, target).await?;
+    if removed == 0 {
+        return Err(ApiError::not_found("member"));
+    }
+    channel_bans::Entity::insert(channel_bans::ActiveModel {
+        channel_id: Set(id),
+        user_id: Set(target),
+        reason: Set(reason.clone()),
+        banned_by: Set(Some(caller.user_id)),
+        created_at: Set(palaver_entity::now()),
+    })
+    .on_conflict(
+        OnConflict::columns([channel_bans::Column::ChannelId, channel_bans::Column::UserId])
+            .update_columns([
+                channel_bans::Column::Reason,
+                channel_bans::Column::BannedBy,
+                channel_bans::Column::CreatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    let event = ServerFrame::MemberBanned { channel_id: id, user_id: target, banned_by: caller.user_id };
+    let change = MemberChange::Removed { user_id: target, event };
+    tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
+    let meta = serde_json::json!({"channel_id": id, "target_user_id": target, "reason": reason});
+    audit::record(&state.db, Some(caller.user_id), "channel_ban", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+/// POST /api/channels/{id}/members/{user_id}/unban
+async fn unban_member(
+    id: PathId,
+    user_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let (id, target) = (id.get()?, user_id.get()?);
+    if caller_level(&state.db, id, &caller).await? < Level::Moderator {
+        return Err(ApiError::Forbidden);
+    }
+    let removed = channel_bans::Entity::delete_many()
+        .filter(channel_bans::Column::ChannelId.eq(id))
+        .filter(channel_bans::Column::UserId.eq(target))
+        .exec(&state.db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(ApiError::not_found("ban"));
+    }
+    let meta = serde_json::json!({"channel_id": id, "target_user_id": target});
+    audit::record(&state.db, Some(caller.user_id), "channel_unban", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct TransferRequest {
+    new_owner_id: Uuid,
+}
+
+/// POST /api/channels/{id}/transfer-ownership
+async fn transfer_ownership(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<TransferRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let target = body?.new_owner_id;
+    if caller_level(&state.db, id, &caller).await? < Level::Owner {
+        return Err(ApiError::Forbidden);
+    }
+    if target == caller.user_id {
+        return Err(ApiError::validation("you cannot transfer ownership to yourself"));
+    }
+    if channel_role(&state.db, id, target).await?.is_none() {
+        return Err(ApiError::validation("the new owner must be a member of the channel"));
+    }
+    let txn = state.db.begin().await?;
+    // Every current owner (the caller, or the owner an instance admin acts for) becomes admin.
+    let demoted: Vec<Uuid> = channel_members::Entity::find()
+        .filter(channel_members::Column::ChannelId.eq(id))
+        .filter(channel_members::Column::Role.eq("owner"))
+        .filter(channel_members::Column::UserId.ne(target))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|m| m.user_id)
+        .collect();
+    let set_role = |user: Condition, role: &'static str| {
+        channel_members::Entity::update_many()
+            .col_expr(channel_members::Column::Role, Expr::value(role))
+            .filter(channel_members::Column::ChannelId.eq(id))
+            .filter(user)
+    };
+    if !demoted.is_empty() {
+        set_role(Condition::all().add(channel_members::Column::UserId.is_in(demoted.clone())), "admin")
+            .exec(&txn)
+            .await?;
+    }
+    set_role(Condition::all().add(channel_members::Column::UserId.eq(target)), "owner").exec(&txn).await?;
+    txn.commit().await?;
+    for user in demoted {
+        announce_role(&state, id, user, "admin").await;
+    }
+    announce_role(&state, id, target, "owner").await;
+    ok_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// Read state
+
+#[derive(Serialize)]
+struct UnreadView {
+    channel_id: Uuid,
+    unread_count: i64,
+}
+
+/// GET /api/channels/unread
+async fn unread_counts(state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let me = caller.user_id;
+    let m = Alias::new("m");
+    let cm = Alias::new("cm");
+    let rc = Alias::new("rc");
+    let col = |table: &Alias, c: &str| Expr::col((table.clone(), Alias::new(c)));
+    let mut stmt = Query::select();
+    stmt.expr_as(col(&m, "channel_id"), Alias::new("channel_id"))
+        .expr_as(col(&m, "id").count(), Alias::new("unread_count"))
+        .from_as(messages::Entity, m.clone())
+        .join_as(
+            JoinType::InnerJoin,
+            channel_members::Entity,
+            cm.clone(),
+            col(&cm, "channel_id")
+                .equals((m.clone(), Alias::new("channel_id")))
+                .and(col(&cm, "user_id").eq(me)),
+        )
+        .join_as(
+            JoinType::LeftJoin,
+            read_cursors::Entity,
+            rc.clone(),
+            col(&rc, "channel_id")
+                .equals((m.clone(), Alias::new("channel_id")))
+                .and(col(&rc, "user_id").eq(me)),
+        )
+        .and_where(
+            col(&rc, "last_read_message_id").is_null().or(col(&m, "id").gt(col(&rc, "last_read_message_id"))),
+        )
+        .and_where(col(&m, "sender_id").is_null().or(col(&m, "sender_id").ne(me)))
+        .and_where(col(&m, "deleted_at").is_null())
+        .and_where(col(&m, "quarantined_at").is_null())
+        .and_where(col(&m, "expires_at").is_null().or(col(&m, "expires_at").gt(palaver_entity::now())))
+        .group_by_col((m.clone(), Alias::new("channel_id")));
+    let rows = state.db.query_all(&stmt).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let channel_id: Uuid = row.try_get("", "channel_id")?;
+        let unread_count: i64 = row.try_get("", "unread_count")?;
+        if unread_count > 0 {
+            out.push(UnreadView { channel_id, unread_count });
+        }
+    }
+    out.sort_by_key(|u| u.channel_id);
+    ok_json(&out)
+}
+
+#[derive(Serialize)]
+struct ReadCursorView {
+    user_id: Uuid,
+    last_read_message_id: Option<Uuid>,
+    last_read_at: String,
+}
+
+/// GET /api/channels/{id}/read-cursors
+async fn list_read_cursors(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    require_member(&state.db, id, &caller).await?;
+    let rows = read_cursors::Entity::find()
+        .filter(read_cursors::Column::ChannelId.eq(id))
+        .order_by_asc(read_cursors::Column::LastReadAt)
+        .order_by_asc(read_cursors::Column::UserId)
+        .all(&state.db)
+        .await?;
+    let views: Vec<ReadCursorView> = rows
+        .iter()
+        .map(|c| ReadCursorView {
+            user_id: c.user_id,
+            last_read_message_id: c.last_read_message_id,
+            last_read_at: rfc3339(&c.last_read_at),
+        })
+        .collect();
+    ok_json(&views)
+}
+
+// ---------------------------------------------------------------------------------------
+// Sender keys
+
+#[derive(Deserialize)]
+struct SenderKeyRequest {
+    chain_id: i64,
+    #[serde(default)]
+    distribution: Option<serde_json::Value>,
+}
+
+/// POST /api/channels/{id}/sender-keys
+async fn upload_sender_key(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<SenderKeyRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let body = body?;
+    let distribution = body
+        .distribution
+        .filter(|d| !d.is_null())
+        .ok_or_else(|| ApiError::validation("distribution is required"))?;
+    require_member(&state.db, id, &caller).await?;
+    let row = sender_keys::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        channel_id: Set(id),
+        user_id: Set(caller.user_id),
+        chain_id: Set(body.chain_id),
+        distribution: Set(distribution.to_string()),
+        created_at: Set(palaver_entity::now()),
+    };
+    sender_keys::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([sender_keys::Column::ChannelId, sender_keys::Column::UserId])
+                .update_columns([
+                    sender_keys::Column::ChainId,
+                    sender_keys::Column::Distribution,
+                    sender_keys::Column::CreatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&state.db)
+        .await?;
+    let stored = sender_keys::Entity::find()
+        .filter(sender_keys::Column::ChannelId.eq(id))
+        .filter(sender_keys::Column::UserId.eq(caller.user_id))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::internal("sender key vanished after upsert"))?;
+    broadcast(
+        &state,
+        id,
+        &ServerFrame::SenderKeyUpdated {
+            channel_id: id,
+            user_id: caller.user_id,
+            chain_id: stored.chain_id,
+            distribution,
+        },
+    );
+    ok_json(&SenderKeyView::from(&stored))
+}
+
+/// GET /api/channels/{id}/sender-keys
+async fn list_sender_keys(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    require_member(&state.db, id, &caller).await?;
+    let rows = sender_keys::Entity::find()
+        .filter(sender_keys::Column::ChannelId.eq(id))
+        .order_by_asc(sender_keys::Column::CreatedAt)
+        .order_by_asc(sender_keys::Column::UserId)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(SenderKeyView::from).collect::<Vec<_>>())
+}

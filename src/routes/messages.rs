@@ -1,0 +1,477 @@
+//! Seed section "Messages": history (`/channels/{id}/messages`), search (per channel and
+//! `/messages/search`), edit history, threads and pins (Bearer). Sending, editing and deleting
+//! happen over the WebSocket; REST only reads history and manages pins.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use palaver_actors::protocol::{ServerFrame, rfc3339};
+use palaver_actors::roles::Level;
+use palaver_entity::{channel_members, message_edits, messages, pins, users};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use uuid::Uuid;
+use warp::Filter;
+
+use crate::auth::Caller;
+use crate::domain::channel::{caller_level, require_member};
+use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{PathId, Route, caller, ok_empty, ok_json, respond, with_state};
+use crate::routes::channels::{broadcast, query_bool, query_limit, query_uuid};
+use crate::state::AppState;
+
+type Reply = ApiResult<warp::reply::Response>;
+type Params = HashMap<String, String>;
+
+/// History and threads: default and largest page.
+const HISTORY_DEFAULT_LIMIT: u64 = 50;
+const HISTORY_MAX_LIMIT: u64 = 100;
+/// Search: default and largest result count.
+const SEARCH_DEFAULT_LIMIT: u64 = 20;
+const SEARCH_MAX_LIMIT: u64 = 50;
+/// Search scans candidates newest first, this many rows per query…
+const SEARCH_PAGE: u64 = 200;
+/// …and gives up after this many (a bound on the work one request can cause).
+const SEARCH_MAX_SCANNED: usize = 50_000;
+/// Search terms: 2–256 characters.
+const QUERY_MIN_CHARS: usize = 2;
+const QUERY_MAX_CHARS: usize = 256;
+
+pub fn routes(state: &AppState) -> Route {
+    let global_search = warp::path!("messages" / "search")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<Params>())
+        .then(search_everywhere)
+        .map(respond)
+        .boxed();
+    let history = warp::path!("channels" / PathId / "messages")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<Params>())
+        .then(list_messages)
+        .map(respond)
+        .boxed();
+    let search = warp::path!("channels" / PathId / "messages" / "search")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<Params>())
+        .then(search_channel)
+        .map(respond)
+        .boxed();
+    let edits = warp::path!("channels" / PathId / "messages" / PathId / "history")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(edit_history)
+        .map(respond)
+        .boxed();
+    let thread = warp::path!("channels" / PathId / "threads" / PathId)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<Params>())
+        .then(list_thread)
+        .map(respond)
+        .boxed();
+    let reads = global_search.or(history).unify().or(search).unify().boxed();
+    let reads = reads.or(edits).unify().or(thread).unify().boxed();
+
+    let list_pins = warp::path!("channels" / PathId / "pins")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_pins)
+        .map(respond)
+        .boxed();
+    let pin = warp::path!("channels" / PathId / "pins" / PathId)
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(pin_message)
+        .map(respond)
+        .boxed();
+    let unpin = warp::path!("channels" / PathId / "pins" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(unpin_message)
+        .map(respond)
+        .boxed();
+    let pins = list_pins.or(pin).unify().or(unpin).unify().boxed();
+    reads.or(pins).unify().boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// History
+
+/// GET /api/channels/{id}/messages?before=&after=&limit=&root_only=
+///
+/// Newest first. `before` / `after` are message ids (ids are UUIDv7 in commit order);
+/// with `after`, the page is the `limit` messages right after the cursor (so paging forward
+/// leaves no gap), still returned newest first.
+async fn list_messages(id: PathId, state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let before = query_uuid(&query, "before")?;
+    let after = query_uuid(&query, "after")?;
+    let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    let root_only = query_bool(&query, "root_only")?;
+    require_member(&state.db, id, &caller).await?;
+    let mut select = messages::Entity::find()
+        .filter(messages::Column::ChannelId.eq(id))
+        .filter(visible(palaver_entity::now()));
+    if let Some(before) = before {
+        select = select.filter(messages::Column::Id.lt(before));
+    }
+    if let Some(after) = after {
+        select = select.filter(messages::Column::Id.gt(after));
+    }
+    if root_only {
+        select = select.filter(messages::Column::ThreadId.is_null());
+    }
+    let rows = if after.is_some() {
+        let mut rows = select.order_by_asc(messages::Column::Id).limit(limit).all(&state.db).await?;
+        rows.reverse();
+        rows
+    } else {
+        select.order_by_desc(messages::Column::Id).limit(limit).all(&state.db).await?
+    };
+    ok_json(&message_views(&state.db, rows, true).await?)
+}
+
+/// GET /api/channels/{id}/threads/{msg_id}?before=&limit= — replies oldest first.
+async fn list_thread(
+    id: PathId,
+    msg_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    query: Params,
+) -> Reply {
+    let caller = caller?;
+    let (id, root) = (id.get()?, msg_id.get()?);
+    let before = query_uuid(&query, "before")?;
+    let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    require_member(&state.db, id, &caller).await?;
+    let now = palaver_entity::now();
+    match messages::Entity::find_by_id(root).one(&state.db).await? {
+        Some(m) if m.channel_id == id && is_visible(&m, now) => {}
+        _ => return Err(ApiError::not_found("message")),
+    }
+    let mut select =
+        messages::Entity::find().filter(messages::Column::ThreadId.eq(root)).filter(visible(now));
+    if let Some(before) = before {
+        select = select.filter(messages::Column::Id.lt(before));
+    }
+    let rows = select.order_by_asc(messages::Column::Id).limit(limit).all(&state.db).await?;
+    ok_json(&message_views(&state.db, rows, false).await?)
+}
+
+/// GET /api/channels/{id}/messages/{msg_id}/history — earlier payloads, oldest first.
+async fn edit_history(id: PathId, msg_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (id, message_id) = (id.get()?, msg_id.get()?);
+    require_member(&state.db, id, &caller).await?;
+    match messages::Entity::find_by_id(message_id).one(&state.db).await? {
+        Some(m) if m.channel_id == id && is_visible(&m, palaver_entity::now()) => {}
+        _ => return Err(ApiError::not_found("message")),
+    }
+    let rows = message_edits::Entity::find()
+        .filter(message_edits::Column::MessageId.eq(message_id))
+        .order_by_asc(message_edits::Column::EditedAt)
+        .order_by_asc(message_edits::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(EditView::from).collect::<Vec<_>>())
+}
+
+// ---------------------------------------------------------------------------------------
+// Search
+
+/// A checked search request.
+struct Search {
+    /// The lowercased term.
+    needle: String,
+    limit: u64,
+    /// `Some` when a sender filter was given: the users whose username matches.
+    senders: Option<Vec<Uuid>>,
+    after: Option<DateTime<Utc>>,
+    before: Option<DateTime<Utc>>,
+    has_file: bool,
+}
+
+/// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
+fn like_contains(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// An RFC 3339 time, or `None` when absent or unparsable (unparsable values are ignored).
+fn query_time(query: &Params, key: &str) -> Option<DateTime<Utc>> {
+    query.get(key).and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+async fn parse_search(state: &AppState, query: &Params) -> ApiResult<Search> {
+    let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
+    let chars = q.chars().count();
+    if !(QUERY_MIN_CHARS..=QUERY_MAX_CHARS).contains(&chars) {
+        return Err(ApiError::validation(format!(
+            "q must be {QUERY_MIN_CHARS}-{QUERY_MAX_CHARS} characters"
+        )));
+    }
+    let limit = query_limit(query, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)?;
+    let has_file = query_bool(query, "has_file")?;
+    let senders = match query.get("sender").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(name) => {
+            let pattern = like_contains(&name.to_lowercase());
+            let ids: Vec<Uuid> = users::Entity::find()
+                .select_only()
+                .column(users::Column::Id)
+                .filter(
+                    Expr::expr(Func::lower(Expr::col((users::Entity, users::Column::Username))))
+                        .like(LikeExpr::new(pattern).escape('\\')),
+                )
+                .into_tuple()
+                .all(&state.db)
+                .await?;
+            Some(ids)
+        }
+    };
+    Ok(Search {
+        needle: q.to_lowercase(),
+        limit,
+        senders,
+        after: query_time(query, "after"),
+        before: query_time(query, "before"),
+        has_file,
+    })
+}
+
+/// The text a message is searched by: its payload read as UTF-8 (lossy), or a webhook's content.
+fn searchable_text(m: &messages::Model) -> String {
+    if m.message_type == "webhook"
+        && let Some(serde_json::Value::String(content)) = MessageCore::from(m).content
+    {
+        return content.to_lowercase();
+    }
+    String::from_utf8_lossy(&m.ciphertext).to_lowercase()
+}
+
+/// Scans candidates in `scope` newest first, matching in Rust (portable, and a non-UTF-8
+/// payload can never fail the query).
+async fn run_search(state: &AppState, scope: Condition, search: Search) -> Reply {
+    if search.senders.as_ref().is_some_and(Vec::is_empty) {
+        return ok_json(&Vec::<()>::new());
+    }
+    let mut filter = scope.add(visible(palaver_entity::now()));
+    if let Some(senders) = &search.senders {
+        filter = filter.add(messages::Column::SenderId.is_in(senders.clone()));
+    }
+    if let Some(after) = search.after {
+        filter = filter.add(messages::Column::CreatedAt.gte(after));
+    }
+    if let Some(before) = search.before {
+        filter = filter.add(messages::Column::CreatedAt.lte(before));
+    }
+    if search.has_file {
+        filter = filter.add(messages::Column::MessageType.eq("file"));
+    }
+    let mut found = Vec::new();
+    let mut cursor: Option<Uuid> = None;
+    let mut scanned = 0usize;
+    loop {
+        let mut select = messages::Entity::find().filter(filter.clone());
+        if let Some(cursor) = cursor {
+            select = select.filter(messages::Column::Id.lt(cursor));
+        }
+        let page = select.order_by_desc(messages::Column::Id).limit(SEARCH_PAGE).all(&state.db).await?;
+        let full_page = page.len() as u64 == SEARCH_PAGE;
+        scanned += page.len();
+        cursor = page.last().map(|m| m.id);
+        for m in page {
+            if found.len() as u64 >= search.limit {
+                break;
+            }
+            if searchable_text(&m).contains(&search.needle) {
+                found.push(m);
+            }
+        }
+        if !full_page || found.len() as u64 >= search.limit || scanned >= SEARCH_MAX_SCANNED {
+            break;
+        }
+    }
+    ok_json(&message_views(&state.db, found, true).await?)
+}
+
+/// GET /api/channels/{id}/messages/search?q=&limit=&sender=&after=&before=&has_file=
+async fn search_channel(id: PathId, state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let search = parse_search(&state, &query).await?;
+    require_member(&state.db, id, &caller).await?;
+    run_search(&state, Condition::all().add(messages::Column::ChannelId.eq(id)), search).await
+}
+
+/// GET /api/messages/search — the same, across every channel the caller is a member of.
+async fn search_everywhere(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
+    let caller = caller?;
+    let search = parse_search(&state, &query).await?;
+    let mine = Query::select()
+        .column(channel_members::Column::ChannelId)
+        .from(channel_members::Entity)
+        .and_where(channel_members::Column::UserId.eq(caller.user_id))
+        .to_owned();
+    run_search(&state, Condition::all().add(messages::Column::ChannelId.in_subquery(mine)), search).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Pins
+
+/// GET /api/channels/{id}/pins — most recently pinned first, hidden messages left out.
+async fn list_pins(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    require_member(&state.db, id, &caller).await?;
+    let rows = pins::Entity::find()
+        .filter(pins::Column::ChannelId.eq(id))
+        .order_by_desc(pins::Column::PinnedAt)
+        .order_by_desc(pins::Column::MessageId)
+        .all(&state.db)
+        .await?;
+    if rows.is_empty() {
+        return ok_json(&Vec::<PinnedView>::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|p| p.message_id).collect();
+    let found: HashMap<Uuid, messages::Model> = messages::Entity::find()
+        .filter(messages::Column::Id.is_in(ids))
+        .filter(messages::Column::ChannelId.eq(id))
+        .filter(visible(palaver_entity::now()))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    let views: Vec<PinnedView> = rows
+        .iter()
+        .filter_map(|p| {
+            found.get(&p.message_id).map(|m| PinnedView {
+                core: MessageCore::from(m),
+                pinned_by: p.pinned_by,
+                pinned_at: rfc3339(&p.pinned_at),
+            })
+        })
+        .collect();
+    ok_json(&views)
+}
+
+/// POST /api/channels/{id}/pins/{msg_id}
+async fn pin_message(id: PathId, msg_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (id, message_id) = (id.get()?, msg_id.get()?);
+    if caller_level(&state.db, id, &caller).await? < Level::Moderator {
+        return Err(ApiError::Forbidden);
+    }
+    let message = messages::Entity::find_by_id(message_id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    if message.channel_id != id {
+        return Err(ApiError::validation("the message is in another channel"));
+    }
+    if !is_visible(&message, palaver_entity::now()) {
+        return Err(ApiError::validation("a deleted message cannot be pinned"));
+    }
+    let txn = state.db.begin().await?;
+    if pins::Entity::find_by_id((id, message_id)).one(&txn).await?.is_some() {
+        return Err(ApiError::conflict("the message is already pinned"));
+    }
+    let max = state.settings.max_pins_per_channel();
+    let count = pins::Entity::find().filter(pins::Column::ChannelId.eq(id)).count(&txn).await?;
+    if count as i64 >= max {
+        return Err(ApiError::validation(format!("a channel can have at most {max} pinned messages")));
+    }
+    let pinned_at = palaver_entity::now();
+    pins::Entity::insert(pins::ActiveModel {
+        channel_id: Set(id),
+        message_id: Set(message_id),
+        pinned_by: Set(Some(caller.user_id)),
+        pinned_at: Set(pinned_at),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    broadcast(
+        &state,
+        id,
+        &ServerFrame::MessagePinned { message_id, channel_id: id, pinned_by: caller.user_id, pinned_at },
+    );
+    ok_empty()
+}
+
+/// DELETE /api/channels/{id}/pins/{msg_id}
+async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (id, message_id) = (id.get()?, msg_id.get()?);
+    if caller_level(&state.db, id, &caller).await? < Level::Moderator {
+        return Err(ApiError::Forbidden);
+    }
+    let removed = pins::Entity::delete_many()
+        .filter(pins::Column::ChannelId.eq(id))
+        .filter(pins::Column::MessageId.eq(message_id))
+        .exec(&state.db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(ApiError::not_found("pin"));
+    }
+    broadcast(&state, id, &ServerFrame::MessageUnpinned { message_id, channel_id: id });
+    ok_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_contains("a%b_c"), "%a\\%b\\_c%");
+    }
+
+    #[test]
+    fn non_utf8_payloads_are_searchable_without_failing() {
+        let m = messages::Model {
+            id: Uuid::nil(),
+            channel_id: Uuid::nil(),
+            sender_id: None,
+            ciphertext: vec![0xff, b'H', b'e', b'L', b'L', b'o', 0xfe],
+            nonce: vec![1],
+            message_type: "text".into(),
+            reply_to_id: None,
+            sender_key_id: None,
+            thread_id: None,
+            edited_at: None,
+            deleted_at: None,
+            quarantined_at: None,
+            expires_at: None,
+            webhook_content: None,
+            created_at: palaver_entity::now(),
+        };
+        assert!(searchable_text(&m).contains("hello"));
+    }
+}
