@@ -86,15 +86,24 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         started: Instant::now(),
     };
 
-    let listener = TcpListener::bind(state.config.bind)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", state.config.bind))?;
+    let listener =
+        listen(state.config.bind).map_err(|e| format!("cannot listen on {}: {e}", state.config.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (shutdown, _) = broadcast::channel(1);
     let routes = routes::all(&state);
     let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
     tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
     Ok(Server { addr, state, shutdown, task })
+}
+
+/// Binds with a deep accept backlog: a burst of reconnecting clients (hundreds at once) must
+/// not overflow the kernel's queue (the default 128 makes the overflow wait ~1 s to retry).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn hub_config(config: &Config) -> palaver_actors::HubConfig {
