@@ -176,6 +176,26 @@ impl Hub {
         self.shared.sessions.send_to_user(user_id, &frame.encode(), None);
     }
 
+    /// Community scope: every session of every member of a community (community, group and
+    /// channel updates and deletions). Errors only when the member list cannot be read.
+    pub async fn send_to_community(
+        &self,
+        community_id: Uuid,
+        frame: &ServerFrame,
+    ) -> Result<(), sea_orm::DbErr> {
+        let members = store::community_member_ids(&self.db, community_id).await?;
+        self.send_to_users(&members, frame);
+        Ok(())
+    }
+
+    /// Every session of each listed user; the frame is serialized once.
+    pub fn send_to_users(&self, user_ids: &[Uuid], frame: &ServerFrame) {
+        let bytes = frame.encode();
+        for user_id in user_ids {
+            self.shared.sessions.send_to_user(*user_id, &bytes, None);
+        }
+    }
+
     /// Everyone scope: every connected session (profile updates, announcements).
     pub fn send_to_everyone(&self, frame: &ServerFrame) {
         self.shared.sessions.send_to_everyone(&frame.encode());

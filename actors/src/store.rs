@@ -339,3 +339,14 @@ pub async fn mark_all_read(db: &DatabaseConnection, user_id: Uuid) -> Result<(),
     }
     Ok(())
 }
+
+/// The user ids of a community's members.
+pub async fn community_member_ids(db: &impl ConnectionTrait, community_id: Uuid) -> Result<Vec<Uuid>, DbErr> {
+    community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::UserId)
+        .filter(community_members::Column::CommunityId.eq(community_id))
+        .into_tuple::<Uuid>()
+        .all(db)
+        .await
+}

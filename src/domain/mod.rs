@@ -2,6 +2,7 @@
 
 pub mod announcement;
 pub mod channel;
+pub mod community;
 pub mod invite;
 pub mod keys;
 pub mod message;
