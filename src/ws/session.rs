@@ -159,7 +159,12 @@ where
         // stuck on a peer that stopped reading.
         tokio::select! {
             biased;
-            written = write => if written.is_err() { return },
+            written = write => if written.is_err() {
+                // The peer is gone or its write buffer is full (a reader that stopped reading):
+                // end the session so the reader half and the registry let go of it too.
+                outbox.close(palaver_actors::outbox::CLOSE_SLOW_CONSUMER);
+                return;
+            },
             code = outbox.closed() => break code,
         }
         if outbox.close_requested() != 0 {

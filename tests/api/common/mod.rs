@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -62,13 +64,13 @@ impl Backend {
 }
 
 /// A fresh PostgreSQL database, dropped when this guard goes away (also on panic).
-struct PgDatabase {
+pub struct PgDatabase {
     admin_url: String,
     name: String,
 }
 
 impl PgDatabase {
-    async fn create(admin_url: &str) -> (Self, String) {
+    pub async fn create(admin_url: &str) -> (Self, String) {
         use sea_orm::{ConnectionTrait, Database};
         let name = format!("palaver_test_{}", Uuid::new_v4().simple());
         let admin = Database::connect(admin_url)
@@ -316,6 +318,20 @@ impl TestApp {
     pub async fn ws_raw(&self) -> WsClient {
         let (stream, _) = tokio_tungstenite::connect_async(self.ws_url()).await.expect("websocket connects");
         WsClient { stream }
+    }
+
+    /// Opens and authenticates a socket whose kernel receive buffer is tiny, so a client that
+    /// stops reading backs up into the server quickly (slow-consumer tests).
+    pub async fn ws_small_receive_buffer(&self, token: &str) -> WsClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let tcp = socket.connect(self.addr).await.expect("tcp connects");
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+        let (stream, _) = tokio_tungstenite::client_async(self.ws_url(), stream).await.expect("websocket connects");
+        let mut ws = WsClient { stream };
+        ws.send(json!({"type": "authenticate", "token": token})).await;
+        ws.expect("authenticated").await;
+        ws
     }
 
     /// Stops the server and drops the test database.

@@ -1,0 +1,88 @@
+//! The real `palaver` binary as a child process, for tests that must kill it without
+//! warning (SIGKILL) and start it again on the same database.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::{Backend, PgDatabase};
+
+/// A database (SQLite file in a data dir, or a fresh PostgreSQL database) that outlives the
+/// server processes started on it.
+pub struct ProcessHarness {
+    pub data_dir: tempfile::TempDir,
+    database_url: Option<String>,
+    _pg: Option<PgDatabase>,
+}
+
+/// One running server process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub base_url: String,
+}
+
+impl ProcessHarness {
+    pub async fn new(backend: &Backend) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let (pg, database_url) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres(admin_url) => {
+                let (db, url) = PgDatabase::create(admin_url).await;
+                (Some(db), Some(url))
+            }
+        };
+        Self { data_dir, database_url, _pg: pg }
+    }
+
+    /// Starts the server binary on 127.0.0.1:0 and waits for the address it prints.
+    pub async fn start(&self) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_palaver"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PALAVER_BIND", "127.0.0.1:0")
+            .env("PALAVER_DATA_DIR", self.data_dir.path())
+            .env("PALAVER_HTTP_RATE_LIMITS", "off")
+            .env("PALAVER_WS_RATE_LIMIT", "1000/1000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(url) = &self.database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let mut child = command.spawn().expect("start the palaver binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let base_url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read server stdout") {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return url.trim().to_string();
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server starts within 60 s");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess { child, base_url }
+    }
+}
+
+impl ServerProcess {
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api{path}", self.base_url)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.base_url.replacen("http://", "ws://", 1))
+    }
+
+    /// SIGKILL: no shutdown hook, no flush, nothing graceful.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill the server");
+    }
+}
