@@ -14,6 +14,7 @@ mod health;
 mod keys;
 mod legal;
 mod messages;
+mod outage;
 mod push;
 mod realtime;
 mod reports;

@@ -303,7 +303,8 @@ async fn slow_consumer_is_closed_with_resync_code(backend: Backend) {
             sent += 1;
         }
         while acked < sent {
-            let frame = a.next_frame(Duration::from_secs(30)).await.expect("Alice is acked whatever Bob does");
+            let frame =
+                a.next_frame(Duration::from_secs(30)).await.expect("Alice is acked whatever Bob does");
             assert_ne!(frame["type"], "error", "{frame}");
             if frame["type"] == "message_sent" {
                 acked += 1;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod proxy;
 
 use std::time::Duration;
 
@@ -327,7 +328,8 @@ impl TestApp {
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         let tcp = socket.connect(self.addr).await.expect("tcp connects");
         let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-        let (stream, _) = tokio_tungstenite::client_async(self.ws_url(), stream).await.expect("websocket connects");
+        let (stream, _) =
+            tokio_tungstenite::client_async(self.ws_url(), stream).await.expect("websocket connects");
         let mut ws = WsClient { stream };
         ws.send(json!({"type": "authenticate", "token": token})).await;
         ws.expect("authenticated").await;
