@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palaver_entity::{channel_members, channels};
+use palaver_entity::{channel_members, channels, communities, community_members};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -355,6 +355,173 @@ async fn crashed_channel_actor_restarts_and_subscribers_keep_receiving(backend: 
     app.stop().await;
 }
 
+/// A community whose members are `members` (makes them presence mates).
+async fn community_with(app: &TestApp, members: &[&TestUser]) {
+    let db = &app.server.as_ref().unwrap().state.db;
+    let id = Uuid::now_v7();
+    communities::ActiveModel {
+        id: Set(id),
+        name: Set("mates".into()),
+        description: Set(None),
+        icon_url: Set(None),
+        banner_url: Set(None),
+        owner_id: Set(members[0].id),
+        who_can_create_groups: Set("admin".into()),
+        who_can_create_invites: Set("admin".into()),
+        discoverable: Set(false),
+        community_theme: Set(None),
+        welcome_message: Set(None),
+        created_at: Set(palaver_entity::now()),
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    for (i, member) in members.iter().enumerate() {
+        community_members::ActiveModel {
+            community_id: Set(id),
+            user_id: Set(member.id),
+            role: Set(if i == 0 { "owner" } else { "member" }.into()),
+            nickname: Set(None),
+            joined_at: Set(palaver_entity::now()),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+    }
+}
+
+/// Waits until a presence frame reports `user` with `status`. Changes within 250 ms are
+/// coalesced, so the news may come as `presence_update` or inside a `presence_bulk`.
+async fn expect_presence(ws: &mut WsClient, user: Uuid, status: &str) {
+    loop {
+        let frame = ws
+            .next_frame(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no presence {status} for {user}"));
+        let reported = match frame["type"].as_str() {
+            Some("presence_update") => vec![(frame["user_id"].clone(), frame["status"].clone())],
+            Some("presence_bulk") => {
+                frame["statuses"].as_array().unwrap().iter().map(|p| (p[0].clone(), p[1].clone())).collect()
+            }
+            _ => continue,
+        };
+        if reported.contains(&(json!(user), json!(status))) {
+            return;
+        }
+    }
+}
+
+async fn three_clients_presence_voice_signalling_and_unsubscribe(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let outsider = app.register("outsider").await;
+    community_with(&app, &[&alice, &bob, &carol]).await;
+    let channel = channel_with(&app, &[&alice, &bob, &carol]).await;
+
+    // Presence: Bob connecting is announced to Alice; Bob's bulk lists Alice; an outsider
+    // (no shared community) hears nothing.
+    let mut a = subscribed(&app, &alice, channel).await;
+    let mut o = app.ws(&outsider.token).await;
+    let mut b = app.ws(&bob.token).await;
+    expect_presence(&mut a, bob.id, "online").await;
+    let bulk = b.expect("presence_bulk").await;
+    assert!(bulk["statuses"].as_array().unwrap().contains(&json!([alice.id, "online"])), "{bulk}");
+    b.send(json!({"type": "subscribe", "channel_ids": [channel]})).await;
+    b.send(json!({"type": "update_presence", "status": "dnd"})).await;
+    expect_presence(&mut a, bob.id, "dnd").await;
+    b.send(json!({"type": "update_presence", "status": "invisible"})).await;
+    expect_presence(&mut a, bob.id, "offline").await;
+    o.expect_no("presence_update", Duration::from_millis(300)).await;
+    let mut c = subscribed(&app, &carol, channel).await;
+
+    // Voice: Alice joins (self gets the full list first, then the channel frames), Bob joins.
+    a.send(json!({"type": "join_voice", "channel_id": channel})).await;
+    let own = a.expect("voice_state_update").await;
+    assert_eq!(own["participants"], json!([alice.id]));
+    // The channel hears the new participant list, then who joined.
+    assert_eq!(c.expect("voice_state_update").await["participants"], json!([alice.id]));
+    let joined = c.expect("user_joined_voice").await;
+    assert_eq!(joined["user_id"], alice.id.to_string());
+    b.send(json!({"type": "join_voice", "channel_id": channel})).await;
+    let state = c.expect("voice_state_update").await;
+    assert_eq!(state["participants"].as_array().unwrap().len(), 2, "{state}");
+    assert_eq!(c.expect("user_joined_voice").await["user_id"], bob.id.to_string());
+
+    // Signalling is relayed between participants only, with the sender named.
+    let call = Uuid::new_v4();
+    a.send(json!({"type": "rtc_offer", "target_user_id": bob.id, "session_id": call, "sdp": "v=0 offer"}))
+        .await;
+    let offer = b.expect_eventually("rtc_offer").await;
+    assert_eq!(
+        (offer["from_user_id"].as_str(), offer["sdp"].as_str()),
+        (Some(alice.id.to_string().as_str()), Some("v=0 offer"))
+    );
+    assert_eq!(offer["session_id"], call.to_string());
+    b.send(
+        json!({"type": "rtc_answer", "target_user_id": alice.id, "session_id": call, "sdp": "v=0 answer"}),
+    )
+    .await;
+    assert_eq!(a.expect_eventually("rtc_answer").await["sdp"], "v=0 answer");
+    b.send(json!({"type": "rtc_ice_candidate", "target_user_id": alice.id, "session_id": call, "candidate": "{\"c\":1}"})).await;
+    assert_eq!(a.expect("rtc_ice_candidate").await["candidate"], "{\"c\":1}");
+    c.send(json!({"type": "rtc_offer", "target_user_id": alice.id, "session_id": call, "sdp": "v=0"})).await;
+    assert_eq!(c.expect("error").await["code"], "forbidden", "Carol is not in the voice session");
+    a.expect_no("rtc_offer", Duration::from_millis(200)).await;
+
+    // The channel owner removes Bob from voice; everyone subscribed sees it.
+    a.send(json!({"type": "kick_from_voice", "channel_id": channel, "user_id": bob.id})).await;
+    let kicked = c.expect("kicked_from_voice").await;
+    assert_eq!(
+        (kicked["user_id"].as_str(), kicked["kicked_by"].as_str()),
+        (Some(bob.id.to_string().as_str()), Some(alice.id.to_string().as_str()))
+    );
+    let left = c.expect("user_left_voice").await;
+    assert_eq!(left["user_id"], bob.id.to_string());
+    let after = c.expect("voice_state_update").await;
+    assert_eq!(after["participants"], json!([alice.id]));
+    // A member cannot kick someone who outranks them.
+    c.send(json!({"type": "kick_from_voice", "channel_id": channel, "user_id": alice.id})).await;
+    assert_eq!(c.expect("error").await["code"], "forbidden");
+
+    // Typing then stop_typing reaches the others.
+    c.send(json!({"type": "typing", "channel_id": channel})).await;
+    b.expect_eventually("user_typing").await;
+    c.send(json!({"type": "stop_typing", "channel_id": channel})).await;
+    assert_eq!(b.expect_eventually("user_stopped_typing").await["user_id"], carol.id.to_string());
+
+    // Carol unsubscribes: she no longer receives the channel's messages; Bob still does.
+    c.send(json!({"type": "unsubscribe", "channel_ids": [channel]})).await;
+    c.send(json!({"type": "ping", "timestamp": 3})).await;
+    c.expect_eventually("pong").await;
+    a.send(send_frame(channel, "after unsubscribe")).await;
+    a.expect_eventually("message_sent").await;
+    b.expect_eventually("new_message").await;
+    c.expect_no("new_message", Duration::from_millis(300)).await;
+
+    // mark_all_read moves Carol's cursor past everything: nothing unread.
+    let unread = app.get("/channels/unread", &carol.token).await.expect(200);
+    assert!(unread.to_string().contains(&channel.to_string()), "{unread}");
+    c.send(json!({"type": "mark_all_read"})).await;
+    c.send(json!({"type": "ping", "timestamp": 4})).await;
+    c.expect_eventually("pong").await;
+    let unread = app.get("/channels/unread", &carol.token).await.expect(200);
+    let count = unread
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["channel_id"] == channel.to_string())
+        .map(|u| u["unread_count"].as_i64().unwrap())
+        .unwrap_or(0);
+    assert_eq!(count, 0, "{unread}");
+
+    // Bob's last socket closes: his mates see him go offline.
+    drop(b);
+    expect_presence(&mut a, bob.id, "offline").await;
+    app.stop().await;
+}
+
 crate::both_backends!(
     two_clients_see_messages_edits_deletes_reactions_typing_and_receipts,
     senders_other_devices_receive_its_messages,
@@ -366,4 +533,5 @@ crate::both_backends!(
     ninth_session_evicts_the_oldest_with_a_close_code,
     crashed_channel_actor_restarts_and_subscribers_keep_receiving,
     slow_consumer_is_closed_with_resync_code,
+    three_clients_presence_voice_signalling_and_unsubscribe,
 );

@@ -412,6 +412,19 @@ impl WsClient {
         }
     }
 
+    /// The next frame of `kind`, skipping frames of any other kind.
+    pub async fn expect_eventually(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self
+                .next_frame(FRAME_WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no {kind:?} frame within {FRAME_WAIT:?}"));
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
     /// Asserts that no frame of `kind` arrives within `wait` (ambient frames are ignored).
     pub async fn expect_no(&mut self, kind: &str, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
