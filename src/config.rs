@@ -140,6 +140,9 @@ pub struct Cli {
     /// Capacity of each socket's outbound queue, in frames.
     #[arg(long, env = "PALAVER_WS_QUEUE")]
     pub ws_queue: Option<usize>,
+    /// WebRTC ICE servers for voice, as a JSON array of `{"urls", "username"?, "credential"?}`.
+    #[arg(long, env = "PALAVER_ICE_SERVERS")]
+    pub ice_servers: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -164,6 +167,7 @@ struct FileConfig {
     max_file_size: Option<u64>,
     upload_quota: Option<u64>,
     ws_queue: Option<usize>,
+    ice_servers: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -194,6 +198,8 @@ pub struct Config {
     pub upload_quota: u64,
     /// Frames buffered per socket before a slow reader is disconnected.
     pub ws_queue: usize,
+    /// ICE servers handed to clients in `/auth/config` (checked at start-up).
+    pub ice_servers: Vec<serde_json::Value>,
 }
 
 impl Config {
@@ -219,6 +225,7 @@ impl Config {
             max_file_size: 100 * 1024 * 1024,
             upload_quota: 500 * 1024 * 1024,
             ws_queue: 1024,
+            ice_servers: Vec::new(),
         }
     }
 
@@ -290,6 +297,9 @@ impl Config {
         if let Some(v) = cli.ws_queue.or(file.ws_queue) {
             config.ws_queue = v.max(16);
         }
+        if let Some(v) = cli.ice_servers.or(file.ice_servers) {
+            config.ice_servers = parse_ice_servers(&v)?;
+        }
         Ok(config)
     }
 
@@ -323,6 +333,32 @@ fn parse_switch(s: &str) -> Result<bool, String> {
     }
 }
 
+/// `[{"urls": "stun:…" | ["turn:…", …], "username"?: "…", "credential"?: "…"}, …]`.
+fn parse_ice_servers(raw: &str) -> Result<Vec<serde_json::Value>, String> {
+    let bad = |why: &str| {
+        format!("ice_servers: {why}; expected a JSON array like [{{\"urls\": \"stun:host:3478\"}}]")
+    };
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(&e.to_string()))?;
+    let servers = value.as_array().ok_or_else(|| bad("not an array"))?;
+    for server in servers {
+        let object = server.as_object().ok_or_else(|| bad("each entry must be an object"))?;
+        let urls_ok = match object.get("urls") {
+            Some(serde_json::Value::String(url)) => !url.is_empty(),
+            Some(serde_json::Value::Array(urls)) => !urls.is_empty() && urls.iter().all(|u| u.is_string()),
+            _ => false,
+        };
+        if !urls_ok {
+            return Err(bad("each entry needs `urls`: a string or an array of strings"));
+        }
+        for key in ["username", "credential"] {
+            if object.get(key).is_some_and(|v| !v.is_string()) {
+                return Err(bad(&format!("`{key}` must be a string")));
+            }
+        }
+    }
+    Ok(servers.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,5 +382,26 @@ mod tests {
         assert!(!config.http_rate_limits);
         assert_eq!(config.bind.port(), 8080);
         assert!(config.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn ice_servers_are_checked_and_passed_through() {
+        let servers = parse_ice_servers(
+            r#"[{"urls": "stun:stun.example.org:3478"},
+            {"urls": ["turn:t.example.org"], "username": "u", "credential": "c"}]"#,
+        )
+        .unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1]["urls"][0], "turn:t.example.org");
+        for bad in [
+            "{}",
+            "[1]",
+            r#"[{"url": "stun:x"}]"#,
+            r#"[{"urls": []}]"#,
+            r#"[{"urls": "x", "username": 1}]"#,
+            "nope",
+        ] {
+            assert!(parse_ice_servers(bad).is_err(), "{bad}");
+        }
     }
 }

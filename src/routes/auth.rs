@@ -176,7 +176,7 @@ struct AuthConfig {
     registration_mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     public_url: Option<String>,
-    /// No ICE servers are configurable yet; the key is omitted when empty (wire).
+    /// From `PALAVER_ICE_SERVERS`, passed through; the key is omitted when empty (wire).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ice_servers: Vec<serde_json::Value>,
     max_messages_cache: i64,
@@ -189,7 +189,7 @@ async fn auth_config(state: AppState) -> ApiResult<warp::reply::Response> {
     ok_json(&AuthConfig {
         registration_mode: state.config.registration.as_str(),
         public_url: state.config.public_url.clone(),
-        ice_servers: Vec::new(),
+        ice_servers: state.config.ice_servers.clone(),
         max_messages_cache: state.settings.max_messages_cache(),
         max_pins_per_channel: state.settings.max_pins_per_channel(),
         e2e_enabled: state.settings.e2e_enabled(),

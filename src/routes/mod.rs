@@ -15,7 +15,7 @@ pub mod reports;
 pub mod totp;
 pub mod users;
 
-use warp::Filter;
+use warp::{Filter, Reply};
 
 use crate::error::ApiError;
 use crate::http::Route;
@@ -41,7 +41,42 @@ pub fn all(state: &AppState) -> Route {
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");
-    let api = warp::path("api").and(api);
+    // Under /api an unmatched path is a JSON 404 (never the SPA's index.html).
+    let api_not_found = warp::any().map(|| ApiError::not_found("route").into_response());
+    let api = warp::path("api").and(api.or(api_not_found).unify());
+    match &state.config.web_dir {
+        Some(dir) => api.or(web_client(dir)).unify().boxed(),
+        None => {
+            let not_found = warp::any().map(|| ApiError::not_found("route").into_response());
+            api.or(not_found).unify().boxed()
+        }
+    }
+}
+
+/// The built web client (SPA): files from `dir`; any other GET path gets `index.html` with
+/// 200, so client-side routes survive a reload. `index.html` is never cached (it names the
+/// hashed assets of the current build).
+fn web_client(dir: &std::path::Path) -> Route {
+    let index = dir.join("index.html");
+    let files = warp::get().and(warp::fs::dir(dir.to_path_buf())).map(|file: warp::fs::File| {
+        let is_index = file.path().file_name().is_some_and(|n| n == "index.html");
+        let mut response = file.into_response();
+        if is_index {
+            no_cache(&mut response);
+        }
+        response
+    });
+    let fallback = warp::get().and(warp::fs::file(index)).map(|file: warp::fs::File| {
+        let mut response = file.into_response();
+        no_cache(&mut response);
+        response
+    });
     let not_found = warp::any().map(|| ApiError::not_found("route").into_response());
-    api.or(not_found).unify().boxed()
+    files.or(fallback).unify().or(not_found).unify().boxed()
+}
+
+fn no_cache(response: &mut warp::reply::Response) {
+    response
+        .headers_mut()
+        .insert(warp::http::header::CACHE_CONTROL, warp::http::HeaderValue::from_static("no-cache"));
 }

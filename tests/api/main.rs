@@ -20,3 +20,4 @@ mod realtime;
 mod reports;
 mod totp;
 mod users;
+mod web;
