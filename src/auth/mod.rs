@@ -48,3 +48,23 @@ pub fn caller_from_token(state: &AppState, token: &str) -> Result<Caller, ApiErr
         is_owner: claims.is_owner,
     })
 }
+
+/// Writes a new secret file readable only by this user (0600 on Unix); never overwrites.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("create {}: {e}", path.display()))?;
+        file.write_all(bytes).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
+    }
+}

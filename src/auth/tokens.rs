@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::write_private;
+
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -93,25 +95,6 @@ impl TokenKeys {
     /// Checks signature, audience and expiry (60 s leeway).
     pub fn verify(&self, token: &str) -> Option<Claims> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("create {}: {e}", path.display()))?;
-        file.write_all(bytes).map_err(|e| format!("write {}: {e}", path.display()))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::write(path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
     }
 }
 

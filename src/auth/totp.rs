@@ -11,6 +11,8 @@
 
 use std::path::Path;
 
+use super::write_private;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -107,25 +109,6 @@ fn aad_for(user_id: Uuid) -> Vec<u8> {
     let mut aad = AAD.to_vec();
     aad.extend_from_slice(user_id.as_bytes());
     aad
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("create {}: {e}", path.display()))?;
-        file.write_all(bytes).map_err(|e| format!("write {}: {e}", path.display()))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::write(path, bytes).map_err(|e| format!("write {}: {e}", path.display()))
-    }
 }
 
 /// 20 random bytes (160 bits, the RFC's recommendation).

@@ -135,14 +135,12 @@ struct BackupCodesResponse {
     backup_codes: Vec<String>,
 }
 
-/// Refuses while the user is locked out of code attempts.
-fn check_lock(state: &AppState, caller: &Caller) -> ApiResult<()> {
-    match state.lockouts.locked_for(TOTP_LOCK, &caller.user_id.to_string()) {
-        Some(seconds) => {
-            Err(ApiError::validation(format!("too many wrong codes: try again in {seconds} seconds")))
-        }
-        None => Ok(()),
+/// The caller's account, refused while they are locked out of code attempts.
+async fn unlocked_user(state: &AppState, caller: &Caller) -> ApiResult<palaver_entity::users::Model> {
+    if let Some(seconds) = state.lockouts.locked_for(TOTP_LOCK, &caller.user_id.to_string()) {
+        return Err(ApiError::validation(format!("too many wrong codes: try again in {seconds} seconds")));
     }
+    current_user(state, caller).await
 }
 
 /// Checks a current TOTP code (each step once); a wrong one counts toward the lockout.
@@ -180,8 +178,7 @@ async fn verify(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let body = body?;
-    check_lock(&state, &caller)?;
-    let user = current_user(&state, &caller).await?;
+    let user = unlocked_user(&state, &caller).await?;
     let row = match user_totp::Entity::find_by_id(user.id).one(&state.db).await? {
         None => return Err(ApiError::validation("no pending two-factor setup: call /totp/setup first")),
         Some(row) if row.enabled => {
@@ -227,8 +224,7 @@ async fn disable(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let body = body?;
-    check_lock(&state, &caller)?;
-    let user = current_user(&state, &caller).await?;
+    let user = unlocked_user(&state, &caller).await?;
     let row = enabled_row(&state, &caller).await?;
     let code = body.code.as_deref().map(str::trim).filter(|c| !c.is_empty());
     match (code, body.password) {
@@ -263,8 +259,7 @@ async fn regenerate_backup_codes(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let body = body?;
-    check_lock(&state, &caller)?;
-    let user = current_user(&state, &caller).await?;
+    let user = unlocked_user(&state, &caller).await?;
     let row = enabled_row(&state, &caller).await?;
     require_code(&state, &caller, &row, &user.username, &body.code).await?;
     let txn = state.db.begin().await?;

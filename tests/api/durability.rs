@@ -20,26 +20,17 @@ async fn acked_messages_survive_a_kill_9(backend: Backend) {
     let http = reqwest::Client::new();
 
     let identity = ed25519_dalek::SigningKey::from_bytes(&crate::common::rand_bytes());
-    let registered: Value = http
-        .post(server.api("/auth/register"))
-        .json(&TestApp::registration_body("alice", &identity))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registered =
+        post_json(&http, server.api("/auth/register"), None, TestApp::registration_body("alice", &identity))
+            .await;
     let token = registered["access_token"].as_str().expect("registered").to_string();
-    let channel: Value = http
-        .post(server.api("/channels"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "durable", "channel_type": "text"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let channel = post_json(
+        &http,
+        server.api("/channels"),
+        Some(&token),
+        json!({"name": "durable", "channel_type": "text"}),
+    )
+    .await;
     let channel_id: Uuid = channel["id"].as_str().expect("channel created").parse().unwrap();
 
     let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.unwrap();
@@ -65,15 +56,13 @@ async fn acked_messages_survive_a_kill_9(backend: Backend) {
     server.kill().await;
 
     let server = harness.start().await;
-    let login: Value = http
-        .post(server.api("/auth/login"))
-        .json(&json!({"username": "alice", "password": "Correct-Horse-9"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = post_json(
+        &http,
+        server.api("/auth/login"),
+        None,
+        json!({"username": "alice", "password": "Correct-Horse-9"}),
+    )
+    .await;
     let token = login["access_token"].as_str().expect("logged in after restart").to_string();
     // History is newest first; page back with `before`.
     let mut stored: Vec<String> = Vec::new();
@@ -92,6 +81,14 @@ async fn acked_messages_survive_a_kill_9(backend: Backend) {
     assert_eq!(stored.len(), BURST, "every acknowledged message is stored, and nothing else");
     assert_eq!(stored, acked, "history order is acknowledgement order");
     server.kill().await;
+}
+
+async fn post_json(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
+    let mut request = http.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 crate::both_backends!(acked_messages_survive_a_kill_9);
