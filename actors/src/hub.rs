@@ -11,11 +11,14 @@ use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
 use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, Subscribers};
+use crate::community::{
+    Answer, Command, CommunityActor, CommunityArgs, CommunityMsg, Refusal, load_community,
+};
 use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
 use crate::presence::Presence;
 use crate::protocol::ServerFrame;
 use crate::registry::SessionRegistry;
-use crate::supervisor::ChannelSupervisor;
+use crate::supervisor::{ChannelSupervisor, CommunitySupervisor};
 use crate::users::BarredUsers;
 use crate::{HubError, store};
 
@@ -37,6 +40,29 @@ impl Default for HubConfig {
         Self { ws_rate_burst: 10, ws_rate_per_second: 5, outbound_queue: 1024, max_sessions_per_user: 8 }
     }
 }
+
+/// How long a caller waits for a community actor's answer.
+pub const COMMUNITY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A live community: its actor (replaced on restart).
+pub struct CommunitySlot {
+    pub community_id: Uuid,
+    actor: RwLock<ActorRef<CommunityMsg>>,
+    restarted: Notify,
+}
+
+impl CommunitySlot {
+    pub fn actor(&self) -> ActorRef<CommunityMsg> {
+        self.actor.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn replace(&self, actor: ActorRef<CommunityMsg>) {
+        *self.actor.write().unwrap_or_else(|p| p.into_inner()) = actor;
+        self.restarted.notify_waiters();
+    }
+}
+
+type CommunityCell = Arc<OnceCell<Arc<CommunitySlot>>>;
 
 /// A live channel: its actor (replaced on restart) and its subscribers (kept across restarts).
 pub struct ChannelSlot {
@@ -73,6 +99,12 @@ pub struct Shared {
     pub(crate) actor_index: DashMap<ractor::ActorId, Uuid>,
     /// The supervisor every channel actor is linked to.
     pub(crate) supervisor: OnceLock<ActorCell>,
+    /// community id → its slot.
+    pub(crate) communities: DashMap<Uuid, CommunityCell>,
+    /// actor id → community id (for the community supervisor).
+    pub(crate) community_index: DashMap<ractor::ActorId, Uuid>,
+    /// The supervisor every community actor is linked to.
+    pub(crate) community_supervisor: OnceLock<ActorCell>,
 }
 
 impl Shared {
@@ -105,6 +137,54 @@ impl Shared {
             .map_err(|e| HubError::Internal(format!("spawn channel actor: {e}")))?;
         Ok(actor)
     }
+
+    /// Spawns a community actor under its supervisor with freshly loaded state.
+    pub(crate) async fn spawn_community(
+        self: &Arc<Self>,
+        community_id: Uuid,
+    ) -> Result<ActorRef<CommunityMsg>, HubError> {
+        let snapshot = load_community(&self.db, community_id)
+            .await
+            .map_err(HubError::from_db)?
+            .ok_or(HubError::NotFound)?;
+        let supervisor = self.community_supervisor.get().cloned().ok_or(HubError::Stopped)?;
+        let args = CommunityArgs { shared: self.clone(), snapshot };
+        let (actor, _) = Actor::spawn_linked(None, CommunityActor, args, supervisor)
+            .await
+            .map_err(|e| HubError::Internal(format!("spawn community actor: {e}")))?;
+        self.community_index.insert(actor.get_id(), community_id);
+        Ok(actor)
+    }
+
+    /// The actor serving a channel, if one is live.
+    pub fn live_channel(&self, channel_id: Uuid) -> Option<ActorRef<ChannelMsg>> {
+        self.channels.get(&channel_id).and_then(|c| c.get().map(|s| s.actor()))
+    }
+
+    /// Tells a live channel actor about a change and waits (up to `wait`) until it has applied
+    /// it. Nothing to do when none runs: the next one loads the database state.
+    pub async fn tell_channel(
+        &self,
+        channel_id: Uuid,
+        wait: Duration,
+        message: impl FnOnce(Option<ractor::RpcReplyPort<()>>) -> ChannelMsg,
+    ) {
+        let Some(actor) = self.live_channel(channel_id) else { return };
+        match actor.call(|reply| message(Some(reply)), Some(wait)).await {
+            Ok(ractor::rpc::CallResult::Success(())) => {}
+            Ok(other) => {
+                tracing::warn!(channel = %channel_id, result = ?other, "live channel did not answer")
+            }
+            Err(err) => tracing::debug!(channel = %channel_id, error = %err, "live channel gone"),
+        }
+    }
+
+    /// Channel scope: every subscriber of a live channel (nobody to tell otherwise).
+    pub fn broadcast_channel(&self, channel_id: Uuid, frame: &ServerFrame) {
+        if let Some(actor) = self.live_channel(channel_id) {
+            let _ = actor.send_message(ChannelMsg::Broadcast { frame: frame.encode() });
+        }
+    }
 }
 
 pub struct Hub {
@@ -118,6 +198,7 @@ pub struct Hub {
     /// Last voice join/leave per user (one per 2 s across sessions).
     pub voice_cooldowns: DashMap<Uuid, std::time::Instant>,
     supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
+    community_supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
 }
 
 impl Hub {
@@ -143,11 +224,18 @@ impl Hub {
             channels: DashMap::new(),
             actor_index: DashMap::new(),
             supervisor: OnceLock::new(),
+            communities: DashMap::new(),
+            community_index: DashMap::new(),
+            community_supervisor: OnceLock::new(),
         });
         let (supervisor, _) = Actor::spawn(None, ChannelSupervisor, shared.clone())
             .await
             .map_err(|e| format!("start channel supervisor: {e}"))?;
         let _ = shared.supervisor.set(supervisor.get_cell());
+        let (community_supervisor, _) = Actor::spawn(None, CommunitySupervisor, shared.clone())
+            .await
+            .map_err(|e| format!("start community supervisor: {e}"))?;
+        let _ = shared.community_supervisor.set(community_supervisor.get_cell());
         let presence = Presence::start(shared.clone());
         Ok(Arc::new(Self {
             shared,
@@ -157,6 +245,7 @@ impl Hub {
             presence,
             voice_cooldowns: DashMap::new(),
             supervisor,
+            community_supervisor,
         }))
     }
 
@@ -165,6 +254,7 @@ impl Hub {
         self.shared.sessions.close_all(CLOSE_GOING_AWAY);
         self.presence.stop();
         self.supervisor.stop(Some("shutdown".into()));
+        self.community_supervisor.stop(Some("shutdown".into()));
     }
 
     pub fn sessions(&self) -> &SessionRegistry {
@@ -177,14 +267,96 @@ impl Hub {
     }
 
     /// Community scope: every session of every member of a community (community, group and
-    /// channel updates and deletions). Errors only when the member list cannot be read.
+    /// channel updates and deletions). The member list comes from the community's actor when
+    /// it is live, else from the database. Errors only when the member list cannot be read.
     pub async fn send_to_community(
         &self,
         community_id: Uuid,
         frame: &ServerFrame,
     ) -> Result<(), sea_orm::DbErr> {
-        let members = store::community_member_ids(&self.db, community_id).await?;
+        let live = match self.live_community_actor(community_id) {
+            Some(actor) => ractor::call_t!(
+                actor,
+                |reply| CommunityMsg::MemberIds { reply },
+                COMMUNITY_CALL_TIMEOUT.as_millis() as u64
+            )
+            .ok(),
+            None => None,
+        };
+        let members = match live {
+            Some(members) => members,
+            None => store::community_member_ids(&self.db, community_id).await?,
+        };
         self.send_to_users(&members, frame);
+        Ok(())
+    }
+
+    /// The live slot of a community, starting its actor if needed (`NotFound` when the
+    /// community does not exist).
+    pub async fn community(&self, community_id: Uuid) -> Result<Arc<CommunitySlot>, HubError> {
+        let cell = self.shared.communities.entry(community_id).or_default().clone();
+        let shared = self.shared.clone();
+        let result = cell
+            .get_or_try_init(|| async move {
+                let actor = shared.spawn_community(community_id).await?;
+                Ok::<_, HubError>(Arc::new(CommunitySlot {
+                    community_id,
+                    actor: RwLock::new(actor),
+                    restarted: Notify::new(),
+                }))
+            })
+            .await;
+        match result {
+            Ok(slot) => Ok(slot.clone()),
+            Err(err) => {
+                self.shared
+                    .communities
+                    .remove_if(&community_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs a command on the community's actor (starting it if needed) and waits for its
+    /// answer, riding out a restart or an idle stop in between. A command is sent at most once
+    /// to a live actor; a timeout is answered `Unavailable` (the command may have completed).
+    pub async fn community_command(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
+        for _ in 0..3 {
+            let slot = self.community(community_id).await?;
+            let restarted = slot.restarted.notified();
+            let actor = slot.actor();
+            let cmd = command.clone();
+            match actor
+                .call(|reply| CommunityMsg::Command { command: cmd, reply }, Some(COMMUNITY_CALL_TIMEOUT))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(answer)) => return Ok(answer),
+                Ok(ractor::rpc::CallResult::Timeout) => return Ok(Err(Refusal::Unavailable)),
+                // The actor died before answering (crash or idle stop): wait for a restart,
+                // else forget the slot; then try again.
+                Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                    let dead = actor.get_id();
+                    let _ = tokio::time::timeout(Duration::from_millis(500), restarted).await;
+                    if slot.actor().get_id() == dead {
+                        self.shared
+                            .communities
+                            .remove_if(&community_id, |_, c| c.get().is_some_and(|s| Arc::ptr_eq(s, &slot)));
+                    }
+                }
+            }
+        }
+        Err(HubError::Unavailable)
+    }
+
+    /// The actor currently serving a community, if live.
+    pub fn live_community_actor(&self, community_id: Uuid) -> Option<ActorRef<CommunityMsg>> {
+        self.shared.communities.get(&community_id).and_then(|c| c.get().map(|s| s.actor()))
+    }
+
+    /// Test hook: makes a community's actor panic, to prove supervision.
+    pub async fn crash_community(&self, community_id: Uuid) -> Result<(), HubError> {
+        let slot = self.community(community_id).await?;
+        let _ = slot.actor().send_message(CommunityMsg::Crash);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! `Utf8Bytes` (a reference-counted buffer) with every recipient.
 
 pub mod channel;
+pub mod community;
 pub mod hub;
 pub mod outbox;
 pub mod presence;

@@ -340,14 +340,15 @@ impl SessionState {
         if channel_ids.len() > MAX_SUBSCRIBE_PER_FRAME {
             return self.origin.error_frame("validation_error", "at most 200 channels per subscribe");
         }
+        // Channels this session already follows are asked again too: a member removed and
+        // re-added meanwhile was dropped by the channel, and the channel skips a session it
+        // still has (silently, as the wire says).
         let fresh: Vec<Uuid> = {
             let mut seen = HashSet::new();
-            channel_ids
-                .into_iter()
-                .filter(|id| !self.subscriptions.contains(id) && seen.insert(*id))
-                .collect()
+            channel_ids.into_iter().filter(|id| seen.insert(*id)).collect()
         };
-        if self.subscriptions.len() + fresh.len() > MAX_SUBSCRIPTIONS {
+        let added = fresh.iter().filter(|id| !self.subscriptions.contains(id)).count();
+        if self.subscriptions.len() + added > MAX_SUBSCRIPTIONS {
             return self.origin.error_frame("validation_error", "at most 500 subscriptions per connection");
         }
         for channel_id in fresh {
@@ -362,8 +363,15 @@ impl SessionState {
                 |reply| ChannelMsg::Subscribe { origin, reply: Some(reply) },
                 CALL_TIMEOUT_MS
             );
-            if let Ok(true) = answer {
-                self.subscriptions.insert(channel_id);
+            match answer {
+                Ok(true) => {
+                    self.subscriptions.insert(channel_id);
+                }
+                // No longer a member: forget the stale subscription.
+                Ok(false) => {
+                    self.subscriptions.remove(&channel_id);
+                }
+                Err(_) => {}
             }
         }
     }

@@ -73,3 +73,57 @@ impl Actor for ChannelSupervisor {
         Ok(())
     }
 }
+
+/// The community supervisor: every community actor is linked to it. A community actor that
+/// panics is restarted with its state reloaded from the database (which holds every change it
+/// ever made: it persists before it updates its memory); one that stopped is forgotten.
+pub struct CommunitySupervisor;
+
+impl Actor for CommunitySupervisor {
+    type Msg = SupervisorMsg;
+    type State = Arc<Shared>;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Shared>, ActorProcessingErr> {
+        Ok(shared)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        shared: &mut Arc<Shared>,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some((_, community_id)) = shared.community_index.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                tracing::error!(community = %community_id, %error, "community actor failed; restarting");
+                let Some(slot) = shared.communities.get(&community_id).and_then(|c| c.get().cloned()) else {
+                    return Ok(());
+                };
+                match shared.spawn_community(community_id).await {
+                    Ok(actor) => slot.replace(actor),
+                    Err(err) => {
+                        tracing::error!(community = %community_id, error = %err, "community restart failed");
+                        shared.communities.remove(&community_id);
+                    }
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some((_, community_id)) = shared.community_index.remove(&cell.get_id()) {
+                    shared.communities.remove_if(&community_id, |_, c| {
+                        c.get().is_some_and(|slot| slot.actor().get_id() == cell.get_id())
+                    });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod announcements;
 pub mod auth;
 pub mod channels;
+pub mod communities;
 pub mod dms;
 pub mod health;
 pub mod keys;
@@ -36,6 +37,7 @@ pub fn all(state: &AppState) -> Route {
         legal::routes(state),
         push::routes(state),
         channels::routes(state),
+        communities::routes(state),
         messages::routes(state),
         dms::routes(state),
     ];

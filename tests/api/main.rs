@@ -8,6 +8,8 @@ mod admin;
 mod announcements;
 mod auth;
 mod channels;
+mod communities;
+mod community_moderation;
 mod dms;
 mod durability;
 mod health;

@@ -1,0 +1,961 @@
+//! Seed section "Communities": `/communities` (list, create), `/community-invites/{code}`
+//! (preview, accept) and the gated `/communities/{cid}/…` routes: get, update, delete,
+//! transfer-ownership, leave, members (list, role, nickname, kick), bans, invites, the
+//! caller's groups, and channel moderation (timeouts, warnings) (Bearer).
+//!
+//! Reads go to the database. Every change to membership, roles, bans, settings and channel
+//! moderation goes through the community's actor (`palaver_actors::community`), which checks
+//! the rules against its live state, persists, then emits the live effects; a handler here
+//! parses the input, applies the community gate, sends the command and maps the outcome.
+//! Icons, banners and emojis live in the image routes.
+
+use std::collections::HashMap;
+
+use palaver_actors::community::{Command, Outcome};
+use palaver_entity::{
+    channel_warnings, communities, community_bans, community_invites, community_members, group_members,
+    groups, users,
+};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use warp::Filter;
+
+use crate::audit;
+use crate::auth::Caller;
+use crate::auth::tokens::random_alphanumeric;
+use crate::domain::community::{
+    self, BanView, CommunityInviteView, CommunityMemberView, CommunityView, CreateCommunityRequest,
+    InvitePreview, NewCommunity, Standing, TimeoutView, UpdateCommunityRequest, WarningView, by,
+    find_community, member_count, require_member,
+};
+use crate::domain::invite::expires_in_hours;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
+use crate::routes::channels::{query_limit, query_offset};
+use crate::state::AppState;
+
+/// `GET /communities`: default and largest page.
+const LIST_DEFAULT_LIMIT: u64 = 100;
+const LIST_MAX_LIMIT: u64 = 500;
+/// `GET /communities/{cid}/members`: default and largest page.
+const MEMBERS_DEFAULT_LIMIT: u64 = 200;
+const MEMBERS_MAX_LIMIT: u64 = 500;
+/// Length of a community invite code (`[A-Za-z0-9]`).
+const INVITE_CODE_LEN: usize = 12;
+
+type Reply = ApiResult<warp::reply::Response>;
+
+pub fn routes(state: &AppState) -> Route {
+    let list = warp::path!("communities")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_communities)
+        .map(respond)
+        .boxed();
+    let create = warp::path!("communities")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(create_community)
+        .map(respond)
+        .boxed();
+    let preview = warp::path!("community-invites" / String)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(invite_preview)
+        .map(respond)
+        .boxed();
+    let accept = warp::path!("community-invites" / String / "accept")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(accept_invite)
+        .map(respond)
+        .boxed();
+    let open = list.or(create).unify().or(preview).unify().or(accept).unify().boxed();
+
+    let get = warp::path!("communities" / PathId)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(get_community)
+        .map(respond)
+        .boxed();
+    let update = warp::path!("communities" / PathId)
+        .and(warp::patch())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(update_community)
+        .map(respond)
+        .boxed();
+    let delete = warp::path!("communities" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(delete_community)
+        .map(respond)
+        .boxed();
+    let transfer = warp::path!("communities" / PathId / "transfer-ownership")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(transfer_ownership)
+        .map(respond)
+        .boxed();
+    let leave = warp::path!("communities" / PathId / "leave")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(leave_community)
+        .map(respond)
+        .boxed();
+    let groups = warp::path!("communities" / PathId / "groups")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_my_groups)
+        .map(respond)
+        .boxed();
+    let basics = get.or(update).unify().or(delete).unify().boxed();
+    let basics = basics.or(transfer).unify().or(leave).unify().or(groups).unify().boxed();
+
+    let members = warp::path!("communities" / PathId / "members")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_members)
+        .map(respond)
+        .boxed();
+    let role = warp::path!("communities" / PathId / "members" / PathId / "role")
+        .and(warp::put())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(set_member_role)
+        .map(respond)
+        .boxed();
+    let nickname = warp::path!("communities" / PathId / "members" / PathId / "nickname")
+        .and(warp::put())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(set_nickname)
+        .map(respond)
+        .boxed();
+    let kick = warp::path!("communities" / PathId / "members" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(kick_member)
+        .map(respond)
+        .boxed();
+    let bans = warp::path!("communities" / PathId / "bans")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_bans)
+        .map(respond)
+        .boxed();
+    let ban = warp::path!("communities" / PathId / "bans" / PathId)
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(ban_user)
+        .map(respond)
+        .boxed();
+    let unban = warp::path!("communities" / PathId / "bans" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(unban_user)
+        .map(respond)
+        .boxed();
+    let people = members.or(role).unify().or(nickname).unify().or(kick).unify().boxed();
+    let people = people.or(bans).unify().or(ban).unify().or(unban).unify().boxed();
+
+    let invites = warp::path!("communities" / PathId / "invites")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_invites)
+        .map(respond)
+        .boxed();
+    let new_invite = warp::path!("communities" / PathId / "invites")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(create_invite)
+        .map(respond)
+        .boxed();
+    let drop_invite = warp::path!("communities" / PathId / "invites" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(delete_invite)
+        .map(respond)
+        .boxed();
+    let invites = invites.or(new_invite).unify().or(drop_invite).unify().boxed();
+
+    let timeout = warp::path!("communities" / PathId / "channels" / PathId / "timeout")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(timeout_user)
+        .map(respond)
+        .boxed();
+    let untimeout = warp::path!("communities" / PathId / "channels" / PathId / "timeout" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(remove_timeout)
+        .map(respond)
+        .boxed();
+    // Seed/mirror path: answers the Warning object.
+    let warn = warp::path!("communities" / PathId / "channels" / PathId / "warn")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(|cid, chid, state, caller, client, body| {
+            warn_user(cid, chid, state, caller, client, body, WarnReply::Warning)
+        })
+        .map(respond)
+        .boxed();
+    // Web-client path: the same action, answering `{warning, warning_count}`.
+    let warnings_post = warp::path!("communities" / PathId / "channels" / PathId / "warnings")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(|cid, chid, state, caller, client, body| {
+            warn_user(cid, chid, state, caller, client, body, WarnReply::WithCount)
+        })
+        .map(respond)
+        .boxed();
+    let warnings = warp::path!("communities" / PathId / "channels" / PathId / "warnings" / PathId)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_warnings)
+        .map(respond)
+        .boxed();
+    let moderation = timeout.or(untimeout).unify().or(warn).unify().boxed();
+    let moderation = moderation.or(warnings_post).unify().or(warnings).unify().boxed();
+
+    let all = open.or(basics).unify().or(people).unify().boxed();
+    all.or(invites).unify().or(moderation).unify().boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// Runs a command on the community's actor; refusals become the matching API errors.
+async fn command(state: &AppState, community_id: Uuid, command: Command) -> ApiResult<Outcome> {
+    Ok(state.hub.community_command(community_id, command).await??)
+}
+
+/// The gate (`require_member`) after checking the path id (400 when malformed).
+async fn gate(state: &AppState, caller: &Caller, cid: PathId) -> ApiResult<Standing> {
+    let cid = cid.get()?;
+    require_member(&state.db, cid, caller).await
+}
+
+fn require(ok: bool) -> ApiResult<()> {
+    if ok { Ok(()) } else { Err(ApiError::Forbidden) }
+}
+
+/// Users by id (for views that show names).
+async fn users_by_id(state: &AppState, ids: Vec<Uuid>) -> ApiResult<HashMap<Uuid, users::Model>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(users::Entity::find()
+        .filter(users::Column::Id.is_in(ids))
+        .all(&state.db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// Communities
+
+/// GET /api/communities?limit=&offset=
+async fn list_communities(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    query: HashMap<String, String>,
+) -> Reply {
+    let caller = caller?;
+    let limit = query_limit(&query, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
+    let offset = query_offset(&query)?;
+    let mine = Query::select()
+        .column(community_members::Column::CommunityId)
+        .from(community_members::Entity)
+        .and_where(community_members::Column::UserId.eq(caller.user_id))
+        .to_owned();
+    let rows = communities::Entity::find()
+        .filter(communities::Column::Id.in_subquery(mine))
+        .order_by_asc(communities::Column::CreatedAt)
+        .order_by_asc(communities::Column::Id)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
+    let counts: HashMap<Uuid, i64> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        community_members::Entity::find()
+            .select_only()
+            .column(community_members::Column::CommunityId)
+            .column_as(Expr::col(community_members::Column::UserId).count(), "n")
+            .filter(community_members::Column::CommunityId.is_in(ids))
+            .group_by(community_members::Column::CommunityId)
+            .into_tuple::<(Uuid, i64)>()
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let views: Vec<CommunityView> = rows
+        .iter()
+        .map(|c| CommunityView::new(c, u64::try_from(counts.get(&c.id).copied().unwrap_or(0)).unwrap_or(0)))
+        .collect();
+    ok_json(&views)
+}
+
+/// POST /api/communities
+async fn create_community(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateCommunityRequest>,
+) -> Reply {
+    let caller = caller?;
+    if !state.config.open_community_creation && !caller.is_instance_staff() {
+        return Err(ApiError::ForbiddenBecause("only instance admins can create communities".into()));
+    }
+    let new = NewCommunity::parse(body?)?;
+    let now = palaver_entity::now();
+    let community = communities::Model {
+        id: Uuid::now_v7(),
+        name: new.name,
+        description: new.description,
+        icon_url: None,
+        banner_url: None,
+        owner_id: caller.user_id,
+        who_can_create_groups: "admin".into(),
+        who_can_create_invites: "admin".into(),
+        discoverable: false,
+        community_theme: None,
+        welcome_message: None,
+        created_at: now,
+    };
+    let txn = state.db.begin().await?;
+    communities::Entity::insert(community.clone().into_active_model()).exec_without_returning(&txn).await?;
+    community_members::Entity::insert(community_members::ActiveModel {
+        community_id: Set(community.id),
+        user_id: Set(caller.user_id),
+        role: Set("owner".into()),
+        nickname: Set(None),
+        joined_at: Set(now),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    ok_json(&CommunityView::new(&community, 1))
+}
+
+/// GET /api/communities/{cid}
+async fn get_community(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let count = member_count(&state.db, standing.community.id).await?;
+    ok_json(&CommunityView::new(&standing.community, count))
+}
+
+/// PATCH /api/communities/{cid}
+async fn update_community(
+    cid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<UpdateCommunityRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    require(standing.can_manage())?;
+    let changes = community::parse_update(body?)?;
+    let id = standing.community.id;
+    let Outcome::Updated(community) =
+        command(&state, id, Command::Update { by: by(&caller), changes }).await?
+    else {
+        return Err(ApiError::internal("community update: unexpected outcome"));
+    };
+    let count = member_count(&state.db, id).await?;
+    ok_json(&CommunityView::new(&community, count))
+}
+
+/// DELETE /api/communities/{cid}
+async fn delete_community(
+    cid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    require(standing.is_owner())?;
+    let id = standing.community.id;
+    command(&state, id, Command::Delete { by: by(&caller) }).await?;
+    let meta = json!({"community_id": id, "name": standing.community.name});
+    audit::record(&state.db, Some(caller.user_id), "community_deleted", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct TransferRequest {
+    new_owner_id: Uuid,
+}
+
+/// POST /api/communities/{cid}/transfer-ownership
+async fn transfer_ownership(
+    cid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<TransferRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    require(standing.is_owner())?;
+    let target = body?.new_owner_id;
+    command(&state, standing.community.id, Command::TransferOwnership { by: by(&caller), target }).await?;
+    ok_empty()
+}
+
+/// POST /api/communities/{cid}/leave
+async fn leave_community(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    command(&state, standing.community.id, Command::Leave { by: by(&caller) }).await?;
+    ok_empty()
+}
+
+/// Minimal Group object for `GET /communities/{cid}/groups` (the full group routes own the
+/// group domain; this view has the wire's fields).
+#[derive(Serialize)]
+struct GroupView {
+    id: Uuid,
+    name: String,
+    description: Option<String>,
+    icon_url: Option<String>,
+    banner_url: Option<String>,
+    accent_color: Option<String>,
+    owner_id: Uuid,
+    community_id: Uuid,
+    created_at: String,
+    member_count: u64,
+    visibility: String,
+    discoverable: bool,
+    assigned_member_id: Option<Uuid>,
+    allow_invites: bool,
+}
+
+/// GET /api/communities/{cid}/groups
+async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let mine = Query::select()
+        .column(group_members::Column::GroupId)
+        .from(group_members::Entity)
+        .and_where(group_members::Column::UserId.eq(caller.user_id))
+        .to_owned();
+    let rows = groups::Entity::find()
+        .filter(groups::Column::CommunityId.eq(standing.community.id))
+        .filter(groups::Column::Id.in_subquery(mine))
+        .order_by_asc(groups::Column::Name)
+        .order_by_asc(groups::Column::Id)
+        .all(&state.db)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
+    let counts: HashMap<Uuid, i64> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        group_members::Entity::find()
+            .select_only()
+            .column(group_members::Column::GroupId)
+            .column_as(Expr::col(group_members::Column::UserId).count(), "n")
+            .filter(group_members::Column::GroupId.is_in(ids))
+            .group_by(group_members::Column::GroupId)
+            .into_tuple::<(Uuid, i64)>()
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let views: Vec<GroupView> = rows
+        .into_iter()
+        .map(|g| GroupView {
+            member_count: u64::try_from(counts.get(&g.id).copied().unwrap_or(0)).unwrap_or(0),
+            id: g.id,
+            name: g.name,
+            description: g.description,
+            icon_url: g.icon_url,
+            banner_url: g.banner_url,
+            accent_color: g.accent_color,
+            owner_id: g.owner_id,
+            community_id: g.community_id,
+            created_at: palaver_actors::protocol::rfc3339(&g.created_at),
+            visibility: g.visibility,
+            discoverable: g.discoverable,
+            assigned_member_id: g.assigned_member_id,
+            allow_invites: g.allow_invites,
+        })
+        .collect();
+    ok_json(&views)
+}
+
+// ---------------------------------------------------------------------------------------
+// Members
+
+/// GET /api/communities/{cid}/members?limit=&offset=
+async fn list_members(
+    cid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    query: HashMap<String, String>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query_offset(&query)?;
+    let rows = community_members::Entity::find()
+        .filter(community_members::Column::CommunityId.eq(standing.community.id))
+        .order_by_asc(community_members::Column::JoinedAt)
+        .order_by_asc(community_members::Column::UserId)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    let people = users_by_id(&state, rows.iter().map(|m| m.user_id).collect()).await?;
+    let views: Vec<CommunityMemberView> =
+        rows.iter().filter_map(|m| people.get(&m.user_id).map(|u| CommunityMemberView::new(m, u))).collect();
+    ok_json(&views)
+}
+
+#[derive(Deserialize)]
+struct RoleRequest {
+    role: String,
+}
+
+/// PUT /api/communities/{cid}/members/{uid}/role
+async fn set_member_role(
+    cid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<RoleRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let target = uid.get()?;
+    require(standing.can_manage())?;
+    let role = body?.role.trim().to_string();
+    command(&state, standing.community.id, Command::SetRole { by: by(&caller), target, role }).await?;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct NicknameRequest {
+    #[serde(default)]
+    nickname: Option<String>,
+}
+
+/// PUT /api/communities/{cid}/members/{uid}/nickname
+async fn set_nickname(
+    cid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<NicknameRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let target = uid.get()?;
+    require(target == caller.user_id || standing.can_manage())?;
+    let nickname = community::nickname(body?.nickname.as_deref())?;
+    let updated = community_members::Entity::update_many()
+        .col_expr(community_members::Column::Nickname, Expr::value(nickname))
+        .filter(community_members::Column::CommunityId.eq(standing.community.id))
+        .filter(community_members::Column::UserId.eq(target))
+        .exec(&state.db)
+        .await?
+        .rows_affected;
+    if updated == 0 {
+        return Err(ApiError::not_found("member"));
+    }
+    ok_empty()
+}
+
+/// DELETE /api/communities/{cid}/members/{uid}
+async fn kick_member(
+    cid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let target = uid.get()?;
+    require(standing.can_moderate())?;
+    let id = standing.community.id;
+    command(&state, id, Command::Kick { by: by(&caller), target }).await?;
+    let meta = json!({"community_id": id, "target_user_id": target});
+    audit::record(&state.db, Some(caller.user_id), "community_kick", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// Bans
+
+/// GET /api/communities/{cid}/bans
+async fn list_bans(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    require(standing.can_moderate())?;
+    let rows = community_bans::Entity::find()
+        .filter(community_bans::Column::CommunityId.eq(standing.community.id))
+        .order_by_asc(community_bans::Column::CreatedAt)
+        .order_by_asc(community_bans::Column::UserId)
+        .all(&state.db)
+        .await?;
+    let people = users_by_id(&state, rows.iter().map(|b| b.user_id).collect()).await?;
+    let views: Vec<BanView> =
+        rows.iter().filter_map(|b| people.get(&b.user_id).map(|u| BanView::new(b, u))).collect();
+    ok_json(&views)
+}
+
+#[derive(Deserialize)]
+struct BanRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// POST /api/communities/{cid}/bans/{uid}
+async fn ban_user(
+    cid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<BanRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let target = uid.get()?;
+    require(standing.can_moderate())?;
+    let reason = community::reason(body?.reason.as_deref())?;
+    let id = standing.community.id;
+    command(&state, id, Command::Ban { by: by(&caller), target, reason: reason.clone() }).await?;
+    let meta = json!({"community_id": id, "target_user_id": target, "reason": reason});
+    audit::record(&state.db, Some(caller.user_id), "community_ban", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+/// DELETE /api/communities/{cid}/bans/{uid}
+async fn unban_user(
+    cid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let target = uid.get()?;
+    require(standing.can_moderate())?;
+    let id = standing.community.id;
+    command(&state, id, Command::Unban { by: by(&caller), target }).await?;
+    let meta = json!({"community_id": id, "target_user_id": target});
+    audit::record(&state.db, Some(caller.user_id), "community_unban", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// Invites
+
+/// GET /api/communities/{cid}/invites
+async fn list_invites(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    require(standing.can_manage())?;
+    let rows = community_invites::Entity::find()
+        .filter(community_invites::Column::CommunityId.eq(standing.community.id))
+        .order_by_asc(community_invites::Column::CreatedAt)
+        .order_by_asc(community_invites::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(CommunityInviteView::from).collect::<Vec<_>>())
+}
+
+#[derive(Deserialize)]
+struct InviteRequest {
+    #[serde(default)]
+    max_uses: Option<i64>,
+    #[serde(default)]
+    expires_in_hours: Option<i64>,
+}
+
+/// POST /api/communities/{cid}/invites
+async fn create_invite(
+    cid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<InviteRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    require(standing.meets_policy(&standing.community.who_can_create_invites))?;
+    let body = body?;
+    let max_uses = community::invite_max_uses(body.max_uses)?;
+    let lifetime = expires_in_hours(body.expires_in_hours)?;
+    let now = palaver_entity::now();
+    let invite = community_invites::Model {
+        id: Uuid::now_v7(),
+        community_id: standing.community.id,
+        code: random_alphanumeric(INVITE_CODE_LEN),
+        created_by: Some(caller.user_id),
+        max_uses,
+        used_count: 0,
+        expires_at: lifetime.map(|d| now + d),
+        created_at: now,
+    };
+    community_invites::Entity::insert(invite.clone().into_active_model())
+        .exec_without_returning(&state.db)
+        .await?;
+    ok_json(&CommunityInviteView::from(&invite))
+}
+
+/// DELETE /api/communities/{cid}/invites/{iid}
+async fn delete_invite(cid: PathId, iid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let invite_id = iid.get()?;
+    require(standing.can_manage())?;
+    let removed = community_invites::Entity::delete_many()
+        .filter(community_invites::Column::Id.eq(invite_id))
+        .filter(community_invites::Column::CommunityId.eq(standing.community.id))
+        .exec(&state.db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(ApiError::not_found("invite"));
+    }
+    ok_empty()
+}
+
+/// The invite behind a code: 400 when the code is over-long, 404 when unknown, 400 when
+/// expired or used up.
+async fn usable_invite(state: &AppState, code: &str) -> ApiResult<community_invites::Model> {
+    if code.len() > community::INVITE_CODE_MAX {
+        return Err(ApiError::validation("invite code is too long"));
+    }
+    let invite = community_invites::Entity::find()
+        .filter(community_invites::Column::Code.eq(code))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invite"))?;
+    if !community::invite_usable(&invite) {
+        return Err(ApiError::validation("this invite has expired or been used up"));
+    }
+    Ok(invite)
+}
+
+/// GET /api/community-invites/{code}
+async fn invite_preview(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    caller?;
+    let invite = usable_invite(&state, &code).await?;
+    let community = find_community(&state.db, invite.community_id).await?;
+    let count = member_count(&state.db, community.id).await?;
+    ok_json(&InvitePreview::new(&community, count, &invite.code))
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    community_id: Uuid,
+    community_name: String,
+}
+
+/// POST /api/community-invites/{code}/accept
+async fn accept_invite(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let invite = usable_invite(&state, &code).await?;
+    let joined =
+        command(&state, invite.community_id, Command::Join { user_id: caller.user_id, invite_id: invite.id })
+            .await?;
+    let Outcome::Joined(community) = joined else {
+        return Err(ApiError::internal("invite accept: unexpected outcome"));
+    };
+    ok_json(&Accepted { community_id: community.id, community_name: community.name })
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel moderation
+
+#[derive(Deserialize)]
+struct TimeoutRequest {
+    user_id: Uuid,
+    duration_seconds: i64,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// POST /api/communities/{cid}/channels/{chid}/timeout
+async fn timeout_user(
+    cid: PathId,
+    chid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<TimeoutRequest>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let channel_id = chid.get()?;
+    require(standing.can_moderate())?;
+    let body = body?;
+    let seconds = community::timeout_seconds(body.duration_seconds)?;
+    let reason = community::reason(body.reason.as_deref())?;
+    let target = body.user_id;
+    let command_ = Command::Timeout { by: by(&caller), channel_id, target, seconds, reason };
+    let Outcome::TimedOut(row) = command(&state, standing.community.id, command_).await? else {
+        return Err(ApiError::internal("timeout: unexpected outcome"));
+    };
+    let meta = json!({"community_id": standing.community.id, "channel_id": channel_id, "target_user_id": target,
+        "duration_seconds": seconds});
+    audit::record(&state.db, Some(caller.user_id), "timeout_issued", Some(&client), Some(meta)).await;
+    ok_json(&TimeoutView::from(&row))
+}
+
+/// DELETE /api/communities/{cid}/channels/{chid}/timeout/{uid}
+async fn remove_timeout(
+    cid: PathId,
+    chid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let (channel_id, target) = (chid.get()?, uid.get()?);
+    require(standing.can_moderate())?;
+    command(&state, standing.community.id, Command::RemoveTimeout { by: by(&caller), channel_id, target })
+        .await?;
+    let meta =
+        json!({"community_id": standing.community.id, "channel_id": channel_id, "target_user_id": target});
+    audit::record(&state.db, Some(caller.user_id), "timeout_removed", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct WarnRequest {
+    user_id: Uuid,
+    reason: String,
+}
+
+/// Which answer a warning route gives (seed/mirror `warn` vs the web client's `warnings`).
+#[derive(Clone, Copy)]
+enum WarnReply {
+    Warning,
+    WithCount,
+}
+
+#[derive(Serialize)]
+struct WarningWithCount {
+    warning: WarningView,
+    warning_count: i64,
+}
+
+/// POST /api/communities/{cid}/channels/{chid}/warn
+/// POST /api/communities/{cid}/channels/{chid}/warnings (web-client alias)
+async fn warn_user(
+    cid: PathId,
+    chid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<WarnRequest>,
+    reply: WarnReply,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let channel_id = chid.get()?;
+    require(standing.can_moderate())?;
+    let body = body?;
+    let reason = community::warning_reason(&body.reason)?;
+    let target = body.user_id;
+    let command_ = Command::Warn { by: by(&caller), channel_id, target, reason };
+    let Outcome::Warned { warning, warning_count } = command(&state, standing.community.id, command_).await?
+    else {
+        return Err(ApiError::internal("warn: unexpected outcome"));
+    };
+    let meta =
+        json!({"community_id": standing.community.id, "channel_id": channel_id, "target_user_id": target});
+    audit::record(&state.db, Some(caller.user_id), "user_warned", Some(&client), Some(meta)).await;
+    let view = WarningView::from(&warning);
+    match reply {
+        WarnReply::Warning => ok_json(&view),
+        WarnReply::WithCount => ok_json(&WarningWithCount { warning: view, warning_count }),
+    }
+}
+
+/// GET /api/communities/{cid}/channels/{chid}/warnings/{uid}
+async fn list_warnings(
+    cid: PathId,
+    chid: PathId,
+    uid: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+) -> Reply {
+    let caller = caller?;
+    let standing = gate(&state, &caller, cid).await?;
+    let (channel_id, target) = (chid.get()?, uid.get()?);
+    require(standing.can_moderate())?;
+    community::require_group_channel(&state.db, standing.community.id, channel_id).await?;
+    let rows = channel_warnings::Entity::find()
+        .filter(channel_warnings::Column::ChannelId.eq(channel_id))
+        .filter(channel_warnings::Column::UserId.eq(target))
+        .order_by_asc(channel_warnings::Column::CreatedAt)
+        .order_by_asc(channel_warnings::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(WarningView::from).collect::<Vec<_>>())
+}
