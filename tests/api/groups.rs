@@ -504,9 +504,9 @@ async fn transfer_ownership_rules(backend: Backend) {
     );
     // Personal groups keep their owner.
     let p = id_of(&new_group(&app, alice, cid, "p", json!({"assigned_member_id": bob.id})).await);
-    let personal =
-        app.post(&format!("/groups/{p}/transfer-ownership"), &alice.token, json!({"new_owner_id": bob.id}));
-    assert_eq!(personal.await.expect_error(400), "validation_error");
+    let path = format!("/groups/{p}/transfer-ownership");
+    let personal = app.post(&path, &alice.token, json!({"new_owner_id": bob.id})).await;
+    assert_eq!(personal.expect_error(400), "validation_error");
     app.stop().await;
 }
 
