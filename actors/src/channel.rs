@@ -84,6 +84,10 @@ impl Subscribers {
         self.lock().remove(&session_id);
     }
 
+    fn clear(&self) {
+        self.lock().clear();
+    }
+
     fn remove_user(&self, user_id: Uuid) {
         self.lock().retain(|_, o| o.user_id != user_id);
     }
@@ -159,6 +163,10 @@ pub enum ChannelMsg {
     /// From REST: settings changed in the database; reload them (and emit `channel_updated`
     /// when `announce` is set).
     Reload { announce: bool, reply: Option<RpcReplyPort<()>> },
+    /// From REST: the channel was deleted from the database. Its subscribers are dropped (they
+    /// receive nothing more from it), voice is cleared without events, and the actor stops.
+    /// Replies once it no longer delivers anything.
+    Deleted { reply: Option<RpcReplyPort<()>> },
     /// From REST: a timeout was issued or lifted.
     Timeout { user_id: Uuid, until: Option<DateTime<Utc>> },
     /// From the hub: a user's last session went away (voice cleanup happens later).
@@ -309,6 +317,20 @@ impl Actor for ChannelActor {
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
+            }
+            ChannelMsg::Deleted { reply } => {
+                state.subscribers.clear();
+                for user_id in std::mem::take(&mut state.voice) {
+                    state.shared.voice.remove_if(&user_id, |_, channel| *channel == state.id());
+                }
+                state.typing.clear();
+                for pending in state.pending.drain(..) {
+                    pending.origin.error("not_found", "this channel was deleted; message not sent");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+                myself.stop(Some("deleted".into()));
             }
             ChannelMsg::Timeout { user_id, until } => match until {
                 Some(until) => {

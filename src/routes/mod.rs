@@ -7,6 +7,7 @@ pub mod auth;
 pub mod channels;
 pub mod communities;
 pub mod dms;
+pub mod groups;
 pub mod health;
 pub mod keys;
 pub mod legal;
@@ -40,6 +41,7 @@ pub fn all(state: &AppState) -> Route {
         communities::routes(state),
         messages::routes(state),
         dms::routes(state),
+        groups::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

@@ -12,6 +12,7 @@ mod communities;
 mod community_moderation;
 mod dms;
 mod durability;
+mod groups;
 mod health;
 mod keys;
 mod legal;

@@ -1,0 +1,908 @@
+//! Seed section "Groups": `/groups` (list, create, discover), `/groups/{id}` (get, patch,
+//! delete), transfer-ownership, join / leave, members, the group's channels (list, create,
+//! patch, delete) and group invites (`/groups/{id}/invites`, previews and accepts under both
+//! the seed's `/group-invites/{code}` and the client's `/invites/{code}`) (Bearer).
+//! Icon, banner and voice-background uploads live with the image routes.
+//!
+//! Membership changes reach live channel actors before the response is sent (see
+//! `channels::tell_channel`); deleted channels' actors are stopped before `channel_deleted` /
+//! `group_deleted` go out to the community.
+
+use std::collections::HashMap;
+
+use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_actors::protocol::ServerFrame;
+use palaver_actors::roles::Level;
+use palaver_entity::{channel_members, channels, communities, group_invites, group_members, groups, users};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+use warp::Filter;
+
+use crate::audit;
+use crate::auth::Caller;
+use crate::auth::tokens::random_alphanumeric;
+use crate::domain::channel::{
+    ChannelMemberView, ChannelUpdate, ChannelView, CreateChannelRequest, NewChannel, UpdateChannelRequest,
+};
+use crate::domain::community::{community_role, find_community};
+use crate::domain::group::{
+    self, AcceptedInvite, ChannelScope, CreateGroupRequest, GroupInviteView, GroupUpdate, GroupView,
+    InvitePreview, InviteState, NewGroup, UpdateGroupRequest,
+};
+use crate::domain::invite;
+use crate::domain::visibility::communities_of;
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
+use crate::routes::channels::{broadcast, query_limit, query_offset, tell_channel};
+use crate::state::AppState;
+
+/// `GET /groups/{id}/members`: default and largest page.
+const MEMBERS_DEFAULT_LIMIT: u64 = 200;
+const MEMBERS_MAX_LIMIT: u64 = 500;
+
+type Reply = ApiResult<warp::reply::Response>;
+
+pub fn routes(state: &AppState) -> Route {
+    let list = warp::path!("groups")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_groups)
+        .map(respond)
+        .boxed();
+    let create = warp::path!("groups")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(create_group)
+        .map(respond)
+        .boxed();
+    // Before `/groups/{id}`: "discover" is not an id.
+    let discover = warp::path!("groups" / "discover")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(discover_groups)
+        .map(respond)
+        .boxed();
+    let get = warp::path!("groups" / PathId)
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(get_group)
+        .map(respond)
+        .boxed();
+    let update = warp::path!("groups" / PathId)
+        .and(warp::patch())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(update_group)
+        .map(respond)
+        .boxed();
+    let delete = warp::path!("groups" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(delete_group)
+        .map(respond)
+        .boxed();
+    let basics = list.or(create).unify().or(discover).unify().boxed();
+    let basics = basics.or(get).unify().or(update).unify().or(delete).unify().boxed();
+
+    let transfer = warp::path!("groups" / PathId / "transfer-ownership")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(transfer_ownership)
+        .map(respond)
+        .boxed();
+    let join = warp::path!("groups" / PathId / "join")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(join_group)
+        .map(respond)
+        .boxed();
+    let leave = warp::path!("groups" / PathId / "leave")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(leave_group)
+        .map(respond)
+        .boxed();
+    let members = warp::path!("groups" / PathId / "members")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_members)
+        .map(respond)
+        .boxed();
+    let membership = transfer.or(join).unify().or(leave).unify().or(members).unify().boxed();
+
+    let list_ch = warp::path!("groups" / PathId / "channels")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_channels)
+        .map(respond)
+        .boxed();
+    let create_ch = warp::path!("groups" / PathId / "channels")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(create_channel)
+        .map(respond)
+        .boxed();
+    let update_ch = warp::path!("groups" / PathId / "channels" / PathId)
+        .and(warp::patch())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(update_channel)
+        .map(respond)
+        .boxed();
+    let delete_ch = warp::path!("groups" / PathId / "channels" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(delete_channel)
+        .map(respond)
+        .boxed();
+    let channel_routes = list_ch.or(create_ch).unify().or(update_ch).unify().or(delete_ch).unify().boxed();
+
+    let list_inv = warp::path!("groups" / PathId / "invites")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(list_invites)
+        .map(respond)
+        .boxed();
+    let create_inv = warp::path!("groups" / PathId / "invites")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(json())
+        .then(create_invite)
+        .map(respond)
+        .boxed();
+    let delete_inv = warp::path!("groups" / PathId / "invites" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(delete_invite)
+        .map(respond)
+        .boxed();
+    // Seed path and client path share one handler each.
+    let info_path = warp::path!("invites" / String).or(warp::path!("group-invites" / String)).unify();
+    let info = info_path
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(invite_info)
+        .map(respond)
+        .boxed();
+    let accept_path = warp::path!("invites" / String / "accept")
+        .or(warp::path!("group-invites" / String / "accept"))
+        .unify();
+    let accept = accept_path
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(accept_invite)
+        .map(respond)
+        .boxed();
+    let invites = list_inv.or(create_inv).unify().or(delete_inv).unify().boxed();
+    let invites = invites.or(info).unify().or(accept).unify().boxed();
+
+    basics.or(membership).unify().or(channel_routes).unify().or(invites).unify().boxed()
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// Group objects for rows, with their member counts.
+async fn views(state: &AppState, rows: &[groups::Model]) -> ApiResult<Vec<GroupView>> {
+    let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
+    let counts = group::member_counts(&state.db, &ids).await?;
+    Ok(rows.iter().map(|g| GroupView::new(g, counts.get(&g.id).copied().unwrap_or(0))).collect())
+}
+
+async fn view(state: &AppState, row: &groups::Model) -> ApiResult<GroupView> {
+    Ok(GroupView::new(row, group::member_count(&state.db, row.id).await?))
+}
+
+/// Live channels learn of new members (no event: joins are not announced on the wire).
+async fn announce_joins(state: &AppState, user_id: Uuid, channels: &[Uuid]) {
+    for channel_id in channels {
+        let change = MemberChange::Upsert { user_id, role: "member".into() };
+        tell_channel(state, *channel_id, |reply| ChannelMsg::Members { change, reply }).await;
+    }
+}
+
+/// Stops the live actors of deleted channels: their subscribers hear nothing more.
+async fn stop_channels(state: &AppState, channels: &[Uuid]) {
+    for channel_id in channels {
+        tell_channel(state, *channel_id, |reply| ChannelMsg::Deleted { reply }).await;
+    }
+}
+
+/// Community scope delivery; a failure to read the member list is logged (the change itself
+/// is already committed).
+async fn to_community(state: &AppState, community_id: Uuid, frame: &ServerFrame) {
+    if let Err(err) = state.hub.send_to_community(community_id, frame).await {
+        tracing::warn!(community = %community_id, error = %err, "community event not delivered");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Groups
+
+/// GET /api/groups
+async fn list_groups(state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let rows = groups::Entity::find()
+        .filter(groups::Column::Id.in_subquery(group::groups_of(caller.user_id)))
+        .order_by_asc(groups::Column::Name)
+        .order_by_asc(groups::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&views(&state, &rows).await?)
+}
+
+/// POST /api/groups
+async fn create_group(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateGroupRequest>,
+) -> Reply {
+    let caller = caller?;
+    let new = NewGroup::parse(body?)?;
+    let community = find_community(&state.db, new.community_id).await?;
+    let role = community_role(&state.db, community.id, caller.user_id).await?;
+    // Members only; the instance owner may act in any community.
+    if role.is_none() && !caller.is_owner {
+        return Err(ApiError::ForbiddenBecause("you are not a member of this community".into()));
+    }
+    let level = Level::effective(Level::instance(caller.is_admin, caller.is_owner), role.as_deref());
+    if !group::meets_policy(level, &community.who_can_create_groups) {
+        return Err(ApiError::Forbidden);
+    }
+    if let Some(assigned) = new.assigned_member_id {
+        if !group::is_community_moderator(&state.db, community.id, &caller).await? {
+            return Err(ApiError::Forbidden);
+        }
+        if community_role(&state.db, community.id, assigned).await?.is_none() {
+            return Err(ApiError::validation("the assigned member must be a member of this community"));
+        }
+    }
+    let existing =
+        groups::Entity::find().filter(groups::Column::CommunityId.eq(community.id)).count(&state.db).await?;
+    if existing >= group::MAX_GROUPS_PER_COMMUNITY {
+        return Err(ApiError::validation(format!(
+            "a community can have at most {} groups",
+            group::MAX_GROUPS_PER_COMMUNITY
+        )));
+    }
+    let members = initial_members(&state, &community, &new, caller.user_id).await?;
+
+    let now = palaver_entity::now();
+    let row = groups::Model {
+        id: Uuid::now_v7(),
+        community_id: community.id,
+        name: new.name,
+        description: new.description,
+        icon_url: None,
+        banner_url: None,
+        accent_color: None,
+        owner_id: caller.user_id,
+        visibility: new.visibility.to_string(),
+        discoverable: true,
+        assigned_member_id: new.assigned_member_id,
+        allow_invites: true,
+        created_at: now,
+    };
+    let general = channels::Model {
+        id: Uuid::now_v7(),
+        name: Some("general".into()),
+        channel_type: "text".into(),
+        topic: None,
+        created_by: Some(new.assigned_member_id.unwrap_or(caller.user_id)),
+        group_id: Some(row.id),
+        read_only: false,
+        slow_mode_seconds: 0,
+        discoverable: true,
+        archived: false,
+        voice_background: None,
+        message_ttl_seconds: None,
+        created_at: now,
+    };
+    let txn = state.db.begin().await?;
+    groups::Entity::insert(row.clone().into_active_model()).exec_without_returning(&txn).await?;
+    channels::Entity::insert(general.clone().into_active_model()).exec_without_returning(&txn).await?;
+    group_members::Entity::insert_many(members.iter().map(|m| group_members::ActiveModel {
+        group_id: Set(row.id),
+        user_id: Set(m.user_id),
+        role: Set(m.group_role.into()),
+        joined_at: Set(now),
+    }))
+    .exec_without_returning(&txn)
+    .await?;
+    channel_members::Entity::insert_many(members.iter().map(|m| channel_members::ActiveModel {
+        channel_id: Set(general.id),
+        user_id: Set(m.user_id),
+        role: Set(if Some(m.user_id) == general.created_by { "owner" } else { "member" }.into()),
+        joined_at: Set(now),
+    }))
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    ok_json(&GroupView::new(&row, members.len() as i64))
+}
+
+struct InitialMember {
+    user_id: Uuid,
+    group_role: &'static str,
+}
+
+/// Who a new group starts with: the creator (owner); for a personal group the assigned
+/// member; for a public group every community member; for a private one the community owner.
+async fn initial_members(
+    state: &AppState,
+    community: &communities::Model,
+    new: &NewGroup,
+    creator: Uuid,
+) -> ApiResult<Vec<InitialMember>> {
+    let mut others: Vec<Uuid> = match (new.assigned_member_id, new.visibility) {
+        (Some(assigned), _) => vec![assigned],
+        (None, "public") => {
+            let ids = group::community_member_ids(&state.db, community.id).await?;
+            if ids.len() > group::PUBLIC_AUTOJOIN_MAX {
+                return Err(ApiError::validation(
+                    "this community is too large for a public group; create a private group and use invites",
+                ));
+            }
+            ids
+        }
+        (None, _) => vec![community.owner_id],
+    };
+    others.retain(|u| *u != creator);
+    others.sort();
+    others.dedup();
+    let mut members = vec![InitialMember { user_id: creator, group_role: "owner" }];
+    members.extend(others.into_iter().map(|user_id| InitialMember { user_id, group_role: "member" }));
+    Ok(members)
+}
+
+/// GET /api/groups/discover
+async fn discover_groups(state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let mut query = groups::Entity::find();
+    if !caller.is_owner {
+        let open = Condition::all()
+            .add(groups::Column::CommunityId.in_subquery(communities_of(caller.user_id)))
+            .add(groups::Column::Visibility.eq("public"))
+            .add(groups::Column::Discoverable.eq(true));
+        let mine = groups::Column::Id.in_subquery(group::groups_of(caller.user_id));
+        query = query.filter(Condition::any().add(open).add(mine));
+    }
+    let rows =
+        query.order_by_asc(groups::Column::Name).order_by_asc(groups::Column::Id).all(&state.db).await?;
+    ok_json(&views(&state, &rows).await?)
+}
+
+/// GET /api/groups/{id}
+async fn get_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (row, _) = group::require_role(&state.db, id.get()?, &caller).await?;
+    ok_json(&view(&state, &row).await?)
+}
+
+/// PATCH /api/groups/{id}
+async fn update_group(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<UpdateGroupRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let update = GroupUpdate::parse(body?)?;
+    let (mut row, _) = group::require_manager(&state.db, id, &caller).await?;
+    if update.allow_invites.is_some()
+        && !group::is_community_moderator(&state.db, row.community_id, &caller).await?
+    {
+        return Err(ApiError::ForbiddenBecause("only community moderators can change allow_invites".into()));
+    }
+    if update.is_empty() {
+        return ok_json(&view(&state, &row).await?);
+    }
+    update.apply(&mut row);
+    let mut active = row.clone().into_active_model();
+    for col in [
+        groups::Column::Name,
+        groups::Column::Description,
+        groups::Column::Visibility,
+        groups::Column::Discoverable,
+        groups::Column::AllowInvites,
+        groups::Column::IconUrl,
+        groups::Column::BannerUrl,
+        groups::Column::AccentColor,
+    ] {
+        active.reset(col);
+    }
+    let row = active.update(&state.db).await?;
+    let frame = ServerFrame::GroupUpdated {
+        group_id: row.id,
+        name: Some(row.name.clone()),
+        description: row.description.clone(),
+        icon_url: row.icon_url.clone(),
+        banner_url: row.banner_url.clone(),
+        accent_color: row.accent_color.clone(),
+        visibility: row.visibility.clone(),
+    };
+    to_community(&state, row.community_id, &frame).await;
+    ok_json(&view(&state, &row).await?)
+}
+
+/// DELETE /api/groups/{id}
+async fn delete_group(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
+    let caller = caller?;
+    let row = group::find_group(&state.db, id.get()?).await?;
+    let allowed = if row.assigned_member_id.is_some() {
+        row.owner_id == caller.user_id
+            || group::is_community_moderator(&state.db, row.community_id, &caller).await?
+    } else {
+        group::membership(&state.db, row.id, caller.user_id).await?.as_deref() == Some("owner")
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden);
+    }
+    let channel_ids: Vec<Uuid> = channels::Entity::find()
+        .select_only()
+        .column(channels::Column::Id)
+        .filter(channels::Column::GroupId.eq(row.id))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    // Channels, memberships and invites go with the group (ON DELETE CASCADE), atomically.
+    groups::Entity::delete_by_id(row.id).exec(&state.db).await?;
+    stop_channels(&state, &channel_ids).await;
+    to_community(&state, row.community_id, &ServerFrame::GroupDeleted { group_id: row.id }).await;
+    let meta =
+        serde_json::json!({"group_id": row.id, "group_name": row.name, "community_id": row.community_id});
+    audit::record(&state.db, Some(caller.user_id), "group_deleted", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct TransferRequest {
+    new_owner_id: Uuid,
+}
+
+/// POST /api/groups/{id}/transfer-ownership
+async fn transfer_ownership(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<TransferRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let target = body?.new_owner_id;
+    let row = group::find_group(&state.db, id).await?;
+    if group::membership(&state.db, id, caller.user_id).await?.as_deref() != Some("owner") {
+        return Err(ApiError::Forbidden);
+    }
+    if row.assigned_member_id.is_some() {
+        return Err(ApiError::validation("a personal group's ownership cannot be transferred"));
+    }
+    if target == caller.user_id {
+        return Err(ApiError::validation("you already own this group"));
+    }
+    if group::membership(&state.db, id, target).await?.is_none() {
+        return Err(ApiError::validation("the new owner must be a member of the group"));
+    }
+    let set_role = |user: Uuid, role: &'static str| {
+        group_members::Entity::update_many()
+            .col_expr(group_members::Column::Role, Expr::value(role))
+            .filter(group_members::Column::GroupId.eq(id))
+            .filter(group_members::Column::UserId.eq(user))
+    };
+    let txn = state.db.begin().await?;
+    set_role(caller.user_id, "admin").exec(&txn).await?;
+    set_role(target, "owner").exec(&txn).await?;
+    groups::Entity::update_many()
+        .col_expr(groups::Column::OwnerId, Expr::value(target))
+        .filter(groups::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    ok_empty()
+}
+
+/// POST /api/groups/{id}/join
+async fn join_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let row = group::find_group(&state.db, id.get()?).await?;
+    if row.visibility == "private" && !row.discoverable {
+        return Err(ApiError::ForbiddenBecause("this group can only be joined with an invite".into()));
+    }
+    if !caller.is_owner && community_role(&state.db, row.community_id, caller.user_id).await?.is_none() {
+        return Err(ApiError::ForbiddenBecause("you are not a member of this community".into()));
+    }
+    let txn = state.db.begin().await?;
+    let joined = group::add_member(&txn, row.id, caller.user_id, "member", ChannelScope::All).await?;
+    txn.commit().await?;
+    announce_joins(&state, caller.user_id, &joined.channels).await;
+    ok_empty()
+}
+
+/// POST /api/groups/{id}/leave
+async fn leave_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let row = group::find_group(&state.db, id.get()?).await?;
+    let role = group::membership(&state.db, row.id, caller.user_id).await?.ok_or(ApiError::Forbidden)?;
+    if role == "owner" {
+        return Err(ApiError::validation("the owner cannot leave; transfer ownership or delete the group"));
+    }
+    let txn = state.db.begin().await?;
+    let (all, left) = group::remove_member(&txn, row.id, caller.user_id).await?;
+    txn.commit().await?;
+    // The leaver's sessions stop receiving the channels at once; the others rotate keys.
+    for channel_id in left {
+        let change = MemberChange::Left { user_id: caller.user_id };
+        tell_channel(&state, channel_id, |reply| ChannelMsg::Members { change, reply }).await;
+    }
+    for channel_id in all {
+        let frame = ServerFrame::SenderKeyRotationRequired { channel_id, reason: "member_left".into() };
+        broadcast(&state, channel_id, &frame);
+    }
+    ok_empty()
+}
+
+/// GET /api/groups/{id}/members?limit=&offset=
+async fn list_members(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    query: HashMap<String, String>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query_offset(&query)?;
+    group::require_role(&state.db, id, &caller).await?;
+    let page = group_members::Entity::find()
+        .filter(group_members::Column::GroupId.eq(id))
+        .order_by_asc(group_members::Column::JoinedAt)
+        .order_by_asc(group_members::Column::UserId)
+        .limit(limit)
+        .offset(offset)
+        .all(&state.db)
+        .await?;
+    let ids: Vec<Uuid> = page.iter().map(|m| m.user_id).collect();
+    let people: HashMap<Uuid, users::Model> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        users::Entity::find()
+            .filter(users::Column::Id.is_in(ids))
+            .all(&state.db)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect()
+    };
+    let views: Vec<ChannelMemberView> = page
+        .iter()
+        .filter_map(|m| people.get(&m.user_id).map(|u| ChannelMemberView::new(u, &m.role, &m.joined_at)))
+        .collect();
+    ok_json(&views)
+}
+
+// ---------------------------------------------------------------------------------------
+// The group's channels
+
+/// GET /api/groups/{id}/channels
+async fn list_channels(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (row, _) = group::require_role(&state.db, id.get()?, &caller).await?;
+    let mine = Query::select()
+        .column(channel_members::Column::ChannelId)
+        .from(channel_members::Entity)
+        .and_where(channel_members::Column::UserId.eq(caller.user_id))
+        .to_owned();
+    let rows = channels::Entity::find()
+        .filter(channels::Column::GroupId.eq(row.id))
+        .filter(
+            Condition::any()
+                .add(channels::Column::Discoverable.eq(true))
+                .add(channels::Column::Id.in_subquery(mine)),
+        )
+        .order_by_asc(channels::Column::CreatedAt)
+        .order_by_asc(channels::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(ChannelView::from).collect::<Vec<_>>())
+}
+
+/// POST /api/groups/{id}/channels
+async fn create_channel(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateChannelRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    // `group_id` and `discoverable` in the body are ignored here.
+    let new = NewChannel::parse(body?)?;
+    let (row, _) = group::require_manager(&state.db, id, &caller).await?;
+    let existing =
+        channels::Entity::find().filter(channels::Column::GroupId.eq(row.id)).count(&state.db).await?;
+    if existing >= group::MAX_CHANNELS_PER_GROUP {
+        return Err(ApiError::validation(format!(
+            "a group can have at most {} channels",
+            group::MAX_CHANNELS_PER_GROUP
+        )));
+    }
+    let now = palaver_entity::now();
+    let channel = channels::Model {
+        id: Uuid::now_v7(),
+        name: Some(new.name),
+        channel_type: new.channel_type,
+        topic: new.topic,
+        created_by: Some(caller.user_id),
+        group_id: Some(row.id),
+        read_only: false,
+        slow_mode_seconds: 0,
+        discoverable: true,
+        archived: false,
+        voice_background: None,
+        message_ttl_seconds: None,
+        created_at: now,
+    };
+    let mut members: Vec<Uuid> = group_members::Entity::find()
+        .select_only()
+        .column(group_members::Column::UserId)
+        .filter(group_members::Column::GroupId.eq(row.id))
+        .filter(group_members::Column::UserId.ne(caller.user_id))
+        .into_tuple()
+        .all(&state.db)
+        .await?;
+    members.insert(0, caller.user_id);
+    let txn = state.db.begin().await?;
+    channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
+    channel_members::Entity::insert_many(members.iter().map(|user_id| channel_members::ActiveModel {
+        channel_id: Set(channel.id),
+        user_id: Set(*user_id),
+        role: Set(if *user_id == caller.user_id { "owner" } else { "member" }.into()),
+        joined_at: Set(now),
+    }))
+    .exec_without_returning(&txn)
+    .await?;
+    txn.commit().await?;
+    ok_json(&ChannelView::from(&channel))
+}
+
+/// A channel of this group, or 404 (missing) / 403 (another group's).
+async fn group_channel(state: &AppState, group_id: Uuid, channel_id: Uuid) -> ApiResult<channels::Model> {
+    let channel = crate::domain::channel::find_channel(&state.db, channel_id).await?;
+    if channel.group_id != Some(group_id) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(channel)
+}
+
+/// PATCH /api/groups/{group_id}/channels/{channel_id}
+async fn update_channel(
+    group_id: PathId,
+    channel_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<UpdateChannelRequest>,
+) -> Reply {
+    let caller = caller?;
+    let (group_id, channel_id) = (group_id.get()?, channel_id.get()?);
+    // The message TTL is not changed through this route.
+    let update = ChannelUpdate::parse(UpdateChannelRequest { message_ttl_seconds: None, ..body? })?;
+    group::require_manager(&state.db, group_id, &caller).await?;
+    let mut channel = group_channel(&state, group_id, channel_id).await?;
+    if update.is_empty() {
+        return ok_json(&ChannelView::from(&channel));
+    }
+    update.apply(&mut channel);
+    let mut active = channel.clone().into_active_model();
+    for col in [
+        channels::Column::Name,
+        channels::Column::Topic,
+        channels::Column::ReadOnly,
+        channels::Column::SlowModeSeconds,
+        channels::Column::Discoverable,
+        channels::Column::Archived,
+        channels::Column::VoiceBackground,
+    ] {
+        active.reset(col);
+    }
+    let channel = active.update(&state.db).await?;
+    // The live actor applies the new rules to the next send and tells subscribers
+    // (`channel_updated`; the mirror sends nothing here and clients would stay stale).
+    tell_channel(&state, channel_id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
+    ok_json(&ChannelView::from(&channel))
+}
+
+/// DELETE /api/groups/{group_id}/channels/{channel_id}
+async fn delete_channel(
+    group_id: PathId,
+    channel_id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
+    let caller = caller?;
+    let (group_id, channel_id) = (group_id.get()?, channel_id.get()?);
+    let (row, _) = group::require_manager(&state.db, group_id, &caller).await?;
+    group_channel(&state, group_id, channel_id).await?;
+    // Members, messages, keys and moderation rows go with it (ON DELETE CASCADE).
+    channels::Entity::delete_by_id(channel_id).exec(&state.db).await?;
+    stop_channels(&state, &[channel_id]).await;
+    to_community(&state, row.community_id, &ServerFrame::ChannelDeleted { channel_id }).await;
+    let meta = serde_json::json!({"channel_id": channel_id, "group_id": group_id});
+    audit::record(&state.db, Some(caller.user_id), "channel_deleted", Some(&client), Some(meta)).await;
+    ok_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// Invites
+
+#[derive(Deserialize)]
+struct CreateInviteRequest {
+    #[serde(default)]
+    max_uses: Option<i64>,
+    #[serde(default)]
+    expires_in_hours: Option<i64>,
+}
+
+/// GET /api/groups/{id}/invites
+async fn list_invites(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (row, _) = group::require_manager(&state.db, id.get()?, &caller).await?;
+    let rows = group_invites::Entity::find()
+        .filter(group_invites::Column::GroupId.eq(row.id))
+        .order_by_asc(group_invites::Column::CreatedAt)
+        .order_by_asc(group_invites::Column::Id)
+        .all(&state.db)
+        .await?;
+    ok_json(&rows.iter().map(GroupInviteView::from).collect::<Vec<_>>())
+}
+
+/// POST /api/groups/{id}/invites
+async fn create_invite(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateInviteRequest>,
+) -> Reply {
+    let caller = caller?;
+    let id = id.get()?;
+    let body = body?;
+    let max_uses = invite::max_uses(body.max_uses)?;
+    let lifetime = invite::expires_in_hours(body.expires_in_hours)?;
+    let (row, _) = group::require_manager(&state.db, id, &caller).await?;
+    if row.assigned_member_id.is_some()
+        && !row.allow_invites
+        && !group::is_community_moderator(&state.db, row.community_id, &caller).await?
+    {
+        return Err(ApiError::validation("invites are disabled for this personal group"));
+    }
+    let now = palaver_entity::now();
+    let invite = group_invites::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        group_id: Set(row.id),
+        code: Set(random_alphanumeric(invite::CODE_LEN)),
+        created_by: Set(Some(caller.user_id)),
+        max_uses: Set(max_uses),
+        used_count: Set(0),
+        expires_at: Set(lifetime.map(|d| now + d)),
+        created_at: Set(now),
+    }
+    .insert(&state.db)
+    .await?;
+    ok_json(&GroupInviteView::from(&invite))
+}
+
+/// DELETE /api/groups/{id}/invites/{invite_id}
+async fn delete_invite(id: PathId, invite_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let (id, invite_id) = (id.get()?, invite_id.get()?);
+    group::require_manager(&state.db, id, &caller).await?;
+    let removed = group_invites::Entity::delete_many()
+        .filter(group_invites::Column::Id.eq(invite_id))
+        .filter(group_invites::Column::GroupId.eq(id))
+        .exec(&state.db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(ApiError::not_found("invite"));
+    }
+    ok_empty()
+}
+
+/// The invite with this code, or 404 (over-long codes are not looked up).
+async fn find_invite(state: &AppState, code: &str) -> ApiResult<group_invites::Model> {
+    if code.is_empty() || code.len() > group::INVITE_CODE_MAX {
+        return Err(ApiError::not_found("invite"));
+    }
+    group_invites::Entity::find()
+        .filter(group_invites::Column::Code.eq(code))
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invite"))
+}
+
+/// GET /api/invites/{code} and GET /api/group-invites/{code}
+async fn invite_info(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    caller?;
+    let invite = find_invite(&state, &code).await?;
+    // Expired or used up reads as unknown here (unlike accepting, which says why).
+    if group::invite_state(&invite, palaver_entity::now()) != InviteState::Usable {
+        return Err(ApiError::not_found("invite"));
+    }
+    let row = group::find_group(&state.db, invite.group_id).await?;
+    let count = group::member_count(&state.db, row.id).await?;
+    ok_json(&InvitePreview::new(&row, &invite, count))
+}
+
+/// POST /api/invites/{code}/accept and POST /api/group-invites/{code}/accept
+async fn accept_invite(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
+    let caller = caller?;
+    let invite = find_invite(&state, &code).await?;
+    match group::invite_state(&invite, palaver_entity::now()) {
+        InviteState::Usable => {}
+        InviteState::Expired => return Err(ApiError::validation("this invite has expired")),
+        InviteState::UsedUp => return Err(ApiError::validation("this invite has been used up")),
+    }
+    let row = group::find_group(&state.db, invite.group_id).await?;
+    if !caller.is_owner && community_role(&state.db, row.community_id, caller.user_id).await?.is_none() {
+        return Err(ApiError::validation("you must be a member of this group's community to join it"));
+    }
+    if group::membership(&state.db, row.id, caller.user_id).await?.is_some() {
+        return Err(ApiError::conflict("you are already a member of this group"));
+    }
+    let txn = state.db.begin().await?;
+    // Counted atomically: two accepts of the last use cannot both pass.
+    let counted =
+        group_invites::Entity::update_many()
+            .col_expr(group_invites::Column::UsedCount, Expr::col(group_invites::Column::UsedCount).add(1))
+            .filter(group_invites::Column::Id.eq(invite.id))
+            .filter(Condition::any().add(group_invites::Column::MaxUses.is_null()).add(
+                Expr::col(group_invites::Column::UsedCount).lt(Expr::col(group_invites::Column::MaxUses)),
+            ))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+    if counted == 0 {
+        return Err(ApiError::validation("this invite has been used up"));
+    }
+    let joined = group::add_member(&txn, row.id, caller.user_id, "member", ChannelScope::All).await?;
+    if !joined.new_member {
+        // Joined concurrently through another path; the use is not counted.
+        return Err(ApiError::conflict("you are already a member of this group"));
+    }
+    txn.commit().await?;
+    announce_joins(&state, caller.user_id, &joined.channels).await;
+    ok_json(&AcceptedInvite { group_id: row.id, group_name: row.name })
+}
