@@ -165,7 +165,9 @@ pub fn review_status(raw: &str) -> ApiResult<&'static str> {
 pub fn admin_notes(raw: Option<&str>) -> ApiResult<Option<String>> {
     let Some(notes) = raw.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(None) };
     if notes.len() > MAX_ADMIN_NOTES_BYTES {
-        return Err(ApiError::validation(format!("admin_notes must be at most {MAX_ADMIN_NOTES_BYTES} bytes")));
+        return Err(ApiError::validation(format!(
+            "admin_notes must be at most {MAX_ADMIN_NOTES_BYTES} bytes"
+        )));
     }
     Ok(Some(notes.to_string()))
 }

@@ -28,7 +28,9 @@ use crate::auth::Caller;
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
 use crate::routes::admin::admin_only;
 use crate::routes::channels::{broadcast, query_bool};
 use crate::state::AppState;
@@ -134,7 +136,8 @@ pub fn files_dir(state: &AppState) -> PathBuf {
 /// deletion outside the storage directory).
 fn blob_path(root: &Path, relative: &str) -> Option<PathBuf> {
     let relative = Path::new(relative);
-    let safe = !relative.as_os_str().is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_)));
+    let safe =
+        !relative.as_os_str().is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_)));
     safe.then(|| root.join(relative))
 }
 
@@ -207,7 +210,10 @@ async fn purge_files(
 
 /// The newest purged messages per channel (at most [`LIVE_DELETIONS_PER_CHANNEL`] each), read
 /// before the delete so subscribers can be told afterwards.
-async fn live_deletions(txn: &impl ConnectionTrait, condition: Condition) -> ApiResult<HashMap<Uuid, Vec<Uuid>>> {
+async fn live_deletions(
+    txn: &impl ConnectionTrait,
+    condition: Condition,
+) -> ApiResult<HashMap<Uuid, Vec<Uuid>>> {
     let rows: Vec<(Uuid, Uuid)> = messages::Entity::find()
         .select_only()
         .column(messages::Column::Id)
@@ -251,7 +257,10 @@ async fn purge_message(
     admin_only(&caller)?;
     let id = id.get()?;
     let block = query_bool(&query, "block_hashes")?;
-    let message = messages::Entity::find_by_id(id).one(&state.db).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    let message = messages::Entity::find_by_id(id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
     let deleted = messages::Entity::delete_by_id(id).exec(&state.db).await?;
     if deleted.rows_affected == 0 {
         return Err(ApiError::not_found("message"));
@@ -379,12 +388,22 @@ async fn purge(
 // Message quarantine
 
 /// POST /api/admin/messages/{id}/quarantine
-async fn quarantine_message(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
+async fn quarantine_message(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
     set_quarantine(id, state, caller, client, true).await
 }
 
 /// POST /api/admin/messages/{id}/unquarantine
-async fn unquarantine_message(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
+async fn unquarantine_message(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
     set_quarantine(id, state, caller, client, false).await
 }
 
@@ -539,7 +558,8 @@ async fn review_report(
     if updated.rows_affected == 0 {
         return Err(ApiError::not_found("report"));
     }
-    let row = reports::Entity::find_by_id(id).one(&state.db).await?.ok_or_else(|| ApiError::not_found("report"))?;
+    let row =
+        reports::Entity::find_by_id(id).one(&state.db).await?.ok_or_else(|| ApiError::not_found("report"))?;
     audit::record(
         &state.db,
         Some(caller.user_id),

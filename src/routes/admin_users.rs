@@ -10,8 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use palaver_actors::channel::{ChannelMsg, MemberChange};
 use palaver_entity::{
-    channel_members, channels, communities, community_members, dm_pairs, files, group_members, groups,
-    users,
+    channel_members, channels, communities, community_members, dm_pairs, files, group_members, groups, users,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict};
 use sea_orm::{
@@ -27,7 +26,9 @@ use crate::audit;
 use crate::auth::{Caller, password};
 use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
 use crate::routes::admin::{admin_only, owner_only};
 use crate::routes::admin_moderation::remove_blobs;
 use crate::routes::auth::revoke_all_refresh_tokens;
@@ -439,9 +440,12 @@ async fn reassign_ownership(
         });
         community_members::Entity::insert_many(rows)
             .on_conflict(
-                OnConflict::columns([community_members::Column::CommunityId, community_members::Column::UserId])
-                    .update_column(community_members::Column::Role)
-                    .to_owned(),
+                OnConflict::columns([
+                    community_members::Column::CommunityId,
+                    community_members::Column::UserId,
+                ])
+                .update_column(community_members::Column::Role)
+                .to_owned(),
             )
             .exec_without_returning(txn)
             .await?;
@@ -476,7 +480,9 @@ async fn delete_lonely_dms(txn: &impl ConnectionTrait, user_id: Uuid) -> ApiResu
         .select_only()
         .column(dm_pairs::Column::ChannelId)
         .filter(
-            Condition::any().add(dm_pairs::Column::UserA.eq(user_id)).add(dm_pairs::Column::UserB.eq(user_id)),
+            Condition::any()
+                .add(dm_pairs::Column::UserA.eq(user_id))
+                .add(dm_pairs::Column::UserB.eq(user_id)),
         )
         .into_tuple()
         .all(txn)

@@ -43,7 +43,9 @@ fn admin_token(app: &TestApp, user: &TestUser) -> String {
 
 /// Makes `user` an admin in the database (via the owner) and returns a token that says so.
 async fn promote(app: &TestApp, owner: &TestUser, user: &TestUser) -> String {
-    app.put(&format!("/admin/users/{}/admin", user.id), &owner.token, json!({"is_admin": true})).await.expect(200);
+    app.put(&format!("/admin/users/{}/admin", user.id), &owner.token, json!({"is_admin": true}))
+        .await
+        .expect(200);
     admin_token(app, user)
 }
 
@@ -55,7 +57,12 @@ fn ids_of(list: &Value) -> Vec<String> {
     list.as_array().expect("array").iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
 }
 
-async fn insert_file(app: &TestApp, uploader: Uuid, channel: Option<Uuid>, checksum: &str) -> (Uuid, std::path::PathBuf) {
+async fn insert_file(
+    app: &TestApp,
+    uploader: Uuid,
+    channel: Option<Uuid>,
+    checksum: &str,
+) -> (Uuid, std::path::PathBuf) {
     let id = Uuid::now_v7();
     let relative = format!("{}/{}/{id}", &checksum[..2], &checksum[2..4]);
     let path = app.config.data_dir.join("files").join(&relative);
@@ -197,7 +204,11 @@ async fn users_are_listed_newest_first_with_search_paging_and_memberships(backen
         let q = q.to_string();
         async move {
             let list = app.get(&format!("/admin/users?search={q}"), &token).await.expect(200);
-            list.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+            list.as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u["username"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
         }
     };
     assert_eq!(found("ALI").await, ["alice"]);
@@ -251,7 +262,8 @@ async fn suspension_ends_sessions_and_refuses_login_until_lifted(backend: Backen
     let mut ws = app.ws_raw().await;
     ws.send(json!({"type": "authenticate", "token": alice.token})).await;
     assert_eq!(ws.expect("error").await["code"], "unauthorized");
-    let reply = app.post_public("/auth/login", json!({"username": "alice", "password": alice.password})).await;
+    let reply =
+        app.post_public("/auth/login", json!({"username": "alice", "password": alice.password})).await;
     let code = reply.body["code"].clone();
     let message = reply.body["message"].as_str().unwrap_or_default().to_string();
     assert_eq!(reply.expect_error(400), "validation_error", "{code}");
@@ -283,7 +295,8 @@ async fn suspension_ends_sessions_and_refuses_login_until_lifted(backend: Backen
     assert_eq!(user_row(&app, alice.id).await.unwrap().suspended_reason, None);
 
     // Unsuspend restores the account: the unexpired token works again and login succeeds.
-    let body = app.post(&format!("/admin/users/{}/unsuspend", alice.id), &owner.token, json!({})).await.expect(200);
+    let body =
+        app.post(&format!("/admin/users/{}/unsuspend", alice.id), &owner.token, json!({})).await.expect(200);
     assert!(body.is_null());
     app.get("/account/me", &alice.token).await.expect(200);
     let mut ws = app.ws(&alice.token).await;
@@ -310,10 +323,22 @@ async fn suspension_refuses_self_staff_unknown_and_bad_input(backend: Backend) {
     let suspend = |id: Uuid| format!("/admin/users/{id}/suspend");
 
     // Owner suspending self, an admin suspending self, the owner or another admin: all 400.
-    assert_eq!(app.post(&suspend(owner.id), &owner.token, json!({})).await.expect_error(400), "validation_error");
-    assert_eq!(app.post(&suspend(alice.id), &alice_admin, json!({})).await.expect_error(400), "validation_error");
-    assert_eq!(app.post(&suspend(owner.id), &alice_admin, json!({})).await.expect_error(400), "validation_error");
-    assert_eq!(app.post(&suspend(alice.id), &owner.token, json!({})).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.post(&suspend(owner.id), &owner.token, json!({})).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.post(&suspend(alice.id), &alice_admin, json!({})).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.post(&suspend(owner.id), &alice_admin, json!({})).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.post(&suspend(alice.id), &owner.token, json!({})).await.expect_error(400),
+        "validation_error"
+    );
     // Bad reason, bad body, bad id, unknown user.
     let long = "x".repeat(501);
     let reply = app.post(&suspend(bob.id), &alice_admin, json!({"reason": long})).await;
@@ -324,7 +349,8 @@ async fn suspension_refuses_self_staff_unknown_and_bad_input(backend: Backend) {
     assert_eq!(reply.expect_error(400), "validation_error");
     let reply = app.post(&suspend(Uuid::now_v7()), &alice_admin, json!({})).await;
     assert_eq!(reply.expect_error(404), "not_found");
-    let reply = app.post(&format!("/admin/users/{}/unsuspend", Uuid::now_v7()), &alice_admin, json!({})).await;
+    let reply =
+        app.post(&format!("/admin/users/{}/unsuspend", Uuid::now_v7()), &alice_admin, json!({})).await;
     assert_eq!(reply.expect_error(404), "not_found");
     // Nobody was suspended or audited as such.
     for id in [owner.id, alice.id, bob.id] {
@@ -416,7 +442,9 @@ async fn deletion_protects_self_owner_and_admins(backend: Backend) {
     }
     assert!(audit_rows(&app, "admin_delete_user").await.is_empty());
     // Once demoted, bob can be deleted (by an admin).
-    app.put(&format!("/admin/users/{}/admin", bob.id), &owner.token, json!({"is_admin": false})).await.expect(200);
+    app.put(&format!("/admin/users/{}/admin", bob.id), &owner.token, json!({"is_admin": false}))
+        .await
+        .expect(200);
     app.delete(&delete(bob.id), &alice_admin).await.expect(200);
     assert!(user_row(&app, bob.id).await.is_none());
     app.stop().await;
@@ -435,7 +463,8 @@ async fn only_the_owner_grants_and_revokes_admin(backend: Backend) {
     let meta = audited_once(&app, "admin_grant_admin", owner.id).await;
     assert_eq!(meta["target_user_id"], alice.id.to_string());
     // Takes effect in tokens issued from now on: a fresh login can use the admin API.
-    let reply = app.post_public("/auth/login", json!({"username": "alice", "password": alice.password})).await;
+    let reply =
+        app.post_public("/auth/login", json!({"username": "alice", "password": alice.password})).await;
     let body = reply.expect(200);
     assert_eq!(body["user"]["is_admin"], true);
     let fresh = body["access_token"].as_str().unwrap();
@@ -445,12 +474,18 @@ async fn only_the_owner_grants_and_revokes_admin(backend: Backend) {
 
     // Refusals: self, the owner (by anyone), bad bodies, unknown and malformed ids.
     let own = format!("/admin/users/{}/admin", owner.id);
-    assert_eq!(app.put(&own, &owner.token, json!({"is_admin": false})).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.put(&own, &owner.token, json!({"is_admin": false})).await.expect_error(400),
+        "validation_error"
+    );
     for body in [json!({}), json!({"is_admin": "yes"}), json!({"is_admin": null})] {
         assert_eq!(app.put(&path, &owner.token, body).await.expect_error(400), "validation_error");
     }
     let unknown = format!("/admin/users/{}/admin", Uuid::now_v7());
-    assert_eq!(app.put(&unknown, &owner.token, json!({"is_admin": true})).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.put(&unknown, &owner.token, json!({"is_admin": true})).await.expect_error(404),
+        "not_found"
+    );
     assert!(user_row(&app, owner.id).await.unwrap().is_admin, "owner untouched");
 
     app.put(&path, &owner.token, json!({"is_admin": false})).await.expect(200);
@@ -468,7 +503,8 @@ async fn password_reset_replaces_the_password_and_revokes_sessions(backend: Back
     let alice_admin = promote(&app, &owner, &alice).await;
     let path = |id: Uuid| format!("/admin/users/{id}/password");
 
-    let body = app.put(&path(bob.id), &alice_admin, json!({"new_password": "Brand-New-Pass1"})).await.expect(200);
+    let body =
+        app.put(&path(bob.id), &alice_admin, json!({"new_password": "Brand-New-Pass1"})).await.expect(200);
     assert!(body.is_null());
     assert_eq!(login(&app, "bob", &bob.password).await, 401, "old password refused");
     let reply = app.post_public("/auth/refresh", json!({"refresh_token": bob.refresh_token})).await;
@@ -483,13 +519,25 @@ async fn password_reset_replaces_the_password_and_revokes_sessions(backend: Back
         assert_eq!(app.put(&path(carol.id), &alice_admin, body).await.expect_error(400), "validation_error");
     }
     let good = json!({"new_password": "Another-Pass2"});
-    assert_eq!(app.put(&path(alice.id), &alice_admin, good.clone()).await.expect_error(400), "validation_error");
-    assert_eq!(app.put(&path(owner.id), &alice_admin, good.clone()).await.expect_error(400), "validation_error");
-    assert_eq!(app.put(&path(owner.id), &owner.token, good.clone()).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.put(&path(alice.id), &alice_admin, good.clone()).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.put(&path(owner.id), &alice_admin, good.clone()).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.put(&path(owner.id), &owner.token, good.clone()).await.expect_error(400),
+        "validation_error"
+    );
     let unknown = path(Uuid::now_v7());
     assert_eq!(app.put(&unknown, &alice_admin, good.clone()).await.expect_error(404), "not_found");
     let _bob_admin = promote(&app, &owner, &bob).await;
-    assert_eq!(app.put(&path(bob.id), &alice_admin, good.clone()).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.put(&path(bob.id), &alice_admin, good.clone()).await.expect_error(400),
+        "validation_error"
+    );
     assert_eq!(login(&app, "carol", &carol.password).await, 200, "carol untouched");
     assert_eq!(login(&app, "owner", &owner.password).await, 200, "owner untouched");
     assert_eq!(audit_rows(&app, "admin_reset_password").await.len(), 1);
@@ -513,12 +561,13 @@ async fn purging_a_message_tells_subscribers_and_empties_history(backend: Backen
     let mut sent = Vec::new();
     for text in ["one", "two", "three"] {
         let ack = send_text(&mut sender, channel, text).await;
-        sent.push(ack["message_id"].as_str().unwrap().to_string());
+        sent.push(ack["id"].as_str().unwrap().to_string());
         watcher.expect("new_message").await;
     }
     let target = &sent[1];
 
-    let reply = app.post(&format!("/admin/purge/message/{target}"), &owner.token, json!({})).await.expect(200);
+    let reply =
+        app.post(&format!("/admin/purge/message/{target}"), &owner.token, json!({})).await.expect(200);
     assert_eq!(reply, json!({"messages_deleted": 1, "files_deleted": 0, "hashes_blocked": 0}));
     let frame = watcher.expect("message_deleted").await;
     assert_eq!(frame["message_id"], target.as_str());
@@ -536,10 +585,14 @@ async fn purging_a_message_tells_subscribers_and_empties_history(backend: Backen
     assert_eq!(app.post(&again, &owner.token, json!({})).await.expect_error(404), "not_found");
     let reply = app.post("/admin/purge/message/xyz", &owner.token, json!({})).await;
     assert_eq!(reply.expect_error(400), "validation_error");
-    let reply = app.post(&format!("/admin/purge/message/{}?block_hashes=maybe", sent[0]), &owner.token, json!({})).await;
+    let reply = app
+        .post(&format!("/admin/purge/message/{}?block_hashes=maybe", sent[0]), &owner.token, json!({}))
+        .await;
     assert_eq!(reply.expect_error(400), "validation_error");
     assert_eq!(history(&app, &bob, channel).await.len(), 2, "a refused purge deletes nothing");
-    let reply = app.post(&format!("/admin/purge/message/{}?block_hashes=true", sent[0]), &owner.token, json!({})).await;
+    let reply = app
+        .post(&format!("/admin/purge/message/{}?block_hashes=true", sent[0]), &owner.token, json!({}))
+        .await;
     assert_eq!(reply.expect(200)["hashes_blocked"], 0);
     assert_eq!(watcher.expect("message_deleted").await["message_id"], sent[0].as_str());
     assert_eq!(audit_rows(&app, "admin_purge_message").await.len(), 2);
@@ -575,7 +628,8 @@ async fn purging_a_users_messages_and_a_channel_removes_messages_and_files(backe
     assert_eq!(reply, json!({"messages_deleted": 3, "files_deleted": 2, "hashes_blocked": 1}));
     let mut deleted = Vec::new();
     for _ in 0..2 {
-        deleted.push(watch_general.expect("message_deleted").await["message_id"].as_str().unwrap().to_string());
+        deleted
+            .push(watch_general.expect("message_deleted").await["message_id"].as_str().unwrap().to_string());
     }
     deleted.sort();
     assert_eq!(deleted, [ids[0].to_string(), ids[4].to_string()]);
@@ -597,11 +651,13 @@ async fn purging_a_users_messages_and_a_channel_removes_messages_and_files(backe
     assert_eq!(reply, json!({"messages_deleted": 0, "files_deleted": 0, "hashes_blocked": 0}));
 
     // The whole channel, without blocking.
-    let reply = app.post(&format!("/admin/purge/channel/{random}"), &owner.token, json!({})).await.expect(200);
+    let reply =
+        app.post(&format!("/admin/purge/channel/{random}"), &owner.token, json!({})).await.expect(200);
     assert_eq!(reply, json!({"messages_deleted": 2, "files_deleted": 1, "hashes_blocked": 0}));
     let mut deleted = Vec::new();
     for _ in 0..2 {
-        deleted.push(watch_random.expect("message_deleted").await["message_id"].as_str().unwrap().to_string());
+        deleted
+            .push(watch_random.expect("message_deleted").await["message_id"].as_str().unwrap().to_string());
     }
     deleted.sort();
     assert_eq!(deleted, [ids[3].to_string(), ids[5].to_string()]);
@@ -618,7 +674,10 @@ async fn purging_a_users_messages_and_a_channel_removes_messages_and_files(backe
     assert_eq!(app.post(&unknown_user, &owner.token, json!({})).await.expect_error(404), "not_found");
     let unknown_channel = format!("/admin/purge/channel/{}", Uuid::now_v7());
     assert_eq!(app.post(&unknown_channel, &owner.token, json!({})).await.expect_error(404), "not_found");
-    assert_eq!(app.post("/admin/purge/channel/nope", &owner.token, json!({})).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.post("/admin/purge/channel/nope", &owner.token, json!({})).await.expect_error(400),
+        "validation_error"
+    );
     let bad_flag = format!("/admin/purge/channel/{general}?block_hashes=2");
     assert_eq!(app.post(&bad_flag, &owner.token, json!({})).await.expect_error(400), "validation_error");
     assert_eq!(history(&app, &bob, general).await.len(), 1, "refused purges delete nothing");
@@ -690,14 +749,26 @@ async fn audit_log_filters_and_pages_newest_first(backend: Backend) {
         assert!(e.get(key).is_some(), "{key} missing in {e}");
     }
 
-    let logins = app.get(&format!("/admin/audit-log?action=login&user_id={}", alice.id), &owner.token).await.expect(200);
+    let logins = app
+        .get(&format!("/admin/audit-log?action=login&user_id={}", alice.id), &owner.token)
+        .await
+        .expect(200);
     assert_eq!(logins["total"], 3);
-    assert!(logins["entries"].as_array().unwrap().iter().all(|e| e["action"] == "login" && e["user_id"] == alice.id.to_string()));
+    assert!(
+        logins["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] == "login" && e["user_id"] == alice.id.to_string())
+    );
     let failed = app.get("/admin/audit-log?action=login_failed", &owner.token).await.expect(200);
     assert_eq!(failed["total"], 1);
     assert_eq!(failed["entries"][0]["ip_address"], "127.0.0.1");
     let page = app.get("/admin/audit-log?action=login&per_page=2&page=2", &owner.token).await.expect(200);
-    assert_eq!((page["total"].clone(), page["page"].clone(), page["per_page"].clone()), (json!(3), json!(2), json!(2)));
+    assert_eq!(
+        (page["total"].clone(), page["page"].clone(), page["per_page"].clone()),
+        (json!(3), json!(2), json!(2))
+    );
     assert_eq!(page["entries"].as_array().unwrap().len(), 1);
     assert_eq!(page["entries"][0]["id"], logins["entries"][2]["id"], "the oldest login on page 2");
     let clamped = app.get("/admin/audit-log?per_page=1000&page=0", &owner.token).await.expect(200);
@@ -707,16 +778,24 @@ async fn audit_log_filters_and_pages_newest_first(backend: Backend) {
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let enc = |s: &str| s.replace('+', "%2B");
-    let none = app.get(&format!("/admin/audit-log?date_from={}", enc(&future)), &owner.token).await.expect(200);
+    let none =
+        app.get(&format!("/admin/audit-log?date_from={}", enc(&future)), &owner.token).await.expect(200);
     assert_eq!(none["total"], 0);
     let within = format!("/admin/audit-log?date_from={}&date_to={}", enc(&past), enc(&future));
     assert_eq!(app.get(&within, &owner.token).await.expect(200)["total"], total);
     let ignored = app.get("/admin/audit-log?date_to=yesterday", &owner.token).await.expect(200);
     assert_eq!(ignored["total"], total);
 
-    assert_eq!(app.get("/admin/audit-log?user_id=alice", &owner.token).await.expect_error(400), "validation_error");
-    assert_eq!(app.get("/admin/audit-log?page=first", &owner.token).await.expect_error(400), "validation_error");
-    let nobody = app.get(&format!("/admin/audit-log?user_id={}", Uuid::now_v7()), &owner.token).await.expect(200);
+    assert_eq!(
+        app.get("/admin/audit-log?user_id=alice", &owner.token).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.get("/admin/audit-log?page=first", &owner.token).await.expect_error(400),
+        "validation_error"
+    );
+    let nobody =
+        app.get(&format!("/admin/audit-log?user_id={}", Uuid::now_v7()), &owner.token).await.expect(200);
     assert_eq!(nobody, json!({"entries": [], "total": 0, "page": 1, "per_page": 50}));
     app.stop().await;
 }
@@ -734,7 +813,10 @@ async fn reports_are_listed_by_status_and_reviewed(backend: Backend) {
         made.push(app.post("/reports", &alice.token, body).await.expect(200));
     }
     let list = app.get("/admin/reports", &owner.token).await.expect(200);
-    assert_eq!((list["total"].clone(), list["page"].clone(), list["per_page"].clone()), (json!(3), json!(1), json!(50)));
+    assert_eq!(
+        (list["total"].clone(), list["page"].clone(), list["per_page"].clone()),
+        (json!(3), json!(1), json!(50))
+    );
     assert_eq!(list["reports"][0], made[2], "newest first, the Report object as created");
 
     let id = made[0]["id"].as_str().unwrap();
@@ -760,7 +842,10 @@ async fn reports_are_listed_by_status_and_reviewed(backend: Backend) {
     assert_eq!(resolved["reports"][0]["id"], id);
     let paged = app.get("/admin/reports?per_page=1&page=3", &owner.token).await.expect(200);
     assert_eq!(paged["reports"][0]["id"], made[0]["id"]);
-    assert_eq!(app.get("/admin/reports?status=open", &owner.token).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.get("/admin/reports?status=open", &owner.token).await.expect_error(400),
+        "validation_error"
+    );
 
     // Bad reviews change nothing.
     let other = format!("/admin/reports/{}/review", made[1]["id"].as_str().unwrap());
@@ -773,12 +858,16 @@ async fn reports_are_listed_by_status_and_reviewed(backend: Backend) {
         assert_eq!(app.post(&other, &owner.token, body).await.expect_error(400), "validation_error");
     }
     let unknown = format!("/admin/reports/{}/review", Uuid::now_v7());
-    assert_eq!(app.post(&unknown, &owner.token, json!({"status": "dismissed"})).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.post(&unknown, &owner.token, json!({"status": "dismissed"})).await.expect_error(404),
+        "not_found"
+    );
     assert_eq!(app.get("/admin/reports?status=pending", &owner.token).await.expect(200)["total"], 2);
     assert_eq!(audit_rows(&app, "report_reviewed").await.len(), 1);
     // Notes may be cleared with null; an admin (token claim) may review.
     let admin = admin_token(&app, &alice);
-    let again = app.post(&other, &admin, json!({"status": "dismissed", "admin_notes": null})).await.expect(200);
+    let again =
+        app.post(&other, &admin, json!({"status": "dismissed", "admin_notes": null})).await.expect(200);
     assert!(again["admin_notes"].is_null());
     assert_eq!(again["reviewed_by"], alice.id.to_string());
     app.stop().await;
@@ -810,11 +899,16 @@ async fn settings_are_validated_stored_and_visible(backend: Backend) {
         json!({"max_pins_per_channel": 20}),
         json!(["e2e_enabled"]),
     ] {
-        assert_eq!(app.put("/admin/settings", &owner.token, body.clone()).await.expect_error(400), "validation_error", "{body}");
+        assert_eq!(
+            app.put("/admin/settings", &owner.token, body.clone()).await.expect_error(400),
+            "validation_error",
+            "{body}"
+        );
     }
     // Nothing of a refused update was saved (e2e_enabled stayed "false").
     assert_eq!(app.get("/admin/settings", &owner.token).await.expect(200), saved);
-    let saved = app.put("/admin/settings", &owner.token, json!({"max_messages_cache": "50"})).await.expect(200);
+    let saved =
+        app.put("/admin/settings", &owner.token, json!({"max_messages_cache": "50"})).await.expect(200);
     assert_eq!(saved["max_messages_cache"], "50");
     assert_eq!(saved["e2e_enabled"], "false", "the full map");
     app.stop().await;
@@ -825,7 +919,10 @@ async fn webhooks_overview_pages_without_tokens(backend: Backend) {
     let owner = app.register("owner").await;
     let alice = app.register("alice").await;
     let channel = channel_with(&app, &alice, &[]).await;
-    assert_eq!(app.get("/admin/webhooks", &owner.token).await.expect(200), json!({"webhooks": [], "total": 0}));
+    assert_eq!(
+        app.get("/admin/webhooks", &owner.token).await.expect(200),
+        json!({"webhooks": [], "total": 0})
+    );
     let mut made = Vec::new();
     for i in 0..3 {
         let id = Uuid::now_v7();
@@ -858,7 +955,10 @@ async fn webhooks_overview_pages_without_tokens(backend: Backend) {
     let page = app.get("/admin/webhooks?per_page=2&page=2", &owner.token).await.expect(200);
     assert_eq!(page["total"], 3);
     assert_eq!(ids_of(&page["webhooks"]), [made[0].to_string()]);
-    assert_eq!(app.get("/admin/webhooks?per_page=x", &owner.token).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.get("/admin/webhooks?per_page=x", &owner.token).await.expect_error(400),
+        "validation_error"
+    );
     app.stop().await;
 }
 
