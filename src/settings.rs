@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use palaver_entity::instance_settings;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, sea_query::OnConflict};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait, sea_query::OnConflict};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -49,7 +49,12 @@ impl Settings {
         for (key, value) in &changes {
             validate(key, value)?;
         }
+        if changes.is_empty() {
+            return Ok(());
+        }
         let now = palaver_entity::now();
+        // One transaction: either every pair is stored or none is.
+        let txn = db.begin().await?;
         for (key, value) in &changes {
             let row = instance_settings::ActiveModel {
                 key: Set(key.clone()),
@@ -65,9 +70,10 @@ impl Settings {
                         ])
                         .to_owned(),
                 )
-                .exec(db)
+                .exec(&txn)
                 .await?;
         }
+        txn.commit().await?;
         self.stored.write().expect("settings lock").extend(changes);
         Ok(())
     }

@@ -80,7 +80,11 @@ impl Outbox {
     pub fn close(&self, code: u16) {
         if self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             tracing::debug!(session = %self.session_id, code, "closing session");
-            self.close_signal.notify_one();
+            // Every waiter: the socket's reader and writer both wait on `closed()` (with
+            // `notify_one` only one of them woke, and a close with nothing queued left the
+            // writer asleep, so the socket stayed open). `closed()` creates its `Notified`
+            // before reading the code, so no wake-up is lost.
+            self.close_signal.notify_waiters();
         }
     }
 
@@ -121,5 +125,22 @@ mod tests {
         // A later close does not overwrite the first reason.
         outbox.close(CLOSE_EVICTED);
         assert_eq!(outbox.close_requested(), CLOSE_SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_every_waiter() {
+        let (outbox, _rx) = Outbox::new(Uuid::nil(), Uuid::nil(), 2);
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { outbox.closed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        outbox.close(CLOSE_UNAUTHORIZED);
+        for waiter in waiters {
+            let code = tokio::time::timeout(std::time::Duration::from_secs(2), waiter).await;
+            assert_eq!(code.expect("woken").unwrap(), CLOSE_UNAUTHORIZED);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Domain types: validated input and the wire views of stored rows.
 
+pub mod admin;
 pub mod announcement;
 pub mod channel;
 pub mod community;

@@ -2,11 +2,15 @@
 //! instance admin or owner (`admin_only`, else 403); stricter rules are noted per route.
 //!
 //! Grouped like rest-admin.md; each group has its own `*_routes` function, combined in
-//! `routes`. So far: registration invites and announcements.
+//! `routes`: registration invites, announcements, instance settings and the webhooks
+//! overview. Users are in admin_users.rs, purges / quarantine / audit log / reports in
+//! admin_moderation.rs.
 
-use palaver_entity::{announcements, registration_invites};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder, QuerySelect};
-use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+
+use palaver_entity::{announcements, registration_invites, webhooks};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 use warp::Filter;
@@ -14,6 +18,7 @@ use warp::Filter;
 use crate::audit;
 use crate::auth::Caller;
 use crate::auth::tokens::random_alphanumeric;
+use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
 use crate::error::{ApiError, ApiResult};
@@ -26,7 +31,8 @@ use crate::state::AppState;
 const ANNOUNCEMENT_LIST_LIMIT: u64 = 100;
 
 pub fn routes(state: &AppState) -> Route {
-    let sections = [invite_routes(state), announcement_routes(state)];
+    let sections =
+        [invite_routes(state), announcement_routes(state), settings_routes(state), webhook_routes(state)];
     sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one admin section")
 }
 
@@ -223,4 +229,96 @@ async fn create_announcement(
     .await;
     state.hub.send_to_everyone(&announcement_frame(&row, caller.user_id));
     ok_json(&AnnouncementView::from(&row))
+}
+
+// ---------------------------------------------------------------------------------------
+// Instance settings
+
+fn settings_routes(state: &AppState) -> Route {
+    let get = warp::path!("admin" / "settings")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .then(get_settings)
+        .map(respond)
+        .boxed();
+    let put = warp::path!("admin" / "settings")
+        .and(warp::put())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(put_settings)
+        .map(respond)
+        .boxed();
+    get.or(put).unify().boxed()
+}
+
+/// GET /api/admin/settings — only settings that were ever stored (may be `{}`).
+async fn get_settings(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller?)?;
+    ok_json(&state.settings.stored())
+}
+
+/// PUT /api/admin/settings — all pairs checked before any is saved; answers the full map.
+async fn put_settings(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<BTreeMap<String, String>>,
+) -> ApiResult<warp::reply::Response> {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let changes = body?;
+    state.settings.update(&state.db, changes.clone()).await?;
+    if !changes.is_empty() {
+        audit::record(
+            &state.db,
+            Some(caller.user_id),
+            "admin_update_settings",
+            Some(&client),
+            Some(json!({"changes": changes})),
+        )
+        .await;
+    }
+    ok_json(&state.settings.stored())
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks overview
+
+fn webhook_routes(state: &AppState) -> Route {
+    warp::path!("admin" / "webhooks")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(list_webhooks)
+        .map(respond)
+        .boxed()
+}
+
+#[derive(Serialize)]
+struct WebhookPage {
+    webhooks: Vec<WebhookOverview>,
+    total: u64,
+}
+
+/// GET /api/admin/webhooks?page=&per_page= — every webhook, newest first, never the token.
+async fn list_webhooks(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    query: HashMap<String, String>,
+) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller?)?;
+    let page = Page::from_query(&query)?;
+    let total = webhooks::Entity::find().count(&state.db).await?;
+    let rows = webhooks::Entity::find()
+        .order_by_desc(webhooks::Column::CreatedAt)
+        .order_by_desc(webhooks::Column::Id)
+        .offset(page.offset())
+        .limit(page.per_page)
+        .all(&state.db)
+        .await?;
+    ok_json(&WebhookPage { webhooks: rows.iter().map(WebhookOverview::from).collect(), total })
 }

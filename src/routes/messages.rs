@@ -208,7 +208,7 @@ struct Search {
 }
 
 /// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
-fn like_contains(needle: &str) -> String {
+pub(crate) fn like_contains(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
     for c in needle.chars() {

@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod admin;
+pub mod admin_moderation;
+pub mod admin_users;
 pub mod announcements;
 pub mod auth;
 pub mod channels;
@@ -35,6 +37,8 @@ pub fn all(state: &AppState) -> Route {
         reports::routes(state),
         announcements::routes(state),
         admin::routes(state),
+        admin_users::routes(state),
+        admin_moderation::routes(state),
         legal::routes(state),
         push::routes(state),
         channels::routes(state),

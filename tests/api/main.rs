@@ -5,6 +5,7 @@ mod common;
 
 mod account;
 mod admin;
+mod admin_api;
 mod announcements;
 mod auth;
 mod channels;

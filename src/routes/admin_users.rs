@@ -1,0 +1,604 @@
+//! Seed section "Admin" → user management (rest-admin.md "Users"): list/search, suspend,
+//! unsuspend, delete, grant/revoke admin, password reset. Instance staff only (403), the
+//! admin flag only by the instance owner; every change is audited.
+//!
+//! Palaver differs from the mirror where the issue asks for it: a suspension ends the user's
+//! open sockets at once (the mirror leaves them open), and the instance owner is protected
+//! from every admin action (suspend, delete, demote, password reset).
+
+use std::collections::{HashMap, HashSet};
+
+use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_entity::{
+    channel_members, channels, communities, community_members, dm_pairs, files, group_members, groups, users,
+};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+use warp::Filter;
+
+use crate::audit;
+use crate::auth::{Caller, password};
+use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
+use crate::error::{ApiError, ApiResult};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
+use crate::routes::admin::{admin_only, owner_only};
+use crate::routes::admin_moderation::remove_blobs;
+use crate::routes::auth::revoke_all_refresh_tokens;
+use crate::routes::messages::like_contains;
+use crate::state::AppState;
+
+type Reply = ApiResult<warp::reply::Response>;
+type Params = HashMap<String, String>;
+
+/// `GET /admin/users`: default and largest page.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 100;
+
+pub fn routes(state: &AppState) -> Route {
+    let list = warp::path!("admin" / "users")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(warp::query::<Params>())
+        .then(list_users)
+        .map(respond)
+        .boxed();
+    let suspend = warp::path!("admin" / "users" / PathId / "suspend")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(suspend_user)
+        .map(respond)
+        .boxed();
+    let unsuspend = warp::path!("admin" / "users" / PathId / "unsuspend")
+        .and(warp::post())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(unsuspend_user)
+        .map(respond)
+        .boxed();
+    let delete = warp::path!("admin" / "users" / PathId)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .then(delete_user)
+        .map(respond)
+        .boxed();
+    let set_admin = warp::path!("admin" / "users" / PathId / "admin")
+        .and(warp::put())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(set_admin)
+        .map(respond)
+        .boxed();
+    let password = warp::path!("admin" / "users" / PathId / "password")
+        .and(warp::put())
+        .and(with_state(state))
+        .and(caller(state))
+        .and(client_info())
+        .and(json())
+        .then(reset_password)
+        .map(respond)
+        .boxed();
+    let a = list.or(suspend).unify().or(unsuspend).unify().boxed();
+    let b = delete.or(set_admin).unify().or(password).unify().boxed();
+    a.or(b).unify().boxed()
+}
+
+async fn find_user(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<users::Model> {
+    users::Entity::find_by_id(id).one(db).await?.ok_or_else(|| ApiError::not_found("user"))
+}
+
+fn not_on_self(caller: &Caller, target: Uuid, what: &str) -> ApiResult<()> {
+    if caller.user_id == target {
+        return Err(ApiError::validation(format!("you cannot {what} your own account here")));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// List / search
+
+/// GET /api/admin/users?search=&limit=&offset= (client) · ?q=&page= (seed; pages of `limit`)
+///
+/// Newest account first; `search` matches username, display name or email, case-insensitively.
+async fn list_users(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
+    admin_only(&caller?)?;
+    let search = query.get("search").or_else(|| query.get("q")).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let limit = int_param(&query, "limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as u64;
+    let offset = match (int_param(&query, "offset")?, int_param(&query, "page")?) {
+        (Some(offset), _) => Ord::max(offset, 0) as u64,
+        (None, Some(page)) => (page.clamp(1, admin::MAX_PAGE) as u64 - 1) * limit,
+        (None, None) => 0,
+    };
+    let mut select = users::Entity::find();
+    if let Some(search) = search {
+        let pattern = like_contains(&search.to_lowercase());
+        let matches = |column: users::Column| {
+            Expr::expr(Func::lower(Expr::col((users::Entity, column))))
+                .like(LikeExpr::new(pattern.clone()).escape('\\'))
+        };
+        select = select.filter(
+            Condition::any()
+                .add(matches(users::Column::Username))
+                .add(matches(users::Column::DisplayName))
+                .add(matches(users::Column::Email)),
+        );
+    }
+    let rows = select
+        .order_by_desc(users::Column::CreatedAt)
+        .order_by_desc(users::Column::Id)
+        .offset(offset)
+        .limit(limit)
+        .all(&state.db)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|u| u.id).collect();
+    let (mut groups_of, mut communities_of) = memberships(&state.db, &ids).await?;
+    let views: Vec<AdminUserView> = rows
+        .iter()
+        .map(|u| {
+            AdminUserView::new(
+                u,
+                groups_of.remove(&u.id).unwrap_or_default(),
+                communities_of.remove(&u.id).unwrap_or_default(),
+            )
+        })
+        .collect();
+    ok_json(&views)
+}
+
+type MembershipMap = HashMap<Uuid, Vec<Membership>>;
+
+/// user → groups and user → communities (`{id, name, role}`, by name) for `ids`.
+async fn memberships(db: &impl ConnectionTrait, ids: &[Uuid]) -> ApiResult<(MembershipMap, MembershipMap)> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let group_rows = group_members::Entity::find()
+        .filter(group_members::Column::UserId.is_in(ids.to_vec()))
+        .all(db)
+        .await?;
+    let community_rows = community_members::Entity::find()
+        .filter(community_members::Column::UserId.is_in(ids.to_vec()))
+        .all(db)
+        .await?;
+    let group_names: HashMap<Uuid, String> = if group_rows.is_empty() {
+        HashMap::new()
+    } else {
+        groups::Entity::find()
+            .select_only()
+            .column(groups::Column::Id)
+            .column(groups::Column::Name)
+            .filter(groups::Column::Id.is_in(group_rows.iter().map(|m| m.group_id).collect::<Vec<_>>()))
+            .into_tuple::<(Uuid, String)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let community_names: HashMap<Uuid, String> = if community_rows.is_empty() {
+        HashMap::new()
+    } else {
+        communities::Entity::find()
+            .select_only()
+            .column(communities::Column::Id)
+            .column(communities::Column::Name)
+            .filter(
+                communities::Column::Id
+                    .is_in(community_rows.iter().map(|m| m.community_id).collect::<Vec<_>>()),
+            )
+            .into_tuple::<(Uuid, String)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let mut groups_of = MembershipMap::new();
+    for m in group_rows {
+        if let Some(name) = group_names.get(&m.group_id) {
+            groups_of.entry(m.user_id).or_default().push(Membership {
+                id: m.group_id,
+                name: name.clone(),
+                role: m.role,
+            });
+        }
+    }
+    let mut communities_of = MembershipMap::new();
+    for m in community_rows {
+        if let Some(name) = community_names.get(&m.community_id) {
+            communities_of.entry(m.user_id).or_default().push(Membership {
+                id: m.community_id,
+                name: name.clone(),
+                role: m.role,
+            });
+        }
+    }
+    sort_memberships(&mut groups_of);
+    sort_memberships(&mut communities_of);
+    Ok((groups_of, communities_of))
+}
+
+// ---------------------------------------------------------------------------------------
+// Suspension
+
+#[derive(Deserialize)]
+struct SuspendRequest {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// POST /api/admin/users/{id}/suspend
+///
+/// The account is refused at once: REST and WebSocket auth answer 401, login 400, refresh
+/// tokens are revoked, and the user's open sockets are closed (close code 4001).
+async fn suspend_user(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<SuspendRequest>,
+) -> Reply {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let id = id.get()?;
+    let reason = admin::suspend_reason(body?.reason.as_deref())?;
+    not_on_self(&caller, id, "suspend")?;
+    let target = find_user(&state.db, id).await?;
+    if target.is_owner || target.is_admin {
+        return Err(ApiError::validation("instance admins and the owner cannot be suspended"));
+    }
+    let txn = state.db.begin().await?;
+    users::Entity::update_many()
+        .col_expr(users::Column::SuspendedAt, Expr::value(palaver_entity::now()))
+        .col_expr(users::Column::SuspendedReason, Expr::value(reason.clone()))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    let revoked = revoke_all_refresh_tokens(&txn, id).await?;
+    txn.commit().await?;
+    // Persisted first; now every token and socket of the user dies.
+    state.hub.bar_user(id);
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_suspend_user",
+        Some(&client),
+        Some(json!({
+            "target_user_id": id,
+            "username": target.username,
+            "reason": reason,
+            "refresh_tokens_revoked": revoked,
+        })),
+    )
+    .await;
+    ok_empty()
+}
+
+/// POST /api/admin/users/{id}/unsuspend
+async fn unsuspend_user(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let id = id.get()?;
+    let target = find_user(&state.db, id).await?;
+    users::Entity::update_many()
+        .col_expr(users::Column::SuspendedAt, Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None))
+        .col_expr(users::Column::SuspendedReason, Expr::value(Option::<String>::None))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(id))
+        .exec(&state.db)
+        .await?;
+    state.hub.unbar_user(id);
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_unsuspend_user",
+        Some(&client),
+        Some(json!({"target_user_id": id, "username": target.username, "was_suspended": target.suspended_at.is_some()})),
+    )
+    .await;
+    ok_empty()
+}
+
+// ---------------------------------------------------------------------------------------
+// Deletion
+
+/// DELETE /api/admin/users/{id}
+///
+/// Communities and groups the user owns pass to the instance owner (who also becomes their
+/// `owner` member), DMs nobody else is left in are deleted, then the account (memberships,
+/// tokens, keys, files … cascade). The user's sockets close and their file blobs are removed.
+async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let id = id.get()?;
+    not_on_self(&caller, id, "delete")?;
+    let target = find_user(&state.db, id).await?;
+    if target.is_owner {
+        return Err(ApiError::validation("the instance owner cannot be deleted"));
+    }
+    if target.is_admin {
+        return Err(ApiError::validation("revoke the user's admin role before deleting the account"));
+    }
+    let heir: Option<Uuid> = users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::IsOwner.eq(true))
+        .filter(users::Column::Id.ne(id))
+        .order_by_asc(users::Column::CreatedAt)
+        .into_tuple()
+        .one(&state.db)
+        .await?;
+
+    let txn = state.db.begin().await?;
+    let (owned_communities, owned_groups) = reassign_ownership(&txn, id, heir).await?;
+    let dm_deleted = delete_lonely_dms(&txn, id).await?;
+    let member_of: Vec<Uuid> = channel_members::Entity::find()
+        .select_only()
+        .column(channel_members::Column::ChannelId)
+        .filter(channel_members::Column::UserId.eq(id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let blobs: Vec<(String, Option<String>)> = files::Entity::find()
+        .select_only()
+        .column(files::Column::StoragePath)
+        .column(files::Column::ThumbnailPath)
+        .filter(files::Column::UploaderId.eq(id))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    let deleted = users::Entity::delete_by_id(id).exec(&txn).await?;
+    if deleted.rows_affected != 1 {
+        return Err(ApiError::not_found("user"));
+    }
+    txn.commit().await?;
+
+    // Its tokens die now, and so do its sockets; live channels forget the member.
+    state.hub.bar_user(id);
+    for channel_id in member_of.into_iter().filter(|c| !dm_deleted.contains(c)) {
+        state.hub.notify_channel(
+            channel_id,
+            ChannelMsg::Members { change: MemberChange::Left { user_id: id }, reply: None },
+        );
+    }
+    remove_blobs(&state, &blobs).await;
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_delete_user",
+        Some(&client),
+        Some(json!({
+            "target_user_id": id,
+            "username": target.username,
+            "communities_reassigned": owned_communities,
+            "groups_reassigned": owned_groups,
+            "dm_channels_deleted": dm_deleted.len(),
+            "new_owner_id": heir,
+        })),
+    )
+    .await;
+    ok_empty()
+}
+
+/// Hands the user's communities and groups to `heir` (made their `owner` member). Returns
+/// how many of each moved.
+async fn reassign_ownership(
+    txn: &impl ConnectionTrait,
+    user_id: Uuid,
+    heir: Option<Uuid>,
+) -> ApiResult<(usize, usize)> {
+    let owned_communities: Vec<Uuid> = communities::Entity::find()
+        .select_only()
+        .column(communities::Column::Id)
+        .filter(communities::Column::OwnerId.eq(user_id))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let owned_groups: Vec<Uuid> = groups::Entity::find()
+        .select_only()
+        .column(groups::Column::Id)
+        .filter(groups::Column::OwnerId.eq(user_id))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    if owned_communities.is_empty() && owned_groups.is_empty() {
+        return Ok((0, 0));
+    }
+    let Some(heir) = heir else {
+        return Err(ApiError::validation(
+            "the user owns communities or groups and there is no instance owner to take them over",
+        ));
+    };
+    let now = palaver_entity::now();
+    if !owned_communities.is_empty() {
+        communities::Entity::update_many()
+            .col_expr(communities::Column::OwnerId, Expr::value(heir))
+            .filter(communities::Column::Id.is_in(owned_communities.clone()))
+            .exec(txn)
+            .await?;
+        let rows = owned_communities.iter().map(|c| community_members::ActiveModel {
+            community_id: Set(*c),
+            user_id: Set(heir),
+            role: Set("owner".into()),
+            nickname: Set(None),
+            joined_at: Set(now),
+        });
+        community_members::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    community_members::Column::CommunityId,
+                    community_members::Column::UserId,
+                ])
+                .update_column(community_members::Column::Role)
+                .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    if !owned_groups.is_empty() {
+        groups::Entity::update_many()
+            .col_expr(groups::Column::OwnerId, Expr::value(heir))
+            .filter(groups::Column::Id.is_in(owned_groups.clone()))
+            .exec(txn)
+            .await?;
+        let rows = owned_groups.iter().map(|g| group_members::ActiveModel {
+            group_id: Set(*g),
+            user_id: Set(heir),
+            role: Set("owner".into()),
+            joined_at: Set(now),
+        });
+        group_members::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([group_members::Column::GroupId, group_members::Column::UserId])
+                    .update_column(group_members::Column::Role)
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok((owned_communities.len(), owned_groups.len()))
+}
+
+/// Deletes the user's DM channels in which nobody else is a member any more; returns them.
+async fn delete_lonely_dms(txn: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<HashSet<Uuid>> {
+    let dms: Vec<Uuid> = dm_pairs::Entity::find()
+        .select_only()
+        .column(dm_pairs::Column::ChannelId)
+        .filter(
+            Condition::any()
+                .add(dm_pairs::Column::UserA.eq(user_id))
+                .add(dm_pairs::Column::UserB.eq(user_id)),
+        )
+        .into_tuple()
+        .all(txn)
+        .await?;
+    if dms.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let occupied: HashSet<Uuid> = channel_members::Entity::find()
+        .select_only()
+        .column(channel_members::Column::ChannelId)
+        .filter(channel_members::Column::ChannelId.is_in(dms.clone()))
+        .filter(channel_members::Column::UserId.ne(user_id))
+        .into_tuple::<Uuid>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let lonely: HashSet<Uuid> = dms.into_iter().filter(|c| !occupied.contains(c)).collect();
+    if !lonely.is_empty() {
+        channels::Entity::delete_many()
+            .filter(channels::Column::Id.is_in(lonely.iter().copied().collect::<Vec<_>>()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(lonely)
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin role and password
+
+#[derive(Deserialize)]
+struct SetAdminRequest {
+    is_admin: bool,
+}
+
+/// PUT /api/admin/users/{id}/admin — instance owner only. Takes effect in the target's
+/// tokens at their next refresh (flags are read from tokens).
+async fn set_admin(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<SetAdminRequest>,
+) -> Reply {
+    let caller = caller?;
+    owner_only(&caller)?;
+    let id = id.get()?;
+    let is_admin = body?.is_admin;
+    not_on_self(&caller, id, "change the admin role of")?;
+    let target = find_user(&state.db, id).await?;
+    if target.is_owner {
+        return Err(ApiError::validation("the instance owner's role cannot be changed"));
+    }
+    users::Entity::update_many()
+        .col_expr(users::Column::IsAdmin, Expr::value(is_admin))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(id))
+        .exec(&state.db)
+        .await?;
+    let action = if is_admin { "admin_grant_admin" } else { "admin_revoke_admin" };
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        action,
+        Some(&client),
+        Some(json!({"target_user_id": id, "username": target.username, "was_admin": target.is_admin})),
+    )
+    .await;
+    ok_empty()
+}
+
+#[derive(Deserialize)]
+struct ResetPasswordRequest {
+    new_password: String,
+}
+
+/// PUT /api/admin/users/{id}/password — replaces the password and revokes every refresh
+/// token. The owner's password cannot be reset this way, and only the owner may reset an
+/// admin's.
+async fn reset_password(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+    body: ApiResult<ResetPasswordRequest>,
+) -> Reply {
+    let caller = caller?;
+    admin_only(&caller)?;
+    let id = id.get()?;
+    let new_password = body?.new_password;
+    not_on_self(&caller, id, "reset the password of")?;
+    password::check_rules(&new_password)?;
+    let target = find_user(&state.db, id).await?;
+    if target.is_owner {
+        return Err(ApiError::validation("the instance owner's password cannot be reset by an admin"));
+    }
+    if target.is_admin && !caller.is_owner {
+        return Err(ApiError::validation("only the instance owner can reset an admin's password"));
+    }
+    let hash = password::hash_async(new_password).await?;
+    let txn = state.db.begin().await?;
+    users::Entity::update_many()
+        .col_expr(users::Column::PasswordHash, Expr::value(hash))
+        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+        .filter(users::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    let revoked = revoke_all_refresh_tokens(&txn, id).await?;
+    txn.commit().await?;
+    audit::record(
+        &state.db,
+        Some(caller.user_id),
+        "admin_reset_password",
+        Some(&client),
+        Some(json!({"target_user_id": id, "username": target.username, "refresh_tokens_revoked": revoked})),
+    )
+    .await;
+    ok_empty()
+}
