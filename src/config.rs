@@ -140,6 +140,15 @@ pub struct Cli {
     /// Capacity of each socket's outbound queue, in frames.
     #[arg(long, env = "PALAVER_WS_QUEUE")]
     pub ws_queue: Option<usize>,
+    /// Executions per webhook token, `BURST/PER_SECOND`.
+    #[arg(long, env = "PALAVER_WEBHOOK_RATE_LIMIT")]
+    pub webhook_rate_limit: Option<RateLimit>,
+    /// Giphy API key; without one the GIF endpoints answer 503.
+    #[arg(long, env = "PALAVER_GIPHY_API_KEY")]
+    pub giphy_api_key: Option<String>,
+    /// Base URL of the Giphy API.
+    #[arg(long, env = "PALAVER_GIPHY_API_URL")]
+    pub giphy_api_url: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -164,6 +173,9 @@ struct FileConfig {
     max_file_size: Option<u64>,
     upload_quota: Option<u64>,
     ws_queue: Option<usize>,
+    webhook_rate_limit: Option<RateLimit>,
+    giphy_api_key: Option<String>,
+    giphy_api_url: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -194,6 +206,12 @@ pub struct Config {
     pub upload_quota: u64,
     /// Frames buffered per socket before a slow reader is disconnected.
     pub ws_queue: usize,
+    /// Bucket per webhook token for `POST /webhooks/execute/{token}`.
+    pub webhook_rate_limit: RateLimit,
+    /// Giphy API key (GIF search / trending); `None` = not configured (503).
+    pub giphy_api_key: Option<String>,
+    /// Giphy API base URL (tests point it at a local stand-in).
+    pub giphy_api_url: String,
 }
 
 impl Config {
@@ -219,6 +237,9 @@ impl Config {
             max_file_size: 100 * 1024 * 1024,
             upload_quota: 500 * 1024 * 1024,
             ws_queue: 1024,
+            webhook_rate_limit: RateLimit::new(1, 1),
+            giphy_api_key: None,
+            giphy_api_url: "https://api.giphy.com".into(),
         }
     }
 
@@ -289,6 +310,14 @@ impl Config {
         }
         if let Some(v) = cli.ws_queue.or(file.ws_queue) {
             config.ws_queue = v.max(16);
+        }
+        if let Some(v) = cli.webhook_rate_limit.or(file.webhook_rate_limit) {
+            config.webhook_rate_limit = v;
+        }
+        config.giphy_api_key =
+            cli.giphy_api_key.or(file.giphy_api_key).map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+        if let Some(v) = cli.giphy_api_url.or(file.giphy_api_url) {
+            config.giphy_api_url = v.trim_end_matches('/').to_string();
         }
         Ok(config)
     }

@@ -4,16 +4,22 @@ pub mod account;
 pub mod admin;
 pub mod announcements;
 pub mod auth;
+pub mod bookmarks;
 pub mod channels;
 pub mod dms;
+pub mod feedback;
+pub mod gifs;
 pub mod health;
 pub mod keys;
 pub mod legal;
 pub mod messages;
+pub mod polls;
 pub mod push;
 pub mod reports;
+pub mod scheduled;
 pub mod totp;
 pub mod users;
+pub mod webhooks;
 
 use warp::Filter;
 
@@ -38,6 +44,12 @@ pub fn all(state: &AppState) -> Route {
         channels::routes(state),
         messages::routes(state),
         dms::routes(state),
+        webhooks::routes(state),
+        polls::routes(state),
+        scheduled::routes(state),
+        bookmarks::routes(state),
+        feedback::routes(state),
+        gifs::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");
