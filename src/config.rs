@@ -149,6 +149,15 @@ pub struct Cli {
     /// Base URL of the Giphy API.
     #[arg(long, env = "PALAVER_GIPHY_API_URL")]
     pub giphy_api_url: Option<String>,
+    /// GitHub token allowed to open issues; with `github_repo`, feedback becomes an issue.
+    #[arg(long, env = "PALAVER_GITHUB_TOKEN")]
+    pub github_token: Option<String>,
+    /// `owner/name` of the repository feedback issues are opened in.
+    #[arg(long, env = "PALAVER_GITHUB_REPO")]
+    pub github_repo: Option<String>,
+    /// Base URL of the GitHub API.
+    #[arg(long, env = "PALAVER_GITHUB_API_URL")]
+    pub github_api_url: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -176,6 +185,9 @@ struct FileConfig {
     webhook_rate_limit: Option<RateLimit>,
     giphy_api_key: Option<String>,
     giphy_api_url: Option<String>,
+    github_token: Option<String>,
+    github_repo: Option<String>,
+    github_api_url: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -212,6 +224,11 @@ pub struct Config {
     pub giphy_api_key: Option<String>,
     /// Giphy API base URL (tests point it at a local stand-in).
     pub giphy_api_url: String,
+    /// Token and `owner/name` repository: feedback is forwarded as an issue when both are set.
+    pub github_token: Option<String>,
+    pub github_repo: Option<String>,
+    /// GitHub API base URL (tests point it at a local stand-in).
+    pub github_api_url: String,
 }
 
 impl Config {
@@ -240,6 +257,9 @@ impl Config {
             webhook_rate_limit: RateLimit::new(1, 1),
             giphy_api_key: None,
             giphy_api_url: "https://api.giphy.com".into(),
+            github_token: None,
+            github_repo: None,
+            github_api_url: "https://api.github.com".into(),
         }
     }
 
@@ -318,6 +338,17 @@ impl Config {
             cli.giphy_api_key.or(file.giphy_api_key).map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
         if let Some(v) = cli.giphy_api_url.or(file.giphy_api_url) {
             config.giphy_api_url = v.trim_end_matches('/').to_string();
+        }
+        let non_empty = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        config.github_token = non_empty(cli.github_token.or(file.github_token));
+        config.github_repo = non_empty(cli.github_repo.or(file.github_repo));
+        if let Some(repo) = &config.github_repo
+            && repo.split('/').filter(|part| !part.is_empty()).count() != 2
+        {
+            return Err(format!("github_repo {repo:?} must look like owner/name"));
+        }
+        if let Some(v) = cli.github_api_url.or(file.github_api_url) {
+            config.github_api_url = v.trim_end_matches('/').to_string();
         }
         Ok(config)
     }

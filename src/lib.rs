@@ -82,6 +82,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
 
     let webhook_limits = governor::DefaultKeyedRateLimiter::keyed(state::quota(config.webhook_rate_limit));
     let gifs = domain::gif::GifProxy::new(&config)?;
+    let github_issues = domain::feedback::GithubIssues::from_config(&config)?.map(Arc::new);
     let state = AppState {
         db,
         limits: Arc::new(HttpLimits::new(&config)),
@@ -95,6 +96,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         scheduler: Default::default(),
         webhook_limits: Arc::new(webhook_limits),
         gifs: Arc::new(gifs),
+        github_issues,
     };
 
     let listener =

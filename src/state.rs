@@ -38,6 +38,8 @@ pub struct AppState {
     pub webhook_limits: Arc<DefaultKeyedRateLimiter<String>>,
     /// Giphy proxy: HTTP client and the 5-minute result cache.
     pub gifs: Arc<crate::domain::gif::GifProxy>,
+    /// Feedback forwarding to GitHub issues, when configured.
+    pub github_issues: Option<Arc<crate::domain::feedback::GithubIssues>>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client IP.

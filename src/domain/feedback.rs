@@ -1,5 +1,8 @@
 //! Feedback (rest-keys-totp-webhooks-polls-misc.md, "Feedback"): the checked multipart form.
 
+use std::time::Duration;
+
+use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 
 /// Title: 1–200 bytes after trimming.
@@ -49,6 +52,52 @@ impl NewFeedback {
             return Err(ApiError::validation("screenshot must be at most 5 MiB"));
         }
         Ok(Self { title, description, category })
+    }
+}
+
+/// Opens a GitHub issue per feedback (configured with a token and a repository).
+pub struct GithubIssues {
+    client: reqwest::Client,
+    token: String,
+    issues_url: String,
+}
+
+impl GithubIssues {
+    /// `None` unless both a token and a repository are configured.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
+        let (Some(token), Some(repo)) = (&config.github_token, &config.github_repo) else { return Ok(None) };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("palaver/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("GitHub client: {e}"))?;
+        let issues_url = format!("{}/repos/{repo}/issues", config.github_api_url);
+        Ok(Some(Self { client, token: token.clone(), issues_url }))
+    }
+
+    /// Opens the issue; answers its number. Failures are reported, not fatal: the feedback
+    /// is already stored.
+    pub async fn open(&self, feedback: &NewFeedback, username: &str) -> Result<i64, String> {
+        let body = serde_json::json!({
+            "title": format!("[{}] {}", feedback.category, feedback.title),
+            "body": format!("{}\n\n---\nSubmitted by `{username}` through Palaver.", feedback.description),
+            "labels": [feedback.category],
+        });
+        let response = self
+            .client
+            .post(&self.issues_url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/vnd.github+json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("GitHub request: {}", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(format!("GitHub answered {}", response.status()));
+        }
+        let created: serde_json::Value =
+            response.json().await.map_err(|e| format!("GitHub body: {}", e.without_url()))?;
+        created["number"].as_i64().ok_or_else(|| "GitHub answer has no issue number".to_string())
     }
 }
 

@@ -1,8 +1,9 @@
 //! Seed section "Miscellaneous": `POST /feedback` (Bearer, multipart form).
 //!
-//! Feedback is stored in the `feedback` table for the instance's admins. Forwarding it to a
-//! GitHub issue is not built (no GitHub settings exist), so `issue_number` is always null; the
-//! screenshot is checked for size and not kept (the table has no place for it).
+//! Feedback is always stored in the `feedback` table for the instance's admins; when a GitHub
+//! token and repository are configured it is also opened as an issue (`issue_number`). The
+//! mirror answers 500 without GitHub; Palaver keeps the feedback instead. The screenshot is
+//! checked for size and not kept (the table has no place for it, GitHub's issue API none).
 
 use bytes::Buf;
 use futures_util::StreamExt;
@@ -60,8 +61,8 @@ async fn submit_feedback(
     let row = feedback::ActiveModel {
         id: Set(Uuid::now_v7()),
         user_id: Set(Some(caller.user_id)),
-        title: Set(new.title),
-        description: Set(new.description),
+        title: Set(new.title.clone()),
+        description: Set(new.description.clone()),
         category: Set(new.category.to_string()),
         created_at: Set(palaver_entity::now()),
     }
@@ -75,11 +76,21 @@ async fn submit_feedback(
         Some(json!({"feedback_id": row.id, "category": row.category})),
     )
     .await;
-    ok_json(&FeedbackResponse {
-        success: true,
-        issue_number: None,
-        message: "Thank you! Your feedback was sent to the administrators of this server.".into(),
-    })
+    let issue_number = match &state.github_issues {
+        None => None,
+        Some(github) => match github.open(&new, &caller.username).await {
+            Ok(number) => Some(number),
+            Err(err) => {
+                tracing::warn!(feedback = %row.id, error = %err, "could not open a GitHub issue for feedback");
+                None
+            }
+        },
+    };
+    let message = match issue_number {
+        Some(n) => format!("Thank you! Your feedback was recorded as issue #{n}."),
+        None => "Thank you! Your feedback was sent to the administrators of this server.".into(),
+    };
+    ok_json(&FeedbackResponse { success: true, issue_number, message })
 }
 
 /// Reads the multipart form: text fields `title`, `description`, `category`; the optional

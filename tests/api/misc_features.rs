@@ -1,4 +1,4 @@
-//! Feedback (multipart, stored) and the GIF proxy (503 when unconfigured; Giphy results
+//! Feedback (multipart, stored, opened as a GitHub issue when configured) and the GIF proxy (503 when unconfigured; Giphy results
 //! mapped, paged and cached when configured — against a local stand-in for Giphy).
 
 use std::sync::Arc;
@@ -87,59 +87,116 @@ async fn gifs_unconfigured_answer_503(backend: Backend) {
     app.stop().await;
 }
 
-/// A stand-in for Giphy: `/v1/gifs/search` answers two results out of five; anything else
-/// answers 500. Counts the requests it served.
-async fn fake_giphy() -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+/// What a stand-in server saw: the request head (request line and headers) and the body.
+type Seen = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A one-request-per-connection HTTP stand-in answering `answer(request line)` →
+/// (status line, JSON body). Returns its base URL, a hit counter and what it saw.
+async fn stand_in(answer: fn(&str) -> (&'static str, String)) -> (String, Arc<AtomicUsize>, Seen) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
-    let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (hits2, paths2) = (hits.clone(), paths.clone());
+    let seen: Seen = Arc::default();
+    let (hits2, seen2) = (hits.clone(), seen.clone());
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             hits2.fetch_add(1, Ordering::SeqCst);
-            let mut buf = vec![0u8; 8192];
-            let mut read = 0;
-            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf[read..]).await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let head_end = loop {
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(at + 4);
+                }
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let Some(head_end) = head_end else { continue };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < head_end + length {
+                match socket.read(&mut chunk).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => read += n,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
             }
-            let head = String::from_utf8_lossy(&buf[..read]).to_string();
-            let path = head.split_whitespace().nth(1).unwrap_or_default().to_string();
-            paths2.lock().unwrap().push(path.clone());
-            let (status, body) = if path.starts_with("/v1/gifs/search") {
-                let body = json!({
-                    "data": [
-                        {"id": "g1", "title": "Cat 1", "images": {
-                            "original": {"url": "https://media/g1.gif", "width": "480", "height": "360"},
-                            "fixed_width_small": {"url": "https://media/g1-small.gif"}}},
-                        {"id": "g2", "title": "Cat 2", "images": {
-                            "original": {"url": "https://media/g2.gif", "width": "200", "height": "100"}}},
-                    ],
-                    "pagination": {"total_count": 5, "count": 2, "offset": 0},
-                });
-                ("200 OK", body.to_string())
-            } else {
-                ("500 Internal Server Error", "{}".to_string())
-            };
+            let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
+            let (status, reply) = answer(head.lines().next().unwrap_or_default());
+            seen2.lock().unwrap().push((head, body));
             let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;
             let _ = socket.shutdown().await;
         }
     });
-    (format!("http://{addr}"), hits, paths)
+    (format!("http://{addr}"), hits, seen)
+}
+
+/// Giphy: `/v1/gifs/search` answers two results out of five; anything else answers 500.
+fn giphy(request_line: &str) -> (&'static str, String) {
+    if !request_line.contains(" /v1/gifs/search?") {
+        return ("500 Internal Server Error", "{}".into());
+    }
+    let body = json!({
+        "data": [
+            {"id": "g1", "title": "Cat 1", "images": {
+                "original": {"url": "https://media/g1.gif", "width": "480", "height": "360"},
+                "fixed_width_small": {"url": "https://media/g1-small.gif"}}},
+            {"id": "g2", "title": "Cat 2", "images": {
+                "original": {"url": "https://media/g2.gif", "width": "200", "height": "100"}}},
+        ],
+        "pagination": {"total_count": 5, "count": 2, "offset": 0},
+    });
+    ("200 OK", body.to_string())
+}
+
+/// GitHub: opening an issue in `acme/chat` answers issue 42.
+fn github(request_line: &str) -> (&'static str, String) {
+    if request_line.starts_with("POST /repos/acme/chat/issues ") {
+        ("201 Created", json!({"number": 42}).to_string())
+    } else {
+        ("404 Not Found", "{}".into())
+    }
+}
+
+async fn feedback_opens_a_github_issue_when_configured(backend: Backend) {
+    let (api, hits, seen) = stand_in(github).await;
+    let app = spawn_app_with(backend, |c| {
+        c.github_token = Some("gh-secret".into());
+        c.github_repo = Some("acme/chat".into());
+        c.github_api_url = api;
+    })
+    .await;
+    let (_root, u) = users(&app, &["alice"]).await;
+    let (status, body) = post_form(&app, Some(&u[0].token), form("Dark mode", "please", "feature")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["issue_number"], 42);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let (head, sent) = seen.lock().unwrap()[0].clone();
+    assert!(head.to_ascii_lowercase().contains("authorization: bearer gh-secret"), "{head}");
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(sent["title"], "[feature] Dark mode");
+    assert!(
+        sent["body"].as_str().unwrap().contains("please") && sent["body"].as_str().unwrap().contains("alice")
+    );
+    assert_eq!(feedback::Entity::find().all(db(&app)).await.unwrap().len(), 1, "stored as well");
+    app.stop().await;
 }
 
 async fn gifs_proxy_giphy_with_paging_and_cache(backend: Backend) {
-    let (giphy, hits, paths) = fake_giphy().await;
+    let (api, hits, seen) = stand_in(giphy).await;
     let app = spawn_app_with(backend, |c| {
         c.giphy_api_key = Some("test-key".into());
-        c.giphy_api_url = giphy;
+        c.giphy_api_url = api;
     })
     .await;
     let (_root, u) = users(&app, &["alice"]).await;
@@ -153,7 +210,7 @@ async fn gifs_proxy_giphy_with_paging_and_cache(backend: Backend) {
                "url": "https://media/g1.gif", "width": 480, "height": 360})
     );
     assert_eq!(page["results"][1]["preview_url"], "https://media/g2.gif");
-    let asked = paths.lock().unwrap()[0].clone();
+    let asked = seen.lock().unwrap()[0].0.lines().next().unwrap().to_string();
     assert!(
         asked.contains("q=cat") && asked.contains("api_key=test-key") && asked.contains("limit=2"),
         "{asked}"
@@ -176,6 +233,7 @@ async fn gifs_proxy_giphy_with_paging_and_cache(backend: Backend) {
 
 crate::both_backends!(
     feedback_is_stored,
+    feedback_opens_a_github_issue_when_configured,
     gifs_unconfigured_answer_503,
     gifs_proxy_giphy_with_paging_and_cache
 );
