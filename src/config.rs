@@ -143,6 +143,24 @@ pub struct Cli {
     /// WebRTC ICE servers for voice, as a JSON array of `{"urls", "username"?, "credential"?}`.
     #[arg(long, env = "PALAVER_ICE_SERVERS")]
     pub ice_servers: Option<String>,
+    /// Executions per webhook token, `BURST/PER_SECOND`.
+    #[arg(long, env = "PALAVER_WEBHOOK_RATE_LIMIT")]
+    pub webhook_rate_limit: Option<RateLimit>,
+    /// Giphy API key; without one the GIF endpoints answer 503.
+    #[arg(long, env = "PALAVER_GIPHY_API_KEY")]
+    pub giphy_api_key: Option<String>,
+    /// Base URL of the Giphy API.
+    #[arg(long, env = "PALAVER_GIPHY_API_URL")]
+    pub giphy_api_url: Option<String>,
+    /// GitHub token allowed to open issues; with `github_repo`, feedback becomes an issue.
+    #[arg(long, env = "PALAVER_GITHUB_TOKEN")]
+    pub github_token: Option<String>,
+    /// `owner/name` of the repository feedback issues are opened in.
+    #[arg(long, env = "PALAVER_GITHUB_REPO")]
+    pub github_repo: Option<String>,
+    /// Base URL of the GitHub API.
+    #[arg(long, env = "PALAVER_GITHUB_API_URL")]
+    pub github_api_url: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -168,6 +186,12 @@ struct FileConfig {
     upload_quota: Option<u64>,
     ws_queue: Option<usize>,
     ice_servers: Option<String>,
+    webhook_rate_limit: Option<RateLimit>,
+    giphy_api_key: Option<String>,
+    giphy_api_url: Option<String>,
+    github_token: Option<String>,
+    github_repo: Option<String>,
+    github_api_url: Option<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -200,6 +224,17 @@ pub struct Config {
     pub ws_queue: usize,
     /// ICE servers handed to clients in `/auth/config` (checked at start-up).
     pub ice_servers: Vec<serde_json::Value>,
+    /// Bucket per webhook token for `POST /webhooks/execute/{token}`.
+    pub webhook_rate_limit: RateLimit,
+    /// Giphy API key (GIF search / trending); `None` = not configured (503).
+    pub giphy_api_key: Option<String>,
+    /// Giphy API base URL (tests point it at a local stand-in).
+    pub giphy_api_url: String,
+    /// Token and `owner/name` repository: feedback is forwarded as an issue when both are set.
+    pub github_token: Option<String>,
+    pub github_repo: Option<String>,
+    /// GitHub API base URL (tests point it at a local stand-in).
+    pub github_api_url: String,
 }
 
 impl Config {
@@ -226,6 +261,12 @@ impl Config {
             upload_quota: 500 * 1024 * 1024,
             ws_queue: 1024,
             ice_servers: Vec::new(),
+            webhook_rate_limit: RateLimit::new(1, 1),
+            giphy_api_key: None,
+            giphy_api_url: "https://api.giphy.com".into(),
+            github_token: None,
+            github_repo: None,
+            github_api_url: "https://api.github.com".into(),
         }
     }
 
@@ -299,6 +340,25 @@ impl Config {
         }
         if let Some(v) = cli.ice_servers.or(file.ice_servers) {
             config.ice_servers = parse_ice_servers(&v)?;
+        }
+        if let Some(v) = cli.webhook_rate_limit.or(file.webhook_rate_limit) {
+            config.webhook_rate_limit = v;
+        }
+        config.giphy_api_key =
+            cli.giphy_api_key.or(file.giphy_api_key).map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+        if let Some(v) = cli.giphy_api_url.or(file.giphy_api_url) {
+            config.giphy_api_url = v.trim_end_matches('/').to_string();
+        }
+        let non_empty = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        config.github_token = non_empty(cli.github_token.or(file.github_token));
+        config.github_repo = non_empty(cli.github_repo.or(file.github_repo));
+        if let Some(repo) = &config.github_repo
+            && repo.split('/').filter(|part| !part.is_empty()).count() != 2
+        {
+            return Err(format!("github_repo {repo:?} must look like owner/name"));
+        }
+        if let Some(v) = cli.github_api_url.or(file.github_api_url) {
+            config.github_api_url = v.trim_end_matches('/').to_string();
         }
         Ok(config)
     }

@@ -36,6 +36,8 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     /// 503: the database (or another dependency) is unreachable; retrying later helps.
     Unavailable(String),
+    /// 503 with a reason the user should read (a feature this server has not configured).
+    ServiceUnavailable(String),
     /// 500: logged with context, never shown.
     Internal(String),
 }
@@ -72,7 +74,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,16 +90,18 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            Self::Validation(m) | Self::BadCredentials(m) | Self::ForbiddenBecause(m) | Self::Conflict(m) => {
-                m.clone()
-            }
+            Self::Validation(m)
+            | Self::BadCredentials(m)
+            | Self::ForbiddenBecause(m)
+            | Self::Conflict(m)
+            | Self::ServiceUnavailable(m) => m.clone(),
             Self::Unauthorized => "unauthorized".into(),
             Self::Forbidden => "forbidden".into(),
             Self::NotFound(what) => format!("{what} not found"),

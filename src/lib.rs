@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod routes;
+pub mod scheduler;
 pub mod settings;
 pub mod state;
 pub mod ws;
@@ -33,12 +34,17 @@ pub struct Server {
     pub state: AppState,
     shutdown: broadcast::Sender<()>,
     task: JoinHandle<()>,
+    /// Scheduled-message delivery (src/scheduler.rs).
+    scheduler: JoinHandle<()>,
 }
 
 impl Server {
     /// Stops accepting, closes sockets, stops actors, waits for the accept loop to end.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
+        // The delivery task stops between messages; a delivery in flight is one transaction,
+        // so stopping at any point neither loses nor repeats a scheduled message.
+        let _ = self.scheduler.await;
         self.state.hub.shutdown().await;
         let _ = self.task.await;
         self.state.db.clone().close().await.ok();
@@ -74,6 +80,9 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         .await
         .map_err(|e| format!("start actors: {e}"))?;
 
+    let webhook_limits = governor::DefaultKeyedRateLimiter::keyed(state::quota(config.webhook_rate_limit));
+    let gifs = domain::gif::GifProxy::new(&config)?;
+    let github_issues = domain::feedback::GithubIssues::from_config(&config)?.map(Arc::new);
     let state = AppState {
         db,
         limits: Arc::new(HttpLimits::new(&config)),
@@ -84,6 +93,10 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         hub,
         settings: Arc::new(settings),
         started: Instant::now(),
+        scheduler: Default::default(),
+        webhook_limits: Arc::new(webhook_limits),
+        gifs: Arc::new(gifs),
+        github_issues,
     };
 
     let listener =
@@ -92,8 +105,9 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     let (shutdown, _) = broadcast::channel(1);
     let routes = routes::all(&state);
     let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
+    let scheduler = scheduler::start(state.clone(), shutdown.subscribe());
     tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
-    Ok(Server { addr, state, shutdown, task })
+    Ok(Server { addr, state, shutdown, task, scheduler })
 }
 
 /// Binds with a deep accept backlog: a burst of reconnecting clients (hundreds at once) must

@@ -32,6 +32,14 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// When this process started (for `/health`).
     pub started: Instant,
+    /// Wakes the scheduled-message delivery task (src/scheduler.rs).
+    pub scheduler: crate::scheduler::Wake,
+    /// One bucket per webhook token (keyed by the token's hash).
+    pub webhook_limits: Arc<DefaultKeyedRateLimiter<String>>,
+    /// Giphy proxy: HTTP client and the 5-minute result cache.
+    pub gifs: Arc<crate::domain::gif::GifProxy>,
+    /// Feedback forwarding to GitHub issues, when configured.
+    pub github_issues: Option<Arc<crate::domain::feedback::GithubIssues>>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client IP.

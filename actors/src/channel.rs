@@ -140,8 +140,13 @@ pub enum ChannelMsg {
     Unsubscribe { session_id: Uuid },
     /// From a session: send a message (acked after commit).
     Send { origin: Origin, message: Outgoing },
-    /// Internal: a group commit finished.
-    Committed { batch: Vec<Pending>, result: Result<(), CommitError> },
+    /// From the server (webhook execution, scheduled delivery): post a message that was not
+    /// typed on a socket. It is ordered and group-committed like any send; `reply` answers
+    /// after the commit (or with the reason it was refused).
+    Post { post: ServerPost, reply: Option<RpcReplyPort<Result<Uuid, PostError>>> },
+    /// Internal: a group commit finished; `Ok` lists the batch entries whose scheduled-message
+    /// claim was lost (already delivered) and that were therefore not stored.
+    Committed { batch: Vec<Pending>, result: Result<Vec<usize>, CommitError> },
     /// From a session: edit own message.
     Edit { origin: Origin, message_id: Uuid, ciphertext: Bytes, nonce: Bytes },
     /// From a session: delete a message (own, or anyone's as moderator+).
@@ -186,9 +191,65 @@ pub enum VoiceAction {
     Kick { target: Uuid },
 }
 
+/// A message the server posts on its own (not typed on a socket).
+#[derive(Debug, Clone)]
+pub struct ServerPost {
+    /// Stored `sender_id` (None for webhook messages).
+    pub sender_id: Option<Uuid>,
+    /// `sender_id` of the live `new_message` (for webhooks: the webhook's creator).
+    pub live_sender_id: Option<Uuid>,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub message_type: String,
+    /// Webhook messages: `{content, webhook_name, webhook_avatar}` as JSON text.
+    pub webhook_content: Option<String>,
+    /// Posted on behalf of this user: the channel's rules for a send by them apply
+    /// (membership, archived, read-only, timeout, DM blocks), slow mode excepted.
+    pub as_user: Option<(Uuid, InstanceRole)>,
+    /// A scheduled message being delivered: claimed (`delivered_at` set where still null) in
+    /// the same transaction that stores the message, so it is delivered exactly once.
+    pub claim: Option<Uuid>,
+}
+
+/// Why a server post was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostError {
+    /// The channel's rules refuse it: (error code, text), e.g. not a member, archived.
+    Refused(&'static str, String),
+    /// Its scheduled-message claim was already taken: it was delivered before.
+    AlreadyDelivered,
+    Unavailable,
+    Internal(String),
+}
+
+/// Who hears about a pending message once it is committed.
+enum Author {
+    /// A socket's send: `message_sent` to that session, `new_message` to everyone else.
+    Socket(Origin),
+    /// A server post: the poster's reply port; `new_message` goes to every subscriber.
+    Server {
+        live_sender_id: Option<Uuid>,
+        claim: Option<Uuid>,
+        reply: Option<RpcReplyPort<Result<Uuid, PostError>>>,
+    },
+}
+
+impl Author {
+    /// Tells the author their message was not accepted.
+    fn refuse(self, code: &'static str, text: &'static str) {
+        match self {
+            Self::Socket(origin) => origin.error(code, text),
+            Self::Server { reply: Some(reply), .. } => {
+                let _ = reply.send(Err(PostError::Refused(code, text.to_string())));
+            }
+            Self::Server { reply: None, .. } => {}
+        }
+    }
+}
+
 /// A message accepted by the actor and waiting for (or in) a commit.
 pub struct Pending {
-    origin: Origin,
+    author: Author,
     row: messages::Model,
 }
 
@@ -284,6 +345,7 @@ impl Actor for ChannelActor {
             }
             ChannelMsg::Unsubscribe { session_id } => state.subscribers.remove(session_id),
             ChannelMsg::Send { origin, message } => state.accept(&myself, origin, message).await,
+            ChannelMsg::Post { post, reply } => state.accept_post(&myself, post, reply).await,
             ChannelMsg::Committed { batch, result } => state.committed(&myself, batch, result).await,
             ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => {
                 state.edit(origin, message_id, ciphertext, nonce).await
@@ -325,7 +387,7 @@ impl Actor for ChannelActor {
                 }
                 state.typing.clear();
                 for pending in state.pending.drain(..) {
-                    pending.origin.error("not_found", "this channel was deleted; message not sent");
+                    pending.author.refuse("not_found", "this channel was deleted; message not sent");
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(());
@@ -402,39 +464,9 @@ impl ChannelState {
     /// Checks a send against the channel's rules and queues it for the next commit.
     async fn accept(&mut self, myself: &ActorRef<ChannelMsg>, origin: Origin, msg: Outgoing) {
         let user_id = origin.user_id;
-        if !self.is_member(user_id) {
-            return origin.error("forbidden", "you are not a member of this channel");
-        }
         let privileged = self.level(&origin).is_privileged();
-        if let Some((a, b)) = self.snapshot.dm_pair {
-            let other = if a == user_id { b } else { a };
-            if let Err((code, text)) = self.dm_allowed(user_id, other).await {
-                return origin.error(code, text);
-            }
-        } else {
-            let channel = &self.snapshot.channel;
-            if channel.archived {
-                return origin.error("archived", "this channel is archived");
-            }
-            if channel.read_only && !privileged {
-                return origin.error("read_only", "this channel is read-only");
-            }
-            if channel.slow_mode_seconds > 0 && !privileged {
-                let window = Duration::from_secs(channel.slow_mode_seconds as u64);
-                if let Some(last) = self.last_send.get(&user_id) {
-                    let elapsed = last.elapsed();
-                    if elapsed < window {
-                        let wait = (window - elapsed).as_secs_f64().ceil().max(1.0) as u64;
-                        return origin.error("slow_mode", format!("slow mode: wait {wait} seconds"));
-                    }
-                }
-            }
-            if !privileged && let Some(until) = self.snapshot.timeouts.get(&user_id) {
-                let left = (*until - Utc::now()).num_seconds();
-                if left > 0 {
-                    return origin.error("timed_out", format!("you are timed out for {left} more seconds"));
-                }
-            }
+        if let Err((code, text)) = self.send_rules(user_id, privileged, true).await {
+            return origin.error(code, text);
         }
         let thread_id = match self.resolve_reference(msg.reply_to, msg.thread_id).await {
             Ok(thread) => thread,
@@ -450,6 +482,51 @@ impl ChannelState {
         if !privileged && self.snapshot.channel.slow_mode_seconds > 0 {
             self.last_send.insert(user_id, Instant::now());
         }
+        let mut row =
+            self.new_row(Some(user_id), msg.ciphertext.to_vec(), msg.nonce.to_vec(), msg.message_type);
+        row.reply_to_id = msg.reply_to;
+        row.sender_key_id = msg.sender_key_id;
+        row.thread_id = thread_id;
+        self.pending.push(Pending { author: Author::Socket(origin), row });
+        self.start_commit(myself);
+    }
+
+    /// Queues a server post (webhook, scheduled delivery) after the rules for its user.
+    async fn accept_post(
+        &mut self,
+        myself: &ActorRef<ChannelMsg>,
+        post: ServerPost,
+        reply: Option<RpcReplyPort<Result<Uuid, PostError>>>,
+    ) {
+        if let Some((user_id, instance)) = post.as_user {
+            let level =
+                Level::effective(instance.level(), self.snapshot.members.get(&user_id).map(String::as_str));
+            if let Err((code, text)) = self.send_rules(user_id, level.is_privileged(), false).await {
+                let error = match code {
+                    "unavailable" => PostError::Unavailable,
+                    _ => PostError::Refused(code, text),
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+                return;
+            }
+        }
+        let mut row = self.new_row(post.sender_id, post.ciphertext, post.nonce, post.message_type);
+        row.webhook_content = post.webhook_content;
+        let author = Author::Server { live_sender_id: post.live_sender_id, claim: post.claim, reply };
+        self.pending.push(Pending { author, row });
+        self.start_commit(myself);
+    }
+
+    /// A new message row with a fresh ordered id, the server's time and the channel's TTL.
+    fn new_row(
+        &mut self,
+        sender_id: Option<Uuid>,
+        ciphertext: Vec<u8>,
+        nonce: Vec<u8>,
+        message_type: String,
+    ) -> messages::Model {
         let id = self.next_id();
         let created_at = palaver_entity::now();
         let expires_at = self
@@ -458,25 +535,66 @@ impl ChannelState {
             .message_ttl_seconds
             .filter(|ttl| *ttl > 0)
             .map(|ttl| created_at + chrono::Duration::seconds(ttl as i64));
-        let row = messages::Model {
+        messages::Model {
             id,
             channel_id: self.id(),
-            sender_id: Some(user_id),
-            ciphertext: msg.ciphertext.to_vec(),
-            nonce: msg.nonce.to_vec(),
-            message_type: msg.message_type,
-            reply_to_id: msg.reply_to,
-            sender_key_id: msg.sender_key_id,
-            thread_id,
+            sender_id,
+            ciphertext,
+            nonce,
+            message_type,
+            reply_to_id: None,
+            sender_key_id: None,
+            thread_id: None,
             edited_at: None,
             deleted_at: None,
             quarantined_at: None,
             expires_at,
             webhook_content: None,
             created_at,
-        };
-        self.pending.push(Pending { origin, row });
-        self.start_commit(myself);
+        }
+    }
+
+    /// The channel's rules for a send by `user_id`: membership, DM blocks, archived,
+    /// read-only, slow mode (when `slow_mode`) and timeouts. `Err((code, text))` refuses.
+    async fn send_rules(
+        &mut self,
+        user_id: Uuid,
+        privileged: bool,
+        slow_mode: bool,
+    ) -> Result<(), (&'static str, String)> {
+        if !self.is_member(user_id) {
+            return Err(("forbidden", "you are not a member of this channel".into()));
+        }
+        if let Some((a, b)) = self.snapshot.dm_pair {
+            let other = if a == user_id { b } else { a };
+            return self.dm_allowed(user_id, other).await.map_err(|(code, text)| (code, text.to_string()));
+        }
+        let channel = &self.snapshot.channel;
+        if channel.archived {
+            return Err(("archived", "this channel is archived".into()));
+        }
+        if channel.read_only && !privileged {
+            return Err(("read_only", "this channel is read-only".into()));
+        }
+        if slow_mode
+            && channel.slow_mode_seconds > 0
+            && !privileged
+            && let Some(last) = self.last_send.get(&user_id)
+        {
+            let window = Duration::from_secs(channel.slow_mode_seconds as u64);
+            let elapsed = last.elapsed();
+            if elapsed < window {
+                let wait = (window - elapsed).as_secs_f64().ceil().max(1.0) as u64;
+                return Err(("slow_mode", format!("slow mode: wait {wait} seconds")));
+            }
+        }
+        if !privileged && let Some(until) = self.snapshot.timeouts.get(&user_id) {
+            let left = (*until - Utc::now()).num_seconds();
+            if left > 0 {
+                return Err(("timed_out", format!("you are timed out for {left} more seconds")));
+            }
+        }
+        Ok(())
     }
 
     /// A fresh UUIDv7 strictly greater than every earlier one (commit order = id order).
@@ -562,10 +680,17 @@ impl ChannelState {
         let db = self.shared.db.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let rows: Vec<messages::ActiveModel> =
-                batch.iter().map(|p| sea_orm::IntoActiveModel::into_active_model(p.row.clone())).collect();
-            let result = match messages::Entity::insert_many(rows).exec_without_returning(&db).await {
-                Ok(_) => Ok(()),
+            let rows: Vec<messages::Model> = batch.iter().map(|p| p.row.clone()).collect();
+            let claims: Vec<(usize, Uuid)> = batch
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match &p.author {
+                    Author::Server { claim: Some(id), .. } => Some((i, *id)),
+                    _ => None,
+                })
+                .collect();
+            let result = match store::insert_messages(&db, rows, &claims).await {
+                Ok(lost) => Ok(lost),
                 Err(err) if crate::is_unavailable(&err) => Err(CommitError::Unavailable),
                 Err(err) => Err(CommitError::Internal(err.to_string())),
             };
@@ -579,12 +704,18 @@ impl ChannelState {
         &mut self,
         myself: &ActorRef<ChannelMsg>,
         batch: Vec<Pending>,
-        result: Result<(), CommitError>,
+        result: Result<Vec<usize>, CommitError>,
     ) {
         self.committing = false;
         match result {
-            Ok(()) => {
-                for pending in batch {
+            Ok(lost) => {
+                for (i, pending) in batch.into_iter().enumerate() {
+                    if lost.contains(&i) {
+                        if let Author::Server { reply: Some(reply), .. } = pending.author {
+                            let _ = reply.send(Err(PostError::AlreadyDelivered));
+                        }
+                        continue;
+                    }
                     self.announce(pending).await;
                 }
             }
@@ -599,28 +730,51 @@ impl ChannelState {
                     }
                 };
                 for pending in batch {
-                    pending.origin.error(code, text);
+                    match pending.author {
+                        Author::Socket(origin) => origin.error(code, text),
+                        Author::Server { reply: Some(reply), .. } => {
+                            let _ = reply.send(Err(match &err {
+                                CommitError::Unavailable => PostError::Unavailable,
+                                CommitError::Internal(detail) => PostError::Internal(detail.clone()),
+                            }));
+                        }
+                        Author::Server { reply: None, .. } => {}
+                    }
                 }
             }
         }
         self.start_commit(myself);
     }
 
-    /// After commit: stop-typing (if typing), the ack to the sender, the message to everyone else.
+    /// After commit: stop-typing (if typing), the ack to the sender (socket sends) or the
+    /// poster's reply (server posts), then the message to everyone else.
     async fn announce(&mut self, pending: Pending) {
-        let Pending { origin, row } = pending;
-        let user_id = origin.user_id;
-        if self.typing.contains_key(&user_id) {
+        let Pending { author, row } = pending;
+        if let Some(user_id) = row.sender_id
+            && self.typing.contains_key(&user_id)
+        {
             self.stop_typing(user_id);
         }
-        origin.reply(&ServerFrame::MessageSent {
-            id: row.id,
-            channel_id: row.channel_id,
-            created_at: row.created_at,
-            thread_id: row.thread_id,
-        });
+        let (live_sender, except) = match author {
+            Author::Socket(origin) => {
+                origin.reply(&ServerFrame::MessageSent {
+                    id: row.id,
+                    channel_id: row.channel_id,
+                    created_at: row.created_at,
+                    thread_id: row.thread_id,
+                });
+                (row.sender_id, Some(origin.outbox.session_id))
+            }
+            Author::Server { live_sender_id, reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(row.id));
+                }
+                (live_sender_id, None)
+            }
+        };
         if let Some((a, b)) = self.snapshot.dm_pair
             && !self.snapshot.has_messages
+            && let Some(user_id) = row.sender_id
         {
             let other = if a == user_id { b } else { a };
             if let Ok(Some(sender)) = users::Entity::find_by_id(user_id).one(&self.shared.db).await {
@@ -641,7 +795,7 @@ impl ChannelState {
         let frame = ServerFrame::NewMessage {
             id: row.id,
             channel_id: row.channel_id,
-            sender_id: row.sender_id,
+            sender_id: live_sender,
             ciphertext: Bytes::from(row.ciphertext),
             nonce: Bytes::from(row.nonce),
             message_type: row.message_type,
@@ -650,7 +804,7 @@ impl ChannelState {
             created_at: row.created_at,
             thread_id: row.thread_id,
         };
-        self.deliver(&frame.encode(), Some(origin.outbox.session_id));
+        self.deliver(&frame.encode(), except);
     }
 
     fn remember(&mut self, id: Uuid, thread: Option<Uuid>) {

@@ -10,7 +10,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySe
 use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
-use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, Subscribers};
+use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, PostError, ServerPost, Subscribers};
 use crate::community::{
     Answer, Command, CommunityActor, CommunityArgs, CommunityMsg, Refusal, load_community,
 };
@@ -437,6 +437,30 @@ impl Hub {
             }
         }
         Err(HubError::Unavailable)
+    }
+
+    /// Posts a server message (webhook execution, scheduled delivery) through the channel's
+    /// actor (started if needed) and waits up to `wait` for its commit; answers the new id.
+    pub async fn post_message(
+        &self,
+        channel_id: Uuid,
+        post: ServerPost,
+        wait: Duration,
+    ) -> Result<Uuid, PostError> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.send_to_channel(channel_id, ChannelMsg::Post { post, reply: Some(tx.into()) }).await.map_err(
+            |err| match err {
+                HubError::NotFound => PostError::Refused("not_found", "channel not found".into()),
+                HubError::Unavailable | HubError::Stopped => PostError::Unavailable,
+                HubError::Internal(detail) => PostError::Internal(detail),
+            },
+        )?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            // The actor stopped before answering, or the commit is slow: the outcome is
+            // unknown to us (a scheduled claim keeps a retry from delivering twice).
+            Ok(Err(_)) | Err(_) => Err(PostError::Unavailable),
+        }
     }
 
     /// Sends only if the channel's actor is live (REST changes to channels nobody has open

@@ -350,3 +350,42 @@ pub async fn community_member_ids(db: &impl ConnectionTrait, community_id: Uuid)
         .all(db)
         .await
 }
+
+/// Stores a group commit. Without claims: one multi-row insert. With claims (scheduled
+/// messages being delivered): one transaction that first sets each claimed row's
+/// `delivered_at` where it is still null, then inserts every message whose claim held.
+/// Returns the batch positions whose claim was lost (already delivered; not stored).
+pub async fn insert_messages(
+    db: &DatabaseConnection,
+    rows: Vec<messages::Model>,
+    claims: &[(usize, Uuid)],
+) -> Result<Vec<usize>, DbErr> {
+    use palaver_entity::scheduled_messages;
+    use sea_orm::{IntoActiveModel, TransactionTrait};
+    let active = |rows: Vec<messages::Model>| rows.into_iter().map(IntoActiveModel::into_active_model);
+    if claims.is_empty() {
+        messages::Entity::insert_many(active(rows)).exec_without_returning(db).await?;
+        return Ok(Vec::new());
+    }
+    let txn = db.begin().await?;
+    let now = palaver_entity::now();
+    let mut lost = Vec::new();
+    for (position, scheduled_id) in claims {
+        let claimed = scheduled_messages::Entity::update_many()
+            .col_expr(scheduled_messages::Column::DeliveredAt, Expr::value(now))
+            .filter(scheduled_messages::Column::Id.eq(*scheduled_id))
+            .filter(scheduled_messages::Column::DeliveredAt.is_null())
+            .exec(&txn)
+            .await?;
+        if claimed.rows_affected == 0 {
+            lost.push(*position);
+        }
+    }
+    let keep: Vec<messages::Model> =
+        rows.into_iter().enumerate().filter(|(i, _)| !lost.contains(i)).map(|(_, r)| r).collect();
+    if !keep.is_empty() {
+        messages::Entity::insert_many(active(keep)).exec_without_returning(&txn).await?;
+    }
+    txn.commit().await?;
+    Ok(lost)
+}

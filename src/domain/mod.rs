@@ -2,15 +2,21 @@
 
 pub mod admin;
 pub mod announcement;
+pub mod bookmark;
 pub mod channel;
 pub mod community;
+pub mod feedback;
+pub mod gif;
 pub mod group;
 pub mod invite;
 pub mod keys;
 pub mod message;
+pub mod poll;
 pub mod profile;
 pub mod registration;
 pub mod report;
+pub mod scheduled;
 pub mod session;
 pub mod user;
 pub mod visibility;
+pub mod webhook;

@@ -6,18 +6,24 @@ pub mod admin_moderation;
 pub mod admin_users;
 pub mod announcements;
 pub mod auth;
+pub mod bookmarks;
 pub mod channels;
 pub mod communities;
 pub mod dms;
+pub mod feedback;
+pub mod gifs;
 pub mod groups;
 pub mod health;
 pub mod keys;
 pub mod legal;
 pub mod messages;
+pub mod polls;
 pub mod push;
 pub mod reports;
+pub mod scheduled;
 pub mod totp;
 pub mod users;
+pub mod webhooks;
 
 use warp::{Filter, Reply};
 
@@ -46,6 +52,12 @@ pub fn all(state: &AppState) -> Route {
         messages::routes(state),
         dms::routes(state),
         groups::routes(state),
+        webhooks::routes(state),
+        polls::routes(state),
+        scheduled::routes(state),
+        bookmarks::routes(state),
+        feedback::routes(state),
+        gifs::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

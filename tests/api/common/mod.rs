@@ -336,6 +336,28 @@ impl TestApp {
         ws
     }
 
+    /// Stops the server (gracefully, like a deploy would) without starting a new one; the
+    /// data dir and database stay. `start_again` brings it back.
+    pub async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Starts a server on the same data dir and database (a new port: `addr` follows).
+    pub async fn start_again(&mut self) {
+        assert!(self.server.is_none(), "stop_server first");
+        let server = palaver::serve(self.config.clone()).await.expect("server restarts");
+        self.addr = server.addr;
+        self.server = Some(server);
+    }
+
+    /// Stops the server and starts a new one on the same data dir and database.
+    pub async fn restart(&mut self) {
+        self.stop_server().await;
+        self.start_again().await;
+    }
+
     /// Stops the server and drops the test database.
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
