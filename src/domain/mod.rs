@@ -3,6 +3,7 @@
 pub mod announcement;
 pub mod channel;
 pub mod community;
+pub mod file;
 pub mod invite;
 pub mod keys;
 pub mod message;

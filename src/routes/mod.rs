@@ -2,10 +2,12 @@
 
 pub mod account;
 pub mod admin;
+pub mod admin_files;
 pub mod announcements;
 pub mod auth;
 pub mod channels;
 pub mod dms;
+pub mod files;
 pub mod health;
 pub mod keys;
 pub mod legal;
@@ -33,11 +35,13 @@ pub fn all(state: &AppState) -> Route {
         reports::routes(state),
         announcements::routes(state),
         admin::routes(state),
+        admin_files::routes(state),
         legal::routes(state),
         push::routes(state),
         channels::routes(state),
         messages::routes(state),
         dms::routes(state),
+        files::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

@@ -9,6 +9,7 @@ mod announcements;
 mod auth;
 mod channels;
 mod dms;
+mod files;
 mod health;
 mod keys;
 mod legal;
