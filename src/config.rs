@@ -137,6 +137,9 @@ pub struct Cli {
     /// Per-user upload quota in bytes (0 = unlimited).
     #[arg(long, env = "PALAVER_UPLOAD_QUOTA")]
     pub upload_quota: Option<u64>,
+    /// File uploads per user per minute (0 = unlimited).
+    #[arg(long, env = "PALAVER_UPLOAD_RATE_LIMIT")]
+    pub upload_rate_limit: Option<u32>,
     /// Capacity of each socket's outbound queue, in frames.
     #[arg(long, env = "PALAVER_WS_QUEUE")]
     pub ws_queue: Option<usize>,
@@ -184,6 +187,7 @@ struct FileConfig {
     cors_origins: Option<String>,
     max_file_size: Option<u64>,
     upload_quota: Option<u64>,
+    upload_rate_limit: Option<u32>,
     ws_queue: Option<usize>,
     ice_servers: Option<String>,
     webhook_rate_limit: Option<RateLimit>,
@@ -220,6 +224,8 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub max_file_size: u64,
     pub upload_quota: u64,
+    /// File uploads allowed per user per minute; 0 turns the limit off.
+    pub upload_rate_limit: u32,
     /// Frames buffered per socket before a slow reader is disconnected.
     pub ws_queue: usize,
     /// ICE servers handed to clients in `/auth/config` (checked at start-up).
@@ -259,6 +265,7 @@ impl Config {
             cors_origins: vec!["tauri://localhost".into()],
             max_file_size: 100 * 1024 * 1024,
             upload_quota: 500 * 1024 * 1024,
+            upload_rate_limit: 10,
             ws_queue: 1024,
             ice_servers: Vec::new(),
             webhook_rate_limit: RateLimit::new(1, 1),
@@ -334,6 +341,9 @@ impl Config {
         }
         if let Some(v) = cli.upload_quota.or(file.upload_quota) {
             config.upload_quota = v;
+        }
+        if let Some(v) = cli.upload_rate_limit.or(file.upload_rate_limit) {
+            config.upload_rate_limit = v;
         }
         if let Some(v) = cli.ws_queue.or(file.ws_queue) {
             config.ws_queue = v.max(16);

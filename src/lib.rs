@@ -14,6 +14,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod settings;
 pub mod state;
+pub mod storage;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -87,6 +88,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         db,
         limits: Arc::new(HttpLimits::new(&config)),
         lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
+        uploads: Arc::new(storage::Uploads::new(&config)),
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         totp_keys: Arc::new(totp_keys),

@@ -28,6 +28,8 @@ pub struct AppState {
     pub limits: Arc<HttpLimits>,
     /// Failed-login and failed-recovery counters per username.
     pub lockouts: Arc<Lockouts>,
+    /// File blobs on disk and per-user upload bookkeeping.
+    pub uploads: Arc<crate::storage::Uploads>,
     /// Instance settings (cached; admins change them at run time).
     pub settings: Arc<Settings>,
     /// When this process started (for `/health`).

@@ -8,6 +8,7 @@ pub mod community;
 pub mod feedback;
 pub mod gif;
 pub mod group;
+pub mod file;
 pub mod invite;
 pub mod keys;
 pub mod message;

@@ -4,6 +4,7 @@ pub mod account;
 pub mod admin;
 pub mod admin_moderation;
 pub mod admin_users;
+pub mod admin_files;
 pub mod announcements;
 pub mod auth;
 pub mod bookmarks;
@@ -13,6 +14,7 @@ pub mod dms;
 pub mod feedback;
 pub mod gifs;
 pub mod groups;
+pub mod files;
 pub mod health;
 pub mod keys;
 pub mod legal;
@@ -45,6 +47,7 @@ pub fn all(state: &AppState) -> Route {
         admin::routes(state),
         admin_users::routes(state),
         admin_moderation::routes(state),
+        admin_files::routes(state),
         legal::routes(state),
         push::routes(state),
         channels::routes(state),
@@ -58,6 +61,7 @@ pub fn all(state: &AppState) -> Route {
         bookmarks::routes(state),
         feedback::routes(state),
         gifs::routes(state),
+        files::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

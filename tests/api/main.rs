@@ -14,6 +14,7 @@ mod communities;
 mod community_moderation;
 mod dms;
 mod durability;
+mod files;
 mod groups;
 mod health;
 mod keys;
