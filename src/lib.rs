@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod linkpreview;
 pub mod routes;
 pub mod settings;
 pub mod state;
@@ -78,6 +79,10 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         db,
         limits: Arc::new(HttpLimits::new(&config)),
         lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
+        link_previews: Arc::new(linkpreview::LinkPreviews::new(
+            config.link_preview,
+            config.allow_loopback_previews_for_tests.clone(),
+        )),
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         totp_keys: Arc::new(totp_keys),

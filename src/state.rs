@@ -32,6 +32,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// When this process started (for `/health`).
     pub started: Instant,
+    /// The SSRF-safe link previewer and its cache.
+    pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client IP.

@@ -5,6 +5,7 @@ pub mod channel;
 pub mod community;
 pub mod invite;
 pub mod keys;
+pub mod link_preview;
 pub mod message;
 pub mod profile;
 pub mod registration;

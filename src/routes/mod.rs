@@ -9,6 +9,7 @@ pub mod dms;
 pub mod health;
 pub mod keys;
 pub mod legal;
+pub mod link_preview;
 pub mod messages;
 pub mod push;
 pub mod reports;
@@ -38,6 +39,7 @@ pub fn all(state: &AppState) -> Route {
         channels::routes(state),
         messages::routes(state),
         dms::routes(state),
+        link_preview::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

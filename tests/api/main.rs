@@ -12,6 +12,7 @@ mod dms;
 mod health;
 mod keys;
 mod legal;
+mod link_preview;
 mod messages;
 mod push;
 mod realtime;
