@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use reqwest::dns::{Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use url::{Host, Url};
 
 use super::addr::{self, Blocked};
@@ -86,8 +86,12 @@ async fn fetch_hops(
     loop {
         let client = client_for(&url, loopback_ports).await?;
         url.set_fragment(None);
-        let mut response =
-            client.get(url.clone()).send().await.map_err(|e| FetchError::Network(describe(&e)))?;
+        let mut response = client
+            .get(url.clone())
+            .header(ACCEPT, "text/html,application/xhtml+xml;q=0.9")
+            .send()
+            .await
+            .map_err(|e| FetchError::Network(describe(&e)))?;
         let status = response.status();
         if matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
             let location = response
@@ -221,4 +225,33 @@ fn describe(e: &reqwest::Error) -> String {
         text.push_str(&format!(": {cause}"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_client_never_resolves_names_itself() {
+        // A client built for one checked host refuses any other name instead of looking it up
+        // (the lookup fails inside the client: nothing leaves the machine).
+        let url = Url::parse("http://localhost:9/").unwrap();
+        let client = client_for(&url, &[9]).await.expect("localhost:9 is allowed here");
+        let err = client.get("http://palaver-unchecked.invalid/").send().await.unwrap_err();
+        assert!(format!("{err:?}").contains("unchecked DNS lookup"), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn blocked_hosts_are_refused_before_a_client_exists() {
+        for (raw, ports) in [
+            ("http://localhost:9/", &[][..]),
+            ("http://127.0.0.1:9/", &[10][..]),
+            ("http://[::ffff:127.0.0.1]:9/", &[9][..]),
+            ("http://169.254.169.254/", &[80][..]),
+        ] {
+            let url = Url::parse(raw).unwrap();
+            let err = client_for(&url, ports).await.unwrap_err();
+            assert!(matches!(err, FetchError::Blocked { .. }), "{raw}: {err:?}");
+        }
+    }
 }

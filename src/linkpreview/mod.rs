@@ -54,13 +54,14 @@ impl LinkPreviews {
         {
             return Ok(entry.1.clone());
         }
-        let page = {
-            let _permit = tokio::time::timeout(self.limits.timeout, self.fetches.acquire())
-                .await
-                .map_err(|_| FetchError::Timeout)?
-                .map_err(|_| FetchError::Network("shutting down".into()))?;
-            fetch::fetch(url, &self.limits, &self.loopback_ports).await?
-        };
+        // One deadline for waiting for a fetch slot and the fetch itself.
+        let page = tokio::time::timeout(self.limits.timeout, async {
+            let _permit =
+                self.fetches.acquire().await.map_err(|_| FetchError::Network("shutting down".into()))?;
+            fetch::fetch(url, &self.limits, &self.loopback_ports).await
+        })
+        .await
+        .map_err(|_| FetchError::Timeout)??;
         // Parsing up to half a megabyte is CPU work: keep it off the async workers.
         let meta = tokio::task::spawn_blocking(move || {
             let text = decode(&page.body, page.charset.as_deref());

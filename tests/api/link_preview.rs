@@ -215,6 +215,12 @@ async fn preview_reads_page_metadata_through_the_test_allowance(backend: Backend
     assert_eq!(posted, body);
     assert_eq!(pages.hits_of("/article"), 1, "second preview must come from the cache");
 
+    // By name: the host is resolved once, checked, and the fetch connects to that checked address.
+    let by_name = format!("http://localhost:{port}/plain");
+    let named = preview(&app, &owner.token, &by_name).await.expect(200);
+    assert_eq!(named["title"], "Just a title");
+    assert_eq!(named["url"], by_name);
+
     // A page that fails is not cached as a success.
     preview(&app, &owner.token, &pages.url("/missing")).await.expect_error(400);
     app.stop().await;
@@ -228,7 +234,7 @@ async fn loopback_is_refused_without_the_allowance(backend: Backend) {
     for url in [
         format!("http://127.0.0.1:{port}/"),
         format!("http://localhost:{port}/"),
-        format!("http://LOCALHOST.:{port}/"),
+        format!("http://LocalHost:{port}/"),
         format!("http://127.1:{port}/"),
         format!("http://2130706433:{port}/"),
         format!("http://0x7f.0.0.1:{port}/"),
