@@ -99,7 +99,9 @@ async fn fetch_hops(
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| FetchError::BadRedirect("no Location header".into()))?;
-            let next = url.join(location.trim()).map_err(|_| FetchError::BadRedirect(location.into()))?;
+            let next = url
+                .join(location.trim())
+                .map_err(|_| FetchError::BadRedirect(location.chars().take(200).collect()))?;
             if !matches!(next.scheme(), "http" | "https") || next.host().is_none() {
                 return Err(FetchError::BadRedirect(next.scheme().to_string()));
             }
