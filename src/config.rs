@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::Parser;
 use ipnet::IpNet;
@@ -75,6 +76,24 @@ impl<'de> Deserialize<'de> for RateLimit {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Link-preview fetch limits. Fixed by the wire contract (10 s, 512 000 bytes of HTML) and not
+/// configurable by operators; tests may shrink them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkPreviewLimits {
+    /// Whole fetch, DNS and every redirect included.
+    pub timeout: Duration,
+    /// Bytes of the page read at most (the rest is never downloaded).
+    pub max_body_bytes: usize,
+    /// Redirects followed at most (each target is checked like the first URL).
+    pub max_redirects: usize,
+}
+
+impl Default for LinkPreviewLimits {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(10), max_body_bytes: 512_000, max_redirects: 3 }
     }
 }
 
@@ -241,6 +260,13 @@ pub struct Config {
     pub github_repo: Option<String>,
     /// GitHub API base URL (tests point it at a local stand-in).
     pub github_api_url: String,
+    /// Link-preview fetch limits (not settable from flags, environment or file).
+    pub link_preview: LinkPreviewLimits,
+    /// TEST ONLY. Loopback ports (`127.0.0.0/8` or `::1`, never mapped forms) the link previewer
+    /// may fetch from, so black-box tests can preview a page served by the test itself. There is
+    /// deliberately no flag, environment variable or config-file key for it (`FileConfig` denies
+    /// unknown keys): it can only be set by code that builds a `Config`, and it is empty otherwise.
+    pub allow_loopback_previews_for_tests: Vec<u16>,
 }
 
 impl Config {
@@ -274,6 +300,8 @@ impl Config {
             github_token: None,
             github_repo: None,
             github_api_url: "https://api.github.com".into(),
+            link_preview: LinkPreviewLimits::default(),
+            allow_loopback_previews_for_tests: Vec::new(),
         }
     }
 
@@ -473,5 +501,19 @@ mod tests {
         ] {
             assert!(parse_ice_servers(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn loopback_preview_allowance_cannot_be_configured() {
+        // Not from defaults, flags or environment (there is no flag for it)...
+        let config = Config::from_cli(Cli::default()).unwrap();
+        assert!(config.allow_loopback_previews_for_tests.is_empty());
+        assert_eq!(config.link_preview, LinkPreviewLimits::default());
+        // ...nor from the config file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("palaver.toml");
+        std::fs::write(&path, "allow_loopback_previews_for_tests = [8080]\n").unwrap();
+        let err = Config::from_cli(Cli { config: Some(path), ..Cli::default() }).unwrap_err();
+        assert!(err.contains("allow_loopback_previews_for_tests"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod linkpreview;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;
@@ -89,6 +90,10 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         limits: Arc::new(HttpLimits::new(&config)),
         lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
         uploads: Arc::new(storage::Uploads::new(&config)),
+        link_previews: Arc::new(linkpreview::LinkPreviews::new(
+            config.link_preview,
+            config.allow_loopback_previews_for_tests.clone(),
+        )),
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         totp_keys: Arc::new(totp_keys),

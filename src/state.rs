@@ -42,6 +42,8 @@ pub struct AppState {
     pub gifs: Arc<crate::domain::gif::GifProxy>,
     /// Feedback forwarding to GitHub issues, when configured.
     pub github_issues: Option<Arc<crate::domain::feedback::GithubIssues>>,
+    /// The SSRF-safe link previewer and its cache.
+    pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client IP.

@@ -11,6 +11,7 @@ pub mod group;
 pub mod file;
 pub mod invite;
 pub mod keys;
+pub mod link_preview;
 pub mod message;
 pub mod poll;
 pub mod profile;

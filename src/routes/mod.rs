@@ -18,6 +18,7 @@ pub mod files;
 pub mod health;
 pub mod keys;
 pub mod legal;
+pub mod link_preview;
 pub mod messages;
 pub mod polls;
 pub mod push;
@@ -62,6 +63,7 @@ pub fn all(state: &AppState) -> Route {
         feedback::routes(state),
         gifs::routes(state),
         files::routes(state),
+        link_preview::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

@@ -19,6 +19,7 @@ mod groups;
 mod health;
 mod keys;
 mod legal;
+mod link_preview;
 mod messages;
 mod misc_features;
 mod outage;
