@@ -50,7 +50,10 @@ impl FileStore {
     pub fn absolute(&self, relative: &str) -> io::Result<PathBuf> {
         let rel = Path::new(relative);
         if relative.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad storage path {relative:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad storage path {relative:?}"),
+            ));
         }
         Ok(self.root.join(rel))
     }

@@ -263,7 +263,11 @@ pub async fn find_file(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<files::
 /// Who may read a file (wire "GET /files/{file_id}"): a member of its channel when it has
 /// one, otherwise its uploader; instance admins and the owner always (they review
 /// quarantined files). 403 otherwise.
-pub async fn require_read_access(db: &impl ConnectionTrait, caller: &Caller, file: &files::Model) -> ApiResult<()> {
+pub async fn require_read_access(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    file: &files::Model,
+) -> ApiResult<()> {
     if caller.is_instance_staff() {
         return Ok(());
     }
@@ -315,13 +319,17 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if first.is_empty() {
         // Suffix: the last N bytes.
-        let Some(n) = digits(last).then(|| last.parse::<u64>().ok()).flatten() else { return ByteRange::Full };
+        let Some(n) = digits(last).then(|| last.parse::<u64>().ok()).flatten() else {
+            return ByteRange::Full;
+        };
         if n == 0 || len == 0 {
             return ByteRange::Unsatisfiable;
         }
         return ByteRange::Partial { start: len.saturating_sub(n), end: len - 1 };
     }
-    let Some(start) = digits(first).then(|| first.parse::<u64>().ok()).flatten() else { return ByteRange::Full };
+    let Some(start) = digits(first).then(|| first.parse::<u64>().ok()).flatten() else {
+        return ByteRange::Full;
+    };
     let end = if last.is_empty() {
         None
     } else {
@@ -341,7 +349,7 @@ pub fn parse_range(header: Option<&str>, len: u64) -> ByteRange {
 pub fn content_disposition(kind: &str, name: &str) -> String {
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| if c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\') { c } else { '_' })
         .collect();
     let mut value = format!("{kind}; filename=\"{ascii}\"");
     if ascii != name {

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use palaver_entity::{blocked_hashes, files};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +23,9 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
+};
 use crate::routes::admin::admin_only;
 use crate::routes::channels::query_bool;
 use crate::routes::files::remove_blobs;
@@ -117,7 +119,9 @@ fn paging(query: &Params) -> ApiResult<(u64, u64)> {
     let int = |key: &str| -> ApiResult<Option<i64>> {
         match query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(raw) => raw.parse().map(Some).map_err(|_| ApiError::validation(format!("{key} must be an integer"))),
+            Some(raw) => {
+                raw.parse().map(Some).map_err(|_| ApiError::validation(format!("{key} must be an integer")))
+            }
         }
     };
     let page = int("page")?.unwrap_or(1).clamp(1, MAX_PAGE as i64) as u64;
@@ -365,7 +369,8 @@ async fn block_hash(
     by: Uuid,
     update_reason: bool,
 ) -> ApiResult<(blocked_hashes::Model, bool)> {
-    let existing = blocked_hashes::Entity::find().filter(blocked_hashes::Column::Hash.eq(hash)).one(db).await?;
+    let existing =
+        blocked_hashes::Entity::find().filter(blocked_hashes::Column::Hash.eq(hash)).one(db).await?;
     match existing {
         Some(row) if update_reason => {
             let mut active: blocked_hashes::ActiveModel = row.into();
@@ -389,7 +394,12 @@ async fn block_hash(
 }
 
 /// DELETE /api/admin/blocked-hashes/{id}
-async fn remove_blocked_hash(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
+async fn remove_blocked_hash(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    client: ClientInfo,
+) -> Reply {
     let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;

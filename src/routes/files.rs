@@ -14,7 +14,9 @@ use bytes::Buf;
 use futures_util::StreamExt;
 use palaver_entity::files;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
@@ -32,7 +34,9 @@ use crate::domain::file::{
 };
 use crate::error::{ApiError, ApiResult};
 use crate::http::server::MAX_BODY_BYTES;
-use crate::http::{ClientInfo, PathId, Route, caller, client_info, ok_empty, ok_json, respond, status_only, with_state};
+use crate::http::{
+    ClientInfo, PathId, Route, caller, client_info, ok_empty, ok_json, respond, status_only, with_state,
+};
 use crate::state::AppState;
 use crate::storage::{FileStore, Reservation, TempBlob};
 
@@ -90,11 +94,14 @@ pub fn routes(state: &AppState) -> Route {
 
 /// The multipart stream, or the 400 to answer when the body is not `multipart/form-data`.
 /// No length limit here: the front door caps the request, the handler caps each part.
-fn multipart_form() -> impl Filter<Extract = (ApiResult<FormData>,), Error = std::convert::Infallible> + Clone {
-    warp::multipart::form().max_length(None).map(Ok).or(warp::any().map(|| {
-        Err(ApiError::validation("expected a multipart/form-data body with a file field"))
-    }))
-    .unify()
+fn multipart_form() -> impl Filter<Extract = (ApiResult<FormData>,), Error = std::convert::Infallible> + Clone
+{
+    warp::multipart::form()
+        .max_length(None)
+        .map(Ok)
+        .or(warp::any()
+            .map(|| Err(ApiError::validation("expected a multipart/form-data body with a file field"))))
+        .unify()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -213,7 +220,8 @@ async fn receive(
             }
             _ => {
                 while let Some(chunk) = part.data().await {
-                    let chunk = chunk.map_err(|e| ApiError::validation(format!("could not read the upload: {e}")))?;
+                    let chunk =
+                        chunk.map_err(|e| ApiError::validation(format!("could not read the upload: {e}")))?;
                     other_bytes += chunk.remaining();
                     if other_bytes > MAX_OTHER_FIELD_BYTES {
                         return Err(ApiError::validation("unexpected form fields are too large"));
@@ -305,7 +313,12 @@ pub async fn used_bytes(db: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<u
 // Download, thumbnail, metadata, delete
 
 /// GET /api/files/{file_id}
-async fn download_file(id: PathId, state: AppState, caller: ApiResult<Caller>, range: Option<String>) -> Reply {
+async fn download_file(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    range: Option<String>,
+) -> Reply {
     let caller = caller?;
     let file = find_file(&state.db, id.get()?).await?;
     require_read_access(&state.db, &caller, &file).await?;

@@ -20,9 +20,9 @@ use crate::common::{Backend, Reply, TestApp, TestUser, spawn_app, spawn_app_with
 /// Deterministic bytes that look like ciphertext (not text, no known magic).
 fn opaque(len: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
-    let mut gen = Generator::new(seed);
+    let mut rng = Generator::new(seed);
     while out.len() < len {
-        out.extend_from_slice(&gen.next_block());
+        out.extend_from_slice(&rng.next_block());
     }
     out.truncate(len);
     out
@@ -70,7 +70,8 @@ async fn upload_form(app: &TestApp, token: &str, form: Form) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.expect("body read");
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    let body =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     Reply { status, body, headers }
 }
 
@@ -210,7 +211,8 @@ async fn upload_and_download_round_trip(backend: Backend) {
     assert_eq!(header(&headers, "content-type"), "image/png");
     assert_eq!(body, PNG);
     let text = upload(&app, alice, "héllo wörld\n".as_bytes(), Some("notes")).await.expect(200);
-    let meta = app.get(&format!("/files/{}/meta", text["id"].as_str().unwrap()), &alice.token).await.expect(200);
+    let meta =
+        app.get(&format!("/files/{}/meta", text["id"].as_str().unwrap()), &alice.token).await.expect(200);
     assert_eq!(meta["content_type"], "text/plain");
 
     // A name that is not plain ASCII cannot break the header.
@@ -234,8 +236,14 @@ async fn upload_and_download_round_trip(backend: Backend) {
     let anonymous = app.client.get(app.url(&format!("/files/{id}"))).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
     assert_eq!(app.get("/files/not-a-uuid", &alice.token).await.expect_error(400), "validation_error");
-    assert_eq!(app.get(&format!("/files/{}", Uuid::now_v7()), &alice.token).await.expect_error(404), "not_found");
-    assert_eq!(app.get(&format!("/files/{}/meta", Uuid::now_v7()), &alice.token).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.get(&format!("/files/{}", Uuid::now_v7()), &alice.token).await.expect_error(404),
+        "not_found"
+    );
+    assert_eq!(
+        app.get(&format!("/files/{}/meta", Uuid::now_v7()), &alice.token).await.expect_error(404),
+        "not_found"
+    );
     assert_eq!(app.get(&format!("/files/{id}/thumb"), &alice.token).await.expect_error(404), "not_found");
     assert_eq!(app.get(&format!("/files/{id}/thumb"), &bob.token).await.expect_error(403), "forbidden");
     app.stop().await;
@@ -271,7 +279,8 @@ async fn channel_files_follow_membership(backend: Backend) {
         .part("file", Part::bytes(bytes.clone()).file_name("x"))
         .text("channel_id", channel.to_string());
     assert_eq!(upload_form(&app, &carol.token, file_first).await.expect_error(403), "forbidden");
-    let unknown = upload_form(&app, &alice.token, form(&bytes, None, Some(&Uuid::now_v7().to_string()))).await;
+    let unknown =
+        upload_form(&app, &alice.token, form(&bytes, None, Some(&Uuid::now_v7().to_string()))).await;
     assert_eq!(unknown.expect_error(404), "not_found");
     assert_eq!(stored_blobs(&app), blobs_before, "refused uploads leave nothing behind");
     assert_eq!(temp_files(&app), 0);
@@ -295,7 +304,7 @@ async fn large_file_streams_by_hash(backend: Backend) {
     const CHUNK: usize = 64 * 1024;
 
     let mut expected = Sha256::new();
-    let mut gen = Generator::new(7);
+    let mut rng = Generator::new(7);
     let mut chunks = Vec::new();
     // Hash is computed here from the same generator the stream uses (re-created below).
     let mut left = SIZE as usize;
@@ -303,7 +312,7 @@ async fn large_file_streams_by_hash(backend: Backend) {
         let n = left.min(CHUNK);
         let mut chunk = Vec::with_capacity(n);
         while chunk.len() < n {
-            chunk.extend_from_slice(&gen.next_block());
+            chunk.extend_from_slice(&rng.next_block());
         }
         chunk.truncate(n);
         expected.update(&chunk);
@@ -311,11 +320,11 @@ async fn large_file_streams_by_hash(backend: Backend) {
         chunks.push(n);
     }
     let expected = hex::encode(expected.finalize());
-    let mut gen = Generator::new(7);
+    let mut rng = Generator::new(7);
     let stream = futures_util::stream::iter(chunks).map(move |n| {
         let mut chunk = Vec::with_capacity(n);
         while chunk.len() < n {
-            chunk.extend_from_slice(&gen.next_block());
+            chunk.extend_from_slice(&rng.next_block());
         }
         chunk.truncate(n);
         Ok::<_, std::io::Error>(chunk)
@@ -328,7 +337,8 @@ async fn large_file_streams_by_hash(backend: Backend) {
     let meta = app.get(&format!("/files/{id}/meta"), &alice.token).await.expect(200);
     assert_eq!(meta["checksum"], expected);
 
-    let resp = app.client.get(app.url(&format!("/files/{id}"))).bearer_auth(&alice.token).send().await.unwrap();
+    let resp =
+        app.client.get(app.url(&format!("/files/{id}"))).bearer_auth(&alice.token).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.content_length(), Some(SIZE));
     let mut body = resp.bytes_stream();
@@ -427,7 +437,10 @@ async fn upload_rejects_bad_input(backend: Backend) {
 
     let no_file = Form::new().text("name", "x");
     assert_eq!(upload_form(&app, &alice.token, no_file).await.expect_error(400), "validation_error");
-    assert_eq!(app.post("/files/upload", &alice.token, json!({"file": [1, 2]})).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.post("/files/upload", &alice.token, json!({"file": [1, 2]})).await.expect_error(400),
+        "validation_error"
+    );
     assert_eq!(upload(&app, alice, b"", None).await.expect_error(400), "validation_error");
     let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
     elf.resize(4096, 0);
@@ -437,13 +450,21 @@ async fn upload_rejects_bad_input(backend: Backend) {
     pe[0x3c] = 0x80;
     pe[0x80..0x84].copy_from_slice(b"PE\0\0");
     assert_eq!(upload(&app, alice, &pe, None).await.expect_error(400), "validation_error");
-    assert_eq!(upload(&app, alice, b"#!/bin/sh\necho hi\n", None).await.expect_error(400), "validation_error");
-    assert_eq!(upload(&app, alice, b"@echo off\r\ndir\r\n", None).await.expect_error(400), "validation_error");
+    assert_eq!(
+        upload(&app, alice, b"#!/bin/sh\necho hi\n", None).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        upload(&app, alice, b"@echo off\r\ndir\r\n", None).await.expect_error(400),
+        "validation_error"
+    );
     let long_name = "n".repeat(513);
     assert_eq!(upload(&app, alice, b"hello", Some(&long_name)).await.expect_error(400), "validation_error");
-    let two_files = Form::new().part("file", Part::bytes(b"one".to_vec())).part("file", Part::bytes(b"two".to_vec()));
+    let two_files =
+        Form::new().part("file", Part::bytes(b"one".to_vec())).part("file", Part::bytes(b"two".to_vec()));
     assert_eq!(upload_form(&app, &alice.token, two_files).await.expect_error(400), "validation_error");
-    let anonymous = app.client.post(app.url("/files/upload")).multipart(form(b"x", None, None)).send().await.unwrap();
+    let anonymous =
+        app.client.post(app.url("/files/upload")).multipart(form(b"x", None, None)).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
 
     // A name of exactly 512 bytes is fine.
@@ -476,7 +497,10 @@ async fn owner_or_admin_deletes(backend: Backend) {
 
     assert_eq!(app.delete(&format!("/files/{id}"), &bob.token).await.expect_error(403), "forbidden");
     assert_eq!(app.delete("/files/nope", &alice.token).await.expect_error(400), "validation_error");
-    assert_eq!(app.delete(&format!("/files/{}", Uuid::now_v7()), &alice.token).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.delete(&format!("/files/{}", Uuid::now_v7()), &alice.token).await.expect_error(404),
+        "not_found"
+    );
     assert_eq!(stored_blobs(&app).len(), 2);
 
     assert_eq!(app.delete(&format!("/files/{id}"), &alice.token).await.expect(200), Value::Null);
@@ -525,7 +549,10 @@ async fn blocked_hashes_refuse_uploads(backend: Backend) {
     uploaded(&app, alice, &opaque(2048, 16), "ok").await;
 
     // Re-adding updates the reason and keeps the entry.
-    let again = app.post("/admin/blocked-hashes", &root.token, json!({"hash": hash, "reason": null})).await.expect(200);
+    let again = app
+        .post("/admin/blocked-hashes", &root.token, json!({"hash": hash, "reason": null}))
+        .await
+        .expect(200);
     assert_eq!(again["id"], block_id.as_str());
     assert_eq!(again["reason"], Value::Null);
     let list = app.get("/admin/blocked-hashes", &root.token).await.expect(200);
@@ -534,13 +561,25 @@ async fn blocked_hashes_refuse_uploads(backend: Backend) {
 
     // Bad input and non-admins.
     for bad in [json!({"hash": "abc"}), json!({"hash": "z".repeat(64)}), json!({"reason": "x"})] {
-        assert_eq!(app.post("/admin/blocked-hashes", &root.token, bad).await.expect_error(400), "validation_error");
+        assert_eq!(
+            app.post("/admin/blocked-hashes", &root.token, bad).await.expect_error(400),
+            "validation_error"
+        );
     }
     let long = json!({"hash": hash, "reason": "r".repeat(501)});
-    assert_eq!(app.post("/admin/blocked-hashes", &root.token, long).await.expect_error(400), "validation_error");
-    assert_eq!(app.post("/admin/blocked-hashes", &alice.token, json!({"hash": hash})).await.expect_error(403), "forbidden");
+    assert_eq!(
+        app.post("/admin/blocked-hashes", &root.token, long).await.expect_error(400),
+        "validation_error"
+    );
+    assert_eq!(
+        app.post("/admin/blocked-hashes", &alice.token, json!({"hash": hash})).await.expect_error(403),
+        "forbidden"
+    );
     assert_eq!(app.get("/admin/blocked-hashes", &alice.token).await.expect_error(403), "forbidden");
-    assert_eq!(app.delete(&format!("/admin/blocked-hashes/{block_id}"), &alice.token).await.expect_error(403), "forbidden");
+    assert_eq!(
+        app.delete(&format!("/admin/blocked-hashes/{block_id}"), &alice.token).await.expect_error(403),
+        "forbidden"
+    );
 
     // Unblocking lets the upload through.
     app.delete(&format!("/admin/blocked-hashes/{block_id}"), &root.token).await.expect(200);
@@ -568,10 +607,19 @@ async fn quarantined_files_are_not_served(backend: Backend) {
     let reply = upload_form(&app, &alice.token, form(&bytes, Some("q"), Some(&channel.to_string()))).await;
     let id: Uuid = reply.expect(200)["id"].as_str().unwrap().parse().unwrap();
 
-    assert_eq!(app.post(&format!("/admin/files/{id}/quarantine"), &alice.token, json!({})).await.expect_error(403), "forbidden");
-    assert_eq!(app.post(&format!("/admin/files/{id}/unquarantine"), &root.token, json!({})).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.post(&format!("/admin/files/{id}/quarantine"), &alice.token, json!({})).await.expect_error(403),
+        "forbidden"
+    );
+    assert_eq!(
+        app.post(&format!("/admin/files/{id}/unquarantine"), &root.token, json!({})).await.expect_error(404),
+        "not_found"
+    );
     app.post(&format!("/admin/files/{id}/quarantine"), &root.token, json!({})).await.expect(200);
-    assert_eq!(app.post(&format!("/admin/files/{id}/quarantine"), &root.token, json!({})).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.post(&format!("/admin/files/{id}/quarantine"), &root.token, json!({})).await.expect_error(404),
+        "not_found"
+    );
     let unknown = format!("/admin/files/{}/quarantine", Uuid::now_v7());
     assert_eq!(app.post(&unknown, &root.token, json!({})).await.expect_error(404), "not_found");
 
@@ -623,7 +671,10 @@ async fn admin_lists_files_and_storage(backend: Backend) {
     let s = |ids: &[Uuid]| ids.iter().map(|i| i.to_string()).collect::<Vec<_>>();
 
     let all = app.get("/admin/files", &root.token).await.expect(200);
-    assert_eq!((all["total"].clone(), all["page"].clone(), all["per_page"].clone()), (json!(4), json!(1), json!(50)));
+    assert_eq!(
+        (all["total"].clone(), all["page"].clone(), all["per_page"].clone()),
+        (json!(4), json!(1), json!(50))
+    );
     assert_eq!(ids(&all), s(&[b_file, a_big, a_png, a_small]), "newest first");
     let entry = all["files"].as_array().unwrap().iter().find(|f| f["id"] == json!(a_png)).unwrap();
     assert_eq!(entry["content_type"], "image/png");
@@ -644,13 +695,18 @@ async fn admin_lists_files_and_storage(backend: Backend) {
     let images = app.get("/admin/files?content_type=image/", &root.token).await.expect(200);
     assert_eq!(ids(&images), s(&[a_png]));
     let paged = app.get("/admin/files?per_page=1&page=2", &root.token).await.expect(200);
-    assert_eq!((ids(&paged), paged["total"].clone(), paged["per_page"].clone()), (s(&[a_big]), json!(4), json!(1)));
+    assert_eq!(
+        (ids(&paged), paged["total"].clone(), paged["per_page"].clone()),
+        (s(&[a_big]), json!(4), json!(1))
+    );
     let clamped = app.get("/admin/files?per_page=1000&page=0", &root.token).await.expect(200);
     assert_eq!((clamped["page"].clone(), clamped["per_page"].clone()), (json!(1), json!(100)));
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let later = app.get(&format!("/admin/files?date_from={}", urlencode(&future)), &root.token).await.expect(200);
+    let later =
+        app.get(&format!("/admin/files?date_from={}", urlencode(&future)), &root.token).await.expect(200);
     assert_eq!(later["total"], 0);
-    let before = app.get(&format!("/admin/files?date_to={}", urlencode(&future)), &root.token).await.expect(200);
+    let before =
+        app.get(&format!("/admin/files?date_to={}", urlencode(&future)), &root.token).await.expect(200);
     assert_eq!(before["total"], 4);
     let ignored = app.get("/admin/files?date_from=yesterday", &root.token).await.expect(200);
     assert_eq!(ignored["total"], 4, "unparsable dates are ignored");
@@ -674,7 +730,10 @@ async fn admin_lists_files_and_storage(backend: Backend) {
     // Admin delete with block_hashes: record and blob gone, checksum blocked.
     let bob_bytes = opaque(2000, 22);
     app.delete(&format!("/admin/files/{b_file}?block_hashes=true"), &root.token).await.expect(200);
-    assert_eq!(app.delete(&format!("/admin/files/{b_file}"), &root.token).await.expect_error(404), "not_found");
+    assert_eq!(
+        app.delete(&format!("/admin/files/{b_file}"), &root.token).await.expect_error(404),
+        "not_found"
+    );
     assert_eq!(app.delete("/admin/files/x", &root.token).await.expect_error(400), "validation_error");
     let blocked = app.get("/admin/blocked-hashes", &root.token).await.expect(200);
     assert_eq!(blocked[0]["hash"], sha256_hex(&bob_bytes));
@@ -686,19 +745,52 @@ async fn admin_lists_files_and_storage(backend: Backend) {
     assert_eq!(stats["total_files"], 2);
     let audit = audit_rows(&app, "admin_delete_file").await;
     assert_eq!(audit.len(), 2);
-    assert!(audit.iter().any(|a| metadata(a)["file_id"] == json!(b_file) && metadata(a)["hash_blocked"] == true));
+    assert!(
+        audit.iter().any(|a| metadata(a)["file_id"] == json!(b_file) && metadata(a)["hash_blocked"] == true)
+    );
 
     // Non-admins are refused everywhere.
     for path in ["/admin/files", "/admin/storage-stats", "/admin/blocked-hashes"] {
         assert_eq!(app.get(path, &alice.token).await.expect_error(403), "forbidden", "{path}");
     }
-    assert_eq!(app.delete(&format!("/admin/files/{a_big}"), &alice.token).await.expect_error(403), "forbidden");
     assert_eq!(
-        app.post(&format!("/admin/files/{a_big}/unquarantine"), &alice.token, json!({})).await.expect_error(403),
+        app.delete(&format!("/admin/files/{a_big}"), &alice.token).await.expect_error(403),
+        "forbidden"
+    );
+    assert_eq!(
+        app.post(&format!("/admin/files/{a_big}/unquarantine"), &alice.token, json!({}))
+            .await
+            .expect_error(403),
         "forbidden"
     );
     let anonymous = app.client.get(app.url("/admin/files")).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
+    app.stop().await;
+}
+
+/// A declared body over the seed's 110 MiB cap is refused before a byte of it is read.
+async fn front_door_caps_upload_bodies(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(backend).await;
+    let (_root, u) = users(&app, &["alice"]).await;
+    let alice = &u[0];
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "POST /api/files/upload HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {}\r\n\r\n",
+        alice.token,
+        110 * 1024 * 1024 + 1
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(stored_blobs(&app).is_empty());
+    assert_eq!(temp_files(&app), 0);
     app.stop().await;
 }
 
@@ -718,4 +810,5 @@ crate::both_backends!(
     blocked_hashes_refuse_uploads,
     quarantined_files_are_not_served,
     admin_lists_files_and_storage,
+    front_door_caps_upload_bodies,
 );
