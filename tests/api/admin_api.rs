@@ -289,8 +289,7 @@ async fn suspension_ends_sessions_and_refuses_login_until_lifted(backend: Backen
     assert_eq!(meta["target_user_id"], alice.id.to_string());
     assert_eq!(meta["reason"], "spamming");
 
-    // A server restart keeps the suspension (the barred set is rebuilt from the database).
-    // (Covered by Hub::start; here: suspending again just updates the reason.)
+    // Suspending again only updates the reason.
     app.post(&path, &owner.token, json!({"reason": null})).await.expect(200);
     assert_eq!(user_row(&app, alice.id).await.unwrap().suspended_reason, None);
 
