@@ -124,38 +124,12 @@ pub fn routes(state: &AppState) -> Route {
 // ---------------------------------------------------------------------------------------
 // File blobs
 
-/// Where file blobs live: `files.storage_path` (and `thumbnail_path`) are relative to it.
-///
-/// Integration point with the files module (src/routes/files.rs, built separately): both
-/// must resolve blobs the same way; when merging, make this call the files module's resolver.
-pub fn files_dir(state: &AppState) -> PathBuf {
-    state.config.data_dir.join("files")
-}
-
-/// `relative` under `root`, refusing absolute paths and `..` (a row can never point a
-/// deletion outside the storage directory).
-fn blob_path(root: &Path, relative: &str) -> Option<PathBuf> {
-    let relative = Path::new(relative);
-    let safe =
-        !relative.as_os_str().is_empty() && relative.components().all(|c| matches!(c, Component::Normal(_)));
-    safe.then(|| root.join(relative))
-}
-
-/// Removes file blobs and thumbnails (after their rows are gone). A blob already missing is
-/// fine; other failures are logged (the rows are deleted, so nothing refers to the blob).
+/// Removes file blobs and thumbnails (after their rows are gone) through the file store,
+/// which refuses paths that would leave the storage directory; a missing blob is fine.
 pub async fn remove_blobs(state: &AppState, paths: &[(String, Option<String>)]) {
-    let root = files_dir(state);
     for (blob, thumbnail) in paths {
         for relative in std::iter::once(blob).chain(thumbnail.iter()) {
-            let Some(path) = blob_path(&root, relative) else {
-                tracing::warn!(path = %relative, "refusing to remove a blob outside the storage directory");
-                continue;
-            };
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => tracing::warn!(path = %path.display(), error = %err, "could not remove blob"),
-            }
+            state.uploads.store.remove(relative).await;
         }
     }
 }
@@ -569,20 +543,4 @@ async fn review_report(
     )
     .await;
     ok_json(&ReportView::from(&row))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blob_paths_stay_inside_the_storage_directory() {
-        let root = Path::new("/data/files");
-        assert_eq!(blob_path(root, "ab/cd/x"), Some(PathBuf::from("/data/files/ab/cd/x")));
-        assert_eq!(blob_path(root, "../signing_key.pem"), None);
-        assert_eq!(blob_path(root, "ab/../../x"), None);
-        assert_eq!(blob_path(root, "/etc/passwd"), None);
-        assert_eq!(blob_path(root, ""), None);
-        assert_eq!(blob_path(root, "./x"), None);
-    }
 }
