@@ -120,6 +120,9 @@ async fn banned_member_is_cut_off_and_cannot_return(backend: Backend) {
     assert_eq!(bob_ws.expect("member_banned").await, banned);
     assert_eq!(carol_ws.expect("member_banned").await, banned);
     assert_eq!(alice_ws.expect("member_banned").await, banned);
+    for ws in [&mut alice_ws, &mut carol_ws] {
+        assert_eq!(ws.expect("sender_key_rotation_required").await["reason"], "member_removed");
+    }
 
     send_text(&mut carol_ws, channel, "bob is gone").await;
     alice_ws.expect("new_message").await;
