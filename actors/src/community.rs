@@ -170,7 +170,7 @@ pub type Answer = Result<Outcome, Refusal>;
 
 pub enum CommunityMsg {
     /// From routes: a change (see `Command`). Answers when it is persisted and in effect.
-    Command { command: Command, reply: RpcReplyPort<Answer> },
+    Command { command: Box<Command>, reply: RpcReplyPort<Answer> },
     /// From the hub: every member's id (community-scope delivery).
     MemberIds { reply: RpcReplyPort<Vec<Uuid>> },
     /// From routes: a user's role (`None` = not a member) and whether they are banned.
@@ -219,8 +219,8 @@ impl Actor for CommunityActor {
         }
         match message {
             CommunityMsg::Command { command, reply } => {
-                let deleting = matches!(command, Command::Delete { .. });
-                let answer = state.run(command).await;
+                let deleting = matches!(*command, Command::Delete { .. });
+                let answer = state.run(*command).await;
                 let deleted = deleting && answer.is_ok();
                 let _ = reply.send(answer);
                 if deleted {

@@ -325,7 +325,7 @@ impl Hub {
             let slot = self.community(community_id).await?;
             let restarted = slot.restarted.notified();
             let actor = slot.actor();
-            let cmd = command.clone();
+            let cmd = Box::new(command.clone());
             match actor
                 .call(|reply| CommunityMsg::Command { command: cmd, reply }, Some(COMMUNITY_CALL_TIMEOUT))
                 .await

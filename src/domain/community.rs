@@ -568,6 +568,35 @@ pub fn invite_max_uses(raw: Option<i64>) -> ApiResult<Option<i32>> {
     crate::domain::invite::max_uses(raw)
 }
 
+/// Members of one community.
+pub async fn member_count(db: &impl ConnectionTrait, community_id: Uuid) -> ApiResult<u64> {
+    Ok(community_members::Entity::find()
+        .filter(community_members::Column::CommunityId.eq(community_id))
+        .count(db)
+        .await?)
+}
+
+/// A channel of a group of this community, or 404.
+pub async fn require_group_channel(
+    db: &impl ConnectionTrait,
+    community_id: Uuid,
+    channel_id: Uuid,
+) -> ApiResult<palaver_entity::channels::Model> {
+    use palaver_entity::{channels, groups};
+    let channel = channels::Entity::find_by_id(channel_id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    let group = match channel.group_id {
+        Some(group_id) => groups::Entity::find_by_id(group_id).one(db).await?,
+        None => None,
+    };
+    match group {
+        Some(g) if g.community_id == community_id => Ok(channel),
+        _ => Err(ApiError::not_found("channel")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,34 +632,5 @@ mod tests {
         assert!(timeout_seconds(2_592_001).is_err());
         assert!(warning_reason(" ").is_err());
         assert_eq!(reason(Some(" ")).unwrap(), None);
-    }
-}
-
-/// Members of one community.
-pub async fn member_count(db: &impl ConnectionTrait, community_id: Uuid) -> ApiResult<u64> {
-    Ok(community_members::Entity::find()
-        .filter(community_members::Column::CommunityId.eq(community_id))
-        .count(db)
-        .await?)
-}
-
-/// A channel of a group of this community, or 404.
-pub async fn require_group_channel(
-    db: &impl ConnectionTrait,
-    community_id: Uuid,
-    channel_id: Uuid,
-) -> ApiResult<palaver_entity::channels::Model> {
-    use palaver_entity::{channels, groups};
-    let channel = channels::Entity::find_by_id(channel_id)
-        .one(db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("channel"))?;
-    let group = match channel.group_id {
-        Some(group_id) => groups::Entity::find_by_id(group_id).one(db).await?,
-        None => None,
-    };
-    match group {
-        Some(g) if g.community_id == community_id => Ok(channel),
-        _ => Err(ApiError::not_found("channel")),
     }
 }

@@ -8,7 +8,6 @@
 //! subscriber's outbound queue; history reads drop every purged message regardless.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use palaver_actors::protocol::ServerFrame;

@@ -2,9 +2,9 @@
 
 pub mod account;
 pub mod admin;
+pub mod admin_files;
 pub mod admin_moderation;
 pub mod admin_users;
-pub mod admin_files;
 pub mod announcements;
 pub mod auth;
 pub mod bookmarks;
@@ -12,9 +12,9 @@ pub mod channels;
 pub mod communities;
 pub mod dms;
 pub mod feedback;
+pub mod files;
 pub mod gifs;
 pub mod groups;
-pub mod files;
 pub mod health;
 pub mod keys;
 pub mod legal;

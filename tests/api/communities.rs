@@ -168,7 +168,7 @@ async fn create_list_and_get_communities(backend: Backend) {
     assert_eq!(anon.expect_error(401), "unauthorized");
 
     // Lists show only one's own communities, with paging.
-    create(&app, &alice, "Second").await;
+    create(&app, alice, "Second").await;
     let mine = app.get("/communities", &alice.token).await.expect(200);
     assert_eq!(field(&mine, "name"), vec!["Garden", "Second"]);
     let page = app.get("/communities?limit=1&offset=1", &alice.token).await.expect(200);
