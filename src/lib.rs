@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod images;
 pub mod routes;
 pub mod settings;
 pub mod state;

@@ -1,6 +1,7 @@
 //! Domain types: validated input and the wire views of stored rows.
 
 pub mod announcement;
+pub mod assets;
 pub mod channel;
 pub mod community;
 pub mod invite;

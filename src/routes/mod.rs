@@ -6,7 +6,9 @@ pub mod announcements;
 pub mod auth;
 pub mod channels;
 pub mod dms;
+pub mod emojis;
 pub mod health;
+pub mod images;
 pub mod keys;
 pub mod legal;
 pub mod messages;
@@ -38,6 +40,8 @@ pub fn all(state: &AppState) -> Route {
         channels::routes(state),
         messages::routes(state),
         dms::routes(state),
+        images::routes(state),
+        emojis::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");

@@ -10,6 +10,7 @@ mod auth;
 mod channels;
 mod dms;
 mod health;
+mod images;
 mod keys;
 mod legal;
 mod messages;
