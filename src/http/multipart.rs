@@ -66,8 +66,8 @@ impl Upload {
         let boundary = multer::parse_boundary(&content_type)
             .map_err(|_| ApiError::validation("expected a multipart/form-data body"))?;
         let limit = (file_limit + FORM_OVERHEAD) as u64;
-        let constraints =
-            multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit).per_field(limit));
+        let constraints = multer::Constraints::new()
+            .size_limit(multer::SizeLimit::new().whole_stream(limit).per_field(limit));
         let mut multipart = multer::Multipart::with_constraints(self.body, boundary, constraints);
         let mut form = Form::default();
         while let Some(field) = multipart.next_field().await.map_err(form_error)? {

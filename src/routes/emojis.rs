@@ -5,8 +5,8 @@
 
 use palaver_entity::{communities, custom_emojis};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 use warp::Filter;
@@ -64,7 +64,11 @@ async fn emoji_count(db: &impl ConnectionTrait, community_id: Uuid) -> ApiResult
         .await?)
 }
 
-async fn shortcode_taken(db: &impl ConnectionTrait, community_id: Uuid, shortcode: &Shortcode) -> ApiResult<bool> {
+async fn shortcode_taken(
+    db: &impl ConnectionTrait,
+    community_id: Uuid,
+    shortcode: &Shortcode,
+) -> ApiResult<bool> {
     Ok(custom_emojis::Entity::find()
         .filter(custom_emojis::Column::CommunityId.eq(community_id))
         .filter(custom_emojis::Column::Shortcode.eq(shortcode.as_str()))

@@ -106,7 +106,13 @@ pub fn routes(state: &AppState) -> Route {
 }
 
 /// Stores a cleaned image under `<owner>_<slot>_<hash>` and returns its file name.
-async fn store(state: &AppState, area: Area, owner: Uuid, slot: &str, image: &CleanImage) -> ApiResult<String> {
+async fn store(
+    state: &AppState,
+    area: Area,
+    owner: Uuid,
+    slot: &str,
+    image: &CleanImage,
+) -> ApiResult<String> {
     let name = image.file_name(owner, slot);
     images::save(&state.config.data_dir, area, &name, &image.bytes).await?;
     Ok(name)
@@ -221,7 +227,10 @@ async fn upload_user_image(
 }
 
 /// DELETE /api/account/voice-background
-async fn clear_voice_background(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
+async fn clear_voice_background(
+    state: AppState,
+    caller: ApiResult<Caller>,
+) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let user = current_user(&state, &caller).await?;
     let old_url = user.voice_background_url.clone();
@@ -338,7 +347,8 @@ async fn upload_channel_voice_background(
         Some(id) => id,
         // Seed path: the channel is named in the form.
         None => {
-            let raw = form.text("channel_id")?.ok_or_else(|| ApiError::validation("channel_id is required"))?;
+            let raw =
+                form.text("channel_id")?.ok_or_else(|| ApiError::validation("channel_id is required"))?;
             let id = Uuid::parse_str(&raw).map_err(|_| ApiError::validation("channel_id must be a UUID"))?;
             channel_in_group(&state, id, group.id).await?;
             id

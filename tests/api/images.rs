@@ -163,7 +163,13 @@ fn file<'a>(field: &'a str, name: &'a str, mime: &'a str, bytes: Vec<u8>) -> Fil
 }
 
 /// POSTs a multipart form (one file part plus text fields); `token` None = no credentials.
-async fn upload(app: &TestApp, path: &str, token: Option<&str>, part: FilePart<'_>, texts: &[(&str, &str)]) -> Reply {
+async fn upload(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    part: FilePart<'_>,
+    texts: &[(&str, &str)],
+) -> Reply {
     let mut form = multipart::Form::new().part(
         part.field.to_string(),
         multipart::Part::bytes(part.bytes).file_name(part.name.to_string()).mime_str(part.mime).unwrap(),
@@ -185,7 +191,8 @@ async fn into_reply(resp: reqwest::Response) -> Reply {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
     Reply { status, body, headers }
 }
@@ -239,9 +246,15 @@ async fn avatar_round_trip_strips_metadata_and_replaces_old_file(backend: Backen
 
     let original = png_with_text(40, 30, "secret-gps-location");
     assert!(contains(&original, b"secret-gps-location"));
-    let user = upload(&app, "/account/avatar", Some(&alice.token), file("avatar", "me.png", "image/png", original), &[])
-        .await
-        .expect(200);
+    let user = upload(
+        &app,
+        "/account/avatar",
+        Some(&alice.token),
+        file("avatar", "me.png", "image/png", original),
+        &[],
+    )
+    .await
+    .expect(200);
     assert_eq!(user["id"], alice.id.to_string());
     let avatar = url_of(&user, "avatar_url");
     assert!(avatar.starts_with("/api/avatars/"), "{avatar}");
@@ -257,9 +270,15 @@ async fn avatar_round_trip_strips_metadata_and_replaces_old_file(backend: Backen
     assert!(!contains(&bytes, b"tEXt") && !contains(&bytes, b"secret-gps-location"), "metadata stripped");
 
     // A new avatar replaces the file; the old one is gone.
-    let user = upload(&app, "/account/avatar", Some(&alice.token), file("avatar", "b.png", "image/png", png(8, 8)), &[])
-        .await
-        .expect(200);
+    let user = upload(
+        &app,
+        "/account/avatar",
+        Some(&alice.token),
+        file("avatar", "b.png", "image/png", png(8, 8)),
+        &[],
+    )
+    .await
+    .expect(200);
     let second = url_of(&user, "avatar_url");
     assert_ne!(second, avatar);
     assert_eq!(fetch(&app, &avatar).await.0, 404);
@@ -274,9 +293,15 @@ async fn jpeg_banner_loses_exif_and_is_turned_upright(backend: Backend) {
     let original = jpeg_with_exif(64, 32, "secret-camera-serial");
     assert!(contains(&original, b"Exif") && contains(&original, b"secret-camera-serial"));
 
-    let user = upload(&app, "/account/banner", Some(&alice.token), file("banner", "b.jpg", "image/jpeg", original), &[])
-        .await
-        .expect(200);
+    let user = upload(
+        &app,
+        "/account/banner",
+        Some(&alice.token),
+        file("banner", "b.jpg", "image/jpeg", original),
+        &[],
+    )
+    .await
+    .expect(200);
     let banner = url_of(&user, "banner_url");
     assert!(user["avatar_url"].is_null());
     let (bytes, img) = fetch_image(&app, &banner, "image/jpeg", 3600).await;
@@ -324,8 +349,16 @@ async fn uploads_refuse_what_is_not_a_safe_image(backend: Backend) {
     let mut truncated = png(30, 30);
     truncated.truncate(60);
     let cases: Vec<(FilePart, u16, &str)> = vec![
-        (file("avatar", "x.png", "image/png", b"<html><script>alert(1)</script>".to_vec()), 400, "html named .png"),
-        (file("avatar", "x.png", "image/png", b"\x89PNG\r\n\x1a\nnot really".to_vec()), 400, "png magic only"),
+        (
+            file("avatar", "x.png", "image/png", b"<html><script>alert(1)</script>".to_vec()),
+            400,
+            "html named .png",
+        ),
+        (
+            file("avatar", "x.png", "image/png", b"\x89PNG\r\n\x1a\nnot really".to_vec()),
+            400,
+            "png magic only",
+        ),
         (file("avatar", "x.png", "image/png", truncated), 400, "truncated png"),
         (file("avatar", "x.gif", "image/gif", png(4, 4)), 400, "declared type disagrees"),
         (file("avatar", "x.txt", "text/plain", png(4, 4)), 400, "declared non-image"),
@@ -342,12 +375,18 @@ async fn uploads_refuse_what_is_not_a_safe_image(backend: Backend) {
     // Over 10 MiB: refused before decoding.
     let mut huge = b"\x89PNG\r\n\x1a\n".to_vec();
     huge.resize(10 * 1024 * 1024 + 1, 0);
-    let reply = upload(&app, "/account/avatar", Some(&token), file("avatar", "huge.png", "image/png", huge), &[]).await;
+    let reply =
+        upload(&app, "/account/avatar", Some(&token), file("avatar", "huge.png", "image/png", huge), &[])
+            .await;
     assert_eq!(reply.expect_error(413), "payload_too_large");
     // Not multipart at all.
-    assert_eq!(app.post("/account/avatar", &token, json!({"avatar": "x"})).await.expect_error(400), "validation_error");
+    assert_eq!(
+        app.post("/account/avatar", &token, json!({"avatar": "x"})).await.expect_error(400),
+        "validation_error"
+    );
     // No credentials.
-    let reply = upload(&app, "/account/avatar", None, file("avatar", "a.png", "image/png", png(4, 4)), &[]).await;
+    let reply =
+        upload(&app, "/account/avatar", None, file("avatar", "a.png", "image/png", png(4, 4)), &[]).await;
     assert_eq!(reply.expect_error(401), "unauthorized");
     // Nothing stuck.
     let me = app.get("/account/me", &token).await.expect(200);
@@ -381,25 +420,33 @@ async fn community_icon_and_banner_need_a_manager(backend: Backend) {
     let mut member_ws = app.ws(&member.token).await;
     let icon_path = format!("/communities/{cid}/icon");
 
-    let view = upload(&app, &icon_path, Some(&owner.token), file("icon", "i.png", "image/png", png(16, 16)), &[])
-        .await
-        .expect(200);
+    let view =
+        upload(&app, &icon_path, Some(&owner.token), file("icon", "i.png", "image/png", png(16, 16)), &[])
+            .await
+            .expect(200);
     assert_eq!(view["id"], cid.to_string());
     assert_eq!(view["member_count"], 2);
     let icon = url_of(&view, "icon_url");
     assert!(icon.starts_with("/api/community-assets/"), "{icon}");
     let frame = member_ws.expect("community_updated").await;
-    assert_eq!((frame["community_id"].as_str(), frame["icon_url"].as_str()), (Some(&*cid.to_string()), Some(&*icon)));
+    assert_eq!(
+        (frame["community_id"].as_str(), frame["icon_url"].as_str()),
+        (Some(&*cid.to_string()), Some(&*icon))
+    );
     let (_, img) = fetch_image(&app, &icon, "image/png", 3600).await;
     assert_eq!((img.width(), img.height()), (16, 16));
 
     // A plain member, an outsider: 403; the instance owner may.
     for user in [member, outsider] {
         let part = file("icon", "i.png", "image/png", png(4, 4));
-        assert_eq!(upload(&app, &icon_path, Some(&user.token), part, &[]).await.expect_error(403), "forbidden");
+        assert_eq!(
+            upload(&app, &icon_path, Some(&user.token), part, &[]).await.expect_error(403),
+            "forbidden"
+        );
     }
     let part = file("banner", "b.png", "image/png", png(30, 10));
-    let view = upload(&app, &format!("/communities/{cid}/banner"), Some(&root.token), part, &[]).await.expect(200);
+    let view =
+        upload(&app, &format!("/communities/{cid}/banner"), Some(&root.token), part, &[]).await.expect(200);
     assert_eq!(view["icon_url"], icon.as_str());
     let banner = url_of(&view, "banner_url");
     let row = communities::Entity::find_by_id(cid).one(db(&app)).await.unwrap().unwrap();
@@ -433,9 +480,15 @@ async fn group_images_need_a_group_manager(backend: Backend) {
     let gid = group(&app, cid, &[owner.id, member.id]).await;
     let mut outsider_ws = app.ws(&outsider.token).await;
 
-    let view = upload(&app, &format!("/groups/{gid}/icon"), Some(&owner.token), file("icon", "i.gif", "image/gif", animated_gif(12, "hi")), &[])
-        .await
-        .expect(200);
+    let view = upload(
+        &app,
+        &format!("/groups/{gid}/icon"),
+        Some(&owner.token),
+        file("icon", "i.gif", "image/gif", animated_gif(12, "hi")),
+        &[],
+    )
+    .await
+    .expect(200);
     assert_eq!((view["id"].as_str(), view["member_count"].as_i64()), (Some(&*gid.to_string()), Some(2)));
     let icon = url_of(&view, "icon_url");
     assert!(icon.starts_with("/api/group-assets/") && icon.ends_with(".gif"), "{icon}");
@@ -445,9 +498,15 @@ async fn group_images_need_a_group_manager(backend: Backend) {
     assert_eq!(frame["icon_url"], icon.as_str());
     fetch_image(&app, &icon, "image/gif", 3600).await;
 
-    let view = upload(&app, &format!("/groups/{gid}/banner"), Some(&owner.token), file("banner", "b.png", "image/png", png(20, 8)), &[])
-        .await
-        .expect(200);
+    let view = upload(
+        &app,
+        &format!("/groups/{gid}/banner"),
+        Some(&owner.token),
+        file("banner", "b.png", "image/png", png(20, 8)),
+        &[],
+    )
+    .await
+    .expect(200);
     let row = groups::Entity::find_by_id(gid).one(db(&app)).await.unwrap().unwrap();
     assert_eq!(row.banner_url.as_deref(), view["banner_url"].as_str());
 
@@ -489,7 +548,8 @@ async fn channel_voice_background_is_set_and_announced(backend: Backend) {
     let part = file("background", "bg.png", "image/png", png(9, 9));
     let seed_path = format!("/groups/{gid}/voice-background");
     let chid_text = chid.to_string();
-    let channel = upload(&app, &seed_path, Some(&owner.token), part, &[("channel_id", &chid_text)]).await.expect(200);
+    let channel =
+        upload(&app, &seed_path, Some(&owner.token), part, &[("channel_id", &chid_text)]).await.expect(200);
     let second = url_of(&channel, "voice_background");
     assert_ne!(second, url);
     assert_eq!(fetch(&app, &url).await.0, 404, "replaced file deleted");
@@ -497,7 +557,10 @@ async fn channel_voice_background_is_set_and_announced(backend: Backend) {
     assert_eq!(row.voice_background.as_deref(), Some(second.as_str()));
 
     let part = file("background", "bg.png", "image/png", png(9, 9));
-    assert_eq!(upload(&app, &seed_path, Some(&owner.token), part, &[]).await.expect_error(400), "validation_error");
+    assert_eq!(
+        upload(&app, &seed_path, Some(&owner.token), part, &[]).await.expect_error(400),
+        "validation_error"
+    );
     let part = file("background", "bg.png", "image/png", png(9, 9));
     let foreign = format!("/groups/{gid}/channels/{elsewhere}/voice-background");
     assert_eq!(upload(&app, &foreign, Some(&owner.token), part, &[]).await.expect_error(403), "forbidden");
@@ -510,7 +573,8 @@ async fn channel_voice_background_is_set_and_announced(backend: Backend) {
 // Custom emojis
 
 async fn emoji(app: &TestApp, cid: Uuid, user: &TestUser, shortcode: &str, part: FilePart<'_>) -> Reply {
-    upload(app, &format!("/communities/{cid}/emojis"), Some(&user.token), part, &[("shortcode", shortcode)]).await
+    upload(app, &format!("/communities/{cid}/emojis"), Some(&user.token), part, &[("shortcode", shortcode)])
+        .await
 }
 
 async fn emojis_upload_list_serve_and_delete(backend: Backend) {
@@ -520,24 +584,41 @@ async fn emojis_upload_list_serve_and_delete(backend: Backend) {
     let cid = community(&app, &[owner.id, member.id]).await;
     let other = community(&app, &[outsider.id]).await;
 
-    let view = emoji(&app, cid, owner, "party_parrot", file("file", "p.gif", "image/gif", animated_gif(32, "secret-comment")))
-        .await
-        .expect(200);
+    let view = emoji(
+        &app,
+        cid,
+        owner,
+        "party_parrot",
+        file("file", "p.gif", "image/gif", animated_gif(32, "secret-comment")),
+    )
+    .await
+    .expect(200);
     let id = url_of(&view, "id");
     assert_eq!(view["url"], format!("/api/emojis/{id}"));
-    assert_eq!((view["shortcode"].as_str(), view["content_type"].as_str()), (Some("party_parrot"), Some("image/gif")));
-    assert_eq!((view["community_id"].as_str(), view["uploaded_by"].as_str()), (Some(&*cid.to_string()), Some(&*owner.id.to_string())));
+    assert_eq!(
+        (view["shortcode"].as_str(), view["content_type"].as_str()),
+        (Some("party_parrot"), Some("image/gif"))
+    );
+    assert_eq!(
+        (view["community_id"].as_str(), view["uploaded_by"].as_str()),
+        (Some(&*cid.to_string()), Some(&*owner.id.to_string()))
+    );
     let (bytes, _) = fetch_image(&app, &url_of(&view, "url"), "image/gif", 86_400).await;
     assert!(!contains(&bytes, b"secret-comment"), "GIF comment dropped");
     assert!(contains(&bytes, b"NETSCAPE2.0"), "loop kept");
     let frames = GifDecoder::new(Cursor::new(bytes)).unwrap().into_frames().collect_frames().unwrap();
     assert_eq!(frames.len(), 2, "animation kept");
 
-    let png_emoji = emoji(&app, cid, owner, "ok2", file("file", "ok.png", "image/png", png(24, 24))).await.expect(200);
+    let png_emoji =
+        emoji(&app, cid, owner, "ok2", file("file", "ok.png", "image/png", png(24, 24))).await.expect(200);
     let list = app.get(&format!("/communities/{cid}/emojis"), &member.token).await.expect(200);
-    let codes: Vec<_> = list.as_array().unwrap().iter().map(|e| e["shortcode"].as_str().unwrap().to_string()).collect();
+    let codes: Vec<_> =
+        list.as_array().unwrap().iter().map(|e| e["shortcode"].as_str().unwrap().to_string()).collect();
     assert_eq!(codes, ["party_parrot", "ok2"]);
-    assert_eq!(app.get(&format!("/communities/{cid}/emojis"), &outsider.token).await.expect_error(403), "forbidden");
+    assert_eq!(
+        app.get(&format!("/communities/{cid}/emojis"), &outsider.token).await.expect_error(403),
+        "forbidden"
+    );
 
     // Refusals: duplicate, bad shortcodes, JPEG, too big, not a manager.
     let dup = emoji(&app, cid, owner, "ok2", file("file", "ok.png", "image/png", png(4, 4))).await;
@@ -546,7 +627,9 @@ async fn emojis_upload_list_serve_and_delete(backend: Backend) {
         let reply = emoji(&app, cid, owner, bad, file("file", "ok.png", "image/png", png(4, 4))).await;
         assert_eq!(reply.expect_error(400), "validation_error", "{bad:?}");
     }
-    let jpeg = emoji(&app, cid, owner, "photo", file("file", "p.jpg", "image/jpeg", jpeg_with_exif(8, 8, "x"))).await;
+    let jpeg =
+        emoji(&app, cid, owner, "photo", file("file", "p.jpg", "image/jpeg", jpeg_with_exif(8, 8, "x")))
+            .await;
     assert_eq!(jpeg.expect_error(400), "validation_error");
     let big = noisy_png(400);
     assert!(big.len() > 256 * 1024);
@@ -562,11 +645,22 @@ async fn emojis_upload_list_serve_and_delete(backend: Backend) {
 
     // Delete: managers only, within the community.
     let png_id = url_of(&png_emoji, "id");
-    assert_eq!(app.delete(&format!("/communities/{cid}/emojis/{png_id}"), &member.token).await.expect_error(403), "forbidden");
-    let foreign = emoji(&app, other, outsider, "theirs", file("file", "t.png", "image/png", png(4, 4))).await.expect(200);
+    assert_eq!(
+        app.delete(&format!("/communities/{cid}/emojis/{png_id}"), &member.token).await.expect_error(403),
+        "forbidden"
+    );
+    let foreign = emoji(&app, other, outsider, "theirs", file("file", "t.png", "image/png", png(4, 4)))
+        .await
+        .expect(200);
     let foreign_id = url_of(&foreign, "id");
-    assert_eq!(app.delete(&format!("/communities/{cid}/emojis/{foreign_id}"), &owner.token).await.expect_error(404), "not_found");
-    assert_eq!(app.delete(&format!("/communities/{cid}/emojis/{png_id}"), &owner.token).await.expect(200), Value::Null);
+    assert_eq!(
+        app.delete(&format!("/communities/{cid}/emojis/{foreign_id}"), &owner.token).await.expect_error(404),
+        "not_found"
+    );
+    assert_eq!(
+        app.delete(&format!("/communities/{cid}/emojis/{png_id}"), &owner.token).await.expect(200),
+        Value::Null
+    );
     assert_eq!(fetch(&app, &format!("/api/emojis/{png_id}")).await.0, 404);
     assert_eq!(fetch(&app, "/api/emojis/not-a-uuid").await.0, 400);
     let list = app.get(&format!("/communities/{cid}/emojis"), &owner.token).await.expect(200);
@@ -594,7 +688,8 @@ async fn emoji_limit_is_fifty_per_community(backend: Backend) {
         .unwrap();
     }
     emoji(&app, cid, owner, "number_49", file("file", "a.webp", "image/webp", webp(8))).await.expect(200);
-    let fiftieth = emoji(&app, cid, owner, "number_50", file("file", "a.png", "image/png", png(8, 8))).await.expect(200);
+    let fiftieth =
+        emoji(&app, cid, owner, "number_50", file("file", "a.png", "image/png", png(8, 8))).await.expect(200);
     assert_eq!(fiftieth["content_type"], "image/png");
     let reply = emoji(&app, cid, owner, "number_51", file("file", "a.png", "image/png", png(8, 8))).await;
     assert_eq!(reply.expect_error(400), "validation_error");
