@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod linkpreview;
+pub mod images;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;

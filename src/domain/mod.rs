@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod announcement;
 pub mod bookmark;
+pub mod assets;
 pub mod channel;
 pub mod community;
 pub mod feedback;

@@ -15,7 +15,9 @@ pub mod feedback;
 pub mod files;
 pub mod gifs;
 pub mod groups;
+pub mod emojis;
 pub mod health;
+pub mod images;
 pub mod keys;
 pub mod legal;
 pub mod link_preview;
@@ -64,6 +66,8 @@ pub fn all(state: &AppState) -> Route {
         gifs::routes(state),
         files::routes(state),
         link_preview::routes(state),
+        images::routes(state),
+        emojis::routes(state),
     ];
     // Each section is boxed, so combining them keeps compile times and types small.
     let api = sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one section");
