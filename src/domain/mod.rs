@@ -2,8 +2,8 @@
 
 pub mod admin;
 pub mod announcement;
-pub mod bookmark;
 pub mod assets;
+pub mod bookmark;
 pub mod channel;
 pub mod community;
 pub mod feedback;

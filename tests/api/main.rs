@@ -29,6 +29,7 @@ mod push;
 mod realtime;
 mod reports;
 mod scheduled;
+mod seed_coverage;
 mod totp;
 mod users;
 mod web;
