@@ -21,6 +21,8 @@
 #   CONNECT_CONCURRENCY=200 HISTORY_CLIENTS=64 HISTORY_SEED=200 INGEST_CHANNELS=200
 #   SCENARIO_TIMEOUT=900 (seconds per loadgen run) SKIP_BUILD=1 PALAVER_RUST_LOG=warn
 #   PALAVER_BIN=path (default: the release build in the target dir)
+#   ONLY=history,ingest (run only these scenario labels: fanout-sN, idle, history,
+#        history-nocache, ingest; the ceiling runs only where it has a counterpart)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --postgres) PG_ADMIN_URL=${2:?--postgres needs a URL}; shift 2 ;;
         --ceiling-only) CEILING_ONLY=1; shift ;;
-        -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -141,7 +143,9 @@ start_ceiling() { # $1 = log file
     return 1
 }
 
-start_palaver() { # $1 = log file
+start_palaver() { # $1 = log file; extra VAR=value settings may follow
+    local log_file=$1
+    shift
     local port
     port=$(free_port)
     DATA_DIR=$(mktemp -d -t palaver-bench.XXXXXX)
@@ -151,29 +155,34 @@ start_palaver() { # $1 = log file
         PALAVER_REGISTRATION=open
         PALAVER_HTTP_RATE_LIMITS=off
         RUST_LOG="${PALAVER_RUST_LOG:-warn}"
+        "$@"
     )
     if [[ -n "$PG_ADMIN_URL" ]]; then
         PG_DB="palaver_bench_$(date +%s)_$RANDOM"
         psql "$PG_ADMIN_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $PG_DB" >/dev/null
         env+=(DATABASE_URL="$(pg_url_for "$PG_ADMIN_URL" "$PG_DB")")
     fi
-    env "${env[@]}" "$PALAVER" >"$1" 2>&1 &
+    env "${env[@]}" "$PALAVER" >"$log_file" 2>&1 &
     SERVER_PID=$!
     SERVER_URL="http://127.0.0.1:$port"
     for _ in $(seq 300); do
-        kill -0 "$SERVER_PID" 2>/dev/null || { log "palaver exited at start (see $1)"; return 1; }
+        kill -0 "$SERVER_PID" 2>/dev/null || { log "palaver exited at start (see $log_file)"; return 1; }
         curl -sf -o /dev/null --max-time 1 "$SERVER_URL/api/health" && return 0
         sleep 0.2
     done
-    log "palaver did not become healthy within 60 s (see $1)"
+    log "palaver did not become healthy within 60 s (see $log_file)"
     return 1
 }
 
 # ---- scenarios --------------------------------------------------------------------------
 # run_scenario KIND LABEL LOADGEN-ARGS... : fresh server, one loadgen run, server stopped.
+# SERVER_ENV (an array of VAR=value) is passed to Palaver for this run.
+SERVER_ENV=()
+selected() { [[ -z "${ONLY:-}" || ",$ONLY," == *",$1,"* ]]; }
 run_scenario() {
     local kind=$1 lb=$2
     shift 2
+    selected "$lb" || return 0
     local server_log="$RESULTS_DIR/$kind-$lb.server.log"
     log "$kind / $lb: starting server"
     local -a extra=()
@@ -181,7 +190,7 @@ run_scenario() {
         start_ceiling "$server_log" || { stop_server; return 0; }
         extra=(--ceiling)
     else
-        start_palaver "$server_log" || { stop_server; return 0; }
+        start_palaver "$server_log" "${SERVER_ENV[@]}" || { stop_server; return 0; }
     fi
     local out
     if out=$(timeout --kill-after=10 "$SCENARIO_TIMEOUT" "$LOADGEN" --url "$SERVER_URL" --server-pid "$SERVER_PID" \
@@ -209,6 +218,11 @@ run_all() { # $1 = ceiling | palaver
         # No ceiling counterpart: the ceiling keeps no history.
         run_scenario "$kind" history --scenario history "${common[@]}" \
             --clients "$HISTORY_CLIENTS" --seed-messages "$HISTORY_SEED"
+        # The same endpoint with the channel actors' in-memory page turned off.
+        SERVER_ENV=(PALAVER_HISTORY_CACHE=off)
+        run_scenario "$kind" history-nocache --scenario history "${common[@]}" \
+            --clients "$HISTORY_CLIENTS" --seed-messages "$HISTORY_SEED"
+        SERVER_ENV=()
         run_scenario "$kind" ingest --scenario ingest "${common[@]}" --channels "$INGEST_CHANNELS"
     fi
 }
@@ -245,6 +259,10 @@ jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
     row("idle"; "RSS per socket KiB"; .rss_per_socket_kb),
     row("history"; "requests/s"; .requests_per_s),
     row("history"; "p99 ms"; .latency_ms.p99),
+    row("history-nocache"; "requests/s"; .requests_per_s),
+    (pick("palaver"; "history") as $on | pick("palaver"; "history-nocache") as $off
+        | if $on == null or $off == null or $on.error or $off.error then empty
+          else ["history", "in-memory page on/off requests/s", "-", "-", ($on.requests_per_s / $off.requests_per_s | num)] end),
     row("ingest"; "committed msgs/s"; .committed_per_s),
     row("ingest"; "missing after"; .missing_after)
     | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"

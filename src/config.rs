@@ -162,6 +162,10 @@ pub struct Cli {
     /// Capacity of each socket's outbound queue, in frames.
     #[arg(long, env = "PALAVER_WS_QUEUE")]
     pub ws_queue: Option<usize>,
+    /// `on` or `off`: channel actors serve the newest history page from memory. Off is for
+    /// measuring what the in-memory page is worth.
+    #[arg(long, env = "PALAVER_HISTORY_CACHE")]
+    pub history_cache: Option<String>,
     /// WebRTC ICE servers for voice, as a JSON array of `{"urls", "username"?, "credential"?}`.
     #[arg(long, env = "PALAVER_ICE_SERVERS")]
     pub ice_servers: Option<String>,
@@ -208,6 +212,7 @@ struct FileConfig {
     upload_quota: Option<u64>,
     upload_rate_limit: Option<u32>,
     ws_queue: Option<usize>,
+    history_cache: Option<String>,
     ice_servers: Option<String>,
     webhook_rate_limit: Option<RateLimit>,
     giphy_api_key: Option<String>,
@@ -247,6 +252,8 @@ pub struct Config {
     pub upload_rate_limit: u32,
     /// Frames buffered per socket before a slow reader is disconnected.
     pub ws_queue: usize,
+    /// Newest history pages held by channel actors (on by default).
+    pub history_cache: bool,
     /// ICE servers handed to clients in `/auth/config` (checked at start-up).
     pub ice_servers: Vec<serde_json::Value>,
     /// Bucket per webhook token for `POST /webhooks/execute/{token}`.
@@ -293,6 +300,7 @@ impl Config {
             upload_quota: 500 * 1024 * 1024,
             upload_rate_limit: 10,
             ws_queue: 1024,
+            history_cache: true,
             ice_servers: Vec::new(),
             webhook_rate_limit: RateLimit::new(1, 1),
             giphy_api_key: None,
@@ -375,6 +383,9 @@ impl Config {
         }
         if let Some(v) = cli.ws_queue.or(file.ws_queue) {
             config.ws_queue = v.max(16);
+        }
+        if let Some(v) = cli.history_cache.or(file.history_cache) {
+            config.history_cache = parse_switch(&v)?;
         }
         if let Some(v) = cli.ice_servers.or(file.ice_servers) {
             config.ice_servers = parse_ice_servers(&v)?;

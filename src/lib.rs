@@ -133,6 +133,7 @@ fn hub_config(config: &Config) -> palaver_actors::HubConfig {
         ws_rate_burst: config.ws_rate_limit.burst,
         ws_rate_per_second: config.ws_rate_limit.per_second,
         outbound_queue: config.ws_queue,
+        history_cache: config.history_cache,
         ..palaver_actors::HubConfig::default()
     }
 }

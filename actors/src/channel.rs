@@ -19,6 +19,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, EntityTrait, QuerySelect};
 use uuid::Uuid;
 
+use crate::history::{HistoryAnswer, HistoryCache, PageKey};
 use crate::hub::Shared;
 use crate::outbox::Outbox;
 use crate::protocol::{Frame, ServerFrame};
@@ -161,8 +162,16 @@ pub enum ChannelMsg {
     MarkRead { origin: Origin, message_id: Uuid },
     /// From a session: voice join / leave / kick.
     Voice { origin: Origin, action: VoiceAction },
-    /// From REST or the hub: send this already-built frame to every subscriber.
+    /// From REST or the hub: send this already-built frame to every subscriber. Such frames
+    /// announce changes made outside the actor (pins, polls…), so held history pages go too.
     Broadcast { frame: Frame },
+    /// From REST: the newest history page for `user_id`, from memory if held.
+    History { user_id: Uuid, key: PageKey, reply: RpcReplyPort<HistoryAnswer> },
+    /// From REST after a `Miss`: the page read from the database at `version`.
+    HistoryFill { key: PageKey, version: u64, body: Bytes, valid_until: Option<DateTime<Utc>> },
+    /// From REST: messages changed outside the actor (admin purge or quarantine, account
+    /// deletion); held history pages are stale.
+    InvalidateHistory,
     /// From REST: membership changed; keeps hot state exact and unsubscribes removed users.
     Members { change: MemberChange, reply: Option<RpcReplyPort<()>> },
     /// From REST: settings changed in the database; reload them (and emit `channel_updated`
@@ -293,6 +302,8 @@ pub struct ChannelState {
     last_activity: Instant,
     /// Recent message ids in this channel (reply/thread validation without a query).
     recent: VecDeque<(Uuid, Option<Uuid>)>,
+    /// The newest history pages, when enabled (`HubConfig::history_cache`).
+    history: HistoryCache,
 }
 
 impl Actor for ChannelActor {
@@ -321,6 +332,7 @@ impl Actor for ChannelActor {
             dm_check: None,
             last_activity: Instant::now(),
             recent: VecDeque::new(),
+            history: HistoryCache::default(),
         })
     }
 
@@ -362,7 +374,29 @@ impl Actor for ChannelActor {
             }
             ChannelMsg::MarkRead { origin, message_id } => state.mark_read(origin, message_id).await,
             ChannelMsg::Voice { origin, action } => state.voice(origin, action),
-            ChannelMsg::Broadcast { frame } => state.subscribers.broadcast(&frame, None),
+            ChannelMsg::Broadcast { frame } => {
+                state.history.invalidate();
+                state.subscribers.broadcast(&frame, None)
+            }
+            ChannelMsg::History { user_id, key, reply } => {
+                let answer = if !state.is_member(user_id) {
+                    HistoryAnswer::NotMember
+                } else if !state.shared.config.history_cache {
+                    HistoryAnswer::Miss { version: 0 }
+                } else {
+                    match state.history.get(key, Utc::now()) {
+                        Ok(body) => HistoryAnswer::Page(body),
+                        Err(version) => HistoryAnswer::Miss { version },
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            ChannelMsg::HistoryFill { key, version, body, valid_until } => {
+                if state.shared.config.history_cache {
+                    state.history.fill(key, version, body, valid_until);
+                }
+            }
+            ChannelMsg::InvalidateHistory => state.history.invalidate(),
             ChannelMsg::Members { change, reply } => {
                 state.member_change(change);
                 if let Some(reply) = reply {
@@ -707,6 +741,8 @@ impl ChannelState {
         result: Result<Vec<usize>, CommitError>,
     ) {
         self.committing = false;
+        // Even a failed commit may have landed (a connection lost after COMMIT was sent).
+        self.history.invalidate();
         match result {
             Ok(lost) => {
                 for (i, pending) in batch.into_iter().enumerate() {
@@ -833,7 +869,9 @@ impl ChannelState {
             return origin.error("validation_error", "messages can only be edited for 15 minutes");
         }
         let edited_at = palaver_entity::now();
-        match store::record_edit(db, &message, ciphertext.to_vec(), nonce.to_vec(), edited_at).await {
+        let written = store::record_edit(db, &message, ciphertext.to_vec(), nonce.to_vec(), edited_at).await;
+        self.history.invalidate();
+        match written {
             Ok(()) => {}
             Err(err) if crate::is_unavailable(&err) => {
                 return origin.error("unavailable", "the database is unavailable, try again");
@@ -866,7 +904,9 @@ impl ChannelState {
         if message.sender_id != Some(origin.user_id) && !self.level(&origin).is_privileged() {
             return origin.error("forbidden", "you cannot delete this message");
         }
-        match store::soft_delete(db, message_id).await {
+        let deleted = store::soft_delete(db, message_id).await;
+        self.history.invalidate();
+        match deleted {
             Ok(true) => self.broadcast(&ServerFrame::MessageDeleted { message_id }, None),
             Ok(false) => origin.error("not_found", "message not found"),
             Err(_) => origin.error("unavailable", "the database is unavailable, try again"),
@@ -897,6 +937,7 @@ impl ChannelState {
         } else {
             store::remove_reaction(db, message_id, user_id, &emoji).await
         };
+        self.history.invalidate();
         match outcome {
             Ok(store::ReactionOutcome::Changed) | Ok(store::ReactionOutcome::AlreadyThere) if add => {
                 self.broadcast(&ServerFrame::ReactionAdded { message_id, user_id, emoji }, None)

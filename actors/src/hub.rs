@@ -33,11 +33,19 @@ pub struct HubConfig {
     pub outbound_queue: usize,
     /// Sockets per user; one more evicts the oldest.
     pub max_sessions_per_user: usize,
+    /// Channel actors keep the newest history pages in memory (off: every read queries).
+    pub history_cache: bool,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { ws_rate_burst: 10, ws_rate_per_second: 5, outbound_queue: 1024, max_sessions_per_user: 8 }
+        Self {
+            ws_rate_burst: 10,
+            ws_rate_per_second: 5,
+            outbound_queue: 1024,
+            max_sessions_per_user: 8,
+            history_cache: true,
+        }
     }
 }
 
@@ -468,6 +476,20 @@ impl Hub {
     pub fn notify_channel(&self, channel_id: Uuid, message: ChannelMsg) {
         if let Some(slot) = self.shared.channels.get(&channel_id).and_then(|c| c.get().cloned()) {
             let _ = slot.actor().send_message(message);
+        }
+    }
+
+    /// Messages of a channel changed outside its actor: its held history pages are stale.
+    pub fn history_changed(&self, channel_id: Uuid) {
+        self.notify_channel(channel_id, ChannelMsg::InvalidateHistory);
+    }
+
+    /// Messages of unknown channels changed (e.g. an account and its reactions deleted).
+    pub fn all_history_changed(&self) {
+        for cell in self.shared.channels.iter() {
+            if let Some(slot) = cell.get() {
+                let _ = slot.actor().send_message(ChannelMsg::InvalidateHistory);
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod community;
+pub mod history;
 pub mod hub;
 pub mod outbox;
 pub mod presence;

@@ -134,6 +134,11 @@ impl PathId {
 /// 200 with a JSON body.
 pub fn ok_json<T: Serialize>(value: &T) -> ApiResult<Response> {
     let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
+    ok_json_bytes(body.into())
+}
+
+/// 200 with a body that is already JSON (e.g. a history page held in memory).
+pub fn ok_json_bytes(body: bytes::Bytes) -> ApiResult<Response> {
     let mut response = Response::new(body.into());
     response
         .headers_mut()

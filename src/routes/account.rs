@@ -274,6 +274,10 @@ async fn delete_account(
     }
     // Access tokens of a deleted user die now, and so do its sockets.
     state.hub.bar_user(user.id);
+    // Their messages now show no sender and their reactions are gone.
+    state.hub.all_history_changed();
+    // Their messages now show no sender and their reactions are gone.
+    state.hub.all_history_changed();
     audit::record(
         &state.db,
         None,

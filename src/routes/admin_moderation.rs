@@ -238,6 +238,7 @@ async fn purge_message(
     if deleted.rows_affected == 0 {
         return Err(ApiError::not_found("message"));
     }
+    state.hub.history_changed(message.channel_id);
     if message.deleted_at.is_none() {
         broadcast(&state, message.channel_id, &ServerFrame::MessageDeleted { message_id: id });
     }
@@ -349,6 +350,8 @@ async fn purge(
     let deleted = messages::Entity::delete_many().filter(scope).exec(&txn).await?;
     let (blobs, hashes_blocked) = purge_files(&txn, file_scope, block, caller).await?;
     txn.commit().await?;
+    // The purge may reach any number of channels (`live` lists only the newest ones).
+    state.hub.all_history_changed();
     let result = PurgeResult {
         messages_deleted: deleted.rows_affected,
         files_deleted: blobs.len() as u64,
@@ -404,6 +407,15 @@ async fn set_quarantine(
     };
     if update.exec(&state.db).await?.rows_affected == 0 {
         return Err(ApiError::not_found("message"));
+    }
+    let channel: Option<Uuid> = messages::Entity::find_by_id(id)
+        .select_only()
+        .column(messages::Column::ChannelId)
+        .into_tuple()
+        .one(&state.db)
+        .await?;
+    if let Some(channel_id) = channel {
+        state.hub.history_changed(channel_id);
     }
     let action = if quarantine { "admin_quarantine_message" } else { "admin_unquarantine_message" };
     audit::record(&state.db, Some(caller.user_id), action, Some(&client), Some(json!({"message_id": id})))

@@ -370,6 +370,8 @@ async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, cli
 
     // Its tokens die now, and so do its sockets; live channels forget the member.
     state.hub.bar_user(id);
+    // Their messages now show no sender and their reactions are gone.
+    state.hub.all_history_changed();
     for channel_id in member_of.into_iter().filter(|c| !dm_deleted.contains(c)) {
         state.hub.notify_channel(
             channel_id,

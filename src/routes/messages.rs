@@ -5,9 +5,13 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use palaver_actors::HubError;
+use palaver_actors::channel::ChannelMsg;
+use palaver_actors::history::{HistoryAnswer, PageKey};
 use palaver_actors::protocol::{ServerFrame, rfc3339};
 use palaver_actors::roles::Level;
 use palaver_entity::{channel_members, message_edits, messages, pins, users};
+use ractor::rpc::CallResult;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -20,7 +24,7 @@ use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, Route, caller, ok_empty, ok_json, ok_json_bytes, respond, with_state};
 use crate::routes::channels::{broadcast, query_bool, query_limit, query_uuid};
 use crate::state::AppState;
 
@@ -30,6 +34,8 @@ type Params = HashMap<String, String>;
 /// History and threads: default and largest page.
 const HISTORY_DEFAULT_LIMIT: u64 = 50;
 const HISTORY_MAX_LIMIT: u64 = 100;
+/// How long a history read waits for the channel actor before reading the database alone.
+const ACTOR_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Search: default and largest result count.
 const SEARCH_DEFAULT_LIMIT: u64 = 20;
 const SEARCH_MAX_LIMIT: u64 = 50;
@@ -124,7 +130,60 @@ async fn list_messages(id: PathId, state: AppState, caller: ApiResult<Caller>, q
     let after = query_uuid(&query, "after")?;
     let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     let root_only = query_bool(&query, "root_only")?;
+    if before.is_none() && after.is_none() {
+        return newest_page(&state, id, &caller, PageKey { limit, root_only }).await;
+    }
     require_member(&state.db, id, &caller).await?;
+    let rows = page_rows(&state, id, before, after, PageKey { limit, root_only }).await?;
+    ok_json(&message_views(&state.db, rows, true).await?)
+}
+
+/// The newest page (no cursor), through the channel's actor: it checks membership from
+/// memory and may hold the page. On a miss the page is read here and offered back.
+async fn newest_page(state: &AppState, id: Uuid, caller: &Caller, key: PageKey) -> Reply {
+    let slot = match state.hub.channel(id).await {
+        Ok(slot) => Some(slot),
+        Err(HubError::NotFound) => return Err(ApiError::not_found("channel")),
+        // No actor could start (database trouble): the plain read below reports it.
+        Err(_) => None,
+    };
+    let mut version = None;
+    if let Some(slot) = &slot {
+        let call = |reply| ChannelMsg::History { user_id: caller.user_id, key, reply };
+        match slot.actor().call(call, Some(ACTOR_CALL_TIMEOUT)).await {
+            Ok(CallResult::Success(HistoryAnswer::Page(body))) => return ok_json_bytes(body),
+            Ok(CallResult::Success(HistoryAnswer::NotMember)) => return Err(ApiError::Forbidden),
+            Ok(CallResult::Success(HistoryAnswer::Miss { version: v })) => version = Some(v),
+            // Restarting or overloaded: answer from the database alone.
+            _ => {}
+        }
+    }
+    if version.is_none() {
+        require_member(&state.db, id, caller).await?;
+    }
+    let rows = page_rows(state, id, None, None, key).await?;
+    let valid_until = rows.iter().filter_map(|m| m.expires_at).min();
+    let views = message_views(&state.db, rows, true).await?;
+    let body = bytes::Bytes::from(serde_json::to_vec(&views).map_err(ApiError::internal)?);
+    if let (Some(slot), Some(version)) = (slot, version) {
+        let _ = slot.actor().send_message(ChannelMsg::HistoryFill {
+            key,
+            version,
+            body: body.clone(),
+            valid_until,
+        });
+    }
+    ok_json_bytes(body)
+}
+
+/// A history page's rows, newest first. With `after`, the `limit` messages right after it.
+async fn page_rows(
+    state: &AppState,
+    id: Uuid,
+    before: Option<Uuid>,
+    after: Option<Uuid>,
+    key: PageKey,
+) -> ApiResult<Vec<messages::Model>> {
     let mut select = messages::Entity::find()
         .filter(messages::Column::ChannelId.eq(id))
         .filter(visible(palaver_entity::now()));
@@ -134,17 +193,16 @@ async fn list_messages(id: PathId, state: AppState, caller: ApiResult<Caller>, q
     if let Some(after) = after {
         select = select.filter(messages::Column::Id.gt(after));
     }
-    if root_only {
+    if key.root_only {
         select = select.filter(messages::Column::ThreadId.is_null());
     }
-    let rows = if after.is_some() {
-        let mut rows = select.order_by_asc(messages::Column::Id).limit(limit).all(&state.db).await?;
+    Ok(if after.is_some() {
+        let mut rows = select.order_by_asc(messages::Column::Id).limit(key.limit).all(&state.db).await?;
         rows.reverse();
         rows
     } else {
-        select.order_by_desc(messages::Column::Id).limit(limit).all(&state.db).await?
-    };
-    ok_json(&message_views(&state.db, rows, true).await?)
+        select.order_by_desc(messages::Column::Id).limit(key.limit).all(&state.db).await?
+    })
 }
 
 /// GET /api/channels/{id}/threads/{msg_id}?before=&limit= — replies oldest first.

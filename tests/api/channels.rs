@@ -191,6 +191,8 @@ pub async fn insert_message(app: &TestApp, id: Uuid, channel: Uuid, sender: Opti
     .insert(db(app))
     .await
     .expect("insert message");
+    // Written behind the server's back: the channel actor's held history pages are stale.
+    app.server.as_ref().expect("server running").state.hub.history_changed(channel);
 }
 
 /// `n` ids in increasing order, newer than now and than every id handed out before.

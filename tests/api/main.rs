@@ -17,6 +17,7 @@ mod durability;
 mod files;
 mod groups;
 mod health;
+mod history_cache;
 mod images;
 mod keys;
 mod legal;

@@ -25,6 +25,8 @@ async fn set(app: &TestApp, ids: &[Uuid], column: messages::Column, value: sea_o
         .exec(db(app))
         .await
         .expect("update messages");
+    // Written behind the server's back: held history pages are stale.
+    app.server.as_ref().expect("server running").state.hub.all_history_changed();
 }
 
 fn hours_from_now(h: i64) -> chrono::DateTime<chrono::Utc> {
@@ -172,6 +174,7 @@ async fn message_objects_carry_reactions_threads_and_webhook_content(backend: Ba
     .insert(db(&app))
     .await
     .unwrap();
+    app.server.as_ref().unwrap().state.hub.history_changed(id);
     let hook = &app.get(&format!("/channels/{id}/messages?limit=1"), &bob.token).await.expect(200)[0];
     assert_eq!(hook["message_type"], "webhook");
     assert!(hook["sender_id"].is_null());
