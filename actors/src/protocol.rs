@@ -12,89 +12,53 @@ use uuid::Uuid;
 /// A serialized server frame, shared without copying by every recipient.
 pub type Frame = Utf8Bytes;
 
+/// `send_message`: the hot frame, decoded without the enum (see [`decode`]).
+#[derive(Debug, Deserialize)]
+pub struct SendMessageFrame {
+    pub channel_id: Uuid,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub message_type: String,
+    #[serde(default)]
+    pub reply_to: Option<Uuid>,
+    #[serde(default)]
+    pub sender_key_id: Option<Uuid>,
+    #[serde(default)]
+    pub thread_id: Option<Uuid>,
+}
+
+/// `edit_message`, also carrying a ciphertext.
+#[derive(Debug, Deserialize)]
+pub struct EditMessageFrame {
+    pub message_id: Uuid,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+}
+
 /// Frames a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Authenticate {
-        token: String,
-    },
-    SendMessage {
-        channel_id: Uuid,
-        ciphertext: Vec<u8>,
-        nonce: Vec<u8>,
-        message_type: String,
-        #[serde(default)]
-        reply_to: Option<Uuid>,
-        #[serde(default)]
-        sender_key_id: Option<Uuid>,
-        #[serde(default)]
-        thread_id: Option<Uuid>,
-    },
-    EditMessage {
-        message_id: Uuid,
-        ciphertext: Vec<u8>,
-        nonce: Vec<u8>,
-    },
-    DeleteMessage {
-        message_id: Uuid,
-    },
-    UpdatePresence {
-        status: String,
-    },
-    Typing {
-        channel_id: Uuid,
-    },
-    StopTyping {
-        channel_id: Uuid,
-    },
-    Subscribe {
-        channel_ids: Vec<Uuid>,
-    },
-    Unsubscribe {
-        channel_ids: Vec<Uuid>,
-    },
-    RtcOffer {
-        target_user_id: Uuid,
-        session_id: Uuid,
-        sdp: String,
-    },
-    RtcAnswer {
-        target_user_id: Uuid,
-        session_id: Uuid,
-        sdp: String,
-    },
-    RtcIceCandidate {
-        target_user_id: Uuid,
-        session_id: Uuid,
-        candidate: String,
-    },
-    JoinVoice {
-        channel_id: Uuid,
-    },
-    LeaveVoice {
-        channel_id: Uuid,
-    },
-    KickFromVoice {
-        channel_id: Uuid,
-        user_id: Uuid,
-    },
-    AddReaction {
-        message_id: Uuid,
-        emoji: String,
-    },
-    RemoveReaction {
-        message_id: Uuid,
-        emoji: String,
-    },
-    MarkRead {
-        channel_id: Uuid,
-        message_id: Uuid,
-    },
+    Authenticate { token: String },
+    SendMessage(SendMessageFrame),
+    EditMessage(EditMessageFrame),
+    DeleteMessage { message_id: Uuid },
+    UpdatePresence { status: String },
+    Typing { channel_id: Uuid },
+    StopTyping { channel_id: Uuid },
+    Subscribe { channel_ids: Vec<Uuid> },
+    Unsubscribe { channel_ids: Vec<Uuid> },
+    RtcOffer { target_user_id: Uuid, session_id: Uuid, sdp: String },
+    RtcAnswer { target_user_id: Uuid, session_id: Uuid, sdp: String },
+    RtcIceCandidate { target_user_id: Uuid, session_id: Uuid, candidate: String },
+    JoinVoice { channel_id: Uuid },
+    LeaveVoice { channel_id: Uuid },
+    KickFromVoice { channel_id: Uuid, user_id: Uuid },
+    AddReaction { message_id: Uuid, emoji: String },
+    RemoveReaction { message_id: Uuid, emoji: String },
+    MarkRead { channel_id: Uuid, message_id: Uuid },
     MarkAllRead,
-    Ping {
-        timestamp: i64,
-    },
+    Ping { timestamp: i64 },
 }
 
 /// Timestamps as chrono's RFC 3339 with microseconds when non-zero (`…+00:00`).
@@ -380,12 +344,67 @@ impl ServerFrame {
 
 /// Parses a client frame; the error is the `invalid_message` text.
 pub fn decode(text: &str) -> Result<ClientFrame, String> {
-    serde_json::from_str(text).map_err(|e| format!("invalid message: {e}"))
+    let invalid = |e: serde_json::Error| format!("invalid message: {e}");
+    // An internally tagged enum first buffers every value of the frame (each ciphertext byte
+    // a separate node) before choosing the variant: ~40 ns per ciphertext byte. The frames
+    // that carry ciphertext are therefore parsed straight into their struct once the tag is
+    // known (the struct ignores the `type` key).
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    let kind = serde_json::from_str::<Tag>(text).map_err(invalid)?.kind;
+    match kind.as_deref() {
+        Some("send_message") => serde_json::from_str(text).map(ClientFrame::SendMessage).map_err(invalid),
+        Some("edit_message") => serde_json::from_str(text).map(ClientFrame::EditMessage).map_err(invalid),
+        _ => serde_json::from_str(text).map_err(invalid),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ciphertext_frames_decode_directly_and_the_rest_through_the_enum() {
+        let id = Uuid::now_v7();
+        let text = format!(
+            r#"{{"ciphertext":[1,2,255],"type":"send_message","channel_id":"{id}","nonce":[9],"message_type":"text","thread_id":"{id}"}}"#
+        );
+        match decode(&text).unwrap() {
+            ClientFrame::SendMessage(m) => {
+                assert_eq!((m.channel_id, m.ciphertext, m.nonce), (id, vec![1, 2, 255], vec![9]));
+                assert_eq!((m.reply_to, m.thread_id, m.message_type.as_str()), (None, Some(id), "text"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let edit = format!(r#"{{"type":"edit_message","message_id":"{id}","ciphertext":[7],"nonce":[8]}}"#);
+        assert!(matches!(decode(&edit).unwrap(), ClientFrame::EditMessage(e) if e.ciphertext == [7]));
+        assert!(matches!(
+            decode(r#"{"type":"ping","timestamp":5}"#).unwrap(),
+            ClientFrame::Ping { timestamp: 5 }
+        ));
+    }
+
+    #[test]
+    fn malformed_frames_are_refused_with_a_reason() {
+        let id = Uuid::now_v7();
+        for bad in [
+            String::from("[]"),
+            String::from("not json"),
+            String::from(r#"{"type":"send_message"}"#),
+            format!(
+                r#"{{"type":"send_message","channel_id":"{id}","ciphertext":[256],"nonce":[1],"message_type":"text"}}"#
+            ),
+            format!(r#"{{"type":"edit_message","message_id":"{id}","ciphertext":"AQI=","nonce":[1]}}"#),
+            String::from(r#"{"type":"no_such_frame"}"#),
+            String::from(r#"{"timestamp":5}"#),
+        ] {
+            let err = decode(&bad).expect_err(&bad);
+            assert!(err.starts_with("invalid message: "), "{err}");
+        }
+    }
 
     #[test]
     fn new_message_matches_the_wire_shape() {

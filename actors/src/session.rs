@@ -20,7 +20,7 @@ use crate::channel::{ChannelMsg, Origin, Outgoing, VoiceAction};
 use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
-use crate::protocol::{ClientFrame, ServerFrame, decode};
+use crate::protocol::{ClientFrame, EditMessageFrame, SendMessageFrame, ServerFrame, decode};
 use crate::roles::InstanceRole;
 use crate::{HubError, store};
 
@@ -162,7 +162,7 @@ impl SessionState {
             ClientFrame::Ping { timestamp } => {
                 origin.outbox.push(ServerFrame::Pong { timestamp }.encode());
             }
-            ClientFrame::SendMessage {
+            ClientFrame::SendMessage(SendMessageFrame {
                 channel_id,
                 ciphertext,
                 nonce,
@@ -170,7 +170,7 @@ impl SessionState {
                 reply_to,
                 sender_key_id,
                 thread_id,
-            } => {
+            }) => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
                     return origin.error_frame(
                         "validation_error",
@@ -190,7 +190,7 @@ impl SessionState {
                 };
                 self.to_channel(channel_id, ChannelMsg::Send { origin, message }).await;
             }
-            ClientFrame::EditMessage { message_id, ciphertext, nonce } => {
+            ClientFrame::EditMessage(EditMessageFrame { message_id, ciphertext, nonce }) => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
                     return origin.error_frame(
                         "validation_error",

@@ -101,6 +101,8 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
     let writer = tokio::spawn(write_loop(sink, receiver));
 
     // Reader: hand text frames to the actor until the socket or the session closes.
+    let closed = outbox.closed();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
@@ -118,7 +120,7 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
                 // Binary frames are ignored; pings are answered by tungstenite.
                 Some(Ok(_)) => {}
             },
-            _ = outbox.closed() => break,
+            _ = &mut closed => break,
         }
     }
     let _ = actor.send_message(SessionMsg::Closed);
@@ -139,10 +141,14 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     let outbox = receiver.outbox.clone();
+    // One close watcher for the whole loop: re-creating it per frame would register and
+    // unregister a waiter on every wake-up (measurable at 100k deliveries/s).
+    let closed = outbox.closed();
+    tokio::pin!(closed);
     let code = loop {
         let frame = tokio::select! {
             biased;
-            code = outbox.closed() => break code,
+            code = &mut closed => break code,
             frame = receiver.frames.recv() => match frame {
                 Some(frame) => frame,
                 None => break outbox.close_requested().max(1000),
@@ -165,7 +171,7 @@ where
                 outbox.close(palaver_actors::outbox::CLOSE_SLOW_CONSUMER);
                 return;
             },
-            code = outbox.closed() => break code,
+            code = &mut closed => break code,
         }
         if outbox.close_requested() != 0 {
             break outbox.close_requested();
