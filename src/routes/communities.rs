@@ -16,7 +16,7 @@ use palaver_entity::{
     channel_warnings, communities, community_bans, community_invites, community_members, group_members,
     groups, users,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
@@ -34,6 +34,7 @@ use crate::domain::community::{
     InvitePreview, NewCommunity, Standing, TimeoutView, UpdateCommunityRequest, WarningView, by,
     find_community, member_count, require_member,
 };
+use crate::domain::group::{self, GroupView};
 use crate::domain::invite::expires_in_hours;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
@@ -330,25 +331,9 @@ async fn list_communities(
         .all(&state.db)
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
-    let counts: HashMap<Uuid, i64> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        community_members::Entity::find()
-            .select_only()
-            .column(community_members::Column::CommunityId)
-            .column_as(Expr::col(community_members::Column::UserId).count(), "n")
-            .filter(community_members::Column::CommunityId.is_in(ids))
-            .group_by(community_members::Column::CommunityId)
-            .into_tuple::<(Uuid, i64)>()
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let views: Vec<CommunityView> = rows
-        .iter()
-        .map(|c| CommunityView::new(c, u64::try_from(counts.get(&c.id).copied().unwrap_or(0)).unwrap_or(0)))
-        .collect();
+    let counts = community::member_counts(&state.db, &ids).await?;
+    let views: Vec<CommunityView> =
+        rows.iter().map(|c| CommunityView::new(c, counts.get(&c.id).copied().unwrap_or(0))).collect();
     ok_json(&views)
 }
 
@@ -467,26 +452,6 @@ async fn leave_community(cid: PathId, state: AppState, caller: ApiResult<Caller>
     ok_empty()
 }
 
-/// Minimal Group object for `GET /communities/{cid}/groups` (the full group routes own the
-/// group domain; this view has the wire's fields).
-#[derive(Serialize)]
-struct GroupView {
-    id: Uuid,
-    name: String,
-    description: Option<String>,
-    icon_url: Option<String>,
-    banner_url: Option<String>,
-    accent_color: Option<String>,
-    owner_id: Uuid,
-    community_id: Uuid,
-    created_at: String,
-    member_count: u64,
-    visibility: String,
-    discoverable: bool,
-    assigned_member_id: Option<Uuid>,
-    allow_invites: bool,
-}
-
 /// GET /api/communities/{cid}/groups
 async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
     let caller = caller?;
@@ -504,40 +469,9 @@ async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>)
         .all(&state.db)
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
-    let counts: HashMap<Uuid, i64> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        group_members::Entity::find()
-            .select_only()
-            .column(group_members::Column::GroupId)
-            .column_as(Expr::col(group_members::Column::UserId).count(), "n")
-            .filter(group_members::Column::GroupId.is_in(ids))
-            .group_by(group_members::Column::GroupId)
-            .into_tuple::<(Uuid, i64)>()
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let views: Vec<GroupView> = rows
-        .into_iter()
-        .map(|g| GroupView {
-            member_count: u64::try_from(counts.get(&g.id).copied().unwrap_or(0)).unwrap_or(0),
-            id: g.id,
-            name: g.name,
-            description: g.description,
-            icon_url: g.icon_url,
-            banner_url: g.banner_url,
-            accent_color: g.accent_color,
-            owner_id: g.owner_id,
-            community_id: g.community_id,
-            created_at: palaver_actors::protocol::rfc3339(&g.created_at),
-            visibility: g.visibility,
-            discoverable: g.discoverable,
-            assigned_member_id: g.assigned_member_id,
-            allow_invites: g.allow_invites,
-        })
-        .collect();
+    let counts = group::member_counts(&state.db, &ids).await?;
+    let views: Vec<GroupView> =
+        rows.iter().map(|g| GroupView::new(g, counts.get(&g.id).copied().unwrap_or(0))).collect();
     ok_json(&views)
 }
 

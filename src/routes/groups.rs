@@ -445,16 +445,7 @@ async fn update_group(
         active.reset(col);
     }
     let row = active.update(&state.db).await?;
-    let frame = ServerFrame::GroupUpdated {
-        group_id: row.id,
-        name: Some(row.name.clone()),
-        description: row.description.clone(),
-        icon_url: row.icon_url.clone(),
-        banner_url: row.banner_url.clone(),
-        accent_color: row.accent_color.clone(),
-        visibility: row.visibility.clone(),
-    };
-    to_community(&state, row.community_id, &frame).await;
+    to_community(&state, row.community_id, &group::group_updated_frame(&row)).await;
     ok_json(&view(&state, &row).await?)
 }
 
