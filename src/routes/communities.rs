@@ -565,14 +565,44 @@ async fn kick_member(
     caller: ApiResult<Caller>,
     client: ClientInfo,
 ) -> Reply {
+    moderate_member(cid, uid, &state, caller, &client, MemberAction::Kick).await
+}
+
+/// What a moderator does to one member (kick, ban, unban).
+enum MemberAction {
+    Kick,
+    /// The body is read only once the caller is known to be a moderator.
+    Ban(ApiResult<BanRequest>),
+    Unban,
+}
+
+/// Kick, ban and unban share one shape: the gate, the target from the path, moderator
+/// rights, the actor command, then an audit entry naming the community and the target.
+async fn moderate_member(
+    cid: PathId,
+    uid: PathId,
+    state: &AppState,
+    caller: ApiResult<Caller>,
+    client: &ClientInfo,
+    action: MemberAction,
+) -> Reply {
     let caller = caller?;
-    let standing = gate(&state, &caller, cid).await?;
+    let standing = gate(state, &caller, cid).await?;
     let target = uid.get()?;
     require(standing.can_moderate())?;
     let id = standing.community.id;
-    command(&state, id, Command::Kick { by: by(&caller), target }).await?;
-    let meta = json!({"community_id": id, "target_user_id": target});
-    audit::record(&state.db, Some(caller.user_id), "community_kick", Some(&client), Some(meta)).await;
+    let mut meta = json!({"community_id": id, "target_user_id": target});
+    let (command_, event) = match action {
+        MemberAction::Kick => (Command::Kick { by: by(&caller), target }, "community_kick"),
+        MemberAction::Unban => (Command::Unban { by: by(&caller), target }, "community_unban"),
+        MemberAction::Ban(body) => {
+            let reason = community::reason(body?.reason.as_deref())?;
+            meta["reason"] = json!(reason);
+            (Command::Ban { by: by(&caller), target, reason }, "community_ban")
+        }
+    };
+    command(state, id, command_).await?;
+    audit::record(&state.db, Some(caller.user_id), event, Some(client), Some(meta)).await;
     ok_empty()
 }
 
@@ -611,16 +641,7 @@ async fn ban_user(
     client: ClientInfo,
     body: ApiResult<BanRequest>,
 ) -> Reply {
-    let caller = caller?;
-    let standing = gate(&state, &caller, cid).await?;
-    let target = uid.get()?;
-    require(standing.can_moderate())?;
-    let reason = community::reason(body?.reason.as_deref())?;
-    let id = standing.community.id;
-    command(&state, id, Command::Ban { by: by(&caller), target, reason: reason.clone() }).await?;
-    let meta = json!({"community_id": id, "target_user_id": target, "reason": reason});
-    audit::record(&state.db, Some(caller.user_id), "community_ban", Some(&client), Some(meta)).await;
-    ok_empty()
+    moderate_member(cid, uid, &state, caller, &client, MemberAction::Ban(body)).await
 }
 
 /// DELETE /api/communities/{cid}/bans/{uid}
@@ -631,15 +652,7 @@ async fn unban_user(
     caller: ApiResult<Caller>,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
-    let standing = gate(&state, &caller, cid).await?;
-    let target = uid.get()?;
-    require(standing.can_moderate())?;
-    let id = standing.community.id;
-    command(&state, id, Command::Unban { by: by(&caller), target }).await?;
-    let meta = json!({"community_id": id, "target_user_id": target});
-    audit::record(&state.db, Some(caller.user_id), "community_unban", Some(&client), Some(meta)).await;
-    ok_empty()
+    moderate_member(cid, uid, &state, caller, &client, MemberAction::Unban).await
 }
 
 // ---------------------------------------------------------------------------------------
