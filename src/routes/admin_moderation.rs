@@ -23,14 +23,13 @@ use uuid::Uuid;
 use warp::Filter;
 
 use crate::audit;
-use crate::auth::Caller;
+use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
-use crate::routes::admin::admin_only;
 use crate::routes::channels::{broadcast, query_bool};
 use crate::state::AppState;
 
