@@ -16,8 +16,8 @@ use uuid::Uuid;
 use warp::Filter;
 
 use crate::audit;
-use crate::auth::{Caller, admin_only};
 use crate::auth::tokens::random_alphanumeric;
+use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
