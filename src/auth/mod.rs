@@ -28,6 +28,16 @@ impl Caller {
     }
 }
 
+/// 403 unless the token says instance admin or owner (every `/admin/*` route).
+pub fn admin_only(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_instance_staff() { Ok(()) } else { Err(ApiError::Forbidden) }
+}
+
+/// 403 unless the token says instance owner.
+pub fn owner_only(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_owner { Ok(()) } else { Err(ApiError::Forbidden) }
+}
+
 /// Verifies an `Authorization` header value (`Bearer <jwt>`).
 pub fn caller_from_header(state: &AppState, header: Option<&str>) -> Result<Caller, ApiError> {
     let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;

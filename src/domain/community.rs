@@ -2,14 +2,17 @@
 //! rest-communities-groups-channels.md, "Gates"). Shared by the community, group, channel,
 //! image and moderation routes so every gate reads the same way.
 
+use std::collections::HashMap;
+
 use palaver_actors::HubError;
 use palaver_actors::community::{By, CommunityChanges, Refusal};
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::protocol::{ServerFrame, rfc3339};
 use palaver_actors::roles::{InstanceRole, Level};
 use palaver_entity::{
     channel_timeouts, channel_warnings, communities, community_bans, community_invites, community_members,
     users,
 };
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -186,6 +189,19 @@ impl CommunityView {
 /// The stored theme as JSON (anything unreadable is shown as no theme).
 pub fn theme_value(stored: Option<&str>) -> Option<serde_json::Value> {
     stored.and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// `community_updated` for a community row changed outside its actor (icon, banner uploads).
+pub fn community_updated_frame(c: &communities::Model) -> ServerFrame {
+    ServerFrame::CommunityUpdated {
+        community_id: c.id,
+        name: Some(c.name.clone()),
+        description: c.description.clone(),
+        icon_url: c.icon_url.clone(),
+        banner_url: c.banner_url.clone(),
+        community_theme: theme_value(c.community_theme.as_deref()),
+        welcome_message: c.welcome_message.clone(),
+    }
 }
 
 /// The wire's Community member.
@@ -566,6 +582,26 @@ pub fn timeout_seconds(raw: i64) -> ApiResult<i64> {
 /// `max_uses` of a community invite: null = unlimited, else at least 1.
 pub fn invite_max_uses(raw: Option<i64>) -> ApiResult<Option<i32>> {
     crate::domain::invite::max_uses(raw)
+}
+
+/// Member counts of the given communities (communities without members are absent).
+pub async fn member_counts(
+    db: &impl ConnectionTrait,
+    community_ids: &[Uuid],
+) -> ApiResult<HashMap<Uuid, u64>> {
+    if community_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, i64)> = community_members::Entity::find()
+        .select_only()
+        .column(community_members::Column::CommunityId)
+        .column_as(Expr::col(community_members::Column::UserId).count(), "n")
+        .filter(community_members::Column::CommunityId.is_in(community_ids.iter().copied()))
+        .group_by(community_members::Column::CommunityId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|(id, n)| (id, u64::try_from(n).unwrap_or(0))).collect())
 }
 
 /// Members of one community.

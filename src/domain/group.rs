@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::protocol::{ServerFrame, rfc3339};
 use palaver_actors::roles::Level;
 use palaver_entity::{
     channel_bans, channel_members, channels, community_members, group_invites, group_members, groups,
@@ -76,6 +76,19 @@ impl GroupView {
             assigned_member_id: g.assigned_member_id,
             allow_invites: g.allow_invites,
         }
+    }
+}
+
+/// `group_updated` for a group row (settings, icon, banner).
+pub fn group_updated_frame(g: &groups::Model) -> ServerFrame {
+    ServerFrame::GroupUpdated {
+        group_id: g.id,
+        name: Some(g.name.clone()),
+        description: g.description.clone(),
+        icon_url: g.icon_url.clone(),
+        banner_url: g.banner_url.clone(),
+        accent_color: g.accent_color.clone(),
+        visibility: g.visibility.clone(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Seed section "Admin": `/admin/*`. Every route needs an access token whose claims say
-//! instance admin or owner (`admin_only`, else 403); stricter rules are noted per route.
+//! instance admin or owner (`auth::admin_only`, else 403); stricter rules are noted per route.
 //!
 //! Grouped like rest-admin.md; each group has its own `*_routes` function, combined in
 //! `routes`: registration invites, announcements, instance settings and the webhooks
@@ -16,8 +16,8 @@ use uuid::Uuid;
 use warp::Filter;
 
 use crate::audit;
-use crate::auth::Caller;
 use crate::auth::tokens::random_alphanumeric;
+use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
@@ -34,16 +34,6 @@ pub fn routes(state: &AppState) -> Route {
     let sections =
         [invite_routes(state), announcement_routes(state), settings_routes(state), webhook_routes(state)];
     sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one admin section")
-}
-
-/// 403 unless the token says instance admin or owner.
-pub fn admin_only(caller: &Caller) -> ApiResult<()> {
-    if caller.is_admin || caller.is_owner { Ok(()) } else { Err(ApiError::Forbidden) }
-}
-
-/// 403 unless the token says instance owner.
-pub fn owner_only(caller: &Caller) -> ApiResult<()> {
-    if caller.is_owner { Ok(()) } else { Err(ApiError::Forbidden) }
 }
 
 // ---------------------------------------------------------------------------------------

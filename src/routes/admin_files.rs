@@ -20,13 +20,12 @@ use uuid::Uuid;
 use warp::Filter;
 
 use crate::audit;
-use crate::auth::Caller;
+use crate::auth::{Caller, admin_only};
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
-use crate::routes::admin::admin_only;
 use crate::routes::channels::query_bool;
 use crate::routes::files::remove_blobs;
 use crate::state::AppState;

@@ -23,14 +23,13 @@ use uuid::Uuid;
 use warp::Filter;
 
 use crate::audit;
-use crate::auth::Caller;
+use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
-use crate::routes::admin::admin_only;
 use crate::routes::channels::{broadcast, query_bool};
 use crate::state::AppState;
 
@@ -267,33 +266,7 @@ async fn purge_user_messages(
     client: ClientInfo,
     query: Params,
 ) -> Reply {
-    let caller = caller?;
-    admin_only(&caller)?;
-    let id = id.get()?;
-    let block = query_bool(&query, "block_hashes")?;
-    if users::Entity::find_by_id(id).one(&state.db).await?.is_none() {
-        return Err(ApiError::not_found("user"));
-    }
-    let scope = Condition::all().add(messages::Column::SenderId.eq(id));
-    let file_scope = Condition::all().add(files::Column::UploaderId.eq(id));
-    let (result, live, blobs) = purge(&state, &caller, scope, file_scope, block).await?;
-    announce_deletions(&state, &live);
-    remove_blobs(&state, &blobs).await;
-    audit::record(
-        &state.db,
-        Some(caller.user_id),
-        "admin_purge_user_messages",
-        Some(&client),
-        Some(json!({
-            "target_user_id": id,
-            "block_hashes": block,
-            "messages_deleted": result.messages_deleted,
-            "files_deleted": result.files_deleted,
-            "hashes_blocked": result.hashes_blocked,
-        })),
-    )
-    .await;
-    ok_json(&result)
+    purge_everything_of(PurgeTarget::User, id, &state, caller, &client, &query).await
 }
 
 /// POST /api/admin/purge/channel/{id}?block_hashes= — every message in the channel and every
@@ -305,32 +278,82 @@ async fn purge_channel(
     client: ClientInfo,
     query: Params,
 ) -> Reply {
+    purge_everything_of(PurgeTarget::Channel, id, &state, caller, &client, &query).await
+}
+
+/// Whose messages and files a bulk purge removes.
+#[derive(Clone, Copy)]
+enum PurgeTarget {
+    /// Everything a user sent or uploaded.
+    User,
+    /// Everything in a channel.
+    Channel,
+}
+
+/// What a bulk purge deletes and how its audit entry names the target.
+struct PurgeScope {
+    messages: Condition,
+    files: Condition,
+    audit_action: &'static str,
+    audit_id_key: &'static str,
+}
+
+impl PurgeTarget {
+    /// The scope of purging `id`; 404 when there is no such user or channel.
+    async fn scope(self, state: &AppState, id: Uuid) -> ApiResult<PurgeScope> {
+        match self {
+            Self::User => {
+                if users::Entity::find_by_id(id).one(&state.db).await?.is_none() {
+                    return Err(ApiError::not_found("user"));
+                }
+                Ok(PurgeScope {
+                    messages: Condition::all().add(messages::Column::SenderId.eq(id)),
+                    files: Condition::all().add(files::Column::UploaderId.eq(id)),
+                    audit_action: "admin_purge_user_messages",
+                    audit_id_key: "target_user_id",
+                })
+            }
+            Self::Channel => {
+                if channels::Entity::find_by_id(id).one(&state.db).await?.is_none() {
+                    return Err(ApiError::not_found("channel"));
+                }
+                Ok(PurgeScope {
+                    messages: Condition::all().add(messages::Column::ChannelId.eq(id)),
+                    files: Condition::all().add(files::Column::ChannelId.eq(id)),
+                    audit_action: "admin_purge_channel",
+                    audit_id_key: "channel_id",
+                })
+            }
+        }
+    }
+}
+
+/// The bulk purges share one shape: admin check, the target must exist (404), one purge
+/// transaction, live deletions, blob removal, then an audit entry with the counts.
+async fn purge_everything_of(
+    target: PurgeTarget,
+    id: PathId,
+    state: &AppState,
+    caller: ApiResult<Caller>,
+    client: &ClientInfo,
+    query: &Params,
+) -> Reply {
     let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
-    let block = query_bool(&query, "block_hashes")?;
-    if channels::Entity::find_by_id(id).one(&state.db).await?.is_none() {
-        return Err(ApiError::not_found("channel"));
-    }
-    let scope = Condition::all().add(messages::Column::ChannelId.eq(id));
-    let file_scope = Condition::all().add(files::Column::ChannelId.eq(id));
-    let (result, live, blobs) = purge(&state, &caller, scope, file_scope, block).await?;
-    announce_deletions(&state, &live);
-    remove_blobs(&state, &blobs).await;
-    audit::record(
-        &state.db,
-        Some(caller.user_id),
-        "admin_purge_channel",
-        Some(&client),
-        Some(json!({
-            "channel_id": id,
-            "block_hashes": block,
-            "messages_deleted": result.messages_deleted,
-            "files_deleted": result.files_deleted,
-            "hashes_blocked": result.hashes_blocked,
-        })),
-    )
-    .await;
+    let block = query_bool(query, "block_hashes")?;
+    let scope = target.scope(state, id).await?;
+    let (result, live, blobs) = purge(state, &caller, scope.messages, scope.files, block).await?;
+    announce_deletions(state, &live);
+    remove_blobs(state, &blobs).await;
+    let meta = json!({
+        (scope.audit_id_key): id,
+        "block_hashes": block,
+        "messages_deleted": result.messages_deleted,
+        "files_deleted": result.files_deleted,
+        "hashes_blocked": result.hashes_blocked,
+    });
+    audit::record(&state.db, Some(caller.user_id), scope.audit_action, Some(client), Some(meta)).await;
     ok_json(&result)
 }
 

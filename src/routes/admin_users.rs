@@ -23,13 +23,12 @@ use uuid::Uuid;
 use warp::Filter;
 
 use crate::audit;
-use crate::auth::{Caller, password};
+use crate::auth::{Caller, admin_only, owner_only, password};
 use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
-use crate::routes::admin::{admin_only, owner_only};
 use crate::routes::admin_moderation::remove_blobs;
 use crate::routes::auth::revoke_all_refresh_tokens;
 use crate::routes::messages::like_contains;

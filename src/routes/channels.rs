@@ -361,16 +361,28 @@ async fn update_channel(
     let caller = caller?;
     let id = id.get()?;
     let update = ChannelUpdate::parse(body?)?;
-    let mut channel = find_channel(&state.db, id).await?;
+    let channel = find_channel(&state.db, id).await?;
     let role = channel_role(&state.db, id, caller.user_id).await?;
     if effective_level(&caller, role.as_deref()) < Level::Owner {
         return Err(ApiError::Forbidden);
     }
+    save_channel_update(&state, channel, update).await
+}
+
+/// Applies a parsed settings change to a channel row and answers the Channel object; shared by
+/// `PATCH /channels/{id}` and `PATCH /groups/{gid}/channels/{chid}` (whose callers checked
+/// the permission). Only the settings columns are written.
+pub(crate) async fn save_channel_update(
+    state: &AppState,
+    mut channel: channels::Model,
+    update: ChannelUpdate,
+) -> Reply {
     if update.is_empty() {
         return ok_json(&ChannelView::from(&channel));
     }
+    let channel_id = channel.id;
     update.apply(&mut channel);
-    let mut row = channel.clone().into_active_model();
+    let mut row = channel.into_active_model();
     for col in [
         channels::Column::Name,
         channels::Column::Topic,
@@ -386,7 +398,7 @@ async fn update_channel(
     let channel = row.update(&state.db).await?;
     // The actor reloads its settings (slow mode, read-only, TTL…) and announces
     // `channel_updated`; waiting for it means the new rules apply to the next send.
-    tell_channel(&state, id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
+    tell_channel(state, channel_id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
     ok_json(&ChannelView::from(&channel))
 }
 

@@ -16,7 +16,7 @@ use palaver_entity::{
     channel_warnings, communities, community_bans, community_invites, community_members, group_members,
     groups, users,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
     TransactionTrait,
@@ -34,6 +34,7 @@ use crate::domain::community::{
     InvitePreview, NewCommunity, Standing, TimeoutView, UpdateCommunityRequest, WarningView, by,
     find_community, member_count, require_member,
 };
+use crate::domain::group::{self, GroupView};
 use crate::domain::invite::expires_in_hours;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
@@ -330,25 +331,9 @@ async fn list_communities(
         .all(&state.db)
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
-    let counts: HashMap<Uuid, i64> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        community_members::Entity::find()
-            .select_only()
-            .column(community_members::Column::CommunityId)
-            .column_as(Expr::col(community_members::Column::UserId).count(), "n")
-            .filter(community_members::Column::CommunityId.is_in(ids))
-            .group_by(community_members::Column::CommunityId)
-            .into_tuple::<(Uuid, i64)>()
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let views: Vec<CommunityView> = rows
-        .iter()
-        .map(|c| CommunityView::new(c, u64::try_from(counts.get(&c.id).copied().unwrap_or(0)).unwrap_or(0)))
-        .collect();
+    let counts = community::member_counts(&state.db, &ids).await?;
+    let views: Vec<CommunityView> =
+        rows.iter().map(|c| CommunityView::new(c, counts.get(&c.id).copied().unwrap_or(0))).collect();
     ok_json(&views)
 }
 
@@ -467,26 +452,6 @@ async fn leave_community(cid: PathId, state: AppState, caller: ApiResult<Caller>
     ok_empty()
 }
 
-/// Minimal Group object for `GET /communities/{cid}/groups` (the full group routes own the
-/// group domain; this view has the wire's fields).
-#[derive(Serialize)]
-struct GroupView {
-    id: Uuid,
-    name: String,
-    description: Option<String>,
-    icon_url: Option<String>,
-    banner_url: Option<String>,
-    accent_color: Option<String>,
-    owner_id: Uuid,
-    community_id: Uuid,
-    created_at: String,
-    member_count: u64,
-    visibility: String,
-    discoverable: bool,
-    assigned_member_id: Option<Uuid>,
-    allow_invites: bool,
-}
-
 /// GET /api/communities/{cid}/groups
 async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
     let caller = caller?;
@@ -504,40 +469,9 @@ async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>)
         .all(&state.db)
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
-    let counts: HashMap<Uuid, i64> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        group_members::Entity::find()
-            .select_only()
-            .column(group_members::Column::GroupId)
-            .column_as(Expr::col(group_members::Column::UserId).count(), "n")
-            .filter(group_members::Column::GroupId.is_in(ids))
-            .group_by(group_members::Column::GroupId)
-            .into_tuple::<(Uuid, i64)>()
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let views: Vec<GroupView> = rows
-        .into_iter()
-        .map(|g| GroupView {
-            member_count: u64::try_from(counts.get(&g.id).copied().unwrap_or(0)).unwrap_or(0),
-            id: g.id,
-            name: g.name,
-            description: g.description,
-            icon_url: g.icon_url,
-            banner_url: g.banner_url,
-            accent_color: g.accent_color,
-            owner_id: g.owner_id,
-            community_id: g.community_id,
-            created_at: palaver_actors::protocol::rfc3339(&g.created_at),
-            visibility: g.visibility,
-            discoverable: g.discoverable,
-            assigned_member_id: g.assigned_member_id,
-            allow_invites: g.allow_invites,
-        })
-        .collect();
+    let counts = group::member_counts(&state.db, &ids).await?;
+    let views: Vec<GroupView> =
+        rows.iter().map(|g| GroupView::new(g, counts.get(&g.id).copied().unwrap_or(0))).collect();
     ok_json(&views)
 }
 
@@ -631,14 +565,44 @@ async fn kick_member(
     caller: ApiResult<Caller>,
     client: ClientInfo,
 ) -> Reply {
+    moderate_member(cid, uid, &state, caller, &client, MemberAction::Kick).await
+}
+
+/// What a moderator does to one member (kick, ban, unban).
+enum MemberAction {
+    Kick,
+    /// The body is read only once the caller is known to be a moderator.
+    Ban(ApiResult<BanRequest>),
+    Unban,
+}
+
+/// Kick, ban and unban share one shape: the gate, the target from the path, moderator
+/// rights, the actor command, then an audit entry naming the community and the target.
+async fn moderate_member(
+    cid: PathId,
+    uid: PathId,
+    state: &AppState,
+    caller: ApiResult<Caller>,
+    client: &ClientInfo,
+    action: MemberAction,
+) -> Reply {
     let caller = caller?;
-    let standing = gate(&state, &caller, cid).await?;
+    let standing = gate(state, &caller, cid).await?;
     let target = uid.get()?;
     require(standing.can_moderate())?;
     let id = standing.community.id;
-    command(&state, id, Command::Kick { by: by(&caller), target }).await?;
-    let meta = json!({"community_id": id, "target_user_id": target});
-    audit::record(&state.db, Some(caller.user_id), "community_kick", Some(&client), Some(meta)).await;
+    let mut meta = json!({"community_id": id, "target_user_id": target});
+    let (command_, event) = match action {
+        MemberAction::Kick => (Command::Kick { by: by(&caller), target }, "community_kick"),
+        MemberAction::Unban => (Command::Unban { by: by(&caller), target }, "community_unban"),
+        MemberAction::Ban(body) => {
+            let reason = community::reason(body?.reason.as_deref())?;
+            meta["reason"] = json!(reason);
+            (Command::Ban { by: by(&caller), target, reason }, "community_ban")
+        }
+    };
+    command(state, id, command_).await?;
+    audit::record(&state.db, Some(caller.user_id), event, Some(client), Some(meta)).await;
     ok_empty()
 }
 
@@ -677,16 +641,7 @@ async fn ban_user(
     client: ClientInfo,
     body: ApiResult<BanRequest>,
 ) -> Reply {
-    let caller = caller?;
-    let standing = gate(&state, &caller, cid).await?;
-    let target = uid.get()?;
-    require(standing.can_moderate())?;
-    let reason = community::reason(body?.reason.as_deref())?;
-    let id = standing.community.id;
-    command(&state, id, Command::Ban { by: by(&caller), target, reason: reason.clone() }).await?;
-    let meta = json!({"community_id": id, "target_user_id": target, "reason": reason});
-    audit::record(&state.db, Some(caller.user_id), "community_ban", Some(&client), Some(meta)).await;
-    ok_empty()
+    moderate_member(cid, uid, &state, caller, &client, MemberAction::Ban(body)).await
 }
 
 /// DELETE /api/communities/{cid}/bans/{uid}
@@ -697,15 +652,7 @@ async fn unban_user(
     caller: ApiResult<Caller>,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
-    let standing = gate(&state, &caller, cid).await?;
-    let target = uid.get()?;
-    require(standing.can_moderate())?;
-    let id = standing.community.id;
-    command(&state, id, Command::Unban { by: by(&caller), target }).await?;
-    let meta = json!({"community_id": id, "target_user_id": target});
-    audit::record(&state.db, Some(caller.user_id), "community_unban", Some(&client), Some(meta)).await;
-    ok_empty()
+    moderate_member(cid, uid, &state, caller, &client, MemberAction::Unban).await
 }
 
 // ---------------------------------------------------------------------------------------

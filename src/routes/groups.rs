@@ -40,7 +40,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
-use crate::routes::channels::{broadcast, query_limit, query_offset, tell_channel};
+use crate::routes::channels::{broadcast, query_limit, query_offset, save_channel_update, tell_channel};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
@@ -445,16 +445,7 @@ async fn update_group(
         active.reset(col);
     }
     let row = active.update(&state.db).await?;
-    let frame = ServerFrame::GroupUpdated {
-        group_id: row.id,
-        name: Some(row.name.clone()),
-        description: row.description.clone(),
-        icon_url: row.icon_url.clone(),
-        banner_url: row.banner_url.clone(),
-        accent_color: row.accent_color.clone(),
-        visibility: row.visibility.clone(),
-    };
-    to_community(&state, row.community_id, &frame).await;
+    to_community(&state, row.community_id, &group::group_updated_frame(&row)).await;
     ok_json(&view(&state, &row).await?)
 }
 
@@ -720,28 +711,8 @@ async fn update_channel(
     // The message TTL is not changed through this route.
     let update = ChannelUpdate::parse(UpdateChannelRequest { message_ttl_seconds: None, ..body? })?;
     group::require_manager(&state.db, group_id, &caller).await?;
-    let mut channel = group_channel(&state, group_id, channel_id).await?;
-    if update.is_empty() {
-        return ok_json(&ChannelView::from(&channel));
-    }
-    update.apply(&mut channel);
-    let mut active = channel.clone().into_active_model();
-    for col in [
-        channels::Column::Name,
-        channels::Column::Topic,
-        channels::Column::ReadOnly,
-        channels::Column::SlowModeSeconds,
-        channels::Column::Discoverable,
-        channels::Column::Archived,
-        channels::Column::VoiceBackground,
-    ] {
-        active.reset(col);
-    }
-    let channel = active.update(&state.db).await?;
-    // The live actor applies the new rules to the next send and tells subscribers
-    // (`channel_updated`; the mirror sends nothing here and clients would stay stale).
-    tell_channel(&state, channel_id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
-    ok_json(&ChannelView::from(&channel))
+    let channel = group_channel(&state, group_id, channel_id).await?;
+    save_channel_update(&state, channel, update).await
 }
 
 /// DELETE /api/groups/{group_id}/channels/{channel_id}

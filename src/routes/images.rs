@@ -23,11 +23,9 @@ use warp::Filter;
 use super::account::current_user;
 use super::channels::tell_channel;
 use crate::auth::Caller;
-use crate::domain::assets::{
-    CommunityView, GroupView, community_updated_frame, group_updated_frame, require_group_manager,
-};
 use crate::domain::channel::{ChannelView, find_channel};
-use crate::domain::community::require_member;
+use crate::domain::community::{CommunityView, community_updated_frame, member_count, require_member};
+use crate::domain::group::{self, GroupView, group_updated_frame};
 use crate::domain::user::{UserView, profile_updated_frame};
 use crate::error::{ApiError, ApiResult};
 use crate::http::multipart::{Form, Upload, upload};
@@ -295,7 +293,8 @@ async fn upload_community_image(
     if let Err(e) = state.hub.send_to_community(community.id, &community_updated_frame(&community)).await {
         tracing::warn!(community = %community.id, error = %e, "community_updated not delivered");
     }
-    ok_json(&CommunityView::load(&state.db, &community).await?)
+    let members = member_count(&state.db, community.id).await?;
+    ok_json(&CommunityView::new(&community, members))
 }
 
 /// POST /api/groups/{id}/icon · POST /api/groups/{id}/banner
@@ -306,7 +305,7 @@ async fn upload_group_image(
     body: Upload,
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
-    let group = require_group_manager(&state.db, group_id.get()?, &caller).await?;
+    let (group, _) = group::require_manager(&state.db, group_id.get()?, &caller).await?;
     let form = body.read_form(PICTURE.max_bytes).await?;
     let image = picture(&form, slot.name()).await?;
     let area = Area::GroupAssets;
@@ -325,7 +324,8 @@ async fn upload_group_image(
     if let Err(e) = state.hub.send_to_community(group.community_id, &group_updated_frame(&group)).await {
         tracing::warn!(group = %group.id, error = %e, "group_updated not delivered");
     }
-    ok_json(&GroupView::load(&state.db, &group).await?)
+    let members = group::member_count(&state.db, group.id).await?;
+    ok_json(&GroupView::new(&group, members))
 }
 
 /// POST /api/groups/{gid}/channels/{chid}/voice-background · POST /api/groups/{id}/voice-background
@@ -338,7 +338,7 @@ async fn upload_channel_voice_background(
     let caller = caller?;
     let group_id = group_id.get()?;
     let path_channel = channel_id.map(PathId::get).transpose()?;
-    let group = require_group_manager(&state.db, group_id, &caller).await?;
+    let (group, _) = group::require_manager(&state.db, group_id, &caller).await?;
     if let Some(channel_id) = path_channel {
         channel_in_group(&state, channel_id, group.id).await?;
     }
