@@ -276,8 +276,6 @@ async fn delete_account(
     state.hub.bar_user(user.id);
     // Their messages now show no sender and their reactions are gone.
     state.hub.all_history_changed();
-    // Their messages now show no sender and their reactions are gone.
-    state.hub.all_history_changed();
     audit::record(
         &state.db,
         None,
