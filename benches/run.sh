@@ -19,6 +19,7 @@
 #   RECEIVERS=1000 SENDERS=20 SENDERS_HIGH=100 RATE=5 DURATION=20 DRAIN=5 PAYLOAD_BYTES=64
 #   IDLE_CONNECTIONS=19500 IDLE_HOLD=10 SOURCE_IPS=127.0.0.1,...,127.0.0.8
 #   CONNECT_CONCURRENCY=200 HISTORY_CLIENTS=64 HISTORY_SEED=200 INGEST_CHANNELS=200
+#   PRESENCE_CONNECTIONS=5000 (one user per socket, all in one community)
 #   SCENARIO_TIMEOUT=900 (seconds per loadgen run) SKIP_BUILD=1 PALAVER_RUST_LOG=warn
 #   PALAVER_BIN=path (default: the release build in the target dir)
 #   ONLY=history,ingest (run only these scenario labels: fanout-sN, idle, history,
@@ -43,6 +44,7 @@ CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-200}
 HISTORY_CLIENTS=${HISTORY_CLIENTS:-64}
 HISTORY_SEED=${HISTORY_SEED:-200}
 INGEST_CHANNELS=${INGEST_CHANNELS:-200}
+PRESENCE_CONNECTIONS=${PRESENCE_CONNECTIONS:-5000}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
 
 PG_ADMIN_URL=""
@@ -224,6 +226,9 @@ run_all() { # $1 = ceiling | palaver
             --clients "$HISTORY_CLIENTS" --seed-messages "$HISTORY_SEED"
         SERVER_ENV=()
         run_scenario "$kind" ingest --scenario ingest "${common[@]}" --channels "$INGEST_CHANNELS"
+        # Needs communities: Palaver only. One user per socket: every connect is a presence change.
+        run_scenario "$kind" presence --scenario presence --connect-concurrency "$CONNECT_CONCURRENCY" \
+            --connections "$PRESENCE_CONNECTIONS" --sockets-per-user 1 --source-ips "$SOURCE_IPS"
     fi
 }
 
@@ -264,6 +269,8 @@ jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
         | if $on == null or $off == null or $on.error or $off.error then empty
           else ["history", "in-memory page on/off requests/s", "-", "-", ($on.requests_per_s / $off.requests_per_s | num)] end),
     row("ingest"; "committed msgs/s"; .committed_per_s),
-    row("ingest"; "missing after"; .missing_after)
+    row("ingest"; "missing after"; .missing_after),
+    row("presence"; "quiet after s"; .quiet_after_s),
+    row("presence"; "max presence frames/socket"; .presence_frames_per_socket.max)
     | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"
 log "results: $RESULTS, summary: $SUMMARY"

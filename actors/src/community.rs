@@ -6,7 +6,9 @@
 //! its state, persists in one transaction, updates its state, then emits the live effects
 //! (`community_updated`, `member_role_updated`, and, through the affected channel actors,
 //! `member_kicked` / `member_banned` / `user_timed_out` / `user_warned`). A removed member's
-//! sessions are unsubscribed from the community's channels before the command answers.
+//! sessions are unsubscribed from the community's channels before the command answers. Every
+//! committed membership change is mirrored into the roster (presence's in-memory membership
+//! index) at once.
 //!
 //! Never: holds a socket, panics on client input, or emits an event for a change that was not
 //! committed. It calls channel actors (with a timeout); channel actors never call it, so the
@@ -480,6 +482,7 @@ impl CommunityState {
         }
         txn.commit().await?;
         self.snapshot.members.remove(&target);
+        self.shared.roster.left(self.id(), target);
         if ban.is_some() {
             self.snapshot.bans.insert(target);
         }
@@ -527,6 +530,7 @@ impl CommunityState {
         let channels = remove_memberships(&txn, self.id(), user).await?;
         txn.commit().await?;
         self.snapshot.members.remove(&user);
+        self.shared.roster.left(self.id(), user);
         for channel_id in channels {
             let change = MemberChange::Left { user_id: user };
             self.shared
@@ -650,6 +654,7 @@ impl CommunityState {
         }
         txn.commit().await?;
         self.snapshot.members.insert(user_id, "member".into());
+        self.shared.roster.joined(self.id(), user_id);
         for channel_id in joined_channels {
             let change = MemberChange::Upsert { user_id, role: "member".into() };
             self.shared
@@ -827,6 +832,7 @@ impl CommunityState {
         // Groups, channels, memberships, invites, bans and emojis go with it (ON DELETE CASCADE).
         communities::Entity::delete_by_id(self.id()).exec(self.db()).await?;
         self.snapshot.members.clear();
+        self.shared.roster.community_deleted(self.id());
         // Live channels of the community stop serving everyone at once.
         for (channel_id, user_id) in memberships {
             if let Some(actor) = self.shared.live_channel(channel_id) {

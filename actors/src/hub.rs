@@ -18,6 +18,7 @@ use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
 use crate::presence::Presence;
 use crate::protocol::ServerFrame;
 use crate::registry::SessionRegistry;
+use crate::roster::Roster;
 use crate::supervisor::{ChannelSupervisor, CommunitySupervisor};
 use crate::users::BarredUsers;
 use crate::{HubError, store};
@@ -99,6 +100,8 @@ pub struct Shared {
     pub db: DatabaseConnection,
     pub config: HubConfig,
     pub sessions: SessionRegistry,
+    /// Community memberships and who shows as present (for presence).
+    pub roster: Roster,
     /// user → the channel whose voice session they are in.
     pub voice: DashMap<Uuid, Uuid>,
     /// channel id → its slot (initialised once by the first caller).
@@ -224,10 +227,12 @@ impl Hub {
         for id in suspended {
             barred.bar(id);
         }
+        let roster = Roster::load(&db).await.map_err(|e| format!("load community memberships: {e}"))?;
         let shared = Arc::new(Shared {
             db: db.clone(),
             config: config.clone(),
             sessions: SessionRegistry::default(),
+            roster,
             voice: DashMap::new(),
             channels: DashMap::new(),
             actor_index: DashMap::new(),

@@ -13,6 +13,7 @@ pub mod presence;
 pub mod protocol;
 pub mod registry;
 pub mod roles;
+pub mod roster;
 pub mod session;
 pub mod store;
 pub mod supervisor;

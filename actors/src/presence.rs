@@ -1,29 +1,59 @@
 //! Presence: who is online, told to community mates without O(n²) frames.
 //!
-//! Changes are coalesced: every `FLUSH` the pending changes (latest per user wins) are
-//! grouped by recipient, and each online mate gets ONE frame for the whole batch
-//! (`presence_update` for a single change, `presence_bulk` for several). 5,000 sockets
-//! joining one community therefore cost a handful of frames per socket, not 5,000.
+//! An announcement (first session opened, last session closed, `update_presence`) updates the
+//! in-memory [`Roster`](crate::roster::Roster) at once, so the `presence_bulk` a new session
+//! gets lists the mates present at that moment without touching the database, and queues the
+//! change for each of the user's communities.
+//!
+//! Changes are coalesced per community: a community's pending changes (latest per user wins)
+//! go out as ONE frame, encoded once, to its online members (`presence_update` for a single
+//! change, `presence_bulk` for several) when its window is over, or earlier once no change
+//! came for [`LULL`]. The window adapts: a lone change waits only [`MIN_WINDOW`]; while a
+//! community's batches are big (a connect storm, a restart) each window doubles up to
+//! [`MAX_WINDOW`]; small batches halve it again and a quiet community starts over at the
+//! minimum. 5,000 sockets joining one community thus cost each socket a bulk and a few batch
+//! frames, not one frame per 250 ms of the ramp, and the last batch of a storm still goes
+//! out [`LULL`] after its last change.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::hub::Shared;
 use crate::protocol::ServerFrame;
-use crate::store;
 
-const FLUSH: Duration = Duration::from_millis(250);
+/// A community's first change after a quiet spell waits this long for company.
+const MIN_WINDOW: Duration = Duration::from_millis(250);
+/// The widest window a burst can grow to: a change is never held longer.
+const MAX_WINDOW: Duration = Duration::from_secs(2);
+/// A batch goes out before its window is over once no change came for this long: the end
+/// of a storm is told promptly. Long enough not to cut a storm's windows at every hiccup.
+const LULL: Duration = Duration::from_millis(500);
+/// A batch at least this big means a burst: the community's next window doubles.
+const BURST_BATCH: usize = 16;
+/// Mates listed in a session's `presence_bulk` at most (wire: capped at 5000).
+const BULK_CAP: usize = 5000;
+/// Queued changes taken in one go before timers get a look-in.
+const DRAIN_MAX: usize = 4096;
+
+/// One user's announced status, for the communities they belonged to at that moment.
+struct Change {
+    user_id: Uuid,
+    status: &'static str,
+    communities: Vec<Uuid>,
+}
 
 pub struct Presence {
-    changes: mpsc::UnboundedSender<(Uuid, &'static str)>,
-    /// Status set with `update_presence` for users who chose something other than online.
-    chosen: Arc<DashMap<Uuid, &'static str>>,
+    shared: Arc<Shared>,
+    changes: mpsc::UnboundedSender<Change>,
+    /// Announcements update the roster and the queue in one order, so a reconnect racing
+    /// the previous session's close ends online.
+    announcing: Mutex<()>,
     task: JoinHandle<()>,
 }
 
@@ -42,8 +72,8 @@ pub fn parse_status(s: &str) -> Option<&'static str> {
 impl Presence {
     pub fn start(shared: Arc<Shared>) -> Self {
         let (changes, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(flush_loop(shared, rx));
-        Self { changes, chosen: Arc::new(DashMap::new()), task }
+        let task = tokio::spawn(flush_loop(shared.clone(), rx));
+        Self { shared, changes, announcing: Mutex::new(()), task }
     }
 
     pub fn stop(&self) {
@@ -52,83 +82,175 @@ impl Presence {
 
     /// A user came online (first session).
     pub fn online(&self, user_id: Uuid) {
-        self.chosen.remove(&user_id);
-        let _ = self.changes.send((user_id, "online"));
+        self.announce(user_id, "online", |_| true);
     }
 
-    /// A user's last session closed.
+    /// A user's last session closed. A session opened since then keeps them online.
     pub fn offline(&self, user_id: Uuid) {
-        self.chosen.remove(&user_id);
-        let _ = self.changes.send((user_id, "offline"));
+        self.announce(user_id, "offline", |shared| !shared.sessions.is_online(user_id));
     }
 
     /// `update_presence` from a client.
     pub fn set(&self, user_id: Uuid, status: &'static str) {
-        self.chosen.insert(user_id, status);
         let announced = if status == "invisible" { "offline" } else { status };
-        let _ = self.changes.send((user_id, announced));
+        self.announce(user_id, announced, |_| true);
     }
 
-    /// The statuses to list for `user_id` right after authentication: online mates.
-    pub async fn bulk_for(&self, shared: &Shared, user_id: Uuid) -> Vec<(Uuid, String)> {
-        let Ok(mut mates) = store::mates_of(&shared.db, &[user_id]).await else { return Vec::new() };
-        let mates = mates.remove(&user_id).unwrap_or_default();
-        mates
-            .into_iter()
-            .filter(|m| shared.sessions.is_online(*m))
-            .filter(|m| self.chosen.get(m).is_none_or(|s| *s != "invisible"))
-            .take(5000)
-            .map(|m| (m, "online".to_string()))
-            .collect()
+    /// The statuses to list for `user_id` right after authentication: present mates, each
+    /// as `online` (the wire's bulk never reports other statuses).
+    pub fn bulk_for(&self, user_id: Uuid) -> Vec<(Uuid, String)> {
+        let mates = self.shared.roster.present_mates(user_id, BULK_CAP);
+        mates.into_iter().map(|m| (m, "online".to_string())).collect()
+    }
+
+    fn announce(&self, user_id: Uuid, status: &'static str, still_applies: impl FnOnce(&Shared) -> bool) {
+        let _in_order = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        if !still_applies(&self.shared) {
+            return;
+        }
+        let communities = self.shared.roster.set_present(user_id, status != "offline");
+        if !communities.is_empty() {
+            let _ = self.changes.send(Change { user_id, status, communities });
+        }
     }
 }
 
-async fn flush_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Uuid, &'static str)>) {
-    let mut pending: HashMap<Uuid, &'static str> = HashMap::new();
+/// A community's pending changes.
+struct Batch {
+    changes: HashMap<Uuid, &'static str>,
+    window: Duration,
+    opened: Instant,
+    last_change: Instant,
+}
+
+impl Batch {
+    /// At the end of the window, or after a [`LULL`].
+    fn due(&self) -> Instant {
+        (self.last_change + LULL).min(self.opened + self.window)
+    }
+}
+
+/// The window a community's next batch gets, while its burst lasts.
+struct Pace {
+    window: Duration,
+    flushed_at: Instant,
+}
+
+impl Pace {
+    /// A burst lasts while changes keep coming within one window of the last flush.
+    fn bursting(&self, now: Instant) -> bool {
+        now.duration_since(self.flushed_at) < self.window
+    }
+}
+
+async fn flush_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Change>) {
+    let mut batches: HashMap<Uuid, Batch> = HashMap::new();
+    let mut paces: HashMap<Uuid, Pace> = HashMap::new();
     loop {
-        // Wait for the first change, then gather everything arriving within FLUSH.
-        match rx.recv().await {
-            Some((user, status)) => {
-                pending.insert(user, status);
-            }
-            None => return,
-        }
-        tokio::time::sleep(FLUSH).await;
-        while let Ok((user, status)) = rx.try_recv() {
-            pending.insert(user, status);
-        }
-        let changed: Vec<Uuid> = pending.keys().copied().collect();
-        let communities = match store::communities_of(&shared.db, &changed).await {
-            Ok(c) => c,
-            Err(err) => {
-                tracing::warn!(error = %err, "presence lookup failed; dropping a batch");
-                pending.clear();
-                continue;
-            }
-        };
-        // One frame per community, encoded once, to its online members. A user in several
-        // of those communities gets one frame per community (bounded, never per change).
-        for members in communities.values() {
-            let mut statuses: Vec<(Uuid, String)> = members
-                .iter()
-                .filter_map(|m| pending.get(m).map(|status| (*m, status.to_string())))
-                .collect();
-            if statuses.is_empty() {
-                continue;
-            }
-            statuses.sort();
-            // A lone change need not be told to its own subject.
-            let lone_subject = (statuses.len() == 1).then(|| statuses[0].0);
-            let frame = match lone_subject {
-                Some(user_id) => {
-                    ServerFrame::PresenceUpdate { user_id, status: statuses.remove(0).1 }.encode()
+        let next_due = batches.values().map(Batch::due).min();
+        tokio::select! {
+            change = rx.recv() => {
+                let Some(change) = change else { return };
+                let now = Instant::now();
+                queue(&mut batches, &paces, change, now);
+                for _ in 0..DRAIN_MAX {
+                    let Ok(change) = rx.try_recv() else { break };
+                    queue(&mut batches, &paces, change, now);
                 }
-                None => ServerFrame::PresenceBulk { statuses }.encode(),
-            };
-            for member in members.iter().filter(|m| Some(**m) != lone_subject) {
-                shared.sessions.send_to_user(*member, &frame, None);
+            }
+            _ = tokio::time::sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {
+                let now = Instant::now();
+                let due: Vec<Uuid> = batches.iter().filter(|(_, b)| b.due() <= now).map(|(c, _)| *c).collect();
+                for community_id in due {
+                    let Some(batch) = batches.remove(&community_id) else { continue };
+                    let size = flush(&shared, community_id, &batch.changes);
+                    let window = next_window(batch.window, size);
+                    tracing::debug!(community = %community_id, size, held_ms = now.duration_since(batch.opened).as_millis() as u64, next_window_ms = window.as_millis() as u64, "presence batch sent");
+                    paces.insert(community_id, Pace { window, flushed_at: now });
+                }
+                paces.retain(|_, p| p.window > MIN_WINDOW && p.bursting(now));
             }
         }
-        pending.clear();
+    }
+}
+
+fn queue(batches: &mut HashMap<Uuid, Batch>, paces: &HashMap<Uuid, Pace>, change: Change, now: Instant) {
+    for community_id in change.communities {
+        let batch = batches.entry(community_id).or_insert_with(|| {
+            let window = match paces.get(&community_id) {
+                Some(pace) if pace.bursting(now) => pace.window,
+                _ => MIN_WINDOW,
+            };
+            Batch { changes: HashMap::new(), window, opened: now, last_change: now }
+        });
+        batch.last_change = now;
+        batch.changes.insert(change.user_id, change.status);
+    }
+}
+
+/// Big batches double the window (up to the cap), small ones halve it (down to the minimum).
+fn next_window(window: Duration, batch_size: usize) -> Duration {
+    if batch_size >= BURST_BATCH { (window * 2).min(MAX_WINDOW) } else { (window / 2).max(MIN_WINDOW) }
+}
+
+/// Sends one community's batch to its online members; returns how many changes it held.
+/// Changes of users who are no longer members are dropped: outsiders hear nothing.
+fn flush(shared: &Shared, community_id: Uuid, changes: &HashMap<Uuid, &'static str>) -> usize {
+    let users: Vec<Uuid> = changes.keys().copied().collect();
+    let (members, still_in) = shared.roster.members_and_still_in(community_id, &users);
+    let mut statuses: Vec<(Uuid, String)> = users
+        .iter()
+        .zip(still_in)
+        .filter(|(_, member)| *member)
+        .map(|(user, _)| (*user, changes[user].to_string()))
+        .collect();
+    if statuses.is_empty() {
+        return 0;
+    }
+    statuses.sort();
+    let size = statuses.len();
+    // A lone change need not be told to its own subject.
+    let lone_subject = (size == 1).then(|| statuses[0].0);
+    let frame = match lone_subject {
+        Some(user_id) => ServerFrame::PresenceUpdate { user_id, status: statuses.remove(0).1 }.encode(),
+        None => ServerFrame::PresenceBulk { statuses }.encode(),
+    };
+    for member in members.iter().filter(|m| Some(**m) != lone_subject) {
+        shared.sessions.send_to_user(*member, &frame, None);
+    }
+    size
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_goes_out_after_a_lull_or_at_the_end_of_its_window() {
+        let start = Instant::now();
+        let mut batch =
+            Batch { changes: HashMap::new(), window: MIN_WINDOW, opened: start, last_change: start };
+        assert_eq!(batch.due(), start + MIN_WINDOW);
+        batch.window = MAX_WINDOW;
+        assert_eq!(batch.due(), start + LULL);
+        batch.last_change = start + Duration::from_millis(1900);
+        assert_eq!(batch.due(), start + MAX_WINDOW);
+    }
+
+    #[test]
+    fn window_grows_with_bursts_and_shrinks_back() {
+        let mut window = MIN_WINDOW;
+        let mut grown = vec![];
+        for _ in 0..5 {
+            window = next_window(window, BURST_BATCH);
+            grown.push(window.as_millis());
+        }
+        assert_eq!(grown, [500, 1000, 2000, 2000, 2000]);
+        window = next_window(window, 1);
+        assert_eq!(window, Duration::from_secs(1));
+        for _ in 0..5 {
+            window = next_window(window, 1);
+        }
+        assert_eq!(window, MIN_WINDOW);
     }
 }

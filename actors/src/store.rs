@@ -119,49 +119,6 @@ pub async fn channel_of_message(db: &impl ConnectionTrait, id: Uuid) -> Result<O
         .await
 }
 
-/// For each user among `users`, the other users sharing a community with them.
-pub async fn mates_of(db: &impl ConnectionTrait, users: &[Uuid]) -> Result<HashMap<Uuid, Vec<Uuid>>, DbErr> {
-    let mut result: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    if users.is_empty() {
-        return Ok(result);
-    }
-    let memberships: Vec<(Uuid, Uuid)> = community_members::Entity::find()
-        .select_only()
-        .column(community_members::Column::CommunityId)
-        .column(community_members::Column::UserId)
-        .filter(community_members::Column::UserId.is_in(users.to_vec()))
-        .into_tuple()
-        .all(db)
-        .await?;
-    if memberships.is_empty() {
-        return Ok(result);
-    }
-    let communities: Vec<Uuid> = memberships.iter().map(|(c, _)| *c).collect();
-    let everyone: Vec<(Uuid, Uuid)> = community_members::Entity::find()
-        .select_only()
-        .column(community_members::Column::CommunityId)
-        .column(community_members::Column::UserId)
-        .filter(community_members::Column::CommunityId.is_in(communities))
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut members_of: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    for (community, user) in everyone {
-        members_of.entry(community).or_default().push(user);
-    }
-    for (community, user) in memberships {
-        let mates = result.entry(user).or_default();
-        if let Some(members) = members_of.get(&community) {
-            mates.extend(members.iter().filter(|m| **m != user));
-        }
-    }
-    for mates in result.values_mut() {
-        mates.sort_unstable();
-        mates.dedup();
-    }
-    Ok(result)
-}
-
 /// Soft-deletes a message.
 pub async fn soft_delete(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
     let res = messages::Entity::update_many()
@@ -264,37 +221,6 @@ pub async fn remove_reaction(
         .exec(db)
         .await?;
     Ok(if res.rows_affected > 0 { ReactionOutcome::Changed } else { ReactionOutcome::NothingToRemove })
-}
-
-/// For the communities any of `users` belong to: community → all its members.
-pub async fn communities_of(
-    db: &impl ConnectionTrait,
-    users: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Uuid>>, DbErr> {
-    let communities: Vec<Uuid> = community_members::Entity::find()
-        .select_only()
-        .column(community_members::Column::CommunityId)
-        .filter(community_members::Column::UserId.is_in(users.to_vec()))
-        .distinct()
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut result: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    if communities.is_empty() {
-        return Ok(result);
-    }
-    let rows: Vec<(Uuid, Uuid)> = community_members::Entity::find()
-        .select_only()
-        .column(community_members::Column::CommunityId)
-        .column(community_members::Column::UserId)
-        .filter(community_members::Column::CommunityId.is_in(communities))
-        .into_tuple()
-        .all(db)
-        .await?;
-    for (community, user) in rows {
-        result.entry(community).or_default().push(user);
-    }
-    Ok(result)
 }
 
 /// Moves the user's read cursors to the newest message of every channel they belong to.

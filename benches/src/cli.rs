@@ -97,7 +97,7 @@ pub struct Args {
     pub payload_bytes: usize,
 
     // ---- idle ----
-    /// idle: sockets to open, authenticate and subscribe.
+    /// idle/presence: sockets to open and authenticate (idle also subscribes them).
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
 

@@ -1,6 +1,6 @@
-//! REST setup against Palaver: registering users, creating and joining channels, and
-//! reading channel history. Against the ceiling (`--ceiling`) nothing is called: accounts
-//! get fake tokens and channels random ids.
+//! REST setup against Palaver: registering users, creating and joining channels and
+//! communities, and reading channel history. Against the ceiling (`--ceiling`) nothing is
+//! called: accounts get fake tokens and channels random ids.
 //!
 //! Every scenario gets its users and channels through here, so changing what kind of
 //! channel a benchmark uses (e.g. a community's channel instead of a standalone one)
@@ -51,9 +51,15 @@ struct UserId {
     id: Uuid,
 }
 
+/// The `id` of a created object (channel, community).
 #[derive(Deserialize)]
-struct ChannelId {
+struct CreatedId {
     id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct InviteCode {
+    code: String,
 }
 
 /// The part of a history Message object the benchmarks read.
@@ -209,6 +215,65 @@ impl Setup {
         Ok(channel)
     }
 
+    /// One community holding every account in `members`: the first creates it (on a fresh
+    /// server the first registered user is the instance owner, who may create communities),
+    /// makes an unlimited invite, and every other account accepts it.
+    pub async fn shared_community(&self, name: &str, members: &[Account]) -> Result<Uuid> {
+        ensure!(!self.ceiling, "the ceiling has no communities");
+        let (creator, others) = members.split_first().context("a community needs at least one member")?;
+        let resp = self
+            .http
+            .post(self.target.api("/communities"))
+            .bearer_auth(&creator.token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .context("POST /api/communities")?;
+        let community: CreatedId = check(
+            resp,
+            "creating community (the creator must be the instance owner, or start the server \
+             with PALAVER_COMMUNITY_CREATION=open)",
+        )
+        .await?
+        .json()
+        .await
+        .context("decoding Community")?;
+        let resp = self
+            .http
+            .post(self.target.api(&format!("/communities/{}/invites", community.id)))
+            .bearer_auth(&creator.token)
+            .json(&json!({ "max_uses": null, "expires_in_hours": null }))
+            .send()
+            .await
+            .context("POST /api/communities/{cid}/invites")?;
+        let invite: InviteCode =
+            check(resp, "creating invite").await?.json().await.context("decoding Community invite")?;
+        let started = std::time::Instant::now();
+        stream::iter(others)
+            .map(|a| self.accept_invite(a, &invite.code))
+            .buffer_unordered(self.concurrency)
+            .try_collect::<()>()
+            .await?;
+        eprintln!(
+            "setup: {} users joined community {name} in {:.1}s",
+            others.len(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(community.id)
+    }
+
+    async fn accept_invite(&self, account: &Account, code: &str) -> Result<()> {
+        let resp = self
+            .http
+            .post(self.target.api(&format!("/community-invites/{code}/accept")))
+            .bearer_auth(&account.token)
+            .send()
+            .await
+            .context("POST /api/community-invites/{code}/accept")?;
+        check(resp, &format!("{} accepting the community invite", account.username)).await?;
+        Ok(())
+    }
+
     /// `n` channels, each created by (and so owned by) `owner`.
     pub async fn owned_channels(&self, owner: &Account, name: String, n: usize) -> Result<Vec<Uuid>> {
         if self.ceiling {
@@ -230,7 +295,7 @@ impl Setup {
             .send()
             .await
             .context("POST /api/channels")?;
-        let ch: ChannelId =
+        let ch: CreatedId =
             check(resp, "creating channel").await?.json().await.context("decoding Channel")?;
         Ok(ch.id)
     }

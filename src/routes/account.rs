@@ -272,10 +272,11 @@ async fn delete_account(
         }
         Err(err) => return Err(err.into()),
     }
-    // Access tokens of a deleted user die now, and so do its sockets.
+    // Access tokens of a deleted user die now, and so do its sockets and memberships.
     state.hub.bar_user(user.id);
     // Their messages now show no sender and their reactions are gone.
     state.hub.all_history_changed();
+    state.hub.shared.roster.user_deleted(user.id);
     audit::record(
         &state.db,
         None,

@@ -367,10 +367,17 @@ async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, cli
     }
     txn.commit().await?;
 
-    // Its tokens die now, and so do its sockets; live channels forget the member.
+    // Its tokens die now, and so do its sockets; live channels and presence forget the member.
     state.hub.bar_user(id);
     // Their messages now show no sender and their reactions are gone.
     state.hub.all_history_changed();
+    state.hub.shared.roster.user_deleted(id);
+    if let Some(heir) = heir {
+        // The heir became an `owner` member of every community the user owned.
+        for community_id in &owned_communities {
+            state.hub.shared.roster.joined(*community_id, heir);
+        }
+    }
     for channel_id in member_of.into_iter().filter(|c| !dm_deleted.contains(c)) {
         state.hub.notify_channel(
             channel_id,
@@ -386,7 +393,7 @@ async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, cli
         Some(json!({
             "target_user_id": id,
             "username": target.username,
-            "communities_reassigned": owned_communities,
+            "communities_reassigned": owned_communities.len(),
             "groups_reassigned": owned_groups,
             "dm_channels_deleted": dm_deleted.len(),
             "new_owner_id": heir,
@@ -397,12 +404,12 @@ async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, cli
 }
 
 /// Hands the user's communities and groups to `heir` (made their `owner` member). Returns
-/// how many of each moved.
+/// the communities that moved and how many groups did.
 async fn reassign_ownership(
     txn: &impl ConnectionTrait,
     user_id: Uuid,
     heir: Option<Uuid>,
-) -> ApiResult<(usize, usize)> {
+) -> ApiResult<(Vec<Uuid>, usize)> {
     let owned_communities: Vec<Uuid> = communities::Entity::find()
         .select_only()
         .column(communities::Column::Id)
@@ -418,7 +425,7 @@ async fn reassign_ownership(
         .all(txn)
         .await?;
     if owned_communities.is_empty() && owned_groups.is_empty() {
-        return Ok((0, 0));
+        return Ok((Vec::new(), 0));
     }
     let Some(heir) = heir else {
         return Err(ApiError::validation(
@@ -472,7 +479,7 @@ async fn reassign_ownership(
             .exec_without_returning(txn)
             .await?;
     }
-    Ok((owned_communities.len(), owned_groups.len()))
+    Ok((owned_communities, owned_groups.len()))
 }
 
 /// Deletes the user's DM channels in which nobody else is a member any more; returns them.

@@ -375,6 +375,7 @@ async fn create_community(
     .exec_without_returning(&txn)
     .await?;
     txn.commit().await?;
+    state.hub.shared.roster.joined(community.id, caller.user_id);
     ok_json(&CommunityView::new(&community, 1))
 }
 

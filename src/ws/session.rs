@@ -91,7 +91,7 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
     if registered.first_session {
         hub.presence.online(caller.user_id);
     }
-    let bulk = hub.presence.bulk_for(&hub.shared, caller.user_id).await;
+    let bulk = hub.presence.bulk_for(caller.user_id);
     if !bulk.is_empty() {
         outbox.push(ServerFrame::PresenceBulk { statuses: bulk }.encode());
     }

@@ -26,6 +26,7 @@ mod messages;
 mod misc_features;
 mod outage;
 mod polls;
+mod presence;
 mod push;
 mod realtime;
 mod reports;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palaver_entity::{channel_members, channels, communities, community_members};
+use palaver_entity::{channel_members, channels};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -351,38 +351,13 @@ async fn crashed_channel_actor_restarts_and_subscribers_keep_receiving(backend: 
     app.stop().await;
 }
 
-/// A community whose members are `members` (makes them presence mates).
+/// A community whose members are `members` (makes them presence mates), made over REST so
+/// the server's live side knows about it: the first member creates it (the first user
+/// registered is the instance owner, who may), the others accept an invite.
 async fn community_with(app: &TestApp, members: &[&TestUser]) {
-    let db = &app.server.as_ref().unwrap().state.db;
-    let id = Uuid::now_v7();
-    communities::ActiveModel {
-        id: Set(id),
-        name: Set("mates".into()),
-        description: Set(None),
-        icon_url: Set(None),
-        banner_url: Set(None),
-        owner_id: Set(members[0].id),
-        who_can_create_groups: Set("admin".into()),
-        who_can_create_invites: Set("admin".into()),
-        discoverable: Set(false),
-        community_theme: Set(None),
-        welcome_message: Set(None),
-        created_at: Set(palaver_entity::now()),
-    }
-    .insert(db)
-    .await
-    .unwrap();
-    for (i, member) in members.iter().enumerate() {
-        community_members::ActiveModel {
-            community_id: Set(id),
-            user_id: Set(member.id),
-            role: Set(if i == 0 { "owner" } else { "member" }.into()),
-            nickname: Set(None),
-            joined_at: Set(palaver_entity::now()),
-        }
-        .insert(db)
-        .await
-        .unwrap();
+    let cid = crate::communities::create(app, members[0], "mates").await;
+    for member in &members[1..] {
+        crate::communities::join(app, members[0], cid, member).await;
     }
 }
 

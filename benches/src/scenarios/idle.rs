@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Ctx, open_many};
+use super::{Ctx, open_many, warn_if_few_files};
 use crate::procfs::{PhaseMeter, Proc, RssMonitor};
 use crate::setup::users_for;
 use crate::stats::{ErrorCounts, Latency, round3};
@@ -21,11 +21,7 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
     let a = &ctx.args;
     let n = a.connections;
     eprintln!("idle: {n} sockets, {} per user, concurrency {}", a.sockets_per_user, a.connect_concurrency);
-    if let Ok(limit) = open_files_limit()
-        && limit < n as u64 + 100
-    {
-        eprintln!("idle: warning: open-file limit {limit} is too low for {n} sockets (raise `ulimit -n`)");
-    }
+    warn_if_few_files("idle", n);
     let users = ctx.setup.users("i", users_for(n, a.sockets_per_user)).await?;
     let channel = ctx.setup.shared_channel("bench-idle", &users).await?;
 
@@ -114,13 +110,4 @@ async fn hold(mut ws: crate::ws::WsStream, mut stop: watch::Receiver<bool>) -> b
             _ = stop.changed() => return false,
         }
     }
-}
-
-/// This process's soft limit on open files (each socket needs one).
-fn open_files_limit() -> Result<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits")?;
-    limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files")?.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no open-file limit in /proc/self/limits"))
 }

@@ -128,3 +128,23 @@ pub fn send_ticker(start: tokio::time::Instant, rate: f64) -> tokio::time::Inter
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t
 }
+
+/// Warns when this process may not open `sockets` more sockets (each needs a descriptor).
+pub fn warn_if_few_files(what: &str, sockets: usize) {
+    if let Ok(limit) = open_files_limit()
+        && limit < sockets as u64 + 100
+    {
+        eprintln!(
+            "{what}: warning: open-file limit {limit} is too low for {sockets} sockets (raise `ulimit -n`)"
+        );
+    }
+}
+
+/// This process's soft limit on open files.
+fn open_files_limit() -> Result<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files")?.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no open-file limit in /proc/self/limits"))
+}
