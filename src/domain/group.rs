@@ -21,10 +21,6 @@ use crate::domain::channel::image_url;
 use crate::domain::community::community_role;
 use crate::error::{ApiError, ApiResult};
 
-/// Group names: 1–64 bytes after trimming.
-pub const NAME_MAX: usize = 64;
-/// Descriptions: at most 2048 bytes after trimming.
-pub const DESCRIPTION_MAX: usize = 2048;
 /// Groups one community may hold.
 pub const MAX_GROUPS_PER_COMMUNITY: u64 = 200;
 /// Channels one group may hold.
@@ -175,23 +171,8 @@ pub fn visibility(raw: &str) -> ApiResult<&'static str> {
     }
 }
 
-/// A group name: 1–64 bytes after trimming.
-pub fn name(raw: &str) -> ApiResult<String> {
-    let name = raw.trim();
-    if name.is_empty() || name.len() > NAME_MAX {
-        return Err(ApiError::validation(format!("name must be 1-{NAME_MAX} bytes")));
-    }
-    Ok(name.to_string())
-}
-
-/// A description: ≤2048 bytes after trimming; empty = none.
-pub fn description(raw: &str) -> ApiResult<Option<String>> {
-    let d = raw.trim();
-    if d.len() > DESCRIPTION_MAX {
-        return Err(ApiError::validation(format!("description must be at most {DESCRIPTION_MAX} bytes")));
-    }
-    Ok((!d.is_empty()).then(|| d.to_string()))
-}
+/// Group names and descriptions follow the community rules (same limits, same messages).
+pub use super::community::{description, name};
 
 /// An accent colour: `#` and 3–8 hex digits.
 pub fn accent_color(raw: &str) -> ApiResult<String> {
