@@ -35,3 +35,7 @@ pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, sea_or
     Migrator::up(&db, None).await?;
     Ok(db)
 }
+
+/// Every write transaction starts here (see `palaver_actors::db`): on SQLite it takes the write
+/// lock up front, so a read-then-write inside it is never refused as busy and never races.
+pub use palaver_actors::db::{begin_write, lock_row};

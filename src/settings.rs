@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use palaver_entity::instance_settings;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait, sea_query::OnConflict};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, sea_query::OnConflict};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -54,7 +54,7 @@ impl Settings {
         }
         let now = palaver_entity::now();
         // One transaction: either every pair is stored or none is.
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
         for (key, value) in &changes {
             let row = instance_settings::ActiveModel {
                 key: Set(key.clone()),

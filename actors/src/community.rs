@@ -27,7 +27,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, TransactionTrait,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -394,7 +394,7 @@ impl CommunityState {
         if !self.snapshot.members.contains_key(&target) {
             return Err(Refusal::Invalid("the new owner must be a member of the community".into()));
         }
-        let txn = self.db().begin().await?;
+        let txn = crate::db::begin_write(self.db()).await?;
         communities::Entity::update_many()
             .col_expr(communities::Column::OwnerId, Expr::value(target))
             .filter(communities::Column::Id.eq(self.id()))
@@ -458,7 +458,7 @@ impl CommunityState {
                 "the community owner cannot be removed; transfer ownership first".into(),
             ));
         }
-        let txn = self.db().begin().await?;
+        let txn = crate::db::begin_write(self.db()).await?;
         let channels = remove_memberships(&txn, self.id(), target).await?;
         if let Some(reason) = &ban {
             community_bans::Entity::insert(community_bans::ActiveModel {
@@ -526,7 +526,7 @@ impl CommunityState {
         if role == "owner" || user == self.snapshot.community.owner_id {
             return Err(Refusal::Invalid("the owner cannot leave; transfer ownership first".into()));
         }
-        let txn = self.db().begin().await?;
+        let txn = crate::db::begin_write(self.db()).await?;
         let channels = remove_memberships(&txn, self.id(), user).await?;
         txn.commit().await?;
         self.snapshot.members.remove(&user);
@@ -555,7 +555,7 @@ impl CommunityState {
             return Err(Refusal::Conflict("you are already a member of this community".into()));
         }
         let now = palaver_entity::now();
-        let txn = self.db().begin().await?;
+        let txn = crate::db::begin_write(self.db()).await?;
         // Counted atomically: the row only changes while the invite is still usable.
         let used = community_invites::Entity::update_many()
             .col_expr(
@@ -722,7 +722,7 @@ impl CommunityState {
             created_at: now,
         };
         // A new timeout replaces any earlier one for the same user in the channel.
-        let txn = self.db().begin().await?;
+        let txn = crate::db::begin_write(self.db()).await?;
         channel_timeouts::Entity::delete_many()
             .filter(channel_timeouts::Column::ChannelId.eq(channel_id))
             .filter(channel_timeouts::Column::UserId.eq(target))

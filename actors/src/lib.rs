@@ -6,6 +6,7 @@
 
 pub mod channel;
 pub mod community;
+pub mod db;
 pub mod history;
 pub mod hub;
 pub mod outbox;
@@ -52,9 +53,13 @@ impl std::fmt::Display for HubError {
 
 impl std::error::Error for HubError {}
 
-/// True when a database error means "cannot reach the database" rather than "bad query".
+/// True when a database error means "try again later" rather than "bad query": the database
+/// cannot be reached, or it stayed busy with concurrent writers (see [`db::is_contention`]).
 pub fn is_unavailable(err: &sea_orm::DbErr) -> bool {
     use sea_orm::{DbErr, RuntimeErr, sqlx};
+    if db::is_contention(err) {
+        return true;
+    }
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(

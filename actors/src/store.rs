@@ -139,8 +139,8 @@ pub async fn record_edit(
     edited_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DbErr> {
     use palaver_entity::message_edits;
-    use sea_orm::{ActiveValue::Set, TransactionTrait};
-    let txn = db.begin().await?;
+    use sea_orm::ActiveValue::Set;
+    let txn = crate::db::begin_write(db).await?;
     message_edits::Entity::insert(message_edits::ActiveModel {
         id: Set(Uuid::now_v7()),
         message_id: Set(message.id),
@@ -287,13 +287,13 @@ pub async fn insert_messages(
     claims: &[(usize, Uuid)],
 ) -> Result<Vec<usize>, DbErr> {
     use palaver_entity::scheduled_messages;
-    use sea_orm::{IntoActiveModel, TransactionTrait};
+    use sea_orm::IntoActiveModel;
     let active = |rows: Vec<messages::Model>| rows.into_iter().map(IntoActiveModel::into_active_model);
     if claims.is_empty() {
         messages::Entity::insert_many(active(rows)).exec_without_returning(db).await?;
         return Ok(Vec::new());
     }
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let now = palaver_entity::now();
     let mut lost = Vec::new();
     for (position, scheduled_id) in claims {

@@ -291,6 +291,67 @@ async fn roundtrip(db: DatabaseConnection) {
     assert!(e::messages::Entity::find().all(&db).await.unwrap().is_empty());
 }
 
+fn user(name: &str, created_at: chrono::DateTime<chrono::Utc>) -> e::users::ActiveModel {
+    e::users::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        username: Set(name.into()),
+        email: Set(format!("{name}@example.org")),
+        password_hash: Set("$argon2id$...".into()),
+        display_name: Set(name.into()),
+        avatar_url: Set(None),
+        banner_url: Set(None),
+        voice_background_url: Set(None),
+        status: NotSet,
+        custom_status: Set(None),
+        bio: Set(None),
+        pronouns: Set(None),
+        is_admin: Set(false),
+        is_owner: Set(false),
+        suspended_at: Set(None),
+        suspended_reason: Set(None),
+        recovery_code_hash: Set(None),
+        preferences: NotSet,
+        created_at: Set(created_at),
+        updated_at: Set(created_at),
+    }
+}
+
+async fn usernames(db: &DatabaseConnection) -> Vec<String> {
+    let mut names: Vec<String> =
+        e::users::Entity::find().all(db).await.unwrap().into_iter().map(|u| u.username).collect();
+    names.sort();
+    names
+}
+
+/// The lowercase-username index: existing case duplicates (oldest keeps the name) are renamed
+/// on the way up, then the database itself refuses a case variant; down lifts that again.
+async fn usernames_unique_ignoring_case(db: DatabaseConnection) {
+    let before_index = Migrator::migrations().len() as u32 - 1;
+    Migrator::up(&db, Some(before_index)).await.expect("up to the migration before");
+    let t0 = e::now();
+    for (i, name) in ["Alice", "alice", "ALICE", "bob", "Alice_2"].into_iter().enumerate() {
+        // "alice" is the oldest of its group; "Alice_2" is a real, unrelated account.
+        let age = match name {
+            "alice" => 10,
+            _ => i as i64,
+        };
+        user(name, t0 - chrono::Duration::seconds(age)).insert(&db).await.expect("insert user");
+    }
+    Migrator::up(&db, Some(1)).await.expect("index migration up");
+    assert_eq!(usernames(&db).await, ["ALICE_3", "Alice_2", "Alice_4", "alice", "bob"]);
+    let err = user("aLiCe", t0).insert(&db).await.expect_err("a case variant is refused");
+    assert!(
+        matches!(err.sql_err(), Some(sea_orm_migration::sea_orm::SqlErr::UniqueConstraintViolation(_))),
+        "{err}"
+    );
+    user("carol", t0).insert(&db).await.expect("other names still insert");
+
+    Migrator::down(&db, Some(1)).await.expect("index migration down");
+    user("aLiCe", t0).insert(&db).await.expect("without the index, case variants insert");
+    Migrator::up(&db, Some(1)).await.expect("index migration up again");
+    assert!(usernames(&db).await.contains(&"aLiCe_5".to_string()));
+}
+
 // ---------------------------------------------------------------- tests
 
 #[tokio::test]
@@ -311,6 +372,16 @@ async fn postgres_migrations_up_down_up() {
 #[tokio::test]
 async fn postgres_entity_roundtrip() {
     with_postgres(roundtrip).await;
+}
+
+#[tokio::test]
+async fn sqlite_usernames_unique_ignoring_case() {
+    with_sqlite(usernames_unique_ignoring_case).await;
+}
+
+#[tokio::test]
+async fn postgres_usernames_unique_ignoring_case() {
+    with_postgres(usernames_unique_ignoring_case).await;
 }
 
 #[test]

@@ -10,7 +10,6 @@ use palaver_entity::{communities, groups, refresh_tokens, users};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -203,7 +202,7 @@ async fn change_password(
     }
     password::check_rules(&body.new_password)?;
     let hash = password::hash_async(body.new_password).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(hash))
         .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))

@@ -12,7 +12,7 @@ use palaver_entity::{blocked_hashes, files};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -210,7 +210,7 @@ async fn delete_file(
     admin_only(&caller)?;
     let id = id.get()?;
     let block = query_bool(&query, "block_hashes")?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let file = find_file(&txn, id).await?;
     let deleted = files::Entity::delete_by_id(id).exec(&txn).await?;
     if deleted.rows_affected == 0 {
@@ -345,7 +345,7 @@ async fn add_blocked_hash(
     let body = body?;
     let hash = file::sha256_hex(&body.hash)?;
     let reason = file::block_reason(body.reason.as_deref())?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let (row, _) = block_hash(&txn, &hash, reason, caller.user_id, true).await?;
     txn.commit().await?;
     audit::record(

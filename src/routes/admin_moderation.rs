@@ -15,7 +15,7 @@ use palaver_entity::{audit_log, blocked_hashes, channels, files, messages, repor
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -368,7 +368,7 @@ async fn purge(
     file_scope: Condition,
     block: bool,
 ) -> ApiResult<PurgeOutcome> {
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let live = live_deletions(&txn, scope.clone()).await?;
     let deleted = messages::Entity::delete_many().filter(scope).exec(&txn).await?;
     let (blobs, hashes_blocked) = purge_files(&txn, file_scope, block, caller).await?;

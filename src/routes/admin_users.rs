@@ -15,7 +15,7 @@ use palaver_entity::{
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -260,7 +260,7 @@ async fn suspend_user(
     if target.is_owner || target.is_admin {
         return Err(ApiError::validation("instance admins and the owner cannot be suspended"));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     users::Entity::update_many()
         .col_expr(users::Column::SuspendedAt, Expr::value(palaver_entity::now()))
         .col_expr(users::Column::SuspendedReason, Expr::value(reason.clone()))
@@ -343,7 +343,7 @@ async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, cli
         .one(&state.db)
         .await?;
 
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let (owned_communities, owned_groups) = reassign_ownership(&txn, id, heir).await?;
     let dm_deleted = delete_lonely_dms(&txn, id).await?;
     let member_of: Vec<Uuid> = channel_members::Entity::find()
@@ -591,7 +591,7 @@ async fn reset_password(
         return Err(ApiError::validation("only the instance owner can reset an admin's password"));
     }
     let hash = password::hash_async(new_password).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(hash))
         .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))

@@ -9,8 +9,8 @@ use palaver_entity::{
 };
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, SqlErr,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -209,6 +209,20 @@ enum InviteGate {
     Code(String),
 }
 
+/// The unique indexes (username ignoring case, email) have the last word: a registration
+/// that raced another past the checks above gets the same 409 the checks give.
+fn already_registered(err: DbErr) -> ApiError {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("username") => {
+            ApiError::conflict("username is already taken")
+        }
+        Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("email") => {
+            ApiError::conflict("email is already registered")
+        }
+        _ => err.into(),
+    }
+}
+
 /// POST /api/auth/register
 async fn register(
     state: AppState,
@@ -255,7 +269,7 @@ async fn register(
 
     // The whole account in one transaction: a failure leaves nothing behind (and un-spends
     // the invite).
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if txn.get_database_backend() == DatabaseBackend::Postgres {
         // Serialises registrations so "first user" is decided once. (On SQLite the insert
         // below already takes the single write lock before the count.)
@@ -284,7 +298,8 @@ async fn register(
         updated_at: Set(now),
     }
     .insert(&txn)
-    .await?;
+    .await
+    .map_err(already_registered)?;
     let first = users::Entity::find().count(&txn).await? == 1;
     match &gate {
         InviteGate::FirstUser if !first => return Err(invite_required()),
@@ -449,7 +464,7 @@ async fn login(
     state.lockouts.clear(LOGIN, name);
 
     // A login replaces every earlier session of the user (wire).
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     revoke_all_refresh_tokens(&txn, user.id).await?;
     let refresh_token = issue_refresh_token(&txn, user.id, Uuid::new_v4(), &client).await?;
     txn.commit().await?;
@@ -510,7 +525,7 @@ async fn refresh(
     }
 
     // Rotation: spend the presented token (only one request can), issue its successor.
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let spent = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(palaver_entity::now()))
         .filter(refresh_tokens::Column::Id.eq(row.id))
@@ -590,7 +605,7 @@ async fn recover(
 
     let password_hash = password::hash_async(body.new_password).await?;
     let new_code = new_recovery_code();
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     // Conditional on the old code: two racing recoveries cannot both spend it.
     let updated = users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(password_hash))

@@ -21,7 +21,7 @@ use ractor::RpcReplyPort;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -317,7 +317,7 @@ async fn create_channel(
         message_ttl_seconds: None,
         created_at: now,
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
     channel_members::Entity::insert(channel_members::ActiveModel {
         channel_id: Set(channel.id),
@@ -457,7 +457,7 @@ async fn leave_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -
     if channel.channel_type == "dm" {
         return Err(ApiError::validation("you cannot leave a direct message"));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     remove_membership(&txn, id, caller.user_id).await?;
     txn.commit().await?;
     let change = MemberChange::Left { user_id: caller.user_id };
@@ -623,7 +623,7 @@ async fn kick_member(
     let caller = caller?;
     let (id, target) = (id.get()?, user_id.get()?);
     check_can_remove(&state, id, &caller, target).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let removed = remove_membership(&txn, id, target).await?;
     txn.commit().await?;
     if removed == 0 {
@@ -656,7 +656,7 @@ async fn ban_member(
     let (id, target) = (id.get()?, user_id.get()?);
     let reason = ban_reason(body?.reason.as_deref())?;
     check_can_remove(&state, id, &caller, target).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let removed = remove_membership(&txn, id, target).await?;
     if removed == 0 {
         return Err(ApiError::not_found("member"));
@@ -739,7 +739,7 @@ async fn transfer_ownership(
     if channel_role(&state.db, id, target).await?.is_none() {
         return Err(ApiError::validation("the new owner must be a member of the channel"));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     // Every current owner (the caller, or the owner an instance admin acts for) becomes admin.
     let demoted: Vec<Uuid> = channel_members::Entity::find()
         .filter(channel_members::Column::ChannelId.eq(id))

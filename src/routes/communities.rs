@@ -19,7 +19,6 @@ use palaver_entity::{
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -363,7 +362,7 @@ async fn create_community(
         welcome_message: None,
         created_at: now,
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     communities::Entity::insert(community.clone().into_active_model()).exec_without_returning(&txn).await?;
     community_members::Entity::insert(community_members::ActiveModel {
         community_id: Set(community.id),

@@ -11,7 +11,7 @@ use palaver_entity::{channel_members, channels, dm_pairs, users};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -136,7 +136,7 @@ async fn open_dm(state: AppState, caller: ApiResult<Caller>, body: ApiResult<Ope
         message_ttl_seconds: None,
         created_at: now,
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
     let members = [me, target_id].map(|user_id| channel_members::ActiveModel {
         channel_id: Set(channel.id),

@@ -6,7 +6,7 @@
 use palaver_entity::{communities, custom_emojis};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder,
 };
 use uuid::Uuid;
 use warp::Filter;
@@ -150,10 +150,8 @@ async fn insert_emoji(
     image: &images::CleanImage,
     uploader: Uuid,
 ) -> ApiResult<custom_emojis::Model> {
-    let txn = state.db.begin().await?;
-    communities::Entity::find_by_id(community_id)
-        .lock_exclusive()
-        .one(&txn)
+    let txn = crate::db::begin_write(&state.db).await?;
+    crate::db::lock_row::<communities::Entity>(&txn, community_id)
         .await?
         .ok_or_else(|| ApiError::not_found("community"))?;
     check_room(&txn, community_id, shortcode).await?;

@@ -10,7 +10,7 @@ use palaver_entity::{identity_keys, one_time_prekeys, signed_prekeys};
 use sea_orm::sea_query::{LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -139,7 +139,7 @@ async fn claim_one_time_prekey(
         if db.get_database_backend() == DatabaseBackend::Postgres {
             // Row locks let concurrent fetches take different prekeys instead of queueing
             // on the same one.
-            let txn = db.begin().await?;
+            let txn = crate::db::begin_write(db).await?;
             let candidate = oldest_first()
                 .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
                 .one(&txn)
@@ -206,7 +206,7 @@ async fn register_keys(
     let one_time = keys::one_time_prekeys(body.one_time_prekeys)?;
 
     let now = palaver_entity::now();
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let identity_row = identity_keys::ActiveModel {
         user_id: Set(caller.user_id),
         identity_key: Set(identity.to_bytes().to_vec()),

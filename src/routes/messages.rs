@@ -10,12 +10,12 @@ use palaver_actors::channel::ChannelMsg;
 use palaver_actors::history::{HistoryAnswer, PageKey};
 use palaver_actors::protocol::{ServerFrame, rfc3339};
 use palaver_actors::roles::Level;
-use palaver_entity::{channel_members, message_edits, messages, pins, users};
+use palaver_entity::{channel_members, channels, message_edits, messages, pins, users};
 use ractor::rpc::CallResult;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 use uuid::Uuid;
 use warp::Filter;
@@ -455,7 +455,10 @@ async fn pin_message(id: PathId, msg_id: PathId, state: AppState, caller: ApiRes
     if !is_visible(&message, palaver_entity::now()) {
         return Err(ApiError::validation("a deleted message cannot be pinned"));
     }
-    let txn = state.db.begin().await?;
+    // The count is checked under the same lock as the insert: the channel row (PostgreSQL;
+    // SQLite's write transaction runs alone), so concurrent pins cannot pass the limit together.
+    let txn = crate::db::begin_write(&state.db).await?;
+    crate::db::lock_row::<channels::Entity>(&txn, id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
     if pins::Entity::find_by_id((id, message_id)).one(&txn).await?.is_some() {
         return Err(ApiError::conflict("the message is already pinned"));
     }

@@ -8,9 +8,7 @@
 use palaver_actors::protocol::ServerFrame;
 use palaver_entity::{poll_votes, polls};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 use uuid::Uuid;
 use warp::Filter;
@@ -176,10 +174,17 @@ async fn vote(id: PathId, state: AppState, caller: ApiResult<Caller>, body: ApiR
     let id = id.get()?;
     let body = body?;
     let poll = member_poll(&state, id, &caller).await?;
-    poll::require_open(&poll, palaver_entity::now())?;
     let index = poll::option_index(&poll, body.option_index)?;
 
-    let txn = state.db.begin().await?;
+    // Read, delete and insert decide together: the poll row is locked (PostgreSQL; SQLite's
+    // write transaction runs alone), so concurrent votes of one user follow each other and a
+    // single-choice poll keeps exactly one. The row read under the lock also says whether the
+    // poll is still open (a concurrent close wins).
+    let txn = crate::db::begin_write(&state.db).await?;
+    let poll = crate::db::lock_row::<polls::Entity>(&txn, poll.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("poll"))?;
+    poll::require_open(&poll, palaver_entity::now())?;
     let mine: Vec<i32> = poll_votes::Entity::find()
         .filter(poll_votes::Column::PollId.eq(poll.id))
         .filter(poll_votes::Column::UserId.eq(caller.user_id))

@@ -7,7 +7,7 @@
 
 use palaver_entity::{totp_backup_codes, user_totp};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use warp::Filter;
 
@@ -82,7 +82,7 @@ async fn setup(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::re
     let encrypted = state.totp_keys.encrypt(user.id, &secret)?;
     let now = palaver_entity::now();
 
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     match user_totp::Entity::find_by_id(user.id).one(&txn).await? {
         Some(row) if row.enabled => {
             return Err(ApiError::conflict("two-factor authentication is already enabled"));
@@ -188,7 +188,7 @@ async fn verify(
     };
     require_code(&state, &caller, &row, &user.username, &body.code).await?;
 
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let enabled = user_totp::Entity::update_many()
         .col_expr(user_totp::Column::Enabled, Expr::value(true))
         .col_expr(user_totp::Column::EnabledAt, Expr::value(palaver_entity::now()))
@@ -239,7 +239,7 @@ async fn disable(
             return Err(ApiError::validation("a current code or the account password is required"));
         }
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     user_totp::Entity::delete_by_id(user.id).exec(&txn).await?;
     totp_backup_codes::Entity::delete_many()
         .filter(totp_backup_codes::Column::UserId.eq(user.id))
@@ -262,7 +262,7 @@ async fn regenerate_backup_codes(
     let user = unlocked_user(&state, &caller).await?;
     let row = enabled_row(&state, &caller).await?;
     require_code(&state, &caller, &row, &user.username, &body.code).await?;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let backup_codes = totp::replace_backup_codes(&txn, &state.totp_keys, user.id).await?;
     txn.commit().await?;
     audit::record(&state.db, Some(user.id), "totp_backup_codes_regenerated", Some(&client), None).await;
