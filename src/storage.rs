@@ -196,6 +196,11 @@ impl Reservation {
         *entry += n;
         *entry
     }
+
+    /// The user's total in flight over all their uploads (this one included).
+    pub fn in_flight(&self) -> u64 {
+        self.uploads.in_flight.get(&self.user).map_or(self.bytes, |entry| *entry)
+    }
 }
 
 impl Drop for Reservation {

@@ -146,10 +146,16 @@ async fn upload_file(state: AppState, caller: ApiResult<Caller>, form: ApiResult
         require_member(&state.db, channel_id, &caller).await?;
     }
     let name = file::encrypted_name(received.name.as_deref())?;
-    // Final word on the quota, with what other uploads may have stored meanwhile.
+    // Final word on the quota, with what other uploads stored meanwhile and what they still
+    // hold in flight (this one included). In flight is read first: an upload that finishes in
+    // between leaves it only after its row is stored, so it is counted once or twice (a
+    // cautious refusal), never missed.
     let quota = state.config.upload_quota;
-    if quota > 0 && used_bytes(&state.db, caller.user_id).await?.saturating_add(size) > quota {
-        return Err(quota_exceeded(quota));
+    if quota > 0 {
+        let in_flight = reservation.in_flight();
+        if used_bytes(&state.db, caller.user_id).await?.saturating_add(in_flight) > quota {
+            return Err(quota_exceeded(quota));
+        }
     }
 
     let id = Uuid::now_v7();

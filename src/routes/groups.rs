@@ -17,7 +17,7 @@ use palaver_entity::{channel_members, channels, communities, group_invites, grou
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -289,14 +289,6 @@ async fn create_group(
             return Err(ApiError::validation("the assigned member must be a member of this community"));
         }
     }
-    let existing =
-        groups::Entity::find().filter(groups::Column::CommunityId.eq(community.id)).count(&state.db).await?;
-    if existing >= group::MAX_GROUPS_PER_COMMUNITY {
-        return Err(ApiError::validation(format!(
-            "a community can have at most {} groups",
-            group::MAX_GROUPS_PER_COMMUNITY
-        )));
-    }
     let members = initial_members(&state, &community, &new, caller.user_id).await?;
 
     let now = palaver_entity::now();
@@ -330,7 +322,19 @@ async fn create_group(
         message_ttl_seconds: None,
         created_at: now,
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    // Counted under the community row's lock: concurrent creations cannot pass the limit together.
+    crate::db::lock_row::<communities::Entity>(&txn, community.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("community"))?;
+    let existing =
+        groups::Entity::find().filter(groups::Column::CommunityId.eq(community.id)).count(&txn).await?;
+    if existing >= group::MAX_GROUPS_PER_COMMUNITY {
+        return Err(ApiError::validation(format!(
+            "a community can have at most {} groups",
+            group::MAX_GROUPS_PER_COMMUNITY
+        )));
+    }
     groups::Entity::insert(row.clone().into_active_model()).exec_without_returning(&txn).await?;
     channels::Entity::insert(general.clone().into_active_model()).exec_without_returning(&txn).await?;
     group_members::Entity::insert_many(members.iter().map(|m| group_members::ActiveModel {
@@ -513,7 +517,7 @@ async fn transfer_ownership(
             .filter(group_members::Column::GroupId.eq(id))
             .filter(group_members::Column::UserId.eq(user))
     };
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     set_role(caller.user_id, "admin").exec(&txn).await?;
     set_role(target, "owner").exec(&txn).await?;
     groups::Entity::update_many()
@@ -535,7 +539,7 @@ async fn join_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> R
     if !caller.is_owner && community_role(&state.db, row.community_id, caller.user_id).await?.is_none() {
         return Err(ApiError::ForbiddenBecause("you are not a member of this community".into()));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let joined = group::add_member(&txn, row.id, caller.user_id, "member", ChannelScope::All).await?;
     txn.commit().await?;
     announce_joins(&state, caller.user_id, &joined.channels).await;
@@ -550,7 +554,7 @@ async fn leave_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> 
     if role == "owner" {
         return Err(ApiError::validation("the owner cannot leave; transfer ownership or delete the group"));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     let (all, left) = group::remove_member(&txn, row.id, caller.user_id).await?;
     txn.commit().await?;
     // The leaver's sessions stop receiving the channels at once; the others rotate keys.
@@ -642,14 +646,6 @@ async fn create_channel(
     // `group_id` and `discoverable` in the body are ignored here.
     let new = NewChannel::parse(body?)?;
     let (row, _) = group::require_manager(&state.db, id, &caller).await?;
-    let existing =
-        channels::Entity::find().filter(channels::Column::GroupId.eq(row.id)).count(&state.db).await?;
-    if existing >= group::MAX_CHANNELS_PER_GROUP {
-        return Err(ApiError::validation(format!(
-            "a group can have at most {} channels",
-            group::MAX_CHANNELS_PER_GROUP
-        )));
-    }
     let now = palaver_entity::now();
     let channel = channels::Model {
         id: Uuid::now_v7(),
@@ -675,7 +671,16 @@ async fn create_channel(
         .all(&state.db)
         .await?;
     members.insert(0, caller.user_id);
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
+    // Counted under the group row's lock: concurrent creations cannot pass the limit together.
+    crate::db::lock_row::<groups::Entity>(&txn, row.id).await?.ok_or_else(|| ApiError::not_found("group"))?;
+    let existing = channels::Entity::find().filter(channels::Column::GroupId.eq(row.id)).count(&txn).await?;
+    if existing >= group::MAX_CHANNELS_PER_GROUP {
+        return Err(ApiError::validation(format!(
+            "a group can have at most {} channels",
+            group::MAX_CHANNELS_PER_GROUP
+        )));
+    }
     channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
     channel_members::Entity::insert_many(members.iter().map(|user_id| channel_members::ActiveModel {
         channel_id: Set(channel.id),
@@ -853,7 +858,7 @@ async fn accept_invite(code: String, state: AppState, caller: ApiResult<Caller>)
     if group::membership(&state.db, row.id, caller.user_id).await?.is_some() {
         return Err(ApiError::conflict("you are already a member of this group"));
     }
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     // Counted atomically: two accepts of the last use cannot both pass.
     let counted =
         group_invites::Entity::update_many()

@@ -4,7 +4,7 @@
 //! These routes only store and list; delivery belongs to the server (src/scheduler.rs),
 //! which is woken when something is scheduled.
 
-use palaver_entity::scheduled_messages;
+use palaver_entity::{scheduled_messages, users};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -64,7 +64,10 @@ async fn schedule_message(
     let now = palaver_entity::now();
     let new = NewScheduled::parse(body?, now)?;
     require_member(&state.db, new.channel_id, &caller).await?;
-    if pending_of(caller.user_id).count(&state.db).await? >= scheduled::MAX_PENDING {
+    // Counted under the user row's lock: concurrent requests cannot pass the limit together.
+    let txn = crate::db::begin_write(&state.db).await?;
+    crate::db::lock_row::<users::Entity>(&txn, caller.user_id).await?.ok_or(ApiError::Unauthorized)?;
+    if pending_of(caller.user_id).count(&txn).await? >= scheduled::MAX_PENDING {
         return Err(ApiError::validation(format!(
             "you can have at most {} scheduled messages pending",
             scheduled::MAX_PENDING
@@ -81,8 +84,9 @@ async fn schedule_message(
         created_at: Set(now),
         delivered_at: Set(None),
     }
-    .insert(&state.db)
+    .insert(&txn)
     .await?;
+    txn.commit().await?;
     state.scheduler.wake();
     ok_json(&ScheduledView::from(&row))
 }

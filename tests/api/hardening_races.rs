@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::channels::{channel_with, insert_message, ordered_ids, users};
+use crate::channels::{channel_with, community, insert_message, ordered_ids, users};
 use crate::common::{Backend, Reply, TestApp, rand_bytes, spawn_app};
 
 /// Every answer is 2xx or a 4xx in the wire's error format; returns the statuses.
@@ -111,8 +111,46 @@ async fn case_variants_of_one_name_register_once(backend: Backend) {
     assert_eq!(app.post_public("/auth/register", late).await.expect_error(409), "conflict");
 }
 
+async fn concurrent_scheduled_messages_stop_at_the_pending_limit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_root, u) = users(&app, &["alice"]).await;
+    let alice = &u[0];
+    let channel = channel_with(&app, alice, &[]).await;
+    let at = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let body = json!({"channel_id": channel, "ciphertext": "[1,2]", "nonce": "[9,9]", "scheduled_for": at});
+    // The limit is 50 pending per user.
+    let replies = join_all((0..60).map(|_| app.post("/messages/schedule", &alice.token, body.clone()))).await;
+    let statuses = no_server_errors(&replies);
+    assert_eq!((count(&statuses, 200), count(&statuses, 400)), (50, 10), "{statuses:?}");
+    let pending = app.get("/messages/scheduled", &alice.token).await.expect(200);
+    assert_eq!(pending.as_array().unwrap().len(), 50);
+}
+
+async fn concurrent_group_channels_stop_at_the_group_limit(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_root, u) = users(&app, &["alice"]).await;
+    let alice = &u[0];
+    let community = community(&app, &[alice.id]).await;
+    let group = app
+        .post("/groups", &alice.token, json!({"community_id": community, "name": "Team"}))
+        .await
+        .expect(200);
+    let path = format!("/groups/{}/channels", group["id"].as_str().unwrap());
+    // The limit is 100 channels per group; the group starts with "general".
+    let replies =
+        join_all((0..110).map(|i| {
+            app.post(&path, &alice.token, json!({"name": format!("c{i}"), "channel_type": "text"}))
+        }))
+        .await;
+    let statuses = no_server_errors(&replies);
+    assert_eq!((count(&statuses, 200), count(&statuses, 400)), (99, 11), "{statuses:?}");
+    assert_eq!(app.get(&path, &alice.token).await.expect(200).as_array().unwrap().len(), 100);
+}
+
 crate::both_backends!(
     single_choice_votes_by_one_user_keep_exactly_one,
     concurrent_pins_never_pass_the_limit,
     case_variants_of_one_name_register_once,
+    concurrent_scheduled_messages_stop_at_the_pending_limit,
+    concurrent_group_channels_stop_at_the_group_limit,
 );
