@@ -97,6 +97,27 @@ impl Default for LinkPreviewLimits {
     }
 }
 
+/// What one message search may cost (`GET /messages/search`, `GET /channels/{id}/messages/search`).
+/// Not configurable by operators; tests may shrink them. Whichever runs out first ends the
+/// scan, and the answer says it was cut short (`X-Search-Truncated: true`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SearchLimits {
+    /// Candidate rows scanned at most.
+    pub max_rows: usize,
+    /// Payload bytes scanned at most.
+    pub max_bytes: usize,
+    /// Wall time one search may take, waiting for the database and the matching pool included.
+    pub max_time: Duration,
+    /// Searches one user may have running at once (429 `rate_limited` beyond).
+    pub per_user: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        Self { max_rows: 20_000, max_bytes: 64 * 1024 * 1024, max_time: Duration::from_secs(3), per_user: 2 }
+    }
+}
+
 /// Flags and environment variables. Every field is optional so that a missing one falls
 /// through to the config file and then to the default.
 #[derive(Parser, Debug, Default)]
@@ -269,11 +290,17 @@ pub struct Config {
     pub github_api_url: String,
     /// Link-preview fetch limits (not settable from flags, environment or file).
     pub link_preview: LinkPreviewLimits,
+    /// Message-search budget (not settable from flags, environment or file).
+    pub search: SearchLimits,
     /// TEST ONLY. Loopback ports (`127.0.0.0/8` or `::1`, never mapped forms) the link previewer
     /// may fetch from, so black-box tests can preview a page served by the test itself. There is
     /// deliberately no flag, environment variable or config-file key for it (`FileConfig` denies
     /// unknown keys): it can only be set by code that builds a `Config`, and it is empty otherwise.
     pub allow_loopback_previews_for_tests: Vec<u16>,
+    /// TEST ONLY. How long every message search waits after taking its per-user slot, so a
+    /// test can hold searches in flight and see the per-user limit. Zero (no wait) unless code
+    /// that builds a `Config` sets it; no flag, environment variable or config-file key.
+    pub search_hold_for_tests: Duration,
 }
 
 impl Config {
@@ -309,7 +336,9 @@ impl Config {
             github_repo: None,
             github_api_url: "https://api.github.com".into(),
             link_preview: LinkPreviewLimits::default(),
+            search: SearchLimits::default(),
             allow_loopback_previews_for_tests: Vec::new(),
+            search_hold_for_tests: Duration::ZERO,
         }
     }
 

@@ -91,6 +91,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         limits: Arc::new(HttpLimits::new(&config)),
         lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
         uploads: Arc::new(storage::Uploads::new(&config)),
+        search: Arc::new(domain::search::SearchGate::new(config.search.per_user)),
         link_previews: Arc::new(linkpreview::LinkPreviews::new(
             config.link_preview,
             config.allow_loopback_previews_for_tests.clone(),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palaver_actors::channel::{PostError, ServerPost};
+use palaver_actors::channel::{PostError, Poster, ServerPost};
 use palaver_actors::roles::InstanceRole;
 use palaver_entity::{scheduled_messages, users};
 use sea_orm::sea_query::Expr;
@@ -125,7 +125,10 @@ async fn deliver(state: &AppState, message: &scheduled_messages::Model) -> Resul
         nonce: decode_blob(&message.nonce),
         message_type: "text".into(),
         webhook_content: None,
-        as_user: Some((author.id, InstanceRole { is_admin: author.is_admin, is_owner: author.is_owner })),
+        poster: Poster::User(
+            author.id,
+            InstanceRole { is_admin: author.is_admin, is_owner: author.is_owner },
+        ),
         claim: Some(message.id),
     };
     match state.hub.post_message(message.channel_id, post, POST_WAIT).await {

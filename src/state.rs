@@ -44,6 +44,8 @@ pub struct AppState {
     pub github_issues: Option<Arc<crate::domain::feedback::GithubIssues>>,
     /// The SSRF-safe link previewer and its cache.
     pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
+    /// Message search admission: per-user concurrency and the matching pool.
+    pub search: Arc<crate::domain::search::SearchGate>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client IP.

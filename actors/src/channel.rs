@@ -23,7 +23,7 @@ use crate::history::{HistoryAnswer, HistoryCache, PageKey};
 use crate::hub::Shared;
 use crate::outbox::Outbox;
 use crate::protocol::{Frame, ServerFrame};
-use crate::roles::{InstanceRole, Level};
+use crate::roles::{InstanceRole, Level, manages_webhooks};
 use crate::store;
 
 /// Most messages one insert statement carries.
@@ -145,6 +145,9 @@ pub enum ChannelMsg {
     /// typed on a socket. It is ordered and group-committed like any send; `reply` answers
     /// after the commit (or with the reason it was refused).
     Post { post: ServerPost, reply: Option<RpcReplyPort<Result<Uuid, PostError>>> },
+    /// From REST: whether `poster` may put content here now (the send rules, slow mode
+    /// excepted), before a write that does not go through the actor (a poll, a file).
+    MayPost { poster: Poster, reply: RpcReplyPort<Result<(), PostError>> },
     /// Internal: a group commit finished; `Ok` lists the batch entries whose scheduled-message
     /// claim was lost (already delivered) and that were therefore not stored.
     Committed { batch: Vec<Pending>, result: Result<Vec<usize>, CommitError> },
@@ -212,12 +215,25 @@ pub struct ServerPost {
     pub message_type: String,
     /// Webhook messages: `{content, webhook_name, webhook_avatar}` as JSON text.
     pub webhook_content: Option<String>,
-    /// Posted on behalf of this user: the channel's rules for a send by them apply
-    /// (membership, archived, read-only, timeout, DM blocks), slow mode excepted.
-    pub as_user: Option<(Uuid, InstanceRole)>,
+    /// On whose behalf it is posted: the channel's send rules for that poster decide.
+    pub poster: Poster,
     /// A scheduled message being delivered: claimed (`delivered_at` set where still null) in
     /// the same transaction that stores the message, so it is delivered exactly once.
     pub claim: Option<Uuid>,
+}
+
+/// Who content entering a channel outside a socket send comes from. Every such path (polls,
+/// webhooks, scheduled messages, files) asks the channel actor, whose send rules are the
+/// same ones a socket send meets: one place for "may this be posted here".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poster {
+    /// A user (a poll, a scheduled delivery, a file): the rules for a send by them
+    /// (membership, DM blocks, archived, read-only, timeout), slow mode excepted.
+    User(Uuid, InstanceRole),
+    /// A webhook: its creator must still be a member holding the right to manage the
+    /// channel's webhooks; the post itself meets the rules of a plain member (archived and
+    /// read-only refuse it, whatever the creator's rank).
+    Webhook { creator: Option<Uuid> },
 }
 
 /// Why a server post was not stored.
@@ -358,6 +374,9 @@ impl Actor for ChannelActor {
             ChannelMsg::Unsubscribe { session_id } => state.subscribers.remove(session_id),
             ChannelMsg::Send { origin, message } => state.accept(&myself, origin, message).await,
             ChannelMsg::Post { post, reply } => state.accept_post(&myself, post, reply).await,
+            ChannelMsg::MayPost { poster, reply } => {
+                let _ = reply.send(state.poster_rules(poster).await);
+            }
             ChannelMsg::Committed { batch, result } => state.committed(&myself, batch, result).await,
             ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => {
                 state.edit(origin, message_id, ciphertext, nonce).await
@@ -532,19 +551,11 @@ impl ChannelState {
         post: ServerPost,
         reply: Option<RpcReplyPort<Result<Uuid, PostError>>>,
     ) {
-        if let Some((user_id, instance)) = post.as_user {
-            let level =
-                Level::effective(instance.level(), self.snapshot.members.get(&user_id).map(String::as_str));
-            if let Err((code, text)) = self.send_rules(user_id, level.is_privileged(), false).await {
-                let error = match code {
-                    "unavailable" => PostError::Unavailable,
-                    _ => PostError::Refused(code, text),
-                };
-                if let Some(reply) = reply {
-                    let _ = reply.send(Err(error));
-                }
-                return;
+        if let Err(error) = self.poster_rules(post.poster).await {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error));
             }
+            return;
         }
         let mut row = self.new_row(post.sender_id, post.ciphertext, post.nonce, post.message_type);
         row.webhook_content = post.webhook_content;
@@ -586,6 +597,29 @@ impl ChannelState {
             webhook_content: None,
             created_at,
         }
+    }
+
+    /// The send rules for content from `poster` (slow mode excepted: it paces typing).
+    async fn poster_rules(&mut self, poster: Poster) -> Result<(), PostError> {
+        let result = match poster {
+            Poster::User(user_id, instance) => {
+                let local = self.snapshot.members.get(&user_id).map(String::as_str);
+                let privileged = Level::effective(instance.level(), local).is_privileged();
+                self.send_rules(user_id, privileged, false).await
+            }
+            Poster::Webhook { creator } => match creator {
+                Some(creator)
+                    if manages_webhooks(self.snapshot.members.get(&creator).map(String::as_str)) =>
+                {
+                    self.send_rules(creator, false, false).await
+                }
+                _ => Err(("forbidden", "this webhook's creator may no longer manage webhooks here".into())),
+            },
+        };
+        result.map_err(|(code, text)| match code {
+            "unavailable" => PostError::Unavailable,
+            _ => PostError::Refused(code, text),
+        })
     }
 
     /// The channel's rules for a send by `user_id`: membership, DM blocks, archived,

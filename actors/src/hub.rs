@@ -10,7 +10,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySe
 use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
-use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, PostError, ServerPost, Subscribers};
+use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, PostError, Poster, ServerPost, Subscribers};
 use crate::community::{
     Answer, Command, CommunityActor, CommunityArgs, CommunityMsg, Refusal, load_community,
 };
@@ -52,6 +52,8 @@ impl Default for HubConfig {
 
 /// How long a caller waits for a community actor's answer.
 pub const COMMUNITY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `may_post` question waits for the channel actor.
+const MAY_POST_WAIT: Duration = Duration::from_secs(5);
 
 /// A live community: its actor (replaced on restart).
 pub struct CommunitySlot {
@@ -461,17 +463,26 @@ impl Hub {
         wait: Duration,
     ) -> Result<Uuid, PostError> {
         let (tx, rx) = ractor::concurrency::oneshot();
-        self.send_to_channel(channel_id, ChannelMsg::Post { post, reply: Some(tx.into()) }).await.map_err(
-            |err| match err {
-                HubError::NotFound => PostError::Refused("not_found", "channel not found".into()),
-                HubError::Unavailable | HubError::Stopped => PostError::Unavailable,
-                HubError::Internal(detail) => PostError::Internal(detail),
-            },
-        )?;
+        self.send_to_channel(channel_id, ChannelMsg::Post { post, reply: Some(tx.into()) })
+            .await
+            .map_err(post_error)?;
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
             // The actor stopped before answering, or the commit is slow: the outcome is
             // unknown to us (a scheduled claim keeps a retry from delivering twice).
+            Ok(Err(_)) | Err(_) => Err(PostError::Unavailable),
+        }
+    }
+
+    /// Whether `poster` may put content into the channel now: the channel actor's send rules
+    /// (see [`Poster`]). Asked before writes that do not go through the actor (polls, files).
+    pub async fn may_post(&self, channel_id: Uuid, poster: Poster) -> Result<(), PostError> {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        self.send_to_channel(channel_id, ChannelMsg::MayPost { poster, reply: tx.into() })
+            .await
+            .map_err(post_error)?;
+        match tokio::time::timeout(MAY_POST_WAIT, rx).await {
+            Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => Err(PostError::Unavailable),
         }
     }
@@ -508,5 +519,14 @@ impl Hub {
     /// The actor currently serving a channel, if live (tests compare ids across restarts).
     pub fn live_channel_actor(&self, channel_id: Uuid) -> Option<ActorRef<ChannelMsg>> {
         self.shared.channels.get(&channel_id).and_then(|c| c.get().map(|s| s.actor()))
+    }
+}
+
+/// A failure to reach a channel's actor, as a post's outcome.
+fn post_error(err: HubError) -> PostError {
+    match err {
+        HubError::NotFound => PostError::Refused("not_found", "channel not found".into()),
+        HubError::Unavailable | HubError::Stopped => PostError::Unavailable,
+        HubError::Internal(detail) => PostError::Internal(detail),
     }
 }

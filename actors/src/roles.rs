@@ -44,6 +44,13 @@ impl Level {
     }
 }
 
+/// Whether a raw channel role may manage the channel's webhooks (create, list, edit, delete):
+/// `owner` only, with no instance-admin bypass (wire, "Webhooks"). A webhook works only while
+/// its creator still holds this right.
+pub fn manages_webhooks(raw_channel_role: Option<&str>) -> bool {
+    raw_channel_role == Some("owner")
+}
+
 /// What the caller is at instance level, carried with every request to an actor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InstanceRole {

@@ -382,6 +382,10 @@ pub struct CreateCommunityRequest {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Not in the wire's request (its object has it); accepted when sent. Absent = discoverable,
+    /// as Chatalot creates communities, so invite previews show the name.
+    #[serde(default)]
+    pub discoverable: Option<bool>,
 }
 
 /// A checked `POST /communities`.
@@ -389,6 +393,7 @@ pub struct CreateCommunityRequest {
 pub struct NewCommunity {
     pub name: String,
     pub description: Option<String>,
+    pub discoverable: bool,
 }
 
 impl NewCommunity {
@@ -396,6 +401,7 @@ impl NewCommunity {
         Ok(Self {
             name: name(&req.name)?,
             description: req.description.as_deref().map(description).transpose()?.flatten(),
+            discoverable: req.discoverable.unwrap_or(true),
         })
     }
 }

@@ -10,6 +10,10 @@ use crate::error::{ApiError, ApiResult};
 
 /// Most one-time prekeys accepted in one request.
 pub const MAX_ONE_TIME_PREKEYS: usize = 200;
+/// Largest sender-key distribution, as JSON text. The wire leaves it opaque ("any JSON"); a
+/// real one is a few hundred bytes, and each upload is broadcast to every subscriber of the
+/// channel, so the cap bounds what one member can make the server fan out.
+pub const MAX_SENDER_KEY_DISTRIBUTION_BYTES: usize = 16 * 1024;
 
 /// `{key_id, public_key, signature}` as sent by clients.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -47,6 +51,20 @@ pub fn verify_signed_prekey(identity: &VerifyingKey, prekey: &SignedPrekeyInput)
     identity
         .verify(&prekey.public_key, &Signature::from_bytes(&raw))
         .map_err(|_| ApiError::validation("signed_prekey signature does not verify against the identity key"))
+}
+
+/// A sender-key distribution: present, not null, at most
+/// [`MAX_SENDER_KEY_DISTRIBUTION_BYTES`] as JSON text. Returns the value and its text.
+pub fn sender_key_distribution(raw: Option<serde_json::Value>) -> ApiResult<(serde_json::Value, String)> {
+    let value =
+        raw.filter(|d| !d.is_null()).ok_or_else(|| ApiError::validation("distribution is required"))?;
+    let text = value.to_string();
+    if text.len() > MAX_SENDER_KEY_DISTRIBUTION_BYTES {
+        return Err(ApiError::validation(format!(
+            "distribution must be at most {MAX_SENDER_KEY_DISTRIBUTION_BYTES} bytes as JSON"
+        )));
+    }
+    Ok((value, text))
 }
 
 /// Checks a batch of one-time prekeys (≤200, 32-byte keys) and drops repeated key ids

@@ -75,6 +75,14 @@ impl Upload {
                 return Err(ApiError::validation(format!("a form may have at most {MAX_PARTS} parts")));
             }
             let name = field.name().unwrap_or_default().to_string();
+            // One part per name: a repeat would be ignored (the first one wins), so it can only
+            // be a mistake or padding.
+            if form.parts.iter().any(|p| p.name == name) {
+                return Err(ApiError::validation(format!(
+                    "`{}` may appear only once",
+                    name.chars().take(64).collect::<String>()
+                )));
+            }
             let file_name = field.file_name().map(str::to_string);
             let content_type = field.content_type().map(|m| m.essence_str().to_string());
             let data = field.bytes().await.map_err(form_error)?;

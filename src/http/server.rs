@@ -104,6 +104,11 @@ where
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        // Response headers a browser client may read besides the CORS-safelisted ones.
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After, X-Search-Truncated, X-Search-Scanned"),
+        );
     }
     tracing::debug!(
         %method, path, status = response.status().as_u16(), ip = %client_ip,

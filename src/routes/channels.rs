@@ -34,6 +34,7 @@ use crate::domain::channel::{
     UpdateChannelRequest, assignable_role, ban_reason, caller_level, channel_role, effective_level,
     find_channel, require_member,
 };
+use crate::domain::keys;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
@@ -877,17 +878,14 @@ async fn upload_sender_key(
     let caller = caller?;
     let id = id.get()?;
     let body = body?;
-    let distribution = body
-        .distribution
-        .filter(|d| !d.is_null())
-        .ok_or_else(|| ApiError::validation("distribution is required"))?;
+    let (distribution, distribution_text) = keys::sender_key_distribution(body.distribution)?;
     require_member(&state.db, id, &caller).await?;
     let row = sender_keys::ActiveModel {
         id: Set(Uuid::now_v7()),
         channel_id: Set(id),
         user_id: Set(caller.user_id),
         chain_id: Set(body.chain_id),
-        distribution: Set(distribution.to_string()),
+        distribution: Set(distribution_text),
         created_at: Set(palaver_entity::now()),
     };
     sender_keys::Entity::insert(row)

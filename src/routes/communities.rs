@@ -357,7 +357,7 @@ async fn create_community(
         owner_id: caller.user_id,
         who_can_create_groups: "admin".into(),
         who_can_create_invites: "admin".into(),
-        discoverable: false,
+        discoverable: new.discoverable,
         community_theme: None,
         welcome_message: None,
         created_at: now,

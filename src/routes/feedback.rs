@@ -18,6 +18,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::domain::feedback::{FeedbackForm, NewFeedback, SCREENSHOT_MAX};
 use crate::error::{ApiError, ApiResult};
+use crate::http::multipart::MAX_PARTS;
 use crate::http::{ClientInfo, Route, caller, client_info, ok_json, respond, with_state};
 use crate::state::AppState;
 
@@ -108,8 +109,17 @@ where
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let mut form = FeedbackForm::default();
     let bad = |e: multer::Error| ApiError::validation(format!("malformed form: {e}"));
+    let mut seen: Vec<String> = Vec::new();
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
-        let name = field.name().unwrap_or_default().to_string();
+        let name = field.name().unwrap_or_default().chars().take(64).collect::<String>();
+        if seen.len() == MAX_PARTS {
+            return Err(ApiError::validation(format!("a form may have at most {MAX_PARTS} parts")));
+        }
+        // A repeated field would silently replace the first: refused instead.
+        if seen.contains(&name) {
+            return Err(ApiError::validation(format!("`{name}` may appear only once")));
+        }
+        seen.push(name.clone());
         let limit = if name == "screenshot" { SCREENSHOT_MAX + 1 } else { TEXT_FIELD_MAX };
         let mut data: Vec<u8> = Vec::new();
         let mut size = 0usize;

@@ -32,6 +32,7 @@ use crate::domain::file::{
     self, ByteRange, FileMetaView, UploadView, content_disposition, find_file, is_blocked, parse_range,
     require_not_quarantined, require_read_access,
 };
+use crate::domain::posting::{as_poster, require_may_post};
 use crate::error::{ApiError, ApiResult};
 use crate::http::server::MAX_BODY_BYTES;
 use crate::http::{
@@ -44,8 +45,8 @@ type Reply = ApiResult<Response>;
 
 /// Longest `channel_id` field we read (a UUID is 36 bytes; some slack for whitespace).
 const MAX_CHANNEL_FIELD_BYTES: usize = 128;
-/// Bytes of fields we do not know that one upload may carry (they are read and dropped).
-const MAX_OTHER_FIELD_BYTES: usize = 64 * 1024;
+/// The form's fields; each may appear once, and no other field is accepted.
+const UPLOAD_FIELDS: [&str; 3] = ["file", "name", "channel_id"];
 /// Read size when streaming a blob out.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -143,7 +144,7 @@ async fn upload_file(state: AppState, caller: ApiResult<Caller>, form: ApiResult
     if let Some(channel_id) = received.channel_id
         && received.checked_channel != Some(channel_id)
     {
-        require_member(&state.db, channel_id, &caller).await?;
+        may_upload_into(&state, &caller, channel_id).await?;
     }
     let name = file::encrypted_name(received.name.as_deref())?;
     // Final word on the quota, with what other uploads stored meanwhile and what they still
@@ -198,21 +199,31 @@ async fn receive(
     let quota = state.config.upload_quota;
     let used = if quota > 0 { used_bytes(&state.db, caller.user_id).await? } else { 0 };
     let mut received = Received { blob: None, name: None, channel_id: None, checked_channel: None };
-    let mut other_bytes = 0usize;
+    let mut seen = Vec::with_capacity(UPLOAD_FIELDS.len());
     while let Some(part) = form.next().await {
         let mut part = part.map_err(|e| ApiError::validation(format!("malformed multipart body: {e}")))?;
-        match part.name() {
+        // Each field at most once and no others, before anything it would cost: a repeated
+        // `channel_id` would otherwise be a membership lookup each.
+        let Some(field) = UPLOAD_FIELDS.iter().find(|f| **f == part.name()) else {
+            return Err(ApiError::validation(format!(
+                "unexpected form field `{}` (expected {})",
+                part.name().chars().take(64).collect::<String>(),
+                UPLOAD_FIELDS.join(", ")
+            )));
+        };
+        if seen.contains(field) {
+            return Err(ApiError::validation(format!("`{field}` may appear only once")));
+        }
+        seen.push(*field);
+        match *field {
             "file" => {
-                if received.blob.is_some() {
-                    return Err(ApiError::validation("only one file per upload"));
-                }
                 received.blob = Some(receive_file(state, &mut part, used, reservation).await?);
             }
             "name" => {
                 let name = read_text(&mut part, file::MAX_NAME_BYTES, "name").await?;
                 received.name = Some(name);
             }
-            "channel_id" => {
+            _channel_id => {
                 let raw = read_text(&mut part, MAX_CHANNEL_FIELD_BYTES, "channel_id").await?;
                 // Unparsable → treated as absent (wire).
                 received.channel_id = Uuid::parse_str(raw.trim()).ok();
@@ -220,23 +231,20 @@ async fn receive(
                 if let Some(channel_id) = received.channel_id
                     && received.blob.is_none()
                 {
-                    require_member(&state.db, channel_id, caller).await?;
+                    may_upload_into(state, caller, channel_id).await?;
                     received.checked_channel = Some(channel_id);
-                }
-            }
-            _ => {
-                while let Some(chunk) = part.data().await {
-                    let chunk =
-                        chunk.map_err(|e| ApiError::validation(format!("could not read the upload: {e}")))?;
-                    other_bytes += chunk.remaining();
-                    if other_bytes > MAX_OTHER_FIELD_BYTES {
-                        return Err(ApiError::validation("unexpected form fields are too large"));
-                    }
                 }
             }
         }
     }
     Ok(received)
+}
+
+/// A file uploaded into a channel is content entering it: members only (403), and the
+/// channel's send rules (timeouts, read-only, archived) apply.
+async fn may_upload_into(state: &AppState, caller: &Caller, channel_id: Uuid) -> ApiResult<()> {
+    require_member(&state.db, channel_id, caller).await?;
+    require_may_post(&state.hub, channel_id, as_poster(caller)).await
 }
 
 /// Streams the file part to a temp blob, enforcing the size limit and the quota as it goes.

@@ -39,10 +39,16 @@ const ACTOR_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 /// Search: default and largest result count.
 const SEARCH_DEFAULT_LIMIT: u64 = 20;
 const SEARCH_MAX_LIMIT: u64 = 50;
-/// Search scans candidates newest first, this many rows per query…
+/// Search scans candidates newest first, this many rows per query, within the request's
+/// budget (`Config::search`: rows, bytes and time scanned).
 const SEARCH_PAGE: u64 = 200;
-/// …and gives up after this many (a bound on the work one request can cause).
-const SEARCH_MAX_SCANNED: usize = 50_000;
+/// Response header: `true` when the budget ran out before the candidates did (the answer may
+/// miss older matches). The body stays the wire's bare array, so the signal is a header.
+const TRUNCATED_HEADER: &str = "x-search-truncated";
+/// Response header: how many candidate messages were scanned.
+const SCANNED_HEADER: &str = "x-search-scanned";
+/// A sender filter longer than the username rule's maximum (32) cannot match anyone.
+const SENDER_MAX_CHARS: usize = 32;
 /// Search terms: 2–256 characters.
 const QUERY_MIN_CHARS: usize = 2;
 const QUERY_MAX_CHARS: usize = 256;
@@ -296,6 +302,8 @@ async fn parse_search(state: &AppState, query: &Params) -> ApiResult<Search> {
     let has_file = query_bool(query, "has_file")?;
     let senders = match query.get("sender").map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => None,
+        // Longer than any username: matches nobody, and no lookup is spent on it.
+        Some(name) if name.chars().count() > SENDER_MAX_CHARS => Some(Vec::new()),
         Some(name) => {
             let pattern = like_contains(&name.to_lowercase());
             let ids: Vec<Uuid> = users::Entity::find()
@@ -332,10 +340,12 @@ fn searchable_text(m: &messages::Model) -> String {
 }
 
 /// Scans candidates in `scope` newest first, matching in Rust (portable, and a non-UTF-8
-/// payload can never fail the query).
+/// payload can never fail the query). Pages are read on the async side; the matching
+/// (lowercasing up to 64 KiB per payload) runs on the blocking pool, one batch per core at a
+/// time. The scan stops at the request's budget and the answer says so in a header.
 async fn run_search(state: &AppState, scope: Condition, search: Search) -> Reply {
     if search.senders.as_ref().is_some_and(Vec::is_empty) {
-        return ok_json(&Vec::<()>::new());
+        return search_reply(Vec::<()>::new(), Scan::default());
     }
     let mut filter = scope.add(visible(palaver_entity::now()));
     if let Some(senders) = &search.senders {
@@ -350,37 +360,96 @@ async fn run_search(state: &AppState, scope: Condition, search: Search) -> Reply
     if search.has_file {
         filter = filter.add(messages::Column::MessageType.eq("file"));
     }
-    let mut found = Vec::new();
+    let budget = state.config.search;
+    let deadline = tokio::time::Instant::now() + budget.max_time;
+    let needle: std::sync::Arc<str> = search.needle.into();
+    let mut found: Vec<messages::Model> = Vec::new();
     let mut cursor: Option<Uuid> = None;
-    let mut scanned = 0usize;
+    let mut scan = Scan::default();
     loop {
         let mut select = messages::Entity::find().filter(filter.clone());
         if let Some(cursor) = cursor {
             select = select.filter(messages::Column::Id.lt(cursor));
         }
-        let page = select.order_by_desc(messages::Column::Id).limit(SEARCH_PAGE).all(&state.db).await?;
+        let page = select.order_by_desc(messages::Column::Id).limit(SEARCH_PAGE).all(&state.db);
+        let Ok(page) = tokio::time::timeout_at(deadline, page).await else {
+            scan.truncated = true;
+            break;
+        };
+        let page = page?;
         let full_page = page.len() as u64 == SEARCH_PAGE;
-        scanned += page.len();
+        scan.rows += page.len();
+        scan.bytes += page.iter().map(payload_len).sum::<usize>();
         cursor = page.last().map(|m| m.id);
-        for m in page {
-            if found.len() as u64 >= search.limit {
-                break;
-            }
-            if searchable_text(&m).contains(&search.needle) {
-                found.push(m);
-            }
+        let wanted = (search.limit as usize).saturating_sub(found.len());
+        let Ok(permit) = tokio::time::timeout_at(deadline, state.search.matching_permit()).await else {
+            scan.truncated = true;
+            break;
+        };
+        let needle = needle.clone();
+        let matched = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            page.into_iter()
+                .filter(|m| searchable_text(m).contains(&*needle))
+                .take(wanted)
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        found.extend(matched);
+        if !full_page || found.len() as u64 >= search.limit {
+            break;
         }
-        if !full_page || found.len() as u64 >= search.limit || scanned >= SEARCH_MAX_SCANNED {
+        if scan.rows >= budget.max_rows
+            || scan.bytes >= budget.max_bytes
+            || tokio::time::Instant::now() >= deadline
+        {
+            scan.truncated = true;
             break;
         }
     }
-    ok_json(&message_views(&state.db, found, true).await?)
+    search_reply(message_views(&state.db, found, true).await?, scan)
+}
+
+/// What one search scanned.
+#[derive(Default)]
+struct Scan {
+    rows: usize,
+    bytes: usize,
+    /// The budget ended the scan before the candidates or the wanted results did.
+    truncated: bool,
+}
+
+/// The bytes a candidate costs to match.
+fn payload_len(m: &messages::Model) -> usize {
+    m.ciphertext.len() + m.webhook_content.as_ref().map_or(0, String::len)
+}
+
+/// The wire's bare array, with the scan's outcome in headers.
+fn search_reply<T: serde::Serialize>(views: Vec<T>, scan: Scan) -> Reply {
+    let mut response = ok_json(&views)?;
+    let headers = response.headers_mut();
+    let truncated = if scan.truncated { "true" } else { "false" };
+    headers.insert(TRUNCATED_HEADER, warp::http::HeaderValue::from_static(truncated));
+    headers.insert(SCANNED_HEADER, warp::http::HeaderValue::from(scan.rows as u64));
+    Ok(response)
+}
+
+/// A search slot for the caller: 429 `rate_limited` while they already run the maximum.
+async fn search_slot(state: &AppState, caller: &Caller) -> ApiResult<crate::domain::search::SearchSlot> {
+    let slot = state.search.enter(caller.user_id).ok_or(ApiError::RateLimited { retry_after: 1 })?;
+    let hold = state.config.search_hold_for_tests;
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    Ok(slot)
 }
 
 /// GET /api/channels/{id}/messages/search?q=&limit=&sender=&after=&before=&has_file=
 async fn search_channel(id: PathId, state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
     let caller = caller?;
     let id = id.get()?;
+    let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
     require_member(&state.db, id, &caller).await?;
     run_search(&state, Condition::all().add(messages::Column::ChannelId.eq(id)), search).await
@@ -389,6 +458,8 @@ async fn search_channel(id: PathId, state: AppState, caller: ApiResult<Caller>, 
 /// GET /api/messages/search — the same, across every channel the caller is a member of.
 async fn search_everywhere(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
     let caller = caller?;
+    // The slot covers the whole request, the sender lookup included.
+    let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
     let mine = Query::select()
         .column(channel_members::Column::ChannelId)

@@ -16,6 +16,7 @@ use warp::Filter;
 use crate::auth::Caller;
 use crate::domain::channel::{channel_role, require_member};
 use crate::domain::poll::{self, CreatePollRequest, NewPoll, PollView};
+use crate::domain::posting::{as_poster, require_may_post};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
 use crate::routes::channels::broadcast;
@@ -109,6 +110,8 @@ async fn create_poll(
     let channel_id = id.get()?;
     let new = NewPoll::parse(body?)?;
     require_member(&state.db, channel_id, &caller).await?;
+    // A poll is content: the channel's send rules (timeouts, read-only, archived) apply.
+    require_may_post(&state.hub, channel_id, as_poster(&caller)).await?;
     let now = palaver_entity::now();
     let options = serde_json::to_string(&new.options).map_err(ApiError::internal)?;
     let row = polls::ActiveModel {

@@ -108,6 +108,9 @@ async fn unsubscribe(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let body = body?;
+    if body.endpoint.len() > MAX_ENDPOINT_BYTES {
+        return Err(ApiError::validation(format!("endpoint must be at most {MAX_ENDPOINT_BYTES} bytes")));
+    }
     push_subscriptions::Entity::delete_many()
         .filter(push_subscriptions::Column::UserId.eq(caller.user_id))
         .filter(push_subscriptions::Column::Endpoint.eq(body.endpoint))

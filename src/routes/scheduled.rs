@@ -14,6 +14,7 @@ use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::channel::require_member;
+use crate::domain::posting::{as_poster, require_may_post};
 use crate::domain::scheduled::{self, NewScheduled, ScheduleRequest, ScheduledView};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
@@ -64,6 +65,8 @@ async fn schedule_message(
     let now = palaver_entity::now();
     let new = NewScheduled::parse(body?, now)?;
     require_member(&state.db, new.channel_id, &caller).await?;
+    // Checked now and again at delivery: a message the caller could not send is refused.
+    require_may_post(&state.hub, new.channel_id, as_poster(&caller)).await?;
     // Counted under the user row's lock: concurrent requests cannot pass the limit together.
     let txn = crate::db::begin_write(&state.db).await?;
     crate::db::lock_row::<users::Entity>(&txn, caller.user_id).await?.ok_or(ApiError::Unauthorized)?;

@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use palaver_actors::channel::{PostError, ServerPost};
+use palaver_actors::channel::{PostError, Poster, ServerPost};
+use palaver_actors::roles::manages_webhooks;
 use palaver_entity::webhooks;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -19,6 +20,7 @@ use warp::Filter;
 use crate::audit;
 use crate::auth::Caller;
 use crate::domain::channel::{channel_role, find_channel};
+use crate::domain::posting;
 use crate::domain::webhook::{
     self, CreateWebhookRequest, ExecuteRequest, UpdateWebhookRequest, WebhookContent, WebhookUpdate,
     WebhookView,
@@ -82,9 +84,10 @@ pub fn routes(state: &AppState) -> Route {
 /// Webhook management: the channel must exist (404) and the caller's raw role be `owner` (403).
 async fn require_channel_owner(state: &AppState, channel_id: Uuid, caller: &Caller) -> ApiResult<()> {
     find_channel(&state.db, channel_id).await?;
-    match channel_role(&state.db, channel_id, caller.user_id).await?.as_deref() {
-        Some("owner") => Ok(()),
-        _ => Err(ApiError::Forbidden),
+    if manages_webhooks(channel_role(&state.db, channel_id, caller.user_id).await?.as_deref()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
     }
 }
 
@@ -220,15 +223,14 @@ async fn execute_webhook(token: String, state: AppState, body: ApiResult<Execute
         nonce: vec![0],
         message_type: "webhook".into(),
         webhook_content: Some(content.to_json()),
-        as_user: None,
+        // The channel's rules for a plain member's send, and the creator must still hold
+        // the right to manage webhooks there (left, kicked or demoted → refused).
+        poster: Poster::Webhook { creator: hook.created_by },
         claim: None,
     };
     match state.hub.post_message(hook.channel_id, post, POST_WAIT).await {
-        Ok(_) => ok_empty(),
-        Err(PostError::Refused("not_found", _)) => Err(ApiError::not_found("channel")),
-        Err(PostError::Refused(_, text)) => Err(ApiError::validation(text)),
+        Ok(_) | Err(PostError::AlreadyDelivered) => ok_empty(),
         Err(PostError::Unavailable) => Err(ApiError::Unavailable("webhook post not committed".into())),
-        Err(PostError::AlreadyDelivered) => ok_empty(),
-        Err(PostError::Internal(detail)) => Err(ApiError::internal(detail)),
+        Err(err) => Err(posting::refusal(err)),
     }
 }

@@ -150,7 +150,7 @@ async fn create_list_and_get_communities(backend: Backend) {
     assert_eq!(c["member_count"], 1);
     assert_eq!(c["who_can_create_groups"], "admin");
     assert_eq!(c["who_can_create_invites"], "admin");
-    assert_eq!(c["discoverable"], false);
+    assert_eq!(c["discoverable"], true, "created discoverable by default, as Chatalot does");
     assert_eq!(c["community_theme"], Value::Null);
     let cid: Uuid = c["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(
@@ -287,7 +287,8 @@ async fn invites_preview_accept_and_limits(backend: Backend) {
         assert_eq!(app.post(&invites, &alice.token, body).await.expect_error(400), "validation_error");
     }
 
-    // Preview: redacted while not discoverable; bad codes.
+    // Preview: redacted while not discoverable (created discoverable by default); bad codes.
+    app.patch(&format!("/communities/{cid}"), &alice.token, json!({"discoverable": false})).await.expect(200);
     let preview = app.get(&format!("/community-invites/{code}"), &bob.token).await.expect(200);
     assert_eq!(
         preview,

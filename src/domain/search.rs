@@ -1,0 +1,87 @@
+//! Admission for message searches: how many one user may run at once, and a pool bounding
+//! the matching work (lowercasing and comparing payloads) that runs off the async workers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+/// Running searches per user, and the matching pool shared by all of them.
+pub struct SearchGate {
+    per_user: usize,
+    running: Mutex<HashMap<Uuid, usize>>,
+    /// One permit per matching batch on the blocking pool: at most one per core, so searches
+    /// never take every thread (health checks and sockets keep theirs).
+    matching: Arc<Semaphore>,
+}
+
+/// A user's search slot; freed when dropped.
+pub struct SearchSlot {
+    gate: Arc<SearchGate>,
+    user_id: Uuid,
+}
+
+impl SearchGate {
+    pub fn new(per_user: usize) -> Self {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        Self {
+            per_user: per_user.max(1),
+            running: Mutex::new(HashMap::new()),
+            matching: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// A slot for one more search by `user_id`, or `None` when they already run the maximum.
+    /// The map holds only users with a search running (entries go when their count is 0).
+    pub fn enter(self: &Arc<Self>, user_id: Uuid) -> Option<SearchSlot> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let count = running.entry(user_id).or_insert(0);
+        if *count >= self.per_user {
+            return None;
+        }
+        *count += 1;
+        Some(SearchSlot { gate: self.clone(), user_id })
+    }
+
+    /// Waits for a turn in the matching pool.
+    pub async fn matching_permit(&self) -> OwnedSemaphorePermit {
+        self.matching.clone().acquire_owned().await.expect("the matching semaphore is never closed")
+    }
+}
+
+impl Drop for SearchSlot {
+    fn drop(&mut self) {
+        let mut running = self.gate.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = running.get_mut(&self.user_id) {
+            *count -= 1;
+            if *count == 0 {
+                running.remove(&self.user_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_per_user_and_freed_on_drop() {
+        let gate = Arc::new(SearchGate::new(2));
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = gate.enter(a).unwrap();
+        let _second = gate.enter(a).unwrap();
+        assert!(gate.enter(a).is_none());
+        assert!(gate.enter(b).is_some(), "another user is not affected");
+        drop(first);
+        assert!(gate.enter(a).is_some());
+    }
+
+    #[test]
+    fn idle_users_leave_no_entry() {
+        let gate = Arc::new(SearchGate::new(1));
+        drop(gate.enter(Uuid::new_v4()).unwrap());
+        assert!(gate.running.lock().unwrap().is_empty());
+    }
+}
