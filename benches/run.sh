@@ -20,10 +20,14 @@
 #   IDLE_CONNECTIONS=19500 IDLE_HOLD=10 SOURCE_IPS=127.0.0.1,...,127.0.0.8
 #   CONNECT_CONCURRENCY=200 HISTORY_CLIENTS=64 HISTORY_SEED=200 INGEST_CHANNELS=200
 #   PRESENCE_CONNECTIONS=5000 (one user per socket, all in one community)
+#   REGISTRATIONS=200 REGISTER_CONCURRENCY=8 (register: argon2 per account, then server RSS)
 #   SCENARIO_TIMEOUT=900 (seconds per loadgen run) SKIP_BUILD=1 PALAVER_RUST_LOG=warn
 #   PALAVER_BIN=path (default: the release build in the target dir)
+#   LOADGEN_BIN=path (default: the release build in the target dir)
 #   ONLY=history,ingest (run only these scenario labels: fanout-sN, idle, history,
-#        history-nocache, ingest; the ceiling runs only where it has a counterpart)
+#        history-nocache, ingest, presence, register; the ceiling runs only where it has a
+#        counterpart). RSS after 200 registrations alone:
+#        ONLY=register benches/run.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +49,8 @@ HISTORY_CLIENTS=${HISTORY_CLIENTS:-64}
 HISTORY_SEED=${HISTORY_SEED:-200}
 INGEST_CHANNELS=${INGEST_CHANNELS:-200}
 PRESENCE_CONNECTIONS=${PRESENCE_CONNECTIONS:-5000}
+REGISTRATIONS=${REGISTRATIONS:-200}
+REGISTER_CONCURRENCY=${REGISTER_CONCURRENCY:-8}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
 
 PG_ADMIN_URL=""
@@ -83,7 +89,7 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
         fi
     fi
 fi
-LOADGEN="$TARGET_DIR/release/loadgen"
+LOADGEN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
 CEILING="$TARGET_DIR/release/ceiling"
 PALAVER=${PALAVER_BIN:-$TARGET_DIR/release/palaver}
 
@@ -229,6 +235,9 @@ run_all() { # $1 = ceiling | palaver
         # Needs communities: Palaver only. One user per socket: every connect is a presence change.
         run_scenario "$kind" presence --scenario presence --connect-concurrency "$CONNECT_CONCURRENCY" \
             --connections "$PRESENCE_CONNECTIONS" --sockets-per-user 1 --source-ips "$SOURCE_IPS"
+        # Password hashing's memory: RSS after N registrations (argon2, 19 MiB each).
+        run_scenario "$kind" register --scenario register --registrations "$REGISTRATIONS" \
+            --setup-concurrency "$REGISTER_CONCURRENCY"
     fi
 }
 

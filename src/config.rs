@@ -141,6 +141,10 @@ pub struct Cli {
     /// Comma-separated CIDRs whose `X-Forwarded-For` is believed.
     #[arg(long, env = "PALAVER_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// Header a trusted proxy sets to the client's address (e.g. `cf-connecting-ip`,
+    /// `x-real-ip`), believed instead of `X-Forwarded-For`. Unset: `X-Forwarded-For` only.
+    #[arg(long, env = "PALAVER_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
     /// Canonical public base URL, shown in `/auth/config`.
     #[arg(long, env = "PALAVER_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -153,6 +157,12 @@ pub struct Cli {
     /// Stricter per-IP bucket on `/auth/*`, `BURST/PER_SECOND`.
     #[arg(long, env = "PALAVER_AUTH_RATE_LIMIT")]
     pub auth_rate_limit: Option<RateLimit>,
+    /// Password hashes (argon2, 19 MiB each) computed at once. Default: the number of cores.
+    #[arg(long, env = "PALAVER_HASH_WORKERS")]
+    pub hash_workers: Option<usize>,
+    /// Password hashes that may wait for a worker; beyond them requests get 503. Default: 2 × workers.
+    #[arg(long, env = "PALAVER_HASH_QUEUE")]
+    pub hash_queue: Option<usize>,
     /// Per-WebSocket frame bucket, `BURST/PER_SECOND`.
     #[arg(long, env = "PALAVER_WS_RATE_LIMIT")]
     pub ws_rate_limit: Option<RateLimit>,
@@ -219,10 +229,13 @@ struct FileConfig {
     database_url: Option<String>,
     registration: Option<RegistrationMode>,
     trusted_proxies: Option<String>,
+    client_ip_header: Option<String>,
     public_url: Option<String>,
     http_rate_limits: Option<String>,
     http_rate_limit: Option<RateLimit>,
     auth_rate_limit: Option<RateLimit>,
+    hash_workers: Option<usize>,
+    hash_queue: Option<usize>,
     ws_rate_limit: Option<RateLimit>,
     login_max_failures: Option<u32>,
     community_creation: Option<String>,
@@ -253,13 +266,20 @@ pub struct Config {
     /// SQLite or PostgreSQL URL.
     pub database_url: String,
     pub registration: RegistrationMode,
-    /// Peers whose `X-Forwarded-For` / `CF-Connecting-IP` we believe.
+    /// Peers whose `X-Forwarded-For` (or `client_ip_header`) we believe.
     pub trusted_proxies: Vec<IpNet>,
+    /// Lower-case name of the header trusted proxies put the client address in
+    /// (`cf-connecting-ip`, `x-real-ip` …); `None`: the `X-Forwarded-For` rule only.
+    pub client_ip_header: Option<String>,
     pub public_url: Option<String>,
     /// False turns both HTTP limiters off (benchmarks); the socket limiter stays.
     pub http_rate_limits: bool,
     pub http_rate_limit: RateLimit,
     pub auth_rate_limit: RateLimit,
+    /// Threads computing password hashes (each keeps one 19 MiB argon2 block).
+    pub hash_workers: usize,
+    /// Hash requests waiting for a worker before further ones are answered 503.
+    pub hash_queue: usize,
     pub ws_rate_limit: RateLimit,
     pub login_max_failures: u32,
     /// True when anyone may create a community; false = instance admins only.
@@ -313,10 +333,13 @@ impl Config {
             data_dir,
             registration: RegistrationMode::Open,
             trusted_proxies: parse_cidrs("127.0.0.0/8,::1/128").expect("static CIDRs"),
+            client_ip_header: None,
             public_url: None,
             http_rate_limits: true,
             http_rate_limit: RateLimit::new(50, 20),
             auth_rate_limit: RateLimit::new(10, 5),
+            hash_workers: crate::auth::hashing::HashPool::default_workers(),
+            hash_queue: 2 * crate::auth::hashing::HashPool::default_workers(),
             ws_rate_limit: RateLimit::new(10, 5),
             login_max_failures: 10,
             open_community_creation: false,
@@ -370,6 +393,9 @@ impl Config {
         if let Some(v) = cli.trusted_proxies.or(file.trusted_proxies) {
             config.trusted_proxies = parse_cidrs(&v)?;
         }
+        if let Some(v) = cli.client_ip_header.or(file.client_ip_header) {
+            config.client_ip_header = parse_header_name(&v)?;
+        }
         config.public_url = cli.public_url.or(file.public_url).or(config.public_url);
         if let Some(v) = cli.http_rate_limits.or(file.http_rate_limits) {
             config.http_rate_limits = parse_switch(&v)?;
@@ -379,6 +405,13 @@ impl Config {
         }
         if let Some(v) = cli.auth_rate_limit.or(file.auth_rate_limit) {
             config.auth_rate_limit = v;
+        }
+        if let Some(v) = cli.hash_workers.or(file.hash_workers) {
+            config.hash_workers = v.max(1);
+            config.hash_queue = 2 * config.hash_workers;
+        }
+        if let Some(v) = cli.hash_queue.or(file.hash_queue) {
+            config.hash_queue = v;
         }
         if let Some(v) = cli.ws_rate_limit.or(file.ws_rate_limit) {
             config.ws_rate_limit = v;
@@ -463,6 +496,17 @@ fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
+/// A header name, lower-cased; empty means none.
+fn parse_header_name(s: &str) -> Result<Option<String>, String> {
+    let name = s.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    warp::http::HeaderName::from_bytes(name.as_bytes())
+        .map(|_| Some(name.clone()))
+        .map_err(|_| format!("client_ip_header {name:?} is not a header name"))
+}
+
 fn parse_switch(s: &str) -> Result<bool, String> {
     match s.trim() {
         "on" | "true" | "1" | "yes" => Ok(true),
@@ -520,6 +564,28 @@ mod tests {
         assert!(!config.http_rate_limits);
         assert_eq!(config.bind.port(), 8080);
         assert!(config.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn client_ip_header_and_hash_pool_are_configurable() {
+        let config = Config::from_cli(Cli::default()).unwrap();
+        assert_eq!(config.client_ip_header, None, "no client-IP header is believed by default");
+        assert!(config.hash_workers >= 1);
+        assert_eq!(config.hash_queue, 2 * config.hash_workers);
+        let cli = Cli {
+            client_ip_header: Some(" CF-Connecting-IP ".into()),
+            hash_workers: Some(3),
+            ..Cli::default()
+        };
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.client_ip_header.as_deref(), Some("cf-connecting-ip"));
+        assert_eq!((config.hash_workers, config.hash_queue), (3, 6));
+        let cli = Cli { hash_workers: Some(1), hash_queue: Some(0), ..Cli::default() };
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!((config.hash_workers, config.hash_queue), (1, 0));
+        assert!(
+            Config::from_cli(Cli { client_ip_header: Some("bad header".into()), ..Cli::default() }).is_err()
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum ApiError {
     Unavailable(String),
     /// 503 with a reason the user should read (a feature this server has not configured).
     ServiceUnavailable(String),
+    /// 503 with `Retry-After` seconds: a bounded resource (the password-hashing pool) is full.
+    Busy { retry_after: u64 },
     /// 500: logged with context, never shown.
     Internal(String),
 }
@@ -74,7 +76,9 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) | Self::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,7 +94,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) | Self::ServiceUnavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) | Self::Busy { .. } => "unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -110,6 +114,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "expected Content-Type: application/json".into(),
             Self::RateLimited { .. } => "too many requests, slow down".into(),
             Self::Unavailable(_) => "the service is temporarily unavailable, try again shortly".into(),
+            Self::Busy { .. } => "the server is busy, try again shortly".into(),
             Self::Internal(_) => "an internal error occurred".into(),
         }
     }
@@ -130,7 +135,7 @@ impl ApiError {
             warp::http::header::CONTENT_TYPE,
             warp::http::HeaderValue::from_static("application/json"),
         );
-        if let Self::RateLimited { retry_after } = self {
+        if let Self::RateLimited { retry_after } | Self::Busy { retry_after } = self {
             headers.insert(warp::http::header::RETRY_AFTER, retry_after.into());
         }
         response

@@ -39,6 +39,8 @@ pub struct Server {
     task: JoinHandle<()>,
     /// Scheduled-message delivery (src/scheduler.rs).
     scheduler: JoinHandle<()>,
+    /// Periodic purge of idle per-client state (`state::spawn_housekeeping`).
+    housekeeping: JoinHandle<()>,
 }
 
 impl Server {
@@ -48,6 +50,7 @@ impl Server {
         // The delivery task stops between messages; a delivery in flight is one transaction,
         // so stopping at any point neither loses nor repeats a scheduled message.
         let _ = self.scheduler.await;
+        let _ = self.housekeeping.await;
         self.state.hub.shutdown().await;
         let _ = self.task.await;
         self.state.db.clone().close().await.ok();
@@ -90,6 +93,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         db,
         limits: Arc::new(HttpLimits::new(&config)),
         lockouts: Arc::new(auth::lockout::Lockouts::new(config.login_max_failures)),
+        hashing: Arc::new(auth::hashing::HashPool::new(config.hash_workers, config.hash_queue)),
         uploads: Arc::new(storage::Uploads::new(&config)),
         search: Arc::new(domain::search::SearchGate::new(config.search.per_user)),
         link_previews: Arc::new(linkpreview::LinkPreviews::new(
@@ -115,8 +119,9 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     let routes = routes::all(&state);
     let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
     let scheduler = scheduler::start(state.clone(), shutdown.subscribe());
+    let housekeeping = state::spawn_housekeeping(state.clone(), shutdown.subscribe());
     tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
-    Ok(Server { addr, state, shutdown, task, scheduler })
+    Ok(Server { addr, state, shutdown, task, scheduler, housekeeping })
 }
 
 /// Binds with a deep accept backlog: a burst of reconnecting clients (hundreds at once) must

@@ -2,11 +2,14 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 
+use crate::auth::hashing::HashPool;
 use crate::auth::lockout::Lockouts;
 use crate::auth::tokens::TokenKeys;
 use crate::auth::totp::TotpKeys;
@@ -28,6 +31,8 @@ pub struct AppState {
     pub limits: Arc<HttpLimits>,
     /// Failed-login and failed-recovery counters per username.
     pub lockouts: Arc<Lockouts>,
+    /// The bounded password-hashing pool (argon2 off the async threads, at most one per core).
+    pub hashing: Arc<HashPool>,
     /// File blobs on disk and per-user upload bookkeeping.
     pub uploads: Arc<crate::storage::Uploads>,
     /// Instance settings (cached; admins change them at run time).
@@ -48,7 +53,8 @@ pub struct AppState {
     pub search: Arc<crate::domain::search::SearchGate>,
 }
 
-/// The general and the `/auth/*` token buckets, keyed by client IP.
+/// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4
+/// address, or an IPv6 /64). Idle keys are purged by `spawn_housekeeping`.
 pub struct HttpLimits {
     pub general: Option<DefaultKeyedRateLimiter<IpAddr>>,
     pub auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -68,6 +74,49 @@ impl HttpLimits {
             auth_retry_after: 5,
         }
     }
+}
+
+impl HttpLimits {
+    /// Forgets keys whose bucket is full again (their state is the same as a new key's), so
+    /// clients that went away, or a stream of random addresses, do not grow memory for ever.
+    pub fn purge_idle(&self) {
+        for limiter in [&self.general, &self.auth].into_iter().flatten() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Keys currently held (both buckets).
+    pub fn len(&self) -> usize {
+        [&self.general, &self.auth].into_iter().flatten().map(|l| l.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How often the in-memory per-client state (HTTP buckets, webhook buckets, lockouts) drops
+/// what has gone idle.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
+
+/// Starts the periodic purge of per-client state; it ends when `shutdown` fires.
+pub fn spawn_housekeeping(state: AppState, mut shutdown: broadcast::Receiver<()>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.recv() => return,
+            }
+            state.limits.purge_idle();
+            state.webhook_limits.retain_recent();
+            state.webhook_limits.shrink_to_fit();
+            state.lockouts.purge_expired();
+        }
+    })
 }
 
 /// A governor quota from our `BURST/PER_SECOND` form.

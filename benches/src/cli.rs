@@ -11,6 +11,7 @@ pub enum Scenario {
     History,
     Ingest,
     Presence,
+    Register,
 }
 
 impl Scenario {
@@ -21,6 +22,7 @@ impl Scenario {
             Scenario::History => "history",
             Scenario::Ingest => "ingest",
             Scenario::Presence => "presence",
+            Scenario::Register => "register",
         }
     }
 }
@@ -118,6 +120,11 @@ pub struct Args {
     /// ingest: channels, one sending socket each.
     #[arg(long, default_value_t = 200)]
     pub channels: usize,
+
+    // ---- register ----
+    /// register: accounts to register (argon2 each); concurrency is --setup-concurrency.
+    #[arg(long, default_value_t = 200)]
+    pub registrations: usize,
 }
 
 /// The per-socket sustained WebSocket rate limit of the server (seed default).

@@ -101,7 +101,7 @@ fn random_prefix() -> String {
 
 /// A valid registration body with real Ed25519 keys: the server verifies the signed
 /// prekey's signature against the identity key.
-fn register_body(username: &str) -> serde_json::Value {
+pub fn register_body(username: &str) -> serde_json::Value {
     let identity = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let spk_public: [u8; 32] = rand::random();
     let spk_signature = identity.sign(&spk_public).to_bytes();
@@ -150,6 +150,11 @@ impl Setup {
             concurrency,
             next_user: AtomicUsize::new(0),
         })
+    }
+
+    /// The random (or given) prefix of every username this run registers.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn is_ceiling(&self) -> bool {

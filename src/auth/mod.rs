@@ -1,5 +1,6 @@
 //! Who is calling: bearer tokens → `Caller`, plus passwords, tokens, lockouts and TOTP.
 
+pub mod hashing;
 pub mod lockout;
 pub mod password;
 pub mod tokens;

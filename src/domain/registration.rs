@@ -8,6 +8,9 @@ use crate::auth::password;
 use crate::domain::keys::{self, OneTimePrekeyInput, SignedPrekeyInput};
 use crate::error::{ApiError, ApiResult};
 
+/// Longest registration invite code accepted (admins' codes are 12 characters).
+pub const INVITE_CODE_MAX: usize = 64;
+
 /// Longest display name, in bytes after trimming.
 pub const DISPLAY_NAME_MAX: usize = 64;
 
@@ -56,6 +59,10 @@ impl Registration {
         keys::verify_signed_prekey(&identity_key, &req.signed_prekey)?;
         let one_time_prekeys = keys::one_time_prekeys(req.one_time_prekeys)?;
         let invite_code = req.invite_code.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+        // Codes are 12 characters; a longer one names no invite and is not worth a query.
+        if invite_code.as_ref().is_some_and(|c| c.len() > INVITE_CODE_MAX) {
+            return Err(ApiError::validation("invite code is invalid, expired or used up"));
+        }
         Ok(Self {
             username,
             email,
@@ -87,9 +94,12 @@ pub fn display_name(raw: &str) -> ApiResult<String> {
 pub struct Username(String);
 
 impl Username {
+    /// Longest name the rule allows, in bytes.
+    pub const MAX_LEN: usize = 32;
+
     pub fn parse(raw: &str) -> ApiResult<Self> {
         let name = raw.trim();
-        if name.len() < 3 || name.len() > 32 {
+        if name.len() < 3 || name.len() > Self::MAX_LEN {
             return Err(ApiError::validation("username must be 3 to 32 characters long"));
         }
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
@@ -102,6 +112,18 @@ impl Username {
             return Err(ApiError::validation("username must not end with '.' or contain '..'"));
         }
         Ok(Self(name.to_string()))
+    }
+
+    /// A name as typed to log in or recover (trimmed). One longer than the rule can name no
+    /// account: it is refused before any lookup, lockout entry or audit row, so a client
+    /// cannot make the server store megabytes per request. Other rules are not applied here
+    /// (an unknown name must look like a wrong password, 401).
+    pub fn lookup_name(raw: &str) -> ApiResult<&str> {
+        let name = raw.trim();
+        if name.len() > Self::MAX_LEN {
+            return Err(ApiError::validation("username must be 3 to 32 characters long"));
+        }
+        Ok(name)
     }
 
     pub fn as_str(&self) -> &str {

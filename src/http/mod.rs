@@ -179,22 +179,150 @@ pub fn into_reply(r: Response) -> impl Reply {
     r
 }
 
-/// Resolves the client IP: the peer, unless the peer is a trusted proxy that names one.
+/// Hops of `X-Forwarded-For` walked at most (a client may send thousands of trusted-looking
+/// addresses; no real proxy chain is this long).
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// Resolves the client IP (wire README): the peer, unless the peer is a trusted proxy. Then
+/// the configured client-IP header (`client_ip_header`, e.g. `cf-connecting-ip` behind
+/// Cloudflare) when present, else `X-Forwarded-For` walked from the right: each proxy appends
+/// the address it saw, so only the right end was written by proxies we trust, and the first
+/// untrusted address is the client (all trusted → the leftmost). Never believed by default:
+/// `CF-Connecting-IP` — any client can send it through a proxy that does not strip it.
 pub fn resolve_client_ip(
     peer: SocketAddr,
     headers: &warp::http::HeaderMap,
     trusted: &[ipnet::IpNet],
+    client_ip_header: Option<&str>,
 ) -> IpAddr {
     let peer_ip = peer.ip().to_canonical();
-    if !trusted.iter().any(|net| net.contains(&peer_ip)) {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer_ip) {
         return peer_ip;
     }
-    let header_ip = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-    };
-    header_ip("cf-connecting-ip").or_else(|| header_ip("x-forwarded-for")).unwrap_or(peer_ip)
+    if let Some(ip) = client_ip_header
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_forwarded_ip)
+    {
+        return ip;
+    }
+    let values: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+    let hops = values.iter().rev().flat_map(|v| v.rsplit(',')).take(MAX_FORWARDED_HOPS);
+    let mut client = peer_ip;
+    for hop in hops {
+        // Garbage where an address should be: stop at the last hop we could read.
+        let Some(ip) = parse_forwarded_ip(hop) else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// One forwarded address: `1.2.3.4`, `2001:db8::1`, with or without a port or brackets.
+fn parse_forwarded_ip(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    raw.parse::<IpAddr>()
+        .ok()
+        .or_else(|| raw.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| raw.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+        .map(|ip| ip.to_canonical())
+}
+
+/// The key of a client's per-IP buckets: an IPv4 address, or the /64 of an IPv6 one (one
+/// subscriber gets a whole /64, so keying by address would let it rotate through 2^64 keys).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warp::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn resolve(peer: &str, pairs: &[(&'static str, &'static str)], header: Option<&str>) -> String {
+        let trusted: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        resolve_client_ip(peer.parse().unwrap(), &headers(pairs), &trusted, header).to_string()
+    }
+
+    #[test]
+    fn untrusted_peers_are_the_client_whatever_they_send() {
+        let spoof = [("x-forwarded-for", "1.1.1.1"), ("cf-connecting-ip", "2.2.2.2")];
+        assert_eq!(resolve("203.0.113.5:1000", &spoof, None), "203.0.113.5");
+        assert_eq!(resolve("203.0.113.5:1000", &spoof, Some("cf-connecting-ip")), "203.0.113.5");
+        assert_eq!(resolve("[::ffff:203.0.113.5]:1000", &[], None), "203.0.113.5");
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right() {
+        let p = "127.0.0.1:1";
+        assert_eq!(resolve(p, &[("x-forwarded-for", "198.51.100.1")], None), "198.51.100.1");
+        // The client wrote the left part itself; our proxies appended the right part.
+        assert_eq!(
+            resolve(p, &[("x-forwarded-for", "6.6.6.6, 198.51.100.1, 10.1.2.3")], None),
+            "198.51.100.1"
+        );
+        // Several headers are one list.
+        let two = [("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "198.51.100.1, 10.0.0.9")];
+        assert_eq!(resolve(p, &two, None), "198.51.100.1");
+        // All trusted: the leftmost.
+        assert_eq!(resolve(p, &[("x-forwarded-for", "10.0.0.7, 10.0.0.8")], None), "10.0.0.7");
+        // Garbage stops the walk at the last readable hop.
+        assert_eq!(resolve(p, &[("x-forwarded-for", "198.51.100.1, junk, 10.0.0.8")], None), "10.0.0.8");
+        // Ports and brackets.
+        assert_eq!(resolve(p, &[("x-forwarded-for", "[2001:db8::1]:443")], None), "2001:db8::1");
+        assert_eq!(resolve(p, &[("x-forwarded-for", "198.51.100.1:8080")], None), "198.51.100.1");
+        // No header: the proxy itself.
+        assert_eq!(resolve(p, &[], None), "127.0.0.1");
+    }
+
+    #[test]
+    fn cf_connecting_ip_only_when_configured() {
+        let p = "127.0.0.1:1";
+        let h = [("cf-connecting-ip", "198.51.100.7"), ("x-forwarded-for", "198.51.100.1")];
+        assert_eq!(resolve(p, &h, None), "198.51.100.1");
+        assert_eq!(resolve(p, &h, Some("cf-connecting-ip")), "198.51.100.7");
+        // Configured but absent or unreadable: the X-Forwarded-For rule.
+        assert_eq!(resolve(p, &[("x-forwarded-for", "198.51.100.1")], Some("x-real-ip")), "198.51.100.1");
+        assert_eq!(
+            resolve(p, &[("x-real-ip", "nope"), ("x-forwarded-for", "198.51.100.1")], Some("x-real-ip")),
+            "198.51.100.1"
+        );
+    }
+
+    #[test]
+    fn a_long_trusted_chain_is_not_walked_to_its_end() {
+        let long: &'static str = Box::leak(vec!["10.0.0.1"; 10_000].join(",").into_boxed_str());
+        assert_eq!(resolve("127.0.0.1:1", &[("x-forwarded-for", long)], None), "10.0.0.1");
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limit_key(a), limit_key(b));
+        assert_eq!(limit_key(a).to_string(), "2001:db8:1:2::");
+        assert_ne!(limit_key(a), limit_key(c));
+        let v4: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(limit_key(v4), v4);
+        assert_eq!(limit_key("::ffff:198.51.100.1".parse().unwrap()), v4);
+    }
 }

@@ -19,7 +19,7 @@ use warp::http::{HeaderValue, Method, Request, StatusCode, header};
 use warp::reply::Response;
 
 use crate::error::ApiError;
-use crate::http::{ClientAddr, Route, resolve_client_ip};
+use crate::http::{ClientAddr, Route, limit_key, resolve_client_ip};
 use crate::state::AppState;
 
 /// Any request body larger than this is refused before it is read (seed: 110 MB).
@@ -77,7 +77,12 @@ where
     Fut: Future<Output = Result<Response, Infallible>>,
 {
     let started = Instant::now();
-    let client_ip = resolve_client_ip(peer, req.headers(), &state.config.trusted_proxies);
+    let client_ip = resolve_client_ip(
+        peer,
+        req.headers(),
+        &state.config.trusted_proxies,
+        state.config.client_ip_header.as_deref(),
+    );
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let origin = req.headers().get(header::ORIGIN).cloned();
@@ -124,6 +129,7 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 /// The general bucket for every request, and the stricter one for `/api/auth/*`.
 fn rate_limit(state: &AppState, ip: std::net::IpAddr, path: &str) -> Option<Response> {
     let limits = &state.limits;
+    let ip = limit_key(ip);
     if let Some(general) = &limits.general
         && general.check_key(&ip).is_err()
     {

@@ -197,18 +197,24 @@ async fn change_password(
     let caller = caller?;
     let body = body?;
     let user = current_user(&state, &caller).await?;
-    if !password::verify_async(body.current_password, user.password_hash.clone()).await {
+    if !state.hashing.verify(body.current_password, user.password_hash.clone()).await? {
         return Err(ApiError::validation("current password is incorrect"));
     }
     password::check_rules(&body.new_password)?;
-    let hash = password::hash_async(body.new_password).await?;
+    let hash = state.hashing.hash(body.new_password).await?;
     let txn = crate::db::begin_write(&state.db).await?;
-    users::Entity::update_many()
+    // Conditional on the hash we verified against: of two concurrent changes (or a change
+    // racing a recovery) only the first wins, the other is told to retry.
+    let updated = users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(hash))
         .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
         .filter(users::Column::Id.eq(user.id))
+        .filter(users::Column::PasswordHash.eq(user.password_hash.as_str()))
         .exec(&txn)
         .await?;
+    if updated.rows_affected != 1 {
+        return Err(ApiError::conflict("the password was changed meanwhile: try again"));
+    }
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
     audit::record(&state.db, Some(user.id), "password_changed", Some(&client), None).await;
@@ -251,7 +257,7 @@ async fn delete_account(
     let caller = caller?;
     let body = body?;
     let user = current_user(&state, &caller).await?;
-    if !password::verify_async(body.password, user.password_hash.clone()).await {
+    if !state.hashing.verify(body.password, user.password_hash.clone()).await? {
         return Err(ApiError::validation("password is incorrect"));
     }
     let owns_group =
@@ -455,20 +461,31 @@ async fn put_preferences(
     let serde_json::Value::Object(changes) = body?.preferences else {
         return Err(ApiError::validation("preferences must be a JSON object"));
     };
-    let user = current_user(&state, &caller).await?;
-    let mut merged = stored_preferences(&user);
-    merged.extend(changes);
-    let serialized = serde_json::to_string(&merged).map_err(ApiError::internal)?;
-    if serialized.len() > PREFERENCES_MAX_BYTES {
-        return Err(ApiError::validation(format!(
-            "preferences must be at most {PREFERENCES_MAX_BYTES} bytes when serialized"
-        )));
+    // Merge and write only if nobody wrote in between (compare-and-swap on the stored text),
+    // so two devices saving different keys at once both keep their change.
+    for _ in 0..PREFERENCES_WRITE_ATTEMPTS {
+        let user = current_user(&state, &caller).await?;
+        let mut merged = stored_preferences(&user);
+        merged.extend(changes.clone());
+        let serialized = serde_json::to_string(&merged).map_err(ApiError::internal)?;
+        if serialized.len() > PREFERENCES_MAX_BYTES {
+            return Err(ApiError::validation(format!(
+                "preferences must be at most {PREFERENCES_MAX_BYTES} bytes when serialized"
+            )));
+        }
+        let written = users::Entity::update_many()
+            .col_expr(users::Column::Preferences, Expr::value(serialized))
+            .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
+            .filter(users::Column::Id.eq(user.id))
+            .filter(users::Column::Preferences.eq(user.preferences.as_str()))
+            .exec(&state.db)
+            .await?;
+        if written.rows_affected == 1 {
+            return ok_json(&PreferencesResponse { preferences: merged });
+        }
     }
-    users::Entity::update_many()
-        .col_expr(users::Column::Preferences, Expr::value(serialized))
-        .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
-        .filter(users::Column::Id.eq(user.id))
-        .exec(&state.db)
-        .await?;
-    ok_json(&PreferencesResponse { preferences: merged })
+    Err(ApiError::conflict("preferences are being changed elsewhere: try again"))
 }
+
+/// Rounds of read-merge-write before a contended preferences write gives up.
+const PREFERENCES_WRITE_ATTEMPTS: usize = 5;

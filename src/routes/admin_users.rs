@@ -590,7 +590,7 @@ async fn reset_password(
     if target.is_admin && !caller.is_owner {
         return Err(ApiError::validation("only the instance owner can reset an admin's password"));
     }
-    let hash = password::hash_async(new_password).await?;
+    let hash = state.hashing.hash(new_password).await?;
     let txn = crate::db::begin_write(&state.db).await?;
     users::Entity::update_many()
         .col_expr(users::Column::PasswordHash, Expr::value(hash))

@@ -22,7 +22,7 @@ use crate::auth::tokens::{REFRESH_TOKEN_DAYS, hash_token, new_refresh_token};
 use crate::auth::totp;
 use crate::config::RegistrationMode;
 use crate::domain::registration::{
-    RegisterRequest, Registration, new_recovery_code, normalize_recovery_code,
+    RegisterRequest, Registration, Username, new_recovery_code, normalize_recovery_code,
 };
 use crate::domain::session::device_name;
 use crate::domain::user::UserView;
@@ -158,14 +158,18 @@ fn lower_eq(col: users::Column, value: &str) -> sea_orm::sea_query::SimpleExpr {
     Expr::expr(Func::lower(Expr::col((users::Entity, col)))).eq(value.to_lowercase())
 }
 
-/// Verifies against a fixed hash so an unknown user costs as much time as a wrong password.
-async fn dummy_password_check(password: String) {
+/// Verifies against a fixed hash so an unknown user costs as much time as a wrong password
+/// (and the same place in the hashing pool: a full pool answers 503 either way).
+async fn dummy_password_check(state: &AppState, password: String) -> ApiResult<()> {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    let _ = tokio::task::spawn_blocking(move || {
-        let hash = DUMMY.get_or_init(|| password::hash("palaver-dummy-Passw0rd!").unwrap_or_default());
-        password::verify(&password, hash)
-    })
-    .await;
+    let stored = match DUMMY.get() {
+        Some(hash) => hash.clone(),
+        None => {
+            let hash = state.hashing.hash("palaver-dummy-Passw0rd!".into()).await?;
+            DUMMY.get_or_init(|| hash).clone()
+        }
+    };
+    state.hashing.verify(password, stored).await.map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,7 +267,7 @@ async fn register(
         _ => InviteGate::Open,
     };
 
-    let password_hash = password::hash_async(reg.password.clone()).await?;
+    let password_hash = state.hashing.hash(reg.password.clone()).await?;
     let recovery_code = new_recovery_code();
     let now = palaver_entity::now();
 
@@ -417,19 +421,19 @@ async fn login(
     body: ApiResult<LoginRequest>,
 ) -> ApiResult<warp::reply::Response> {
     let body = body?;
-    let name = body.username.trim();
+    let name = Username::lookup_name(&body.username)?;
     if let Some(seconds) = state.lockouts.locked_for(LOGIN, name) {
         return Err(locked(seconds));
     }
     let db = &state.db;
     let Some(user) = find_by_username(db, name).await? else {
-        dummy_password_check(body.password).await;
+        dummy_password_check(&state, body.password).await?;
         state.lockouts.record_failure(LOGIN, name);
         audit::record(db, None, "login_failed", Some(&client), Some(serde_json::json!({"username": name})))
             .await;
         return Err(ApiError::BadCredentials(BAD_LOGIN.into()));
     };
-    if !password::verify_async(body.password, user.password_hash.clone()).await {
+    if !state.hashing.verify(body.password, user.password_hash.clone()).await? {
         state.lockouts.record_failure(LOGIN, name);
         audit::record(db, Some(user.id), "login_failed", Some(&client), None).await;
         return Err(ApiError::BadCredentials(BAD_LOGIN.into()));
@@ -585,14 +589,14 @@ async fn recover(
     body: ApiResult<RecoverRequest>,
 ) -> ApiResult<warp::reply::Response> {
     let body = body?;
-    let name = body.username.trim();
+    let name = Username::lookup_name(&body.username)?;
     if let Some(seconds) = state.lockouts.locked_for(RECOVER, name) {
         return Err(locked(seconds));
     }
     let code = normalize_recovery_code(&body.recovery_code)?;
     password::check_rules(&body.new_password)?;
     let db = &state.db;
-    let user = if name.len() <= 32 { find_by_username(db, name).await? } else { None };
+    let user = find_by_username(db, name).await?;
     let presented_hash = hash_token(&code);
     let Some(user) = user.filter(|u| {
         u.recovery_code_hash
@@ -603,7 +607,7 @@ async fn recover(
         return Err(ApiError::validation(BAD_RECOVERY));
     };
 
-    let password_hash = password::hash_async(body.new_password).await?;
+    let password_hash = state.hashing.hash(body.new_password).await?;
     let new_code = new_recovery_code();
     let txn = crate::db::begin_write(db).await?;
     // Conditional on the old code: two racing recoveries cannot both spend it.

@@ -13,7 +13,7 @@ use warp::Filter;
 
 use super::account::current_user;
 use crate::audit;
-use crate::auth::{Caller, password, totp};
+use crate::auth::{Caller, totp};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, Route, caller, client_info, json, ok_json, respond, with_state};
 use crate::state::AppState;
@@ -230,7 +230,7 @@ async fn disable(
     match (code, body.password) {
         (Some(code), _) => require_code(&state, &caller, &row, &user.username, code).await?,
         (None, Some(password)) => {
-            if !password::verify_async(password, user.password_hash.clone()).await {
+            if !state.hashing.verify(password, user.password_hash.clone()).await? {
                 state.lockouts.record_failure(TOTP_LOCK, &caller.user_id.to_string());
                 return Err(ApiError::validation("password is incorrect"));
             }

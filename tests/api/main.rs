@@ -18,6 +18,7 @@ mod files;
 mod groups;
 mod hardening_content;
 mod hardening_races;
+mod hardening_edge;
 mod health;
 mod history_cache;
 mod images;

@@ -6,6 +6,7 @@ mod history;
 mod idle;
 mod ingest;
 mod presence;
+mod register;
 mod sender;
 
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub async fn run(args: Args) -> Result<Value> {
         Scenario::History => history::run(&ctx).await?,
         Scenario::Ingest => ingest::run(&ctx).await?,
         Scenario::Presence => presence::run(&ctx).await?,
+        Scenario::Register => register::run(&ctx).await?,
     };
     let mut line = json!({
         "scenario": scenario.name(),
