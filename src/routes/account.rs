@@ -6,11 +6,12 @@
 //! (seed) keeps the current one. Avatar/banner uploads come with the image pipeline;
 //! `/account/announcements*` live in `announcements.rs`.
 
+use palaver_actors::registry::Logins;
 use palaver_entity::{communities, groups, refresh_tokens, users};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -212,6 +213,8 @@ async fn change_password(
         .await?;
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
+    // Every login is revoked, this one included: so are the sockets they opened.
+    state.hub.end_logins(user.id, Logins::All);
     audit::record(&state.db, Some(user.id), "password_changed", Some(&client), None).await;
     ok_empty()
 }
@@ -277,6 +280,7 @@ async fn delete_account(
     // Their messages now show no sender and their reactions are gone.
     state.hub.all_history_changed();
     state.hub.shared.roster.user_deleted(user.id);
+    state.hub.shared.instance_roles.forget(user.id);
     audit::record(
         &state.db,
         None,
@@ -305,6 +309,7 @@ async fn logout_all(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let revoked_count = revoke_all_refresh_tokens(&state.db, caller.user_id).await?;
+    state.hub.end_logins(caller.user_id, Logins::All);
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -324,9 +329,10 @@ struct RevokeOthersRequest {
 
 /// POST /api/account/sessions/revoke-all (seed: every session except the current one)
 ///
-/// An access token does not name its session, so the current session is the one whose
-/// `refresh_token` the body carries. Without one, the most recently created active session
-/// is kept: right after a login or refresh that is the caller's own.
+/// The current session is the one whose `refresh_token` the body carries, else the login
+/// the caller's access token names, else (older tokens name none) the most recently created
+/// active session: right after a login or refresh that is the caller's own. Sockets of every
+/// other login close.
 async fn revoke_other_sessions(
     state: AppState,
     caller: ApiResult<Caller>,
@@ -350,6 +356,9 @@ async fn revoke_other_sessions(
                 .await?
                 .ok_or_else(|| ApiError::validation("refresh_token is not one of your active sessions"))?,
         ),
+        None if caller.login.is_some() => {
+            active().filter(refresh_tokens::Column::FamilyId.eq(caller.login)).one(db).await?
+        }
         None => {
             active()
                 .order_by_desc(refresh_tokens::Column::CreatedAt)
@@ -366,6 +375,11 @@ async fn revoke_other_sessions(
         revoke = revoke.filter(refresh_tokens::Column::Id.ne(keep.id));
     }
     let revoked_count = revoke.exec(db).await?.rows_affected;
+    let others = match keep.as_ref().map(|k| k.family_id).or(caller.login) {
+        Some(current) => Logins::AllBut(current),
+        None => Logins::All,
+    };
+    state.hub.end_logins(caller.user_id, others);
     audit::record(
         db,
         Some(caller.user_id),
@@ -400,6 +414,16 @@ async fn revoke_session(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let id: Uuid = id.get()?;
+    let not_found = || ApiError::not_found("session");
+    // The family (login) the session belongs to; its sockets close with it.
+    let login: Uuid = refresh_tokens::Entity::find_by_id(id)
+        .select_only()
+        .column(refresh_tokens::Column::FamilyId)
+        .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
+        .into_tuple()
+        .one(&state.db)
+        .await?
+        .ok_or_else(not_found)?;
     let revoked = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(palaver_entity::now()))
         .filter(refresh_tokens::Column::Id.eq(id))
@@ -409,8 +433,9 @@ async fn revoke_session(
         .exec(&state.db)
         .await?;
     if revoked.rows_affected == 0 {
-        return Err(ApiError::not_found("session"));
+        return Err(not_found());
     }
+    state.hub.end_logins(caller.user_id, Logins::Only(login));
     audit::record(
         &state.db,
         Some(caller.user_id),

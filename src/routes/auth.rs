@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+use palaver_actors::registry::Logins;
+use palaver_actors::roles::InstanceRole;
 use palaver_entity::{
     identity_keys, one_time_prekeys, refresh_tokens, registration_invites, signed_prekeys, users,
 };
@@ -94,9 +96,12 @@ pub(crate) struct AuthResponse {
     pub recovery_code: Option<String>,
 }
 
-/// A signed access token carrying the user's current flags.
-pub(crate) fn access_token(state: &AppState, user: &users::Model) -> ApiResult<String> {
-    state.tokens.issue(user.id, &user.username, user.is_admin, user.is_owner).map_err(ApiError::internal)
+/// A signed access token carrying the user's current flags and the login it belongs to.
+pub(crate) fn access_token(state: &AppState, user: &users::Model, login: Uuid) -> ApiResult<String> {
+    state
+        .tokens
+        .issue_for_login(user.id, &user.username, user.is_admin, user.is_owner, Some(login))
+        .map_err(ApiError::internal)
 }
 
 /// Stores a new refresh token (hashed) in `family_id` and returns the token itself.
@@ -341,8 +346,13 @@ async fn register(
         });
         one_time_prekeys::Entity::insert_many(rows).exec_without_returning(&txn).await?;
     }
-    let refresh_token = issue_refresh_token(&txn, user.id, Uuid::new_v4(), &client).await?;
+    let login = Uuid::new_v4();
+    let refresh_token = issue_refresh_token(&txn, user.id, login, &client).await?;
     txn.commit().await?;
+    // The first account is staff from its first socket on.
+    if first {
+        state.hub.set_instance_role(user.id, InstanceRole { is_admin: true, is_owner: true });
+    }
 
     audit::record(
         db,
@@ -353,7 +363,7 @@ async fn register(
     )
     .await;
     ok_json(&AuthResponse {
-        access_token: access_token(&state, &user)?,
+        access_token: access_token(&state, &user, login)?,
         refresh_token,
         user: UserView::from(&user),
         recovery_code: Some(recovery_code),
@@ -451,11 +461,12 @@ async fn login(
     // A login replaces every earlier session of the user (wire).
     let txn = db.begin().await?;
     revoke_all_refresh_tokens(&txn, user.id).await?;
-    let refresh_token = issue_refresh_token(&txn, user.id, Uuid::new_v4(), &client).await?;
+    let login = Uuid::new_v4();
+    let refresh_token = issue_refresh_token(&txn, user.id, login, &client).await?;
     txn.commit().await?;
     audit::record(db, Some(user.id), "login", Some(&client), None).await;
     ok_json(&AuthResponse {
-        access_token: access_token(&state, &user)?,
+        access_token: access_token(&state, &user, login)?,
         refresh_token,
         user: UserView::from(&user),
         recovery_code: None,
@@ -524,7 +535,7 @@ async fn refresh(
     }
     let refresh_token = issue_refresh_token(&txn, user.id, row.family_id, &client).await?;
     txn.commit().await?;
-    ok_json(&RefreshResponse { access_token: access_token(&state, &user)?, refresh_token })
+    ok_json(&RefreshResponse { access_token: access_token(&state, &user, row.family_id)?, refresh_token })
 }
 
 /// A revoked token came back: whoever holds the family may have stolen it, so the whole
@@ -532,6 +543,8 @@ async fn refresh(
 async fn reuse_detected(state: &AppState, client: &ClientInfo, row: &refresh_tokens::Model) -> ApiError {
     match revoke_family(&state.db, row.family_id).await {
         Ok(revoked) => {
+            // Whoever holds the stolen token may hold a socket of that login too.
+            state.hub.end_logins(row.user_id, Logins::Only(row.family_id));
             if revoked > 0 {
                 audit::record(
                     &state.db,
@@ -605,6 +618,7 @@ async fn recover(
     }
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
+    state.hub.end_logins(user.id, Logins::All);
     state.lockouts.clear(RECOVER, name);
     state.lockouts.clear(LOGIN, name);
     audit::record(db, Some(user.id), "account_recovered", Some(&client), None).await;
