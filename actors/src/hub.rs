@@ -21,7 +21,7 @@ use crate::registry::{Logins, SessionRegistry};
 use crate::roles::InstanceRole;
 use crate::roster::Roster;
 use crate::supervisor::{ChannelSupervisor, CommunitySupervisor};
-use crate::users::{BarredUsers, InstanceRoles};
+use crate::users::{BarredUsers, InstanceRoles, RevokedLogins};
 use crate::{HubError, store};
 
 /// Tunables of the live side (the server fills them from its configuration).
@@ -207,6 +207,8 @@ pub struct Hub {
     pub config: HubConfig,
     /// Suspended or deleted users: refused on every request and socket.
     pub users: BarredUsers,
+    /// Revoked logins whose access tokens may not open sockets any more.
+    pub revoked_logins: RevokedLogins,
     /// Coalesces presence changes and delivers them to community mates.
     pub presence: Presence,
     /// Last voice join/leave per user (one per 2 s across sessions).
@@ -275,6 +277,7 @@ impl Hub {
             db,
             config,
             users: barred,
+            revoked_logins: RevokedLogins::default(),
             presence,
             voice_cooldowns: DashMap::new(),
             supervisor,

@@ -1,6 +1,8 @@
 //! Per-user facts every request and socket checks without a database round trip: users whose
 //! tokens must be refused at once (suspended or deleted), and who is instance staff right now.
 
+use std::time::{Duration, Instant};
+
 use dashmap::{DashMap, DashSet};
 use uuid::Uuid;
 
@@ -55,9 +57,45 @@ impl InstanceRoles {
     }
 }
 
+/// Logins (refresh-token families) revoked while access tokens of theirs may still be valid.
+/// Such a token no longer opens a socket (REST still takes it until it expires, as the wire
+/// says), so a closed socket cannot simply reconnect. Entries expire with the tokens.
+#[derive(Default)]
+pub struct RevokedLogins {
+    until: DashMap<Uuid, Instant>,
+}
+
+impl RevokedLogins {
+    /// Purge expired entries once the map is this big (revocations are rare; this bounds it).
+    const PURGE_ABOVE: usize = 256;
+
+    pub fn revoke(&self, login: Uuid, for_at_least: Duration) {
+        let now = Instant::now();
+        if self.until.len() > Self::PURGE_ABOVE {
+            self.until.retain(|_, until| *until > now);
+        }
+        self.until.insert(login, now + for_at_least);
+    }
+
+    pub fn is_revoked(&self, login: Uuid) -> bool {
+        !self.until.is_empty() && self.until.get(&login).is_some_and(|until| *until > Instant::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revoked_logins_expire() {
+        let revoked = RevokedLogins::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        revoked.revoke(a, Duration::from_secs(60));
+        revoked.revoke(b, Duration::ZERO);
+        assert!(revoked.is_revoked(a));
+        assert!(!revoked.is_revoked(b), "expired");
+        assert!(!revoked.is_revoked(Uuid::new_v4()));
+    }
 
     #[test]
     fn roles_default_to_none_and_follow_changes() {

@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub const ACCESS_TOKEN_SECS: i64 = 900;
 /// Refresh-token lifetime (wire: 30 days).
 pub const REFRESH_TOKEN_DAYS: i64 = 30;
+/// Seconds an expired access token is still accepted (clock skew).
+pub const LEEWAY_SECS: i64 = 60;
 /// The JWT audience every client expects.
 pub const AUDIENCE: &str = "chatalot";
 
@@ -68,7 +70,7 @@ impl TokenKeys {
         let decoding = DecodingKey::from_ed_der(signing.verifying_key().as_bytes());
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[AUDIENCE]);
-        validation.leeway = 60;
+        validation.leeway = LEEWAY_SECS as u64;
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         Ok(Self { encoding, decoding, validation })
     }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use warp::Filter;
 
-use super::auth::{RecoveryCodeResponse, revoke_all_refresh_tokens};
+use super::auth::{RecoveryCodeResponse, end_logins, revoke_all_refresh_tokens};
 use crate::audit;
 use crate::auth::Caller;
 use crate::auth::password;
@@ -214,7 +214,7 @@ async fn change_password(
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
     // Every login is revoked, this one included: so are the sockets they opened.
-    state.hub.end_logins(user.id, Logins::All);
+    end_logins(&state, user.id, Logins::All).await;
     audit::record(&state.db, Some(user.id), "password_changed", Some(&client), None).await;
     ok_empty()
 }
@@ -309,7 +309,7 @@ async fn logout_all(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let revoked_count = revoke_all_refresh_tokens(&state.db, caller.user_id).await?;
-    state.hub.end_logins(caller.user_id, Logins::All);
+    end_logins(&state, caller.user_id, Logins::All).await;
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -329,8 +329,8 @@ struct RevokeOthersRequest {
 
 /// POST /api/account/sessions/revoke-all (seed: every session except the current one)
 ///
-/// The current session is the one whose `refresh_token` the body carries, else the login
-/// the caller's access token names, else (older tokens name none) the most recently created
+/// The current session is the one whose `refresh_token` the body carries, else the active
+/// session of the login the caller's access token names, else the most recently created
 /// active session: right after a login or refresh that is the caller's own. Sockets of every
 /// other login close.
 async fn revoke_other_sessions(
@@ -356,15 +356,21 @@ async fn revoke_other_sessions(
                 .await?
                 .ok_or_else(|| ApiError::validation("refresh_token is not one of your active sessions"))?,
         ),
-        None if caller.login.is_some() => {
-            active().filter(refresh_tokens::Column::FamilyId.eq(caller.login)).one(db).await?
-        }
         None => {
-            active()
-                .order_by_desc(refresh_tokens::Column::CreatedAt)
-                .order_by_desc(refresh_tokens::Column::Id)
-                .one(db)
-                .await?
+            let mine = match caller.login {
+                Some(login) => active().filter(refresh_tokens::Column::FamilyId.eq(login)).one(db).await?,
+                None => None,
+            };
+            match mine {
+                Some(row) => Some(row),
+                None => {
+                    active()
+                        .order_by_desc(refresh_tokens::Column::CreatedAt)
+                        .order_by_desc(refresh_tokens::Column::Id)
+                        .one(db)
+                        .await?
+                }
+            }
         }
     };
     let mut revoke = refresh_tokens::Entity::update_many()
@@ -375,11 +381,11 @@ async fn revoke_other_sessions(
         revoke = revoke.filter(refresh_tokens::Column::Id.ne(keep.id));
     }
     let revoked_count = revoke.exec(db).await?.rows_affected;
-    let others = match keep.as_ref().map(|k| k.family_id).or(caller.login) {
-        Some(current) => Logins::AllBut(current),
+    let others = match &keep {
+        Some(kept) => Logins::AllBut(kept.family_id),
         None => Logins::All,
     };
-    state.hub.end_logins(caller.user_id, others);
+    end_logins(&state, caller.user_id, others).await;
     audit::record(
         db,
         Some(caller.user_id),
@@ -435,7 +441,7 @@ async fn revoke_session(
     if revoked.rows_affected == 0 {
         return Err(not_found());
     }
-    state.hub.end_logins(caller.user_id, Logins::Only(login));
+    end_logins(&state, caller.user_id, Logins::Only(login)).await;
     audit::record(
         &state.db,
         Some(caller.user_id),

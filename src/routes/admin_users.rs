@@ -32,7 +32,7 @@ use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
 use crate::routes::admin_moderation::remove_blobs;
-use crate::routes::auth::revoke_all_refresh_tokens;
+use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
 
@@ -604,7 +604,7 @@ async fn reset_password(
         .await?;
     let revoked = revoke_all_refresh_tokens(&txn, id).await?;
     txn.commit().await?;
-    state.hub.end_logins(id, Logins::All);
+    end_logins(&state, id, Logins::All).await;
     audit::record(
         &state.db,
         Some(caller.user_id),

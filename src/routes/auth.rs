@@ -12,7 +12,7 @@ use palaver_entity::{
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, TransactionTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,7 +20,9 @@ use warp::Filter;
 
 use crate::audit;
 use crate::auth::password;
-use crate::auth::tokens::{REFRESH_TOKEN_DAYS, hash_token, new_refresh_token};
+use crate::auth::tokens::{
+    ACCESS_TOKEN_SECS, LEEWAY_SECS, REFRESH_TOKEN_DAYS, hash_token, new_refresh_token,
+};
 use crate::auth::totp;
 use crate::config::RegistrationMode;
 use crate::domain::registration::{
@@ -137,6 +139,41 @@ pub(crate) async fn revoke_all_refresh_tokens(db: &impl ConnectionTrait, user_id
         .exec(db)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// The live side of revoking `logins` of a user (already committed): their sockets close
+/// with 4001, and while access tokens of theirs may still be valid, none opens a socket again.
+pub(crate) async fn end_logins(state: &AppState, user_id: Uuid, logins: Logins) {
+    state.hub.end_logins(user_id, logins);
+    let token_life = ACCESS_TOKEN_SECS + LEEWAY_SECS;
+    let families = match logins {
+        Logins::Only(login) => Ok(vec![login]),
+        // Every access token that may still be valid was issued with a refresh row of its
+        // login, so the logins with a row that young are all there is to remember.
+        Logins::All | Logins::AllBut(_) => {
+            refresh_tokens::Entity::find()
+                .select_only()
+                .column(refresh_tokens::Column::FamilyId)
+                .distinct()
+                .filter(refresh_tokens::Column::UserId.eq(user_id))
+                .filter(
+                    refresh_tokens::Column::CreatedAt
+                        .gte(palaver_entity::now() - chrono::Duration::seconds(token_life)),
+                )
+                .into_tuple::<Uuid>()
+                .all(&state.db)
+                .await
+        }
+    };
+    match families {
+        Ok(families) => {
+            for login in families.into_iter().filter(|login| logins.includes(Some(*login))) {
+                state.hub.revoked_logins.revoke(login, std::time::Duration::from_secs(token_life as u64));
+            }
+        }
+        // The sockets are closed; only a reconnect with a still-valid token slips through.
+        Err(err) => tracing::warn!(error = %err, user = %user_id, "could not list the revoked logins"),
+    }
 }
 
 /// Revokes every token of a rotation family (theft detection on reuse).
@@ -543,9 +580,10 @@ async fn refresh(
 async fn reuse_detected(state: &AppState, client: &ClientInfo, row: &refresh_tokens::Model) -> ApiError {
     match revoke_family(&state.db, row.family_id).await {
         Ok(revoked) => {
-            // Whoever holds the stolen token may hold a socket of that login too.
-            state.hub.end_logins(row.user_id, Logins::Only(row.family_id));
             if revoked > 0 {
+                // Whoever holds the stolen token may hold a socket of that login too. (A family
+                // already wholly revoked, e.g. by a suspension since lifted, is left as it was.)
+                end_logins(state, row.user_id, Logins::Only(row.family_id)).await;
                 audit::record(
                     &state.db,
                     Some(row.user_id),
@@ -618,7 +656,7 @@ async fn recover(
     }
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
-    state.hub.end_logins(user.id, Logins::All);
+    end_logins(&state, user.id, Logins::All).await;
     state.lockouts.clear(RECOVER, name);
     state.lockouts.clear(LOGIN, name);
     audit::record(db, Some(user.id), "account_recovered", Some(&client), None).await;

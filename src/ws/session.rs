@@ -56,11 +56,17 @@ async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (&'s
         _ => return Err(TIMEOUT),
     };
     match decode(text.as_str()) {
-        Ok(ClientFrame::Authenticate { token }) => {
-            caller_from_token(state, &token).map_err(|_| ("unauthorized", "the token was rejected"))
-        }
+        Ok(ClientFrame::Authenticate { token }) => caller_from_token(state, &token)
+            .ok()
+            .filter(|caller| !login_revoked(state, caller))
+            .ok_or(("unauthorized", "the token was rejected")),
         _ => Err(("auth_required", "authenticate must be the first frame")),
     }
+}
+
+/// The token's login was revoked (its sockets were closed): it opens no new ones either.
+fn login_revoked(state: &AppState, caller: &Caller) -> bool {
+    caller.login.is_some_and(|login| state.hub.revoked_logins.is_revoked(login))
 }
 
 async fn serve(state: AppState, socket: Socket, caller: Caller) {
@@ -78,6 +84,10 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
         .encode(),
     );
     let registered = hub.sessions().register(outbox.clone(), hub.config.max_sessions_per_user);
+    // Revoked between the handshake and now: the revocation did not see this socket yet.
+    if login_revoked(&state, &caller) {
+        outbox.close(CLOSE_UNAUTHORIZED);
+    }
     let args = SessionArgs { hub: hub.clone(), outbox: outbox.clone() };
     let actor = match Actor::spawn(None, SessionActor, args).await {
         Ok((actor, _)) => actor,

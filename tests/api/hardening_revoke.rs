@@ -37,6 +37,19 @@ async fn assert_alive(ws: &mut WsClient, which: &str) {
     assert_eq!((pong["type"].as_str(), pong["timestamp"].as_i64()), (Some("pong"), Some(42)), "{which}");
 }
 
+/// A revoked login's still-unexpired access token opens no new socket.
+async fn assert_socket_refused(app: &TestApp, token: &str, which: &str) {
+    let mut ws = app.ws_raw().await;
+    ws.send(json!({"type": "authenticate", "token": token})).await;
+    let answer = ws.next_frame(CLOSE_WAIT).await.unwrap_or_else(|| panic!("{which}: no answer"));
+    assert_eq!(
+        (answer["type"].as_str(), answer["code"].as_str()),
+        (Some("error"), Some("unauthorized")),
+        "{which}"
+    );
+    assert_unauthorized_close(ws.expect_close(CLOSE_WAIT).await, which);
+}
+
 async fn password_change_closes_every_socket_of_the_user(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
@@ -52,6 +65,11 @@ async fn password_change_closes_every_socket_of_the_user(backend: Backend) {
     assert_unauthorized_close(laptop.expect_close(CLOSE_WAIT).await, "laptop");
     assert_unauthorized_close(phone.expect_close(CLOSE_WAIT).await, "phone");
     assert_alive(&mut bystander, "another user's socket").await;
+    assert_socket_refused(&app, &alice.token, "reconnecting laptop").await;
+    // A login with the new password connects as usual.
+    let relogin = TestUser { password: NEW_PASSWORD.into(), ..alice.clone() };
+    let (token, _) = login(&app, &relogin).await;
+    assert_alive(&mut app.ws(&token).await, "socket of a new login").await;
     app.stop().await;
 }
 
@@ -69,6 +87,7 @@ async fn logout_everywhere_closes_every_socket_of_the_user(backend: Backend) {
     assert_unauthorized_close(first.expect_close(CLOSE_WAIT).await, "first socket");
     assert_unauthorized_close(second.expect_close(CLOSE_WAIT).await, "second socket");
     assert_alive(&mut bystander, "another user's socket").await;
+    assert_socket_refused(&app, &alice.token, "reconnecting socket").await;
     app.stop().await;
 }
 
@@ -96,6 +115,8 @@ async fn revoking_the_other_sessions_keeps_the_current_logins_sockets(backend: B
         assert_eq!(message["sender_id"], bob.id.to_string(), "{which}");
         assert_alive(ws, which).await;
     }
+    assert_socket_refused(&app, &alice.token, "reconnecting other login").await;
+    assert_alive(&mut app.ws(&current_token).await, "a new socket of the current login").await;
     app.stop().await;
 }
 
@@ -119,6 +140,8 @@ async fn revoking_one_session_closes_only_the_sockets_of_that_login(backend: Bac
     assert_unauthorized_close(revoked.expect_close(CLOSE_WAIT).await, "the revoked login's socket");
     assert_unauthorized_close(revoked_too.expect_close(CLOSE_WAIT).await, "its refreshed token's socket");
     assert_alive(&mut other_login, "another login's socket").await;
+    assert_socket_refused(&app, &rotated_token, "reconnecting revoked login").await;
+    assert_alive(&mut app.ws(&alice.token).await, "a new socket of the other login").await;
     // Unknown session: 404, and nothing else closes.
     let unknown = format!("/account/sessions/{}", Uuid::new_v4());
     assert_eq!(app.delete(&unknown, &alice.token).await.expect_error(404), "not_found");
@@ -142,6 +165,40 @@ async fn account_recovery_closes_every_socket_of_the_user(backend: Backend) {
 
     assert_unauthorized_close(socket.expect_close(CLOSE_WAIT).await, "recovered account's socket");
     assert_alive(&mut bystander, "another user's socket").await;
+    assert_socket_refused(&app, &alice.token, "reconnecting socket").await;
+    app.stop().await;
+}
+
+async fn admin_password_reset_closes_the_users_sockets(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = app.register("owner").await;
+    let alice = app.register("alice").await;
+    let mut socket = app.ws(&alice.token).await;
+    let mut owners = app.ws(&owner.token).await;
+
+    let path = format!("/admin/users/{}/password", alice.id);
+    app.put(&path, &owner.token, json!({"new_password": NEW_PASSWORD})).await.expect(200);
+
+    assert_unauthorized_close(socket.expect_close(CLOSE_WAIT).await, "reset account's socket");
+    assert_alive(&mut owners, "the admin's socket").await;
+    assert_socket_refused(&app, &alice.token, "reconnecting socket").await;
+    app.stop().await;
+}
+
+async fn replayed_refresh_token_closes_the_sockets_of_its_login(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let (token, refresh) = login(&app, &alice).await;
+    let mut stolen_login = app.ws(&token).await;
+    let mut other_login = app.ws(&alice.token).await;
+    app.post_public("/auth/refresh", json!({"refresh_token": refresh})).await.expect(200);
+
+    // The spent token comes back: theft. Its whole login dies, sockets included.
+    let replay = app.post_public("/auth/refresh", json!({"refresh_token": refresh})).await;
+    assert_eq!(replay.expect_error(401), "unauthorized");
+    assert_unauthorized_close(stolen_login.expect_close(CLOSE_WAIT).await, "the replayed login's socket");
+    assert_alive(&mut other_login, "another login's socket").await;
+    assert_socket_refused(&app, &token, "reconnecting replayed login").await;
     app.stop().await;
 }
 
@@ -225,6 +282,8 @@ crate::both_backends!(
     revoking_the_other_sessions_keeps_the_current_logins_sockets,
     revoking_one_session_closes_only_the_sockets_of_that_login,
     account_recovery_closes_every_socket_of_the_user,
+    admin_password_reset_closes_the_users_sockets,
+    replayed_refresh_token_closes_the_sockets_of_its_login,
     instance_admin_changes_reach_an_open_socket,
     demoted_channel_moderator_loses_powers_on_the_open_socket,
 );
