@@ -94,12 +94,12 @@ impl Subscribers {
     }
 }
 
-/// Who sent a request: the session (for replies) and the caller's instance role.
+/// Who sent a request: the session (for replies) and its user. The user's instance role is
+/// looked up when a decision needs it (`Shared::instance_roles`), never carried from connect.
 #[derive(Clone)]
 pub struct Origin {
     pub outbox: Arc<Outbox>,
     pub user_id: Uuid,
-    pub instance: InstanceRole,
 }
 
 impl Origin {
@@ -492,11 +492,16 @@ impl ChannelState {
         self.snapshot.members.contains_key(&user_id)
     }
 
+    /// The sender's effective role now: instance role as of this moment, else channel role.
     fn level(&self, origin: &Origin) -> Level {
         Level::effective(
-            origin.instance.level(),
+            self.instance_level(origin.user_id),
             self.snapshot.members.get(&origin.user_id).map(String::as_str),
         )
+    }
+
+    fn instance_level(&self, user_id: Uuid) -> Option<Level> {
+        self.shared.instance_roles.get(user_id).level()
     }
 
     fn broadcast(&self, frame: &ServerFrame, except: Option<Uuid>) {
@@ -1093,7 +1098,7 @@ impl ChannelState {
                 let actor = self.level(&origin);
                 let allowed = match self.snapshot.members.get(&target) {
                     Some(role) => actor > Level::from_role(role),
-                    None => origin.instance.level().is_some(),
+                    None => self.instance_level(user_id).is_some(),
                 };
                 if !allowed {
                     return origin.error("forbidden", "you cannot remove this user from voice");

@@ -17,10 +17,11 @@ use crate::community::{
 use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
 use crate::presence::Presence;
 use crate::protocol::ServerFrame;
-use crate::registry::SessionRegistry;
+use crate::registry::{Logins, SessionRegistry};
+use crate::roles::InstanceRole;
 use crate::roster::Roster;
 use crate::supervisor::{ChannelSupervisor, CommunitySupervisor};
-use crate::users::BarredUsers;
+use crate::users::{BarredUsers, InstanceRoles, RevokedLogins};
 use crate::{HubError, store};
 
 /// Tunables of the live side (the server fills them from its configuration).
@@ -102,6 +103,8 @@ pub struct Shared {
     pub db: DatabaseConnection,
     pub config: HubConfig,
     pub sessions: SessionRegistry,
+    /// Who is instance admin / owner now: sockets decide with this, not their token's flags.
+    pub instance_roles: InstanceRoles,
     /// Community memberships and who shows as present (for presence).
     pub roster: Roster,
     /// user → the channel whose voice session they are in.
@@ -206,6 +209,8 @@ pub struct Hub {
     pub config: HubConfig,
     /// Suspended or deleted users: refused on every request and socket.
     pub users: BarredUsers,
+    /// Revoked logins whose access tokens may not open sockets any more.
+    pub revoked_logins: RevokedLogins,
     /// Coalesces presence changes and delivers them to community mates.
     pub presence: Presence,
     /// Last voice join/leave per user (one per 2 s across sessions).
@@ -229,11 +234,28 @@ impl Hub {
         for id in suspended {
             barred.bar(id);
         }
+        let instance_roles = InstanceRoles::default();
+        let staff: Vec<(Uuid, bool, bool)> = users::Entity::find()
+            .select_only()
+            .columns([users::Column::Id, users::Column::IsAdmin, users::Column::IsOwner])
+            .filter(
+                sea_orm::Condition::any()
+                    .add(users::Column::IsAdmin.eq(true))
+                    .add(users::Column::IsOwner.eq(true)),
+            )
+            .into_tuple()
+            .all(&db)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (id, is_admin, is_owner) in staff {
+            instance_roles.set(id, InstanceRole { is_admin, is_owner });
+        }
         let roster = Roster::load(&db).await.map_err(|e| format!("load community memberships: {e}"))?;
         let shared = Arc::new(Shared {
             db: db.clone(),
             config: config.clone(),
             sessions: SessionRegistry::default(),
+            instance_roles,
             roster,
             voice: DashMap::new(),
             channels: DashMap::new(),
@@ -257,6 +279,7 @@ impl Hub {
             db,
             config,
             users: barred,
+            revoked_logins: RevokedLogins::default(),
             presence,
             voice_cooldowns: DashMap::new(),
             supervisor,
@@ -392,6 +415,18 @@ impl Hub {
     pub fn bar_user(&self, user_id: Uuid) {
         self.users.bar(user_id);
         self.shared.sessions.close_user(user_id, CLOSE_UNAUTHORIZED);
+    }
+
+    /// A user's logins were revoked (password change, logout, session revoke): their sockets
+    /// close as if their session expired (4001), so the client refreshes, fails, and signs in.
+    pub fn end_logins(&self, user_id: Uuid, logins: Logins) {
+        self.shared.sessions.close_logins(user_id, logins, CLOSE_UNAUTHORIZED);
+    }
+
+    /// A user's instance role changed (committed): every open socket of theirs decides with
+    /// the new one from its next frame.
+    pub fn set_instance_role(&self, user_id: Uuid, role: InstanceRole) {
+        self.shared.instance_roles.set(user_id, role);
     }
 
     /// Accepts a user's tokens again (unsuspension).

@@ -37,6 +37,9 @@ pub fn close_reason(code: u16) -> &'static str {
 pub struct Outbox {
     pub session_id: Uuid,
     pub user_id: Uuid,
+    /// The login (refresh-token family) whose access token opened this socket; `None` for
+    /// tokens minted before access tokens named their login. Revoking a login closes its sockets.
+    pub login: Option<Uuid>,
     queue: mpsc::Sender<Frame>,
     /// Non-zero once the session must close; the value is the close code.
     close_code: AtomicU16,
@@ -52,10 +55,21 @@ pub struct OutboxReceiver {
 
 impl Outbox {
     pub fn new(session_id: Uuid, user_id: Uuid, capacity: usize) -> (Arc<Self>, OutboxReceiver) {
+        Self::for_login(session_id, user_id, None, capacity)
+    }
+
+    /// A socket opened with an access token of `login`.
+    pub fn for_login(
+        session_id: Uuid,
+        user_id: Uuid,
+        login: Option<Uuid>,
+        capacity: usize,
+    ) -> (Arc<Self>, OutboxReceiver) {
         let (queue, frames) = mpsc::channel(capacity.max(1));
         let outbox = Arc::new(Self {
             session_id,
             user_id,
+            login,
             queue,
             close_code: AtomicU16::new(0),
             close_signal: Notify::new(),

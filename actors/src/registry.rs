@@ -15,6 +15,28 @@ pub struct SessionRegistry {
     by_user: DashMap<Uuid, Vec<Arc<Outbox>>>,
 }
 
+/// Which of a user's logins (refresh-token families) a revocation reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logins {
+    /// Every login (password change, logout everywhere, recovery).
+    All,
+    /// One login (one session revoked, a stolen refresh token replayed).
+    Only(Uuid),
+    /// Every login except the caller's own (revoke the other sessions). Sockets whose token
+    /// names no login cannot be told apart from the others and are included.
+    AllBut(Uuid),
+}
+
+impl Logins {
+    pub fn includes(self, login: Option<Uuid>) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(only) => login == Some(only),
+            Self::AllBut(kept) => login != Some(kept),
+        }
+    }
+}
+
 /// What registering a session changed.
 pub struct Registered {
     /// True when this is the user's first live session (the user just came online).
@@ -77,8 +99,14 @@ impl SessionRegistry {
 
     /// Closes every session of a user (suspension, deletion, logout everywhere).
     pub fn close_user(&self, user_id: Uuid, code: u16) {
+        self.close_logins(user_id, Logins::All, code);
+    }
+
+    /// Closes the user's sessions opened by the given logins (a revoked session, every login
+    /// but the current one). They leave the registry when their socket task ends.
+    pub fn close_logins(&self, user_id: Uuid, logins: Logins, code: u16) {
         if let Some(sessions) = self.by_user.get(&user_id) {
-            for session in sessions.iter() {
+            for session in sessions.iter().filter(|s| logins.includes(s.login)) {
                 session.close(code);
             }
         }
@@ -100,5 +128,34 @@ impl SessionRegistry {
 
     pub fn session_count(&self) -> usize {
         self.by_user.iter().map(|s| s.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::CLOSE_UNAUTHORIZED;
+
+    #[test]
+    fn closing_logins_reaches_only_their_sockets() {
+        let registry = SessionRegistry::default();
+        let user = Uuid::new_v4();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut keep = Vec::new();
+        let mut open = |login| {
+            let (outbox, rx) = Outbox::for_login(Uuid::new_v4(), user, login, 8);
+            registry.register(outbox.clone(), 8);
+            keep.push(rx);
+            outbox
+        };
+        let (on_a, on_b, legacy) = (open(Some(a)), open(Some(b)), open(None));
+        let states = || [&on_a, &on_b, &legacy].map(|o| o.close_requested());
+
+        registry.close_logins(user, Logins::Only(b), CLOSE_UNAUTHORIZED);
+        assert_eq!(states(), [0, CLOSE_UNAUTHORIZED, 0]);
+        registry.close_logins(user, Logins::AllBut(a), CLOSE_UNAUTHORIZED);
+        assert_eq!(states(), [0, CLOSE_UNAUTHORIZED, CLOSE_UNAUTHORIZED]);
+        registry.close_logins(user, Logins::All, CLOSE_UNAUTHORIZED);
+        assert_eq!(states(), [CLOSE_UNAUTHORIZED; 3]);
     }
 }

@@ -21,7 +21,6 @@ use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
 use crate::protocol::{ClientFrame, EditMessageFrame, SendMessageFrame, ServerFrame, decode};
-use crate::roles::InstanceRole;
 use crate::{HubError, store};
 
 /// Largest client frame (wire: 1 MiB of text).
@@ -45,7 +44,6 @@ pub enum SessionMsg {
 pub struct SessionArgs {
     pub hub: Arc<Hub>,
     pub outbox: Arc<Outbox>,
-    pub instance: InstanceRole,
 }
 
 pub struct SessionActor;
@@ -69,7 +67,7 @@ impl Actor for SessionActor {
     ) -> Result<SessionState, ActorProcessingErr> {
         let config = &args.hub.config;
         let bucket = TokenBucket::new(config.ws_rate_burst, config.ws_rate_per_second);
-        let origin = Origin { user_id: args.outbox.user_id, outbox: args.outbox, instance: args.instance };
+        let origin = Origin { user_id: args.outbox.user_id, outbox: args.outbox };
         Ok(SessionState { hub: args.hub, origin, bucket, subscriptions: HashSet::new() })
     }
 

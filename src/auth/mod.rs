@@ -20,6 +20,8 @@ pub struct Caller {
     pub is_admin: bool,
     /// Instance owner flag from the token.
     pub is_owner: bool,
+    /// The login (refresh-token family) the token was minted for; `None` for older tokens.
+    pub login: Option<Uuid>,
 }
 
 impl Caller {
@@ -57,6 +59,7 @@ pub fn caller_from_token(state: &AppState, token: &str) -> Result<Caller, ApiErr
         username: claims.username,
         is_admin: claims.is_admin,
         is_owner: claims.is_owner,
+        login: claims.sid,
     })
 }
 

@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub const ACCESS_TOKEN_SECS: i64 = 900;
 /// Refresh-token lifetime (wire: 30 days).
 pub const REFRESH_TOKEN_DAYS: i64 = 30;
+/// Seconds an expired access token is still accepted (clock skew).
+pub const LEEWAY_SECS: i64 = 60;
 /// The JWT audience every client expects.
 pub const AUDIENCE: &str = "chatalot";
 
@@ -30,6 +32,10 @@ pub struct Claims {
     pub exp: i64,
     pub jti: Uuid,
     pub aud: String,
+    /// The login (refresh-token family) the token was minted for, so revoking that login can
+    /// close the sockets it opened. Added later: older tokens lack it and still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 /// The instance's signing key pair, loaded from (or created in) the data dir.
@@ -64,18 +70,30 @@ impl TokenKeys {
         let decoding = DecodingKey::from_ed_der(signing.verifying_key().as_bytes());
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[AUDIENCE]);
-        validation.leeway = 60;
+        validation.leeway = LEEWAY_SECS as u64;
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         Ok(Self { encoding, decoding, validation })
     }
 
-    /// Signs an access token for the user.
+    /// Signs an access token for the user that names no login.
     pub fn issue(
         &self,
         user_id: Uuid,
         username: &str,
         is_admin: bool,
         is_owner: bool,
+    ) -> Result<String, String> {
+        self.issue_for_login(user_id, username, is_admin, is_owner, None)
+    }
+
+    /// Signs an access token for the user's login `login` (its refresh-token family).
+    pub fn issue_for_login(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        is_admin: bool,
+        is_owner: bool,
+        login: Option<Uuid>,
     ) -> Result<String, String> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -87,6 +105,7 @@ impl TokenKeys {
             exp: now + ACCESS_TOKEN_SECS,
             jti: Uuid::new_v4(),
             aud: AUDIENCE.to_string(),
+            sid: login,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|e| e.to_string())
@@ -150,6 +169,23 @@ mod tests {
         // The same key is read back on restart.
         let again = TokenKeys::load_or_create(dir.path()).unwrap();
         assert!(again.verify(&token).is_some());
+    }
+
+    #[test]
+    fn tokens_name_their_login_and_tokens_without_one_still_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TokenKeys::load_or_create(dir.path()).unwrap();
+        let login = Uuid::new_v4();
+        let token = keys.issue_for_login(Uuid::now_v7(), "alice", false, false, Some(login)).unwrap();
+        assert_eq!(keys.verify(&token).expect("valid").sid, Some(login));
+        // A token signed before the claim existed (no `sid` at all).
+        let old = serde_json::json!({
+            "sub": Uuid::now_v7(), "username": "bob", "is_admin": false, "is_owner": false,
+            "iat": chrono::Utc::now().timestamp(), "exp": chrono::Utc::now().timestamp() + 60,
+            "jti": Uuid::new_v4(), "aud": AUDIENCE,
+        });
+        let old = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &old, &keys.encoding).unwrap();
+        assert_eq!(keys.verify(&old).expect("old token still valid").sid, None);
     }
 
     #[test]

@@ -6,16 +6,18 @@
 //! (seed) keeps the current one. Avatar/banner uploads come with the image pipeline;
 //! `/account/announcements*` live in `announcements.rs`.
 
+use palaver_actors::registry::Logins;
 use palaver_entity::{communities, groups, refresh_tokens, users};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use warp::Filter;
 
-use super::auth::{RecoveryCodeResponse, revoke_all_refresh_tokens};
+use super::auth::{RecoveryCodeResponse, end_logins, revoke_all_refresh_tokens};
 use crate::audit;
 use crate::auth::Caller;
 use crate::auth::password;
@@ -217,6 +219,8 @@ async fn change_password(
     }
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
+    // Every login is revoked, this one included: so are the sockets they opened.
+    end_logins(&state, user.id, Logins::All).await;
     audit::record(&state.db, Some(user.id), "password_changed", Some(&client), None).await;
     ok_empty()
 }
@@ -282,6 +286,7 @@ async fn delete_account(
     // Their messages now show no sender and their reactions are gone.
     state.hub.all_history_changed();
     state.hub.shared.roster.user_deleted(user.id);
+    state.hub.shared.instance_roles.forget(user.id);
     audit::record(
         &state.db,
         None,
@@ -310,6 +315,7 @@ async fn logout_all(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let revoked_count = revoke_all_refresh_tokens(&state.db, caller.user_id).await?;
+    end_logins(&state, caller.user_id, Logins::All).await;
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -329,9 +335,10 @@ struct RevokeOthersRequest {
 
 /// POST /api/account/sessions/revoke-all (seed: every session except the current one)
 ///
-/// An access token does not name its session, so the current session is the one whose
-/// `refresh_token` the body carries. Without one, the most recently created active session
-/// is kept: right after a login or refresh that is the caller's own.
+/// The current session is the one whose `refresh_token` the body carries, else the active
+/// session of the login the caller's access token names, else the most recently created
+/// active session: right after a login or refresh that is the caller's own. Sockets of every
+/// other login close.
 async fn revoke_other_sessions(
     state: AppState,
     caller: ApiResult<Caller>,
@@ -356,11 +363,20 @@ async fn revoke_other_sessions(
                 .ok_or_else(|| ApiError::validation("refresh_token is not one of your active sessions"))?,
         ),
         None => {
-            active()
-                .order_by_desc(refresh_tokens::Column::CreatedAt)
-                .order_by_desc(refresh_tokens::Column::Id)
-                .one(db)
-                .await?
+            let mine = match caller.login {
+                Some(login) => active().filter(refresh_tokens::Column::FamilyId.eq(login)).one(db).await?,
+                None => None,
+            };
+            match mine {
+                Some(row) => Some(row),
+                None => {
+                    active()
+                        .order_by_desc(refresh_tokens::Column::CreatedAt)
+                        .order_by_desc(refresh_tokens::Column::Id)
+                        .one(db)
+                        .await?
+                }
+            }
         }
     };
     let mut revoke = refresh_tokens::Entity::update_many()
@@ -371,6 +387,11 @@ async fn revoke_other_sessions(
         revoke = revoke.filter(refresh_tokens::Column::Id.ne(keep.id));
     }
     let revoked_count = revoke.exec(db).await?.rows_affected;
+    let others = match &keep {
+        Some(kept) => Logins::AllBut(kept.family_id),
+        None => Logins::All,
+    };
+    end_logins(&state, caller.user_id, others).await;
     audit::record(
         db,
         Some(caller.user_id),
@@ -405,6 +426,16 @@ async fn revoke_session(
 ) -> ApiResult<warp::reply::Response> {
     let caller = caller?;
     let id: Uuid = id.get()?;
+    let not_found = || ApiError::not_found("session");
+    // The family (login) the session belongs to; its sockets close with it.
+    let login: Uuid = refresh_tokens::Entity::find_by_id(id)
+        .select_only()
+        .column(refresh_tokens::Column::FamilyId)
+        .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
+        .into_tuple()
+        .one(&state.db)
+        .await?
+        .ok_or_else(not_found)?;
     let revoked = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(palaver_entity::now()))
         .filter(refresh_tokens::Column::Id.eq(id))
@@ -414,8 +445,9 @@ async fn revoke_session(
         .exec(&state.db)
         .await?;
     if revoked.rows_affected == 0 {
-        return Err(ApiError::not_found("session"));
+        return Err(not_found());
     }
+    end_logins(&state, caller.user_id, Logins::Only(login)).await;
     audit::record(
         &state.db,
         Some(caller.user_id),

@@ -9,6 +9,8 @@
 use std::collections::{HashMap, HashSet};
 
 use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_actors::registry::Logins;
+use palaver_actors::roles::InstanceRole;
 use palaver_entity::{
     channel_members, channels, communities, community_members, dm_pairs, files, group_members, groups, users,
 };
@@ -30,7 +32,7 @@ use crate::http::{
     ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
 };
 use crate::routes::admin_moderation::remove_blobs;
-use crate::routes::auth::revoke_all_refresh_tokens;
+use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
 
@@ -526,8 +528,8 @@ struct SetAdminRequest {
     is_admin: bool,
 }
 
-/// PUT /api/admin/users/{id}/admin — instance owner only. Takes effect in the target's
-/// tokens at their next refresh (flags are read from tokens).
+/// PUT /api/admin/users/{id}/admin — instance owner only. Takes effect on the target's open
+/// sockets at once, and in their tokens at the next refresh (REST reads flags from tokens).
 async fn set_admin(
     id: PathId,
     state: AppState,
@@ -550,6 +552,8 @@ async fn set_admin(
         .filter(users::Column::Id.eq(id))
         .exec(&state.db)
         .await?;
+    // Open sockets decide with the new role from their next frame (REST follows the token).
+    state.hub.set_instance_role(id, InstanceRole { is_admin, is_owner: target.is_owner });
     let action = if is_admin { "admin_grant_admin" } else { "admin_revoke_admin" };
     audit::record(
         &state.db,
@@ -600,6 +604,7 @@ async fn reset_password(
         .await?;
     let revoked = revoke_all_refresh_tokens(&txn, id).await?;
     txn.commit().await?;
+    end_logins(&state, id, Logins::All).await;
     audit::record(
         &state.db,
         Some(caller.user_id),

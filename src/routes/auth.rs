@@ -4,13 +4,15 @@
 
 use std::sync::OnceLock;
 
+use palaver_actors::registry::Logins;
+use palaver_actors::roles::InstanceRole;
 use palaver_entity::{
     identity_keys, one_time_prekeys, refresh_tokens, registration_invites, signed_prekeys, users,
 };
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, SqlErr,
+    PaginatorTrait, QueryFilter, QuerySelect, SqlErr, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,7 +20,9 @@ use warp::Filter;
 
 use crate::audit;
 use crate::auth::password;
-use crate::auth::tokens::{REFRESH_TOKEN_DAYS, hash_token, new_refresh_token};
+use crate::auth::tokens::{
+    ACCESS_TOKEN_SECS, LEEWAY_SECS, REFRESH_TOKEN_DAYS, hash_token, new_refresh_token,
+};
 use crate::auth::totp;
 use crate::config::RegistrationMode;
 use crate::domain::registration::{
@@ -94,9 +98,12 @@ pub(crate) struct AuthResponse {
     pub recovery_code: Option<String>,
 }
 
-/// A signed access token carrying the user's current flags.
-pub(crate) fn access_token(state: &AppState, user: &users::Model) -> ApiResult<String> {
-    state.tokens.issue(user.id, &user.username, user.is_admin, user.is_owner).map_err(ApiError::internal)
+/// A signed access token carrying the user's current flags and the login it belongs to.
+pub(crate) fn access_token(state: &AppState, user: &users::Model, login: Uuid) -> ApiResult<String> {
+    state
+        .tokens
+        .issue_for_login(user.id, &user.username, user.is_admin, user.is_owner, Some(login))
+        .map_err(ApiError::internal)
 }
 
 /// Stores a new refresh token (hashed) in `family_id` and returns the token itself.
@@ -132,6 +139,41 @@ pub(crate) async fn revoke_all_refresh_tokens(db: &impl ConnectionTrait, user_id
         .exec(db)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// The live side of revoking `logins` of a user (already committed): their sockets close
+/// with 4001, and while access tokens of theirs may still be valid, none opens a socket again.
+pub(crate) async fn end_logins(state: &AppState, user_id: Uuid, logins: Logins) {
+    state.hub.end_logins(user_id, logins);
+    let token_life = ACCESS_TOKEN_SECS + LEEWAY_SECS;
+    let families = match logins {
+        Logins::Only(login) => Ok(vec![login]),
+        // Every access token that may still be valid was issued with a refresh row of its
+        // login, so the logins with a row that young are all there is to remember.
+        Logins::All | Logins::AllBut(_) => {
+            refresh_tokens::Entity::find()
+                .select_only()
+                .column(refresh_tokens::Column::FamilyId)
+                .distinct()
+                .filter(refresh_tokens::Column::UserId.eq(user_id))
+                .filter(
+                    refresh_tokens::Column::CreatedAt
+                        .gte(palaver_entity::now() - chrono::Duration::seconds(token_life)),
+                )
+                .into_tuple::<Uuid>()
+                .all(&state.db)
+                .await
+        }
+    };
+    match families {
+        Ok(families) => {
+            for login in families.into_iter().filter(|login| logins.includes(Some(*login))) {
+                state.hub.revoked_logins.revoke(login, std::time::Duration::from_secs(token_life as u64));
+            }
+        }
+        // The sockets are closed; only a reconnect with a still-valid token slips through.
+        Err(err) => tracing::warn!(error = %err, user = %user_id, "could not list the revoked logins"),
+    }
 }
 
 /// Revokes every token of a rotation family (theft detection on reuse).
@@ -360,8 +402,13 @@ async fn register(
         });
         one_time_prekeys::Entity::insert_many(rows).exec_without_returning(&txn).await?;
     }
-    let refresh_token = issue_refresh_token(&txn, user.id, Uuid::new_v4(), &client).await?;
+    let login = Uuid::new_v4();
+    let refresh_token = issue_refresh_token(&txn, user.id, login, &client).await?;
     txn.commit().await?;
+    // The first account is staff from its first socket on.
+    if first {
+        state.hub.set_instance_role(user.id, InstanceRole { is_admin: true, is_owner: true });
+    }
 
     audit::record(
         db,
@@ -372,7 +419,7 @@ async fn register(
     )
     .await;
     ok_json(&AuthResponse {
-        access_token: access_token(&state, &user)?,
+        access_token: access_token(&state, &user, login)?,
         refresh_token,
         user: UserView::from(&user),
         recovery_code: Some(recovery_code),
@@ -470,11 +517,12 @@ async fn login(
     // A login replaces every earlier session of the user (wire).
     let txn = crate::db::begin_write(db).await?;
     revoke_all_refresh_tokens(&txn, user.id).await?;
-    let refresh_token = issue_refresh_token(&txn, user.id, Uuid::new_v4(), &client).await?;
+    let login = Uuid::new_v4();
+    let refresh_token = issue_refresh_token(&txn, user.id, login, &client).await?;
     txn.commit().await?;
     audit::record(db, Some(user.id), "login", Some(&client), None).await;
     ok_json(&AuthResponse {
-        access_token: access_token(&state, &user)?,
+        access_token: access_token(&state, &user, login)?,
         refresh_token,
         user: UserView::from(&user),
         recovery_code: None,
@@ -543,7 +591,7 @@ async fn refresh(
     }
     let refresh_token = issue_refresh_token(&txn, user.id, row.family_id, &client).await?;
     txn.commit().await?;
-    ok_json(&RefreshResponse { access_token: access_token(&state, &user)?, refresh_token })
+    ok_json(&RefreshResponse { access_token: access_token(&state, &user, row.family_id)?, refresh_token })
 }
 
 /// A revoked token came back: whoever holds the family may have stolen it, so the whole
@@ -552,6 +600,9 @@ async fn reuse_detected(state: &AppState, client: &ClientInfo, row: &refresh_tok
     match revoke_family(&state.db, row.family_id).await {
         Ok(revoked) => {
             if revoked > 0 {
+                // Whoever holds the stolen token may hold a socket of that login too. (A family
+                // already wholly revoked, e.g. by a suspension since lifted, is left as it was.)
+                end_logins(state, row.user_id, Logins::Only(row.family_id)).await;
                 audit::record(
                     &state.db,
                     Some(row.user_id),
@@ -624,6 +675,7 @@ async fn recover(
     }
     revoke_all_refresh_tokens(&txn, user.id).await?;
     txn.commit().await?;
+    end_logins(&state, user.id, Logins::All).await;
     state.lockouts.clear(RECOVER, name);
     state.lockouts.clear(LOGIN, name);
     audit::record(db, Some(user.id), "account_recovered", Some(&client), None).await;

@@ -10,7 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use palaver_actors::outbox::{CLOSE_UNAUTHORIZED, Outbox, OutboxReceiver, close_reason};
 use palaver_actors::protocol::{ClientFrame, ServerFrame, decode};
-use palaver_actors::roles::InstanceRole;
 use palaver_actors::session::{MAX_FRAME_BYTES, SessionActor, SessionArgs, SessionMsg};
 use ractor::Actor;
 use tokio_tungstenite::WebSocketStream;
@@ -57,17 +56,24 @@ async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (&'s
         _ => return Err(TIMEOUT),
     };
     match decode(text.as_str()) {
-        Ok(ClientFrame::Authenticate { token }) => {
-            caller_from_token(state, &token).map_err(|_| ("unauthorized", "the token was rejected"))
-        }
+        Ok(ClientFrame::Authenticate { token }) => caller_from_token(state, &token)
+            .ok()
+            .filter(|caller| !login_revoked(state, caller))
+            .ok_or(("unauthorized", "the token was rejected")),
         _ => Err(("auth_required", "authenticate must be the first frame")),
     }
+}
+
+/// The token's login was revoked (its sockets were closed): it opens no new ones either.
+fn login_revoked(state: &AppState, caller: &Caller) -> bool {
+    caller.login.is_some_and(|login| state.hub.revoked_logins.is_revoked(login))
 }
 
 async fn serve(state: AppState, socket: Socket, caller: Caller) {
     let hub = state.hub.clone();
     let session_id = Uuid::new_v4();
-    let (outbox, receiver) = Outbox::new(session_id, caller.user_id, hub.config.outbound_queue);
+    let (outbox, receiver) =
+        Outbox::for_login(session_id, caller.user_id, caller.login, hub.config.outbound_queue);
 
     // `authenticated` first, then registration (which may evict the user's oldest session).
     outbox.push(
@@ -78,8 +84,11 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
         .encode(),
     );
     let registered = hub.sessions().register(outbox.clone(), hub.config.max_sessions_per_user);
-    let instance = InstanceRole { is_admin: caller.is_admin, is_owner: caller.is_owner };
-    let args = SessionArgs { hub: hub.clone(), outbox: outbox.clone(), instance };
+    // Revoked between the handshake and now: the revocation did not see this socket yet.
+    if login_revoked(&state, &caller) {
+        outbox.close(CLOSE_UNAUTHORIZED);
+    }
+    let args = SessionArgs { hub: hub.clone(), outbox: outbox.clone() };
     let actor = match Actor::spawn(None, SessionActor, args).await {
         Ok((actor, _)) => actor,
         Err(err) => {

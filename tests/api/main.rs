@@ -19,6 +19,7 @@ mod groups;
 mod hardening_content;
 mod hardening_races;
 mod hardening_edge;
+mod hardening_revoke;
 mod health;
 mod history_cache;
 mod images;
