@@ -292,6 +292,7 @@ async fn create_channel(
 ) -> Reply {
     let caller = caller?;
     let new = NewChannel::parse(body?)?;
+    crate::domain::channel::check_creation_quota(&state.db, caller.user_id).await?;
     if let Some(group_id) = new.group_id {
         let group = groups::Entity::find_by_id(group_id)
             .one(&state.db)
