@@ -16,6 +16,7 @@ mod dms;
 mod durability;
 mod files;
 mod groups;
+mod hardening_sockets;
 mod health;
 mod history_cache;
 mod images;

@@ -12,7 +12,7 @@ use crate::common::{Backend, TestApp, TestUser, WsClient, spawn_app, spawn_app_w
 
 /// A standalone text channel with `members` (the first is its owner), created directly in
 /// the database so these tests depend only on the live side.
-async fn channel_with(app: &TestApp, members: &[&TestUser]) -> Uuid {
+pub(crate) async fn channel_with(app: &TestApp, members: &[&TestUser]) -> Uuid {
     let db = &app.server.as_ref().unwrap().state.db;
     let id = Uuid::now_v7();
     channels::ActiveModel {
@@ -47,7 +47,7 @@ async fn channel_with(app: &TestApp, members: &[&TestUser]) -> Uuid {
     id
 }
 
-async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
+pub(crate) async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
     let mut ws = app.ws(&user.token).await;
     ws.send(json!({"type": "subscribe", "channel_ids": [channel]})).await;
     // Subscribing has no ack; a ping round trip proves the subscribe frame was processed.
@@ -57,7 +57,7 @@ async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
     ws
 }
 
-fn send_frame(channel: Uuid, text: &str) -> Value {
+pub(crate) fn send_frame(channel: Uuid, text: &str) -> Value {
     json!({"type": "send_message", "channel_id": channel, "ciphertext": text.as_bytes(), "nonce": [1, 2, 3], "message_type": "text"})
 }
 
