@@ -26,11 +26,13 @@ pub const URL_MAX: usize = 2048;
 pub const BAN_REASON_MAX: usize = 500;
 /// Channel types a client may create (`dm` channels come from `POST /dms`).
 pub const CREATABLE_TYPES: [&str; 3] = ["text", "voice", "gallery"];
-/// Channels one user may create in an hour (standalone, in a group, and a new group's
-/// `general`); beyond it `POST` answers 429 `rate_limited` with `Retry-After`. Every
-/// channel costs its members work on `mark_all_read`, subscribe and unread counts.
+/// Standalone channels (no group) one user may create in an hour; beyond it `POST /channels`
+/// answers 429 `rate_limited` with `Retry-After`. Every channel costs its members work on
+/// `mark_all_read`, subscribe and unread counts. Channels in groups are bounded by the group
+/// limits instead (`group::MAX_CHANNELS_PER_GROUP`, `group::MAX_GROUPS_PER_COMMUNITY`).
 pub const CREATED_PER_HOUR_MAX: u64 = 30;
-/// Channels created by one user that may exist at once; beyond it: 400 `validation_error`.
+/// Standalone channels created by one user that may exist at once; beyond it: 400
+/// `validation_error`.
 pub const CREATED_TOTAL_MAX: u64 = 500;
 
 /// Roles `PATCH /channels/{id}/members/{uid}/role` may assign (ownership moves by transfer).
@@ -408,15 +410,16 @@ mod tests {
     }
 }
 
-/// Refuses a channel creation by `user_id` beyond the per-user limits
-/// (`CREATED_PER_HOUR_MAX`, `CREATED_TOTAL_MAX`; DM channels do not count). Checked before
-/// the insert, outside its transaction: concurrent creations may pass it together, which
-/// bounds the overshoot by the caller's concurrency.
+/// Refuses a standalone channel creation by `user_id` beyond the per-user limits
+/// (`CREATED_PER_HOUR_MAX`, `CREATED_TOTAL_MAX`). Checked before the insert, outside its
+/// transaction: concurrent creations may pass it together, which bounds the overshoot by the
+/// caller's concurrency.
 pub async fn check_creation_quota(db: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<()> {
     use sea_orm::{PaginatorTrait, QueryOrder};
     let mine = || {
         channels::Entity::find()
             .filter(channels::Column::CreatedBy.eq(user_id))
+            .filter(channels::Column::GroupId.is_null())
             .filter(channels::Column::ChannelType.ne("dm"))
     };
     let window_start = palaver_entity::now() - chrono::Duration::hours(1);
@@ -436,7 +439,7 @@ pub async fn check_creation_quota(db: &impl ConnectionTrait, user_id: Uuid) -> A
     }
     if mine().count(db).await? >= CREATED_TOTAL_MAX {
         return Err(ApiError::validation(format!(
-            "a user can have created at most {CREATED_TOTAL_MAX} channels; delete some first"
+            "a user can have created at most {CREATED_TOTAL_MAX} channels outside groups; delete some first"
         )));
     }
     Ok(())

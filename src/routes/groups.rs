@@ -297,8 +297,6 @@ async fn create_group(
             group::MAX_GROUPS_PER_COMMUNITY
         )));
     }
-    // The group's `general` channel counts as a channel the caller creates.
-    crate::domain::channel::check_creation_quota(&state.db, caller.user_id).await?;
     let members = initial_members(&state, &community, &new, caller.user_id).await?;
 
     let now = palaver_entity::now();
@@ -644,15 +642,7 @@ async fn create_channel(
     // `group_id` and `discoverable` in the body are ignored here.
     let new = NewChannel::parse(body?)?;
     let (row, _) = group::require_manager(&state.db, id, &caller).await?;
-    crate::domain::channel::check_creation_quota(&state.db, caller.user_id).await?;
-    let existing =
-        channels::Entity::find().filter(channels::Column::GroupId.eq(row.id)).count(&state.db).await?;
-    if existing >= group::MAX_CHANNELS_PER_GROUP {
-        return Err(ApiError::validation(format!(
-            "a group can have at most {} channels",
-            group::MAX_CHANNELS_PER_GROUP
-        )));
-    }
+    group::check_channel_room(&state.db, row.id).await?;
     let now = palaver_entity::now();
     let channel = channels::Model {
         id: Uuid::now_v7(),
