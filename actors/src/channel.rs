@@ -333,7 +333,9 @@ impl Actor for ChannelActor {
         args: ChannelArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let snapshot = args.snapshot;
-        myself.send_interval(args.shared.config.channel_idle_stop.min(IDLE_CHECK_EVERY), || ChannelMsg::IdleCheck);
+        myself.send_interval(args.shared.config.channel_idle_stop.min(IDLE_CHECK_EVERY), || {
+            ChannelMsg::IdleCheck
+        });
         Ok(ChannelState {
             shared: args.shared,
             subscribers: args.subscribers,

@@ -68,7 +68,8 @@ impl FrameGate {
 
     /// Waits until the session has room for one more frame.
     pub async fn admit(&self) -> FramePermit {
-        let permit = self.permits.clone().acquire_owned().await.expect("the gate's semaphore is never closed");
+        let permit =
+            self.permits.clone().acquire_owned().await.expect("the gate's semaphore is never closed");
         let in_flight = MAX_FRAMES_IN_FLIGHT - self.permits.available_permits();
         self.hub.frames_in_flight_peak.fetch_max(in_flight, Ordering::Relaxed);
         permit

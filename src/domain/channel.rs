@@ -432,9 +432,8 @@ pub async fn check_creation_quota(db: &impl ConnectionTrait, user_id: Uuid) -> A
             .into_tuple()
             .one(db)
             .await?;
-        let retry_after = oldest
-            .map(|t| (t - window_start).num_seconds().clamp(1, 3600) as u64)
-            .unwrap_or(3600);
+        let retry_after =
+            oldest.map(|t| (t - window_start).num_seconds().clamp(1, 3600) as u64).unwrap_or(3600);
         return Err(ApiError::RateLimited { retry_after });
     }
     if mine().count(db).await? >= CREATED_TOTAL_MAX {

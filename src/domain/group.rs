@@ -32,7 +32,9 @@ pub async fn check_channel_room(db: &impl ConnectionTrait, group_id: Uuid) -> Ap
     use sea_orm::PaginatorTrait;
     let existing = channels::Entity::find().filter(channels::Column::GroupId.eq(group_id)).count(db).await?;
     if existing >= MAX_CHANNELS_PER_GROUP {
-        return Err(ApiError::validation(format!("a group can have at most {MAX_CHANNELS_PER_GROUP} channels")));
+        return Err(ApiError::validation(format!(
+            "a group can have at most {MAX_CHANNELS_PER_GROUP} channels"
+        )));
     }
     Ok(())
 }

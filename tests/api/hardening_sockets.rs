@@ -40,7 +40,13 @@ async fn round_trip(ws: &mut WsClient, timestamp: i64) {
 }
 
 /// Alice sends large messages until Bob (who stopped reading) is gone; returns how many.
-async fn send_until_offline(app: &TestApp, a: &mut WsClient, channel: Uuid, bob: &TestUser, text: &str) -> usize {
+async fn send_until_offline(
+    app: &TestApp,
+    a: &mut WsClient,
+    channel: Uuid,
+    bob: &TestUser,
+    text: &str,
+) -> usize {
     let hub = &app.server.as_ref().unwrap().state.hub;
     let mut sent = 0;
     while sent < 3000 && hub.sessions().is_online(bob.id) {
@@ -130,8 +136,9 @@ async fn byte_bound_closes_a_stalled_reader_of_large_frames(backend: Backend) {
 
 async fn a_flood_of_frames_waits_in_the_socket_not_in_server_memory(backend: Backend) {
     // No rate limit to speak of: every frame reaches the session and costs a query.
-    let app = spawn_app_with(backend, |c| c.ws_rate_limit = palaver::config::RateLimit::new(100_000, 100_000))
-        .await;
+    let app =
+        spawn_app_with(backend, |c| c.ws_rate_limit = palaver::config::RateLimit::new(100_000, 100_000))
+            .await;
     let hub = app.server.as_ref().unwrap().state.hub.clone();
     let alice = app.register("alice").await;
     let ws = app.ws(&alice.token).await;
@@ -216,7 +223,8 @@ async fn channel_creation_beyond_the_hourly_limit_is_refused(backend: Backend) {
         let body = json!({"name": format!("c{i}"), "channel_type": "text"});
         app.post("/channels", &alice.token, body).await.expect(200);
     }
-    let reply = app.post("/channels", &alice.token, json!({"name": "one-more", "channel_type": "text"})).await;
+    let reply =
+        app.post("/channels", &alice.token, json!({"name": "one-more", "channel_type": "text"})).await;
     let retry_after = reply.headers.get("retry-after").cloned();
     assert_eq!(reply.expect_error(429), "rate_limited");
     let retry_after: u64 = retry_after.expect("Retry-After").to_str().unwrap().parse().unwrap();
@@ -252,7 +260,9 @@ async fn sends_racing_idle_channel_stops_are_all_answered(backend: Backend) {
                         .await
                         .unwrap_or_else(|| panic!("send {round} on channel {n} got no answer"));
                     match answer["type"].as_str() {
-                        Some("message_sent") => acked.push(answer["id"].as_str().unwrap().parse::<Uuid>().unwrap()),
+                        Some("message_sent") => {
+                            acked.push(answer["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+                        }
                         Some("error") => assert_eq!(answer["code"], "unavailable", "{answer}"),
                         _ => panic!("unexpected {answer}"),
                     }
@@ -303,7 +313,8 @@ async fn a_call_setup_burst_gets_through_and_a_signalling_flood_is_limited(backe
     }
     // Then a call setup: one offer and 15 ICE candidates, at once.
     let call = Uuid::new_v4();
-    a.send(json!({"type": "rtc_offer", "target_user_id": bob.id, "session_id": call, "sdp": "v=0 offer"})).await;
+    a.send(json!({"type": "rtc_offer", "target_user_id": bob.id, "session_id": call, "sdp": "v=0 offer"}))
+        .await;
     for i in 0..15 {
         let candidate = format!("{{\"candidate\":\"c{i}\"}}");
         a.send(json!({"type": "rtc_ice_candidate", "target_user_id": bob.id, "session_id": call, "candidate": candidate}))
