@@ -193,6 +193,10 @@ pub struct Cli {
     /// Capacity of each socket's outbound queue, in frames.
     #[arg(long, env = "PALAVER_WS_QUEUE")]
     pub ws_queue: Option<usize>,
+    /// Capacity of each socket's outbound queue, in bytes (a stalled reader of large frames
+    /// is disconnected once this much is queued for it).
+    #[arg(long, env = "PALAVER_WS_QUEUE_BYTES")]
+    pub ws_queue_bytes: Option<usize>,
     /// `on` or `off`: channel actors serve the newest history page from memory. Off is for
     /// measuring what the in-memory page is worth.
     #[arg(long, env = "PALAVER_HISTORY_CACHE")]
@@ -246,6 +250,7 @@ struct FileConfig {
     upload_quota: Option<u64>,
     upload_rate_limit: Option<u32>,
     ws_queue: Option<usize>,
+    ws_queue_bytes: Option<usize>,
     history_cache: Option<String>,
     ice_servers: Option<String>,
     webhook_rate_limit: Option<RateLimit>,
@@ -255,6 +260,9 @@ struct FileConfig {
     github_repo: Option<String>,
     github_api_url: Option<String>,
 }
+
+/// Smallest accepted `ws_queue_bytes`.
+pub const MIN_WS_QUEUE_BYTES: usize = 512 * 1024;
 
 /// The resolved configuration the server runs with.
 #[derive(Clone, Debug)]
@@ -293,6 +301,11 @@ pub struct Config {
     pub upload_rate_limit: u32,
     /// Frames buffered per socket before a slow reader is disconnected.
     pub ws_queue: usize,
+    /// Bytes buffered per socket before a slow reader is disconnected.
+    pub ws_queue_bytes: usize,
+    /// A channel actor with no subscribers stops after this long idle (not settable from
+    /// flags, environment or file: tests shorten it to race sends against idle stops).
+    pub channel_idle_stop: std::time::Duration,
     /// Newest history pages held by channel actors (on by default).
     pub history_cache: bool,
     /// ICE servers handed to clients in `/auth/config` (checked at start-up).
@@ -340,7 +353,8 @@ impl Config {
             auth_rate_limit: RateLimit::new(10, 5),
             hash_workers: crate::auth::hashing::HashPool::default_workers(),
             hash_queue: 2 * crate::auth::hashing::HashPool::default_workers(),
-            ws_rate_limit: RateLimit::new(10, 5),
+            // The wire's bucket (websocket.md): a voice call's signalling burst needs 30.
+            ws_rate_limit: RateLimit::new(30, 10),
             login_max_failures: 10,
             open_community_creation: false,
             client_version: "unknown".into(),
@@ -350,6 +364,8 @@ impl Config {
             upload_quota: 500 * 1024 * 1024,
             upload_rate_limit: 10,
             ws_queue: 1024,
+            ws_queue_bytes: palaver_actors::outbox::DEFAULT_QUEUE_BYTES,
+            channel_idle_stop: palaver_actors::channel::IDLE_STOP,
             history_cache: true,
             ice_servers: Vec::new(),
             webhook_rate_limit: RateLimit::new(1, 1),
@@ -445,6 +461,11 @@ impl Config {
         }
         if let Some(v) = cli.ws_queue.or(file.ws_queue) {
             config.ws_queue = v.max(16);
+        }
+        if let Some(v) = cli.ws_queue_bytes.or(file.ws_queue_bytes) {
+            // Below this a single large message frame (64 KiB of ciphertext as JSON numbers)
+            // would close a healthy socket.
+            config.ws_queue_bytes = v.max(MIN_WS_QUEUE_BYTES);
         }
         if let Some(v) = cli.history_cache.or(file.history_cache) {
             config.history_cache = parse_switch(&v)?;

@@ -139,6 +139,8 @@ fn hub_config(config: &Config) -> palaver_actors::HubConfig {
         ws_rate_burst: config.ws_rate_limit.burst,
         ws_rate_per_second: config.ws_rate_limit.per_second,
         outbound_queue: config.ws_queue,
+        outbound_queue_bytes: config.ws_queue_bytes,
+        channel_idle_stop: config.channel_idle_stop,
         history_cache: config.history_cache,
         ..palaver_actors::HubConfig::default()
     }

@@ -42,8 +42,11 @@ const MAX_VOICE: usize = 25;
 const DM_RECHECK: Duration = Duration::from_secs(2);
 /// Edits are allowed this long after sending.
 const EDIT_WINDOW_SECS: i64 = 15 * 60;
-/// How long an actor with no subscribers lingers before stopping.
+/// How long an actor with no subscribers lingers before stopping (default of
+/// `HubConfig::channel_idle_stop`).
 pub const IDLE_STOP: Duration = Duration::from_secs(300);
+/// How often an actor checks whether it is idle, at most.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// The sessions subscribed to one channel. Only the channel actor fans out from it.
 #[derive(Default)]
@@ -60,10 +63,19 @@ impl Subscribers {
 
     /// Hands the same bytes to every subscriber except `except`. Never waits.
     pub fn broadcast(&self, frame: &Frame, except: Option<Uuid>) {
+        self.fan_out(frame, except, Outbox::push);
+    }
+
+    /// `broadcast` for frames of the droppable class (see `Outbox::push_ephemeral`).
+    pub fn broadcast_ephemeral(&self, frame: &Frame, except: Option<Uuid>) {
+        self.fan_out(frame, except, Outbox::push_ephemeral);
+    }
+
+    fn fan_out(&self, frame: &Frame, except: Option<Uuid>, push: fn(&Outbox, Frame) -> bool) {
         let mut sessions = self.lock();
         sessions.retain(|id, outbox| {
             if Some(*id) != except {
-                outbox.push(frame.clone());
+                push(outbox, frame.clone());
             }
             !outbox.is_closed()
         });
@@ -310,6 +322,10 @@ pub struct ChannelState {
     pending: Vec<Pending>,
     /// True while a commit is in flight.
     committing: bool,
+    /// True once the actor stops for idleness: its mailbox takes nothing new (senders are
+    /// routed to a fresh actor) and what it already holds is still handled, so no send
+    /// queued before the stop goes unanswered.
+    draining: bool,
     /// Id of the newest accepted message (ids must grow in commit order).
     last_id: Uuid,
     voice: Vec<Uuid>,
@@ -333,7 +349,9 @@ impl Actor for ChannelActor {
         args: ChannelArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let snapshot = args.snapshot;
-        myself.send_interval(Duration::from_secs(60), || ChannelMsg::IdleCheck);
+        myself.send_interval(args.shared.config.channel_idle_stop.min(IDLE_CHECK_EVERY), || {
+            ChannelMsg::IdleCheck
+        });
         Ok(ChannelState {
             shared: args.shared,
             subscribers: args.subscribers,
@@ -343,6 +361,7 @@ impl Actor for ChannelActor {
             last_reaction: HashMap::new(),
             pending: Vec::new(),
             committing: false,
+            draining: false,
             last_id: Uuid::nil(),
             voice: Vec::new(),
             dm_check: None,
@@ -362,6 +381,9 @@ impl Actor for ChannelActor {
             state.last_activity = Instant::now();
         }
         match message {
+            // Asked after the idle stop began: left unanswered, so the session asks again and
+            // reaches the fresh actor (a subscriber added here would be forgotten).
+            ChannelMsg::Subscribe { .. } if state.draining => {}
             ChannelMsg::Subscribe { origin, reply } => {
                 let ok = state.is_member(origin.user_id);
                 if ok && state.subscribers.insert(origin.outbox.clone()) && !state.voice.is_empty() {
@@ -468,18 +490,45 @@ impl Actor for ChannelActor {
                 }
             }
             ChannelMsg::IdleCheck => {
-                if state.last_activity.elapsed() >= IDLE_STOP
+                if !state.draining
+                    && state.last_activity.elapsed() >= state.shared.config.channel_idle_stop
                     && state.subscribers.is_empty()
                     && state.pending.is_empty()
                     && !state.committing
                     && state.voice.is_empty()
                 {
-                    myself.stop(Some("idle".into()));
+                    // Not `stop`: that would drop whatever is already queued (a send would get
+                    // neither `message_sent` nor an error). Draining refuses new messages
+                    // (the hub then starts a fresh actor) and handles the queued ones first.
+                    state.draining = true;
+                    let _ = myself.drain();
                 }
             }
             ChannelMsg::Crash => panic!("crash requested for channel {} (test hook)", state.id()),
         }
         Ok(())
+    }
+}
+
+/// Stores one batch of pending messages (with their scheduled-message claims) in one
+/// transaction; `Ok` lists the entries whose claim was already taken.
+async fn commit_batch(
+    db: &sea_orm::DatabaseConnection,
+    batch: &[Pending],
+) -> Result<Vec<usize>, CommitError> {
+    let rows: Vec<messages::Model> = batch.iter().map(|p| p.row.clone()).collect();
+    let claims: Vec<(usize, Uuid)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match &p.author {
+            Author::Server { claim: Some(id), .. } => Some((i, *id)),
+            _ => None,
+        })
+        .collect();
+    match store::insert_messages(db, rows, &claims).await {
+        Ok(lost) => Ok(lost),
+        Err(err) if crate::is_unavailable(&err) => Err(CommitError::Unavailable),
+        Err(err) => Err(CommitError::Internal(err.to_string())),
     }
 }
 
@@ -519,6 +568,19 @@ impl ChannelState {
         }
     }
 
+    /// `broadcast` for the droppable class (typing, read receipts): a socket whose queue is
+    /// over half full does not get it.
+    fn broadcast_ephemeral(&self, frame: &ServerFrame) {
+        let frame = frame.encode();
+        match self.snapshot.dm_pair {
+            Some((a, b)) => {
+                self.shared.sessions.send_to_user_ephemeral(a, &frame, None);
+                self.shared.sessions.send_to_user_ephemeral(b, &frame, None);
+            }
+            None => self.subscribers.broadcast_ephemeral(&frame, None),
+        }
+    }
+
     /// Checks a send against the channel's rules and queues it for the next commit.
     async fn accept(&mut self, myself: &ActorRef<ChannelMsg>, origin: Origin, msg: Outgoing) {
         let user_id = origin.user_id;
@@ -546,7 +608,7 @@ impl ChannelState {
         row.sender_key_id = msg.sender_key_id;
         row.thread_id = thread_id;
         self.pending.push(Pending { author: Author::Socket(origin), row });
-        self.start_commit(myself);
+        self.commit_pending(myself).await;
     }
 
     /// Queues a server post (webhook, scheduled delivery) after the rules for its user.
@@ -566,7 +628,7 @@ impl ChannelState {
         row.webhook_content = post.webhook_content;
         let author = Author::Server { live_sender_id: post.live_sender_id, claim: post.claim, reply };
         self.pending.push(Pending { author, row });
-        self.start_commit(myself);
+        self.commit_pending(myself).await;
     }
 
     /// A new message row with a fresh ordered id, the server's time and the channel's TTL.
@@ -741,6 +803,21 @@ impl ChannelState {
         verdict
     }
 
+    /// Commits what is pending: normally through `start_commit`; while draining for an idle
+    /// stop, right here, because a commit task's `Committed` would be refused by the
+    /// draining mailbox and its senders never acked.
+    async fn commit_pending(&mut self, myself: &ActorRef<ChannelMsg>) {
+        if !self.draining {
+            return self.start_commit(myself);
+        }
+        while !self.committing && !self.pending.is_empty() {
+            let take = self.pending.len().min(MAX_BATCH);
+            let batch: Vec<Pending> = self.pending.drain(..take).collect();
+            let result = commit_batch(&self.shared.db, &batch).await;
+            self.settle(batch, result).await;
+        }
+    }
+
     /// Starts a commit of everything pending unless one is in flight (then the pending
     /// sends wait and go together in the next one: group commit).
     fn start_commit(&mut self, myself: &ActorRef<ChannelMsg>) {
@@ -753,20 +830,7 @@ impl ChannelState {
         let db = self.shared.db.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let rows: Vec<messages::Model> = batch.iter().map(|p| p.row.clone()).collect();
-            let claims: Vec<(usize, Uuid)> = batch
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| match &p.author {
-                    Author::Server { claim: Some(id), .. } => Some((i, *id)),
-                    _ => None,
-                })
-                .collect();
-            let result = match store::insert_messages(&db, rows, &claims).await {
-                Ok(lost) => Ok(lost),
-                Err(err) if crate::is_unavailable(&err) => Err(CommitError::Unavailable),
-                Err(err) => Err(CommitError::Internal(err.to_string())),
-            };
+            let result = commit_batch(&db, &batch).await;
             // If the actor died meanwhile, its restart reloads state; these senders get no
             // ack (their socket sees nothing) and will resend: nothing acked is lost.
             let _ = myself.send_message(ChannelMsg::Committed { batch, result });
@@ -780,6 +844,12 @@ impl ChannelState {
         result: Result<Vec<usize>, CommitError>,
     ) {
         self.committing = false;
+        self.settle(batch, result).await;
+        self.start_commit(myself);
+    }
+
+    /// A batch's commit is over: acks and `new_message` frames, or the error, to its senders.
+    async fn settle(&mut self, batch: Vec<Pending>, result: Result<Vec<usize>, CommitError>) {
         // Even a failed commit may have landed (a connection lost after COMMIT was sent).
         self.history.invalidate();
         match result {
@@ -818,7 +888,6 @@ impl ChannelState {
                 }
             }
         }
-        self.start_commit(myself);
     }
 
     /// After commit: stop-typing (if typing), the ack to the sender (socket sends) or the
@@ -954,6 +1023,10 @@ impl ChannelState {
 
     async fn react(&mut self, origin: Origin, message_id: Uuid, emoji: String, add: bool) {
         let user_id = origin.user_id;
+        // Members only, checked first: the throttle map below must not grow with outsiders.
+        if !self.is_member(user_id) {
+            return origin.error("forbidden", "you are not a member of this channel");
+        }
         if add {
             if let Some(last) = self.last_reaction.get(&user_id)
                 && last.elapsed() < REACTION_COOLDOWN
@@ -967,9 +1040,6 @@ impl ChannelState {
             Ok(Some(m)) if m.channel_id == self.id() => {}
             Ok(_) => return origin.error("not_found", "message not found"),
             Err(_) => return origin.error("unavailable", "the database is unavailable, try again"),
-        }
-        if !self.is_member(user_id) {
-            return origin.error("forbidden", "you are not a member of this channel");
         }
         let outcome = if add {
             store::add_reaction(db, message_id, user_id, &emoji, MAX_DISTINCT_EMOJI).await
@@ -1008,14 +1078,14 @@ impl ChannelState {
         let sent_at = if throttled { self.typing[&user_id].1 } else { now };
         self.typing.insert(user_id, (now + TYPING_EXPIRY, sent_at));
         if !throttled {
-            self.broadcast(&ServerFrame::UserTyping { channel_id: self.id(), user_id }, None);
+            self.broadcast_ephemeral(&ServerFrame::UserTyping { channel_id: self.id(), user_id });
         }
         myself.send_after(TYPING_EXPIRY, move || ChannelMsg::TypingExpired { user_id });
     }
 
     fn stop_typing(&mut self, user_id: Uuid) {
         if self.typing.remove(&user_id).is_some() {
-            self.broadcast(&ServerFrame::UserStoppedTyping { channel_id: self.id(), user_id }, None);
+            self.broadcast_ephemeral(&ServerFrame::UserStoppedTyping { channel_id: self.id(), user_id });
         }
     }
 
@@ -1059,15 +1129,12 @@ impl ChannelState {
                     .unwrap_or(true)
             });
         if send_receipts {
-            self.broadcast(
-                &ServerFrame::ReadReceipt {
-                    channel_id: self.id(),
-                    user_id: origin.user_id,
-                    message_id,
-                    timestamp: now,
-                },
-                None,
-            );
+            self.broadcast_ephemeral(&ServerFrame::ReadReceipt {
+                channel_id: self.id(),
+                user_id: origin.user_id,
+                message_id,
+                timestamp: now,
+            });
         }
     }
 

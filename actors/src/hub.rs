@@ -33,6 +33,14 @@ pub struct HubConfig {
     pub ws_rate_per_second: u32,
     /// Frames queued per socket before a slow reader is disconnected.
     pub outbound_queue: usize,
+    /// Bytes queued per socket before a slow reader is disconnected.
+    pub outbound_queue_bytes: usize,
+    /// Signalling relay frames (`rtc_*`) per socket: their own bucket, so a call's setup
+    /// burst is not starved by other traffic and cannot starve it.
+    pub signal_rate_burst: u32,
+    pub signal_rate_per_second: u32,
+    /// A channel actor with no subscribers stops after this long without activity.
+    pub channel_idle_stop: Duration,
     /// Sockets per user; one more evicts the oldest.
     pub max_sessions_per_user: usize,
     /// Channel actors keep the newest history pages in memory (off: every read queries).
@@ -42,14 +50,23 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
-            ws_rate_burst: 10,
-            ws_rate_per_second: 5,
+            ws_rate_burst: 30,
+            ws_rate_per_second: 10,
             outbound_queue: 1024,
+            outbound_queue_bytes: crate::outbox::DEFAULT_QUEUE_BYTES,
+            signal_rate_burst: SIGNAL_RATE_BURST,
+            signal_rate_per_second: SIGNAL_RATE_PER_SECOND,
+            channel_idle_stop: crate::channel::IDLE_STOP,
             max_sessions_per_user: 8,
             history_cache: true,
         }
     }
 }
+
+/// The signalling bucket: a call setup is an offer (or answer) and ~15 ICE candidates per
+/// peer, sent at once; 64 covers four peers, and the refill lets renegotiation through.
+pub const SIGNAL_RATE_BURST: u32 = 64;
+pub const SIGNAL_RATE_PER_SECOND: u32 = 16;
 
 /// How long a caller waits for a community actor's answer.
 pub const COMMUNITY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +109,12 @@ impl ChannelSlot {
 
     pub(crate) fn replace(&self, actor: ActorRef<ChannelMsg>) {
         *self.actor.write().unwrap_or_else(|p| p.into_inner()) = actor;
+        self.restarted.notify_waiters();
+    }
+
+    /// Its actor stopped for good (idle, deleted) and the slot left the registry: senders
+    /// waiting for a restart may start a fresh actor now.
+    pub(crate) fn gone(&self) {
         self.restarted.notify_waiters();
     }
 }
@@ -215,6 +238,9 @@ pub struct Hub {
     pub presence: Presence,
     /// Last voice join/leave per user (one per 2 s across sessions).
     pub voice_cooldowns: DashMap<Uuid, std::time::Instant>,
+    /// Most frames any one socket has had handed to its session and not yet handled
+    /// (bounded by `session::MAX_FRAMES_IN_FLIGHT`; metrics, tests).
+    pub frames_in_flight_peak: std::sync::atomic::AtomicUsize,
     supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
     community_supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
 }
@@ -282,6 +308,7 @@ impl Hub {
             revoked_logins: RevokedLogins::default(),
             presence,
             voice_cooldowns: DashMap::new(),
+            frames_in_flight_peak: Default::default(),
             supervisor,
             community_supervisor,
         }))
@@ -463,7 +490,9 @@ impl Hub {
         }
     }
 
-    /// Sends to a channel's actor, riding out a restart or an idle stop in between.
+    /// Sends to a channel's actor, riding out a restart or an idle stop in between (an actor
+    /// stopping for idleness drains: what it holds is handled, and a refused message is
+    /// retried here on a fresh actor once it has stopped).
     pub async fn send_to_channel(&self, channel_id: Uuid, message: ChannelMsg) -> Result<(), HubError> {
         let mut message = message;
         for _ in 0..3 {

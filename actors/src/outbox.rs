@@ -1,16 +1,23 @@
 //! A session's outbound side: a bounded queue drained by the socket's writer task.
 //!
 //! Producers (channel actors, the hub) never wait: `push` is a non-blocking `try_send`.
-//! When the queue is full the session is marked for closing with `CLOSE_SLOW_CONSUMER`,
-//! so a slow reader costs bounded memory and never slows anyone else down.
+//! The queue is bounded in frames and in bytes (a few large frames must not pin megabytes
+//! per stalled socket). When it is full the session is marked for closing with
+//! `CLOSE_SLOW_CONSUMER`, so a slow reader costs bounded memory and never slows anyone else
+//! down. Ephemeral frames (typing, read receipts, presence: resume.md's droppable class) go
+//! through `push_ephemeral` and are dropped, not queued, once the queue is over half full, so
+//! a reader falling behind keeps receiving what matters for longer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
 use crate::protocol::Frame;
+
+/// Default byte bound of one socket's queue (`PALAVER_WS_QUEUE_BYTES`).
+pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Close code: the client fell too far behind; reconnect and refetch history.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -41,6 +48,11 @@ pub struct Outbox {
     /// tokens minted before access tokens named their login. Revoking a login closes its sockets.
     pub login: Option<Uuid>,
     queue: mpsc::Sender<Frame>,
+    /// Bytes of the frames queued and not yet taken by the writer.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
+    /// Ephemeral frames not queued because the queue was over half full.
+    dropped: AtomicU64,
     /// Non-zero once the session must close; the value is the close code.
     close_code: AtomicU16,
     /// Wakes the writer task when `close_code` is set.
@@ -49,21 +61,40 @@ pub struct Outbox {
 
 /// The writer task's side of the queue.
 pub struct OutboxReceiver {
-    pub frames: mpsc::Receiver<Frame>,
+    frames: mpsc::Receiver<Frame>,
     pub outbox: Arc<Outbox>,
 }
 
-impl Outbox {
-    pub fn new(session_id: Uuid, user_id: Uuid, capacity: usize) -> (Arc<Self>, OutboxReceiver) {
-        Self::for_login(session_id, user_id, None, capacity)
+impl OutboxReceiver {
+    /// The next queued frame (`None` once every producer is gone).
+    pub async fn recv(&mut self) -> Option<Frame> {
+        let frame = self.frames.recv().await?;
+        self.outbox.taken(&frame);
+        Some(frame)
     }
 
-    /// A socket opened with an access token of `login`.
+    /// A queued frame if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        let frame = self.frames.try_recv().ok()?;
+        self.outbox.taken(&frame);
+        Some(frame)
+    }
+}
+
+impl Outbox {
+    /// A queue of `capacity` frames and the default byte bound.
+    pub fn new(session_id: Uuid, user_id: Uuid, capacity: usize) -> (Arc<Self>, OutboxReceiver) {
+        Self::for_login(session_id, user_id, None, capacity, DEFAULT_QUEUE_BYTES)
+    }
+
+    /// A socket opened with an access token of `login`: a queue of at most `capacity` frames
+    /// and `max_bytes` bytes (one frame is always accepted into an empty queue, whatever its size).
     pub fn for_login(
         session_id: Uuid,
         user_id: Uuid,
         login: Option<Uuid>,
         capacity: usize,
+        max_bytes: usize,
     ) -> (Arc<Self>, OutboxReceiver) {
         let (queue, frames) = mpsc::channel(capacity.max(1));
         let outbox = Arc::new(Self {
@@ -71,23 +102,59 @@ impl Outbox {
             user_id,
             login,
             queue,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: max_bytes.max(1),
+            dropped: AtomicU64::new(0),
             close_code: AtomicU16::new(0),
             close_signal: Notify::new(),
         });
         (outbox.clone(), OutboxReceiver { frames, outbox })
     }
 
-    /// Queues a frame without waiting. A full queue closes the session (slow consumer).
-    /// Returns false if the frame was not queued.
+    /// Queues a frame without waiting. A full queue (frames or bytes) closes the session
+    /// (slow consumer). Returns false if the frame was not queued.
     pub fn push(&self, frame: Frame) -> bool {
+        let len = frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.close(CLOSE_SLOW_CONSUMER);
+            return false;
+        }
         match self.queue.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CLOSE_SLOW_CONSUMER);
+            Err(err) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                if matches!(err, mpsc::error::TrySendError::Full(_)) {
+                    self.close(CLOSE_SLOW_CONSUMER);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues a frame of the droppable class (typing, read receipts, presence) unless the
+    /// queue is over half full in frames or bytes; then it is dropped (and counted), so the
+    /// room left goes to frames that must not be lost.
+    pub fn push_ephemeral(&self, frame: Frame) -> bool {
+        let queued_frames = self.queue.max_capacity() - self.queue.capacity();
+        if queued_frames > self.queue.max_capacity() / 2
+            || self.queued_bytes.load(Ordering::Acquire) > self.max_bytes / 2
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.push(frame)
+    }
+
+    /// Ephemeral frames dropped so far because the queue was over half full.
+    pub fn ephemeral_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The writer took `frame` off the queue.
+    fn taken(&self, frame: &Frame) {
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
     }
 
     /// Asks the writer to send a close frame with `code` and end the session.
@@ -135,10 +202,40 @@ mod tests {
         assert!(outbox.push(Frame::from("b")));
         assert!(!outbox.push(Frame::from("c")));
         assert_eq!(outbox.closed().await, CLOSE_SLOW_CONSUMER);
-        assert_eq!(rx.frames.recv().await.unwrap().as_str(), "a");
+        assert_eq!(rx.recv().await.unwrap().as_str(), "a");
         // A later close does not overwrite the first reason.
         outbox.close(CLOSE_EVICTED);
         assert_eq!(outbox.close_requested(), CLOSE_SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn byte_bound_closes_a_queue_of_few_large_frames() {
+        let (outbox, mut rx) = Outbox::for_login(Uuid::nil(), Uuid::nil(), None, 100, 10);
+        // One frame always fits an empty queue, whatever its size.
+        assert!(outbox.push(Frame::from("0123456789ab")));
+        assert_eq!(rx.recv().await.unwrap().as_str(), "0123456789ab");
+        assert!(outbox.push(Frame::from("012345")));
+        assert!(!outbox.push(Frame::from("012345")));
+        assert_eq!(outbox.close_requested(), CLOSE_SLOW_CONSUMER);
+    }
+
+    #[tokio::test]
+    async fn ephemeral_frames_are_dropped_over_half_full_and_others_still_queue() {
+        let (outbox, mut rx) = Outbox::for_login(Uuid::nil(), Uuid::nil(), None, 4, 1000);
+        assert!(outbox.push_ephemeral(Frame::from("t1")));
+        assert!(outbox.push(Frame::from("m1")));
+        assert!(outbox.push(Frame::from("m2")));
+        assert!(!outbox.push_ephemeral(Frame::from("t2")));
+        assert_eq!(outbox.ephemeral_dropped(), 1);
+        assert!(outbox.push(Frame::from("m3")));
+        assert_eq!(outbox.close_requested(), 0);
+        assert_eq!(rx.recv().await.unwrap().as_str(), "t1");
+        assert_eq!(rx.try_recv().unwrap().as_str(), "m1");
+        // Byte half: two frames of 300 bytes in a 1000-byte queue.
+        let (outbox, _rx) = Outbox::for_login(Uuid::nil(), Uuid::nil(), None, 100, 1000);
+        assert!(outbox.push(Frame::from("x".repeat(300))));
+        assert!(outbox.push(Frame::from("x".repeat(300))));
+        assert!(!outbox.push_ephemeral(Frame::from("t")));
     }
 
     #[tokio::test]

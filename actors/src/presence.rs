@@ -216,7 +216,8 @@ fn flush(shared: &Shared, community_id: Uuid, changes: &HashMap<Uuid, &'static s
         None => ServerFrame::PresenceBulk { statuses }.encode(),
     };
     for member in members.iter().filter(|m| Some(**m) != lone_subject) {
-        shared.sessions.send_to_user(*member, &frame, None);
+        // Presence is of the droppable class: a socket far behind skips it.
+        shared.sessions.send_to_user_ephemeral(*member, &frame, None);
     }
     size
 }

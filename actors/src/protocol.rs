@@ -61,6 +61,13 @@ pub enum ClientFrame {
     Ping { timestamp: i64 },
 }
 
+impl ClientFrame {
+    /// WebRTC signalling relayed to a peer (rate-limited by their own bucket).
+    pub fn is_signalling(&self) -> bool {
+        matches!(self, Self::RtcOffer { .. } | Self::RtcAnswer { .. } | Self::RtcIceCandidate { .. })
+    }
+}
+
 /// Timestamps as chrono's RFC 3339 with microseconds when non-zero (`…+00:00`).
 pub fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, false)

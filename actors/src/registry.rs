@@ -81,11 +81,33 @@ impl SessionRegistry {
 
     /// Delivers to every session of `user_id` (optionally except one session).
     pub fn send_to_user(&self, user_id: Uuid, frame: &Frame, except_session: Option<Uuid>) {
+        self.deliver(user_id, frame, except_session, Outbox::push);
+    }
+
+    /// Like `send_to_user`, for frames of the droppable class (typing, receipts, presence):
+    /// a session whose queue is over half full does not get them.
+    pub fn send_to_user_ephemeral(&self, user_id: Uuid, frame: &Frame, except_session: Option<Uuid>) {
+        self.deliver(user_id, frame, except_session, Outbox::push_ephemeral);
+    }
+
+    fn deliver(
+        &self,
+        user_id: Uuid,
+        frame: &Frame,
+        except_session: Option<Uuid>,
+        push: fn(&Outbox, Frame) -> bool,
+    ) {
         if let Some(sessions) = self.by_user.get(&user_id) {
             for session in sessions.iter().filter(|s| Some(s.session_id) != except_session) {
-                session.push(frame.clone());
+                push(session, frame.clone());
             }
         }
+    }
+
+    /// Ephemeral frames dropped so far from the queues of a user's open sessions (metrics,
+    /// tests).
+    pub fn ephemeral_dropped(&self, user_id: Uuid) -> u64 {
+        self.by_user.get(&user_id).map_or(0, |s| s.iter().map(|o| o.ephemeral_dropped()).sum())
     }
 
     /// Delivers to every connected session on this node.
@@ -143,7 +165,7 @@ mod tests {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut keep = Vec::new();
         let mut open = |login| {
-            let (outbox, rx) = Outbox::for_login(Uuid::new_v4(), user, login, 8);
+            let (outbox, rx) = Outbox::for_login(Uuid::new_v4(), user, login, 8, 1 << 20);
             registry.register(outbox.clone(), 8);
             keep.push(rx);
             outbox

@@ -9,11 +9,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::channel::{ChannelMsg, Origin, Outgoing, VoiceAction};
@@ -29,16 +32,47 @@ const MAX_SUBSCRIBE_PER_FRAME: usize = 200;
 const MAX_SUBSCRIPTIONS: usize = 500;
 /// One voice join or leave per user per this interval.
 const VOICE_COOLDOWN: Duration = Duration::from_secs(2);
-/// Longest we wait for a channel actor's answer.
-const CALL_TIMEOUT_MS: u64 = 5_000;
+/// Longest one `subscribe` frame waits for its channels' answers, all of them together.
+const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
+/// Channels of one `subscribe` frame asked at once (each may load its actor's state).
+const SUBSCRIBE_CONCURRENCY: usize = 16;
+/// Frames a socket's reader may have handed to its session actor and not yet handled.
+pub const MAX_FRAMES_IN_FLIGHT: usize = 32;
 
 pub enum SessionMsg {
     /// From the reader task: one text frame (already known to be within the size limit).
-    Text(String),
+    /// The permit is released once the frame has been handled.
+    Text(String, FramePermit),
     /// From the reader task: a text frame over the size limit (dropped).
-    TooLarge,
+    TooLarge(FramePermit),
     /// From the gateway: the socket is gone; clean up and stop.
     Closed,
+}
+
+/// One frame's place among the `MAX_FRAMES_IN_FLIGHT` of its socket.
+pub type FramePermit = OwnedSemaphorePermit;
+
+/// The bounded hand-off from a socket's reader to its session actor: the reader takes a
+/// permit per frame and waits when the session is behind, so a flood backs up into the
+/// client's TCP connection instead of the actor's (unbounded) mailbox.
+pub struct FrameGate {
+    permits: Arc<Semaphore>,
+    hub: Arc<Hub>,
+}
+
+impl FrameGate {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { permits: Arc::new(Semaphore::new(MAX_FRAMES_IN_FLIGHT)), hub }
+    }
+
+    /// Waits until the session has room for one more frame.
+    pub async fn admit(&self) -> FramePermit {
+        let permit =
+            self.permits.clone().acquire_owned().await.expect("the gate's semaphore is never closed");
+        let in_flight = MAX_FRAMES_IN_FLIGHT - self.permits.available_permits();
+        self.hub.frames_in_flight_peak.fetch_max(in_flight, Ordering::Relaxed);
+        permit
+    }
 }
 
 pub struct SessionArgs {
@@ -52,6 +86,8 @@ pub struct SessionState {
     hub: Arc<Hub>,
     origin: Origin,
     bucket: TokenBucket,
+    /// WebRTC signalling relays have their own bucket (see `HubConfig::signal_rate_burst`).
+    signal_bucket: TokenBucket,
     subscriptions: HashSet<Uuid>,
 }
 
@@ -67,8 +103,9 @@ impl Actor for SessionActor {
     ) -> Result<SessionState, ActorProcessingErr> {
         let config = &args.hub.config;
         let bucket = TokenBucket::new(config.ws_rate_burst, config.ws_rate_per_second);
+        let signal_bucket = TokenBucket::new(config.signal_rate_burst, config.signal_rate_per_second);
         let origin = Origin { user_id: args.outbox.user_id, outbox: args.outbox };
-        Ok(SessionState { hub: args.hub, origin, bucket, subscriptions: HashSet::new() })
+        Ok(SessionState { hub: args.hub, origin, bucket, signal_bucket, subscriptions: HashSet::new() })
     }
 
     async fn handle(
@@ -78,17 +115,25 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SessionMsg::Text(text) => {
-                if !state.bucket.take() {
+            SessionMsg::Text(text, _permit) => {
+                let frame = decode(&text);
+                drop(text);
+                // Signalling relays draw on their own bucket: a call's setup burst gets through
+                // after other traffic, and a signalling flood is still limited.
+                let bucket = match &frame {
+                    Ok(frame) if frame.is_signalling() => &mut state.signal_bucket,
+                    _ => &mut state.bucket,
+                };
+                if !bucket.take() {
                     state.origin.error_frame("rate_limited", "too many frames, slow down");
                     return Ok(());
                 }
-                match decode(&text) {
+                match frame {
                     Ok(frame) => state.dispatch(frame).await,
                     Err(err) => state.origin.error_frame("invalid_message", err),
                 }
             }
-            SessionMsg::TooLarge => {
+            SessionMsg::TooLarge(_permit) => {
                 let _ = state.bucket.take();
                 state.origin.error_frame("validation_error", "frame too large (max 1 MiB)");
             }
@@ -349,18 +394,24 @@ impl SessionState {
         if self.subscriptions.len() + added > MAX_SUBSCRIPTIONS {
             return self.origin.error_frame("validation_error", "at most 500 subscriptions per connection");
         }
-        for channel_id in fresh {
-            let slot = match self.hub.channel(channel_id).await {
-                Ok(slot) => slot,
-                Err(HubError::NotFound) => continue,
-                Err(err) => return self.hub_error(err),
-            };
-            let origin = self.origin.clone();
-            let answer = ractor::call_t!(
-                slot.actor(),
-                |reply| ChannelMsg::Subscribe { origin, reply: Some(reply) },
-                CALL_TIMEOUT_MS
-            );
+        // The channels are asked concurrently under one deadline, so a slow channel (its
+        // actor loading, a slow database) holds this session for SUBSCRIBE_DEADLINE at most,
+        // not that long per channel.
+        let limit = Arc::new(Semaphore::new(SUBSCRIBE_CONCURRENCY));
+        let mut asks = JoinSet::new();
+        for channel_id in fresh.iter().copied() {
+            let (hub, origin, limit) = (self.hub.clone(), self.origin.clone(), limit.clone());
+            asks.spawn(async move {
+                let _turn = limit.acquire_owned().await;
+                (channel_id, subscribe_one(&hub, channel_id, origin).await)
+            });
+        }
+        let deadline = tokio::time::Instant::now() + SUBSCRIBE_DEADLINE;
+        let mut unanswered: HashSet<Uuid> = fresh.into_iter().collect();
+        let mut failure = None;
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, asks.join_next()).await {
+            let Ok((channel_id, answer)) = joined else { continue };
+            unanswered.remove(&channel_id);
             match answer {
                 Ok(true) => {
                     self.subscriptions.insert(channel_id);
@@ -369,12 +420,26 @@ impl SessionState {
                 Ok(false) => {
                     self.subscriptions.remove(&channel_id);
                 }
-                Err(_) => {}
+                Err(HubError::NotFound) => {}
+                Err(err) => failure = Some(err),
             }
+        }
+        asks.abort_all();
+        if !unanswered.is_empty() {
+            // Their answer may still come: count them as followed so that `unsubscribe` and
+            // the socket's close reach them.
+            self.subscriptions.extend(unanswered);
+            failure = Some(HubError::Unavailable);
+        }
+        if let Some(err) = failure {
+            self.hub_error(err);
         }
     }
 
     async fn unsubscribe(&mut self, channel_ids: Vec<Uuid>) {
+        if channel_ids.len() > MAX_SUBSCRIPTIONS {
+            return self.origin.error_frame("validation_error", "at most 500 channels per unsubscribe");
+        }
         let targets: Vec<Uuid> =
             if channel_ids.is_empty() { self.subscriptions.iter().copied().collect() } else { channel_ids };
         let session_id = self.origin.outbox.session_id;
@@ -401,6 +466,21 @@ impl SessionState {
             self.hub.presence.offline(user_id);
         }
     }
+}
+
+/// Asks one channel to attach the session; `Ok(false)` when the user is not a member. A
+/// channel actor stopping (idle) drops the question unanswered; it is asked again, and the
+/// hub routes it to a fresh actor.
+async fn subscribe_one(hub: &Hub, channel_id: Uuid, origin: Origin) -> Result<bool, HubError> {
+    for _ in 0..3 {
+        let (reply, answer) = ractor::concurrency::oneshot();
+        let message = ChannelMsg::Subscribe { origin: origin.clone(), reply: Some(reply.into()) };
+        hub.send_to_channel(channel_id, message).await?;
+        if let Ok(subscribed) = answer.await {
+            return Ok(subscribed);
+        }
+    }
+    Err(HubError::Unavailable)
 }
 
 /// The per-socket frame bucket.

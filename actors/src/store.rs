@@ -224,45 +224,47 @@ pub async fn remove_reaction(
 }
 
 /// Moves the user's read cursors to the newest message of every channel they belong to.
+/// Moves the user's read cursor to the newest live message of every channel they belong to,
+/// in one statement whatever their channel count (`INSERT … SELECT … ON CONFLICT`; both
+/// databases). Channels without messages get no cursor, as before.
 pub async fn mark_all_read(db: &DatabaseConnection, user_id: Uuid) -> Result<(), DbErr> {
     use palaver_entity::read_cursors;
-    use sea_orm::{ActiveValue::Set, QueryOrder};
-    let channels: Vec<Uuid> = channel_members::Entity::find()
-        .select_only()
-        .column(channel_members::Column::ChannelId)
-        .filter(channel_members::Column::UserId.eq(user_id))
-        .into_tuple()
-        .all(db)
-        .await?;
-    let now = palaver_entity::now();
-    for channel_id in channels {
-        let newest: Option<Uuid> = messages::Entity::find()
-            .select_only()
-            .column(messages::Column::Id)
-            .filter(messages::Column::ChannelId.eq(channel_id))
-            .filter(messages::Column::DeletedAt.is_null())
-            .order_by_desc(messages::Column::Id)
-            .into_tuple()
-            .one(db)
-            .await?;
-        let Some(newest) = newest else { continue };
-        read_cursors::Entity::insert(read_cursors::ActiveModel {
-            channel_id: Set(channel_id),
-            user_id: Set(user_id),
-            last_read_message_id: Set(Some(newest)),
-            last_read_at: Set(now),
-        })
+    use sea_orm::sea_query::{OnConflict, Order, Query};
+    let member_channel = (channel_members::Entity, channel_members::Column::ChannelId);
+    let newest = Query::select()
+        .column((messages::Entity, messages::Column::Id))
+        .from(messages::Entity)
+        .and_where(Expr::col((messages::Entity, messages::Column::ChannelId)).equals(member_channel))
+        .and_where(Expr::col((messages::Entity, messages::Column::DeletedAt)).is_null())
+        .order_by((messages::Entity, messages::Column::Id), Order::Desc)
+        .limit(1)
+        .to_owned();
+    let rows = Query::select()
+        .column(member_channel)
+        .expr(Expr::val(user_id))
+        .expr(Expr::from(newest.clone()))
+        .expr(Expr::val(palaver_entity::now()))
+        .from(channel_members::Entity)
+        .and_where(Expr::col((channel_members::Entity, channel_members::Column::UserId)).eq(user_id))
+        .and_where(Expr::exists(newest))
+        .to_owned();
+    let upsert = Query::insert()
+        .into_table(read_cursors::Entity)
+        .columns([
+            read_cursors::Column::ChannelId,
+            read_cursors::Column::UserId,
+            read_cursors::Column::LastReadMessageId,
+            read_cursors::Column::LastReadAt,
+        ])
+        .select_from(rows)
+        .map_err(|e| DbErr::Custom(e.to_string()))?
         .on_conflict(
-            sea_orm::sea_query::OnConflict::columns([
-                read_cursors::Column::ChannelId,
-                read_cursors::Column::UserId,
-            ])
-            .update_columns([read_cursors::Column::LastReadMessageId, read_cursors::Column::LastReadAt])
-            .to_owned(),
+            OnConflict::columns([read_cursors::Column::ChannelId, read_cursors::Column::UserId])
+                .update_columns([read_cursors::Column::LastReadMessageId, read_cursors::Column::LastReadAt])
+                .to_owned(),
         )
-        .exec_without_returning(db)
-        .await?;
-    }
+        .to_owned();
+    db.execute(&upsert).await?;
     Ok(())
 }
 

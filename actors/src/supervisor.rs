@@ -62,10 +62,13 @@ impl Actor for ChannelSupervisor {
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some((_, channel_id)) = shared.actor_index.remove(&cell.get_id()) {
-                    shared.channels.remove_if(&channel_id, |_, c| {
+                if let Some((_, channel_id)) = shared.actor_index.remove(&cell.get_id())
+                    && let Some((_, removed)) = shared.channels.remove_if(&channel_id, |_, c| {
                         c.get().is_some_and(|slot| slot.actor().get_id() == cell.get_id())
-                    });
+                    })
+                    && let Some(slot) = removed.get()
+                {
+                    slot.gone();
                 }
             }
             _ => {}

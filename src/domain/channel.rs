@@ -26,6 +26,15 @@ pub const URL_MAX: usize = 2048;
 pub const BAN_REASON_MAX: usize = 500;
 /// Channel types a client may create (`dm` channels come from `POST /dms`).
 pub const CREATABLE_TYPES: [&str; 3] = ["text", "voice", "gallery"];
+/// Standalone channels (no group) one user may create in an hour; beyond it `POST /channels`
+/// answers 429 `rate_limited` with `Retry-After`. Every channel costs its members work on
+/// `mark_all_read`, subscribe and unread counts. Channels in groups are bounded by the group
+/// limits instead (`group::MAX_CHANNELS_PER_GROUP`, `group::MAX_GROUPS_PER_COMMUNITY`).
+pub const CREATED_PER_HOUR_MAX: u64 = 30;
+/// Standalone channels created by one user that may exist at once; beyond it: 400
+/// `validation_error`.
+pub const CREATED_TOTAL_MAX: u64 = 500;
+
 /// Roles `PATCH /channels/{id}/members/{uid}/role` may assign (ownership moves by transfer).
 pub const ASSIGNABLE_ROLES: [&str; 3] = ["admin", "moderator", "member"];
 
@@ -399,4 +408,38 @@ mod tests {
         assert_eq!(ban_reason(Some("  ")).unwrap(), None);
         assert!(ban_reason(Some(&"x".repeat(501))).is_err());
     }
+}
+
+/// Refuses a standalone channel creation by `user_id` beyond the per-user limits
+/// (`CREATED_PER_HOUR_MAX`, `CREATED_TOTAL_MAX`). Checked before the insert, outside its
+/// transaction: concurrent creations may pass it together, which bounds the overshoot by the
+/// caller's concurrency.
+pub async fn check_creation_quota(db: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<()> {
+    use sea_orm::{PaginatorTrait, QueryOrder};
+    let mine = || {
+        channels::Entity::find()
+            .filter(channels::Column::CreatedBy.eq(user_id))
+            .filter(channels::Column::GroupId.is_null())
+            .filter(channels::Column::ChannelType.ne("dm"))
+    };
+    let window_start = palaver_entity::now() - chrono::Duration::hours(1);
+    let recent = mine().filter(channels::Column::CreatedAt.gt(window_start));
+    if recent.clone().count(db).await? >= CREATED_PER_HOUR_MAX {
+        let oldest: Option<chrono::DateTime<chrono::Utc>> = recent
+            .select_only()
+            .column(channels::Column::CreatedAt)
+            .order_by_asc(channels::Column::CreatedAt)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let retry_after =
+            oldest.map(|t| (t - window_start).num_seconds().clamp(1, 3600) as u64).unwrap_or(3600);
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    if mine().count(db).await? >= CREATED_TOTAL_MAX {
+        return Err(ApiError::validation(format!(
+            "a user can have created at most {CREATED_TOTAL_MAX} channels outside groups; delete some first"
+        )));
+    }
+    Ok(())
 }

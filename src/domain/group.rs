@@ -25,6 +25,19 @@ use crate::error::{ApiError, ApiResult};
 pub const MAX_GROUPS_PER_COMMUNITY: u64 = 200;
 /// Channels one group may hold.
 pub const MAX_CHANNELS_PER_GROUP: u64 = 100;
+
+/// Refuses a new channel in a group that already holds `MAX_CHANNELS_PER_GROUP` (every path
+/// that creates one: `POST /groups/{id}/channels` and `POST /channels` with a `group_id`).
+pub async fn check_channel_room(db: &impl ConnectionTrait, group_id: Uuid) -> ApiResult<()> {
+    use sea_orm::PaginatorTrait;
+    let existing = channels::Entity::find().filter(channels::Column::GroupId.eq(group_id)).count(db).await?;
+    if existing >= MAX_CHANNELS_PER_GROUP {
+        return Err(ApiError::validation(format!(
+            "a group can have at most {MAX_CHANNELS_PER_GROUP} channels"
+        )));
+    }
+    Ok(())
+}
 /// A public group adds every community member; refused above this many.
 pub const PUBLIC_AUTOJOIN_MAX: usize = 5000;
 /// Longest invite code a lookup accepts (real codes are 12 characters).

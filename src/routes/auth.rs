@@ -12,7 +12,7 @@ use palaver_entity::{
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QuerySelect, SqlErr, TransactionTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, SqlErr,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -293,14 +293,19 @@ async fn create_channel(
 ) -> Reply {
     let caller = caller?;
     let new = NewChannel::parse(body?)?;
-    if let Some(group_id) = new.group_id {
-        let group = groups::Entity::find_by_id(group_id)
-            .one(&state.db)
-            .await?
-            .ok_or_else(|| ApiError::not_found("group"))?;
-        if !in_community(&state.db, group.community_id, caller.user_id).await? {
-            return Err(ApiError::Forbidden);
+    match new.group_id {
+        Some(group_id) => {
+            let group = groups::Entity::find_by_id(group_id)
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| ApiError::not_found("group"))?;
+            if !in_community(&state.db, group.community_id, caller.user_id).await? {
+                return Err(ApiError::Forbidden);
+            }
+            // The same per-group bound as `POST /groups/{id}/channels`.
+            crate::domain::group::check_channel_room(&state.db, group_id).await?;
         }
+        None => crate::domain::channel::check_creation_quota(&state.db, caller.user_id).await?,
     }
     let now = palaver_entity::now();
     let channel = channels::Model {

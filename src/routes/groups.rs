@@ -674,13 +674,7 @@ async fn create_channel(
     let txn = crate::db::begin_write(&state.db).await?;
     // Counted under the group row's lock: concurrent creations cannot pass the limit together.
     crate::db::lock_row::<groups::Entity>(&txn, row.id).await?.ok_or_else(|| ApiError::not_found("group"))?;
-    let existing = channels::Entity::find().filter(channels::Column::GroupId.eq(row.id)).count(&txn).await?;
-    if existing >= group::MAX_CHANNELS_PER_GROUP {
-        return Err(ApiError::validation(format!(
-            "a group can have at most {} channels",
-            group::MAX_CHANNELS_PER_GROUP
-        )));
-    }
+    group::check_channel_room(&txn, row.id).await?;
     channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
     channel_members::Entity::insert_many(members.iter().map(|user_id| channel_members::ActiveModel {
         channel_id: Set(channel.id),

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use palaver_actors::outbox::{CLOSE_UNAUTHORIZED, Outbox, OutboxReceiver, close_reason};
 use palaver_actors::protocol::{ClientFrame, ServerFrame, decode};
-use palaver_actors::session::{MAX_FRAME_BYTES, SessionActor, SessionArgs, SessionMsg};
+use palaver_actors::session::{FrameGate, MAX_FRAME_BYTES, SessionActor, SessionArgs, SessionMsg};
 use ractor::Actor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -72,8 +72,13 @@ fn login_revoked(state: &AppState, caller: &Caller) -> bool {
 async fn serve(state: AppState, socket: Socket, caller: Caller) {
     let hub = state.hub.clone();
     let session_id = Uuid::new_v4();
-    let (outbox, receiver) =
-        Outbox::for_login(session_id, caller.user_id, caller.login, hub.config.outbound_queue);
+    let (outbox, receiver) = Outbox::for_login(
+        session_id,
+        caller.user_id,
+        caller.login,
+        hub.config.outbound_queue,
+        hub.config.outbound_queue_bytes,
+    );
 
     // `authenticated` first, then registration (which may evict the user's oldest session).
     outbox.push(
@@ -109,17 +114,24 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, receiver));
 
-    // Reader: hand text frames to the actor until the socket or the session closes.
+    // Reader: hand text frames to the actor until the socket or the session closes. Each
+    // frame needs a permit first: when the session is behind, the reader stops reading and
+    // the flood waits in the client's TCP connection, not in server memory.
+    let gate = FrameGate::new(hub.clone());
     let closed = outbox.closed();
     tokio::pin!(closed);
     loop {
+        let permit = tokio::select! {
+            permit = gate.admit() => permit,
+            _ = &mut closed => break,
+        };
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
                     let msg = if text.len() > MAX_FRAME_BYTES {
-                        SessionMsg::TooLarge
+                        SessionMsg::TooLarge(permit)
                     } else {
-                        SessionMsg::Text(text.as_str().to_owned())
+                        SessionMsg::Text(text.as_str().to_owned(), permit)
                     };
                     if actor.send_message(msg).is_err() {
                         break;
@@ -158,14 +170,14 @@ where
         let frame = tokio::select! {
             biased;
             code = &mut closed => break code,
-            frame = receiver.frames.recv() => match frame {
+            frame = receiver.recv() => match frame {
                 Some(frame) => frame,
                 None => break outbox.close_requested().max(1000),
             },
         };
         let write = async {
             sink.feed(Message::Text(frame)).await?;
-            while let Ok(more) = receiver.frames.try_recv() {
+            while let Some(more) = receiver.try_recv() {
                 sink.feed(Message::Text(more)).await?;
             }
             sink.flush().await
@@ -191,7 +203,7 @@ where
     let frame = CloseFrame { code: CloseCode::from(code), reason: close_reason(code).into() };
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         if code != palaver_actors::outbox::CLOSE_SLOW_CONSUMER {
-            while let Ok(more) = receiver.frames.try_recv() {
+            while let Some(more) = receiver.try_recv() {
                 let _ = sink.feed(Message::Text(more)).await;
             }
         }

@@ -47,7 +47,7 @@ pub(crate) async fn channel_with(app: &TestApp, members: &[&TestUser]) -> Uuid {
     id
 }
 
-async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
+pub(crate) async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
     subscribed_with(app, &user.token, channel).await
 }
 
