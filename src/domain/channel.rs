@@ -364,6 +364,40 @@ pub fn ban_reason(raw: Option<&str>) -> ApiResult<Option<String>> {
     Ok((!reason.is_empty()).then(|| reason.to_string()))
 }
 
+/// Refuses a standalone channel creation by `user_id` beyond the per-user limits
+/// (`CREATED_PER_HOUR_MAX`, `CREATED_TOTAL_MAX`). Checked before the insert, outside its
+/// transaction: concurrent creations may pass it together, which bounds the overshoot by the
+/// caller's concurrency.
+pub async fn check_creation_quota(db: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<()> {
+    use sea_orm::{PaginatorTrait, QueryOrder};
+    let mine = || {
+        channels::Entity::find()
+            .filter(channels::Column::CreatedBy.eq(user_id))
+            .filter(channels::Column::GroupId.is_null())
+            .filter(channels::Column::ChannelType.ne("dm"))
+    };
+    let window_start = palaver_entity::now() - chrono::Duration::hours(1);
+    let recent = mine().filter(channels::Column::CreatedAt.gt(window_start));
+    if recent.clone().count(db).await? >= CREATED_PER_HOUR_MAX {
+        let oldest: Option<chrono::DateTime<chrono::Utc>> = recent
+            .select_only()
+            .column(channels::Column::CreatedAt)
+            .order_by_asc(channels::Column::CreatedAt)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let retry_after =
+            oldest.map(|t| (t - window_start).num_seconds().clamp(1, 3600) as u64).unwrap_or(3600);
+        return Err(ApiError::RateLimited { retry_after });
+    }
+    if mine().count(db).await? >= CREATED_TOTAL_MAX {
+        return Err(ApiError::validation(format!(
+            "a user can have created at most {CREATED_TOTAL_MAX} channels outside groups; delete some first"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,38 +442,4 @@ mod tests {
         assert_eq!(ban_reason(Some("  ")).unwrap(), None);
         assert!(ban_reason(Some(&"x".repeat(501))).is_err());
     }
-}
-
-/// Refuses a standalone channel creation by `user_id` beyond the per-user limits
-/// (`CREATED_PER_HOUR_MAX`, `CREATED_TOTAL_MAX`). Checked before the insert, outside its
-/// transaction: concurrent creations may pass it together, which bounds the overshoot by the
-/// caller's concurrency.
-pub async fn check_creation_quota(db: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<()> {
-    use sea_orm::{PaginatorTrait, QueryOrder};
-    let mine = || {
-        channels::Entity::find()
-            .filter(channels::Column::CreatedBy.eq(user_id))
-            .filter(channels::Column::GroupId.is_null())
-            .filter(channels::Column::ChannelType.ne("dm"))
-    };
-    let window_start = palaver_entity::now() - chrono::Duration::hours(1);
-    let recent = mine().filter(channels::Column::CreatedAt.gt(window_start));
-    if recent.clone().count(db).await? >= CREATED_PER_HOUR_MAX {
-        let oldest: Option<chrono::DateTime<chrono::Utc>> = recent
-            .select_only()
-            .column(channels::Column::CreatedAt)
-            .order_by_asc(channels::Column::CreatedAt)
-            .into_tuple()
-            .one(db)
-            .await?;
-        let retry_after =
-            oldest.map(|t| (t - window_start).num_seconds().clamp(1, 3600) as u64).unwrap_or(3600);
-        return Err(ApiError::RateLimited { retry_after });
-    }
-    if mine().count(db).await? >= CREATED_TOTAL_MAX {
-        return Err(ApiError::validation(format!(
-            "a user can have created at most {CREATED_TOTAL_MAX} channels outside groups; delete some first"
-        )));
-    }
-    Ok(())
 }
