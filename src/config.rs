@@ -160,7 +160,7 @@ pub struct Cli {
     /// Password hashes (argon2, 19 MiB each) computed at once. Default: the number of cores.
     #[arg(long, env = "PALAVER_HASH_WORKERS")]
     pub hash_workers: Option<usize>,
-    /// Password hashes that may wait for a worker; beyond them requests get 503. Default: 2 × workers.
+    /// Password hashes that may wait for a worker; beyond them requests get 503. Default: 16 × workers.
     #[arg(long, env = "PALAVER_HASH_QUEUE")]
     pub hash_queue: Option<usize>,
     /// Per-WebSocket frame bucket, `BURST/PER_SECOND`.
@@ -261,6 +261,11 @@ struct FileConfig {
     github_api_url: Option<String>,
 }
 
+/// Hash requests that may wait per hashing worker. A waiting request holds no argon2 memory
+/// (only its password), so the queue bounds latency, not RSS: 16 per worker at ~50 ms a hash
+/// is under a second of wait, and a burst of logins from one office is not refused.
+pub const HASH_QUEUE_PER_WORKER: usize = 16;
+
 /// Smallest accepted `ws_queue_bytes`.
 pub const MIN_WS_QUEUE_BYTES: usize = 512 * 1024;
 
@@ -352,7 +357,7 @@ impl Config {
             http_rate_limit: RateLimit::new(50, 20),
             auth_rate_limit: RateLimit::new(10, 5),
             hash_workers: crate::auth::hashing::HashPool::default_workers(),
-            hash_queue: 2 * crate::auth::hashing::HashPool::default_workers(),
+            hash_queue: HASH_QUEUE_PER_WORKER * crate::auth::hashing::HashPool::default_workers(),
             // The wire's bucket (websocket.md): a voice call's signalling burst needs 30.
             ws_rate_limit: RateLimit::new(30, 10),
             login_max_failures: 10,
@@ -424,7 +429,7 @@ impl Config {
         }
         if let Some(v) = cli.hash_workers.or(file.hash_workers) {
             config.hash_workers = v.max(1);
-            config.hash_queue = 2 * config.hash_workers;
+            config.hash_queue = HASH_QUEUE_PER_WORKER * config.hash_workers;
         }
         if let Some(v) = cli.hash_queue.or(file.hash_queue) {
             config.hash_queue = v;
@@ -592,7 +597,7 @@ mod tests {
         let config = Config::from_cli(Cli::default()).unwrap();
         assert_eq!(config.client_ip_header, None, "no client-IP header is believed by default");
         assert!(config.hash_workers >= 1);
-        assert_eq!(config.hash_queue, 2 * config.hash_workers);
+        assert_eq!(config.hash_queue, HASH_QUEUE_PER_WORKER * config.hash_workers);
         let cli = Cli {
             client_ip_header: Some(" CF-Connecting-IP ".into()),
             hash_workers: Some(3),
@@ -600,7 +605,7 @@ mod tests {
         };
         let config = Config::from_cli(cli).unwrap();
         assert_eq!(config.client_ip_header.as_deref(), Some("cf-connecting-ip"));
-        assert_eq!((config.hash_workers, config.hash_queue), (3, 6));
+        assert_eq!((config.hash_workers, config.hash_queue), (3, 48));
         let cli = Cli { hash_workers: Some(1), hash_queue: Some(0), ..Cli::default() };
         let config = Config::from_cli(cli).unwrap();
         assert_eq!((config.hash_workers, config.hash_queue), (1, 0));

@@ -151,6 +151,9 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config.bind = "127.0.0.1:0".parse().unwrap();
     config.http_rate_limits = false;
     config.ws_rate_limit = palaver::config::RateLimit::new(1000, 1000);
+    // Tests register crowds at once (like the rate limits above, the hashing pool's refusal
+    // is tested on its own, in hardening_edge, with the sizes it needs).
+    config.hash_queue = 256;
     config
 }
 
