@@ -15,6 +15,7 @@ mod community_moderation;
 mod dms;
 mod durability;
 mod files;
+mod fuzz_bodies;
 mod groups;
 mod hardening_content;
 mod hardening_edge;
