@@ -112,7 +112,8 @@ async fn race(backend: Backend, action: &str, event: &str) {
         }
 
         // History: every acked message is stored.
-        let page = app.get(&format!("/channels/{channel}/messages?limit=100"), &alice.token).await.expect(200);
+        let page =
+            app.get(&format!("/channels/{channel}/messages?limit=100"), &alice.token).await.expect(200);
         let stored: HashSet<String> = page
             .as_array()
             .map(|list| list.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect())
