@@ -26,6 +26,12 @@ use crate::protocol::{Frame, ServerFrame};
 use crate::roles::{InstanceRole, Level, manages_webhooks};
 use crate::store;
 
+// The REST command path (`ChannelMsg::Command`) lives beside the actor, as a child module so
+// it reaches the actor's state; see its module doc.
+#[path = "channel_command.rs"]
+mod command;
+pub use command::{ChannelCommand, ChannelWrite, CommandAnswer, Effect};
+
 /// Most messages one insert statement carries.
 const MAX_BATCH: usize = 256;
 /// Typing broadcasts per (user, channel) at most this often.
@@ -160,9 +166,13 @@ pub enum ChannelMsg {
     /// From REST: whether `poster` may put content here now (the send rules, slow mode
     /// excepted), before a write that does not go through the actor (a poll, a file).
     MayPost { poster: Poster, reply: RpcReplyPort<Result<(), PostError>> },
-    /// Internal: a group commit finished; `Ok` lists the batch entries whose scheduled-message
-    /// claim was lost (already delivered) and that were therefore not stored.
-    Committed { batch: Vec<Pending>, result: Result<Vec<usize>, CommitError> },
+    /// Internal: the in-flight group commit finished; its outcome waits in `in_flight` (a
+    /// command may already have taken it, then this wake-up finds nothing to settle).
+    Committed,
+    /// From REST (`Hub::channel_command`): a write to this channel's state, run in the
+    /// channel's order after every earlier send is committed; answers once its effects are
+    /// applied (see `channel_command.rs`).
+    Command { command: ChannelCommand, reply: RpcReplyPort<CommandAnswer> },
     /// From a session: edit own message.
     Edit { origin: Origin, message_id: Uuid, ciphertext: Bytes, nonce: Bytes },
     /// From a session: delete a message (own, or anyone's as moderator+).
@@ -290,6 +300,9 @@ pub struct Pending {
     row: messages::Model,
 }
 
+/// A finished group commit: its batch and what the database said.
+type CommitOutcome = (Vec<Pending>, Result<Vec<usize>, CommitError>);
+
 #[derive(Debug)]
 pub enum CommitError {
     Unavailable,
@@ -322,6 +335,9 @@ pub struct ChannelState {
     pending: Vec<Pending>,
     /// True while a commit is in flight.
     committing: bool,
+    /// The in-flight commit's outcome (its batch and result): settled on `Committed`, or
+    /// awaited at once by a command that must be ordered after it.
+    in_flight: Option<tokio::sync::oneshot::Receiver<CommitOutcome>>,
     /// True once the actor stops for idleness: its mailbox takes nothing new (senders are
     /// routed to a fresh actor) and what it already holds is still handled, so no send
     /// queued before the stop goes unanswered.
@@ -361,6 +377,7 @@ impl Actor for ChannelActor {
             last_reaction: HashMap::new(),
             pending: Vec::new(),
             committing: false,
+            in_flight: None,
             draining: false,
             last_id: Uuid::nil(),
             voice: Vec::new(),
@@ -399,7 +416,8 @@ impl Actor for ChannelActor {
             ChannelMsg::MayPost { poster, reply } => {
                 let _ = reply.send(state.poster_rules(poster).await);
             }
-            ChannelMsg::Committed { batch, result } => state.committed(&myself, batch, result).await,
+            ChannelMsg::Committed => state.committed(&myself).await,
+            ChannelMsg::Command { command, reply } => state.run_command(&myself, command, reply).await?,
             ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => {
                 state.edit(origin, message_id, ciphertext, nonce).await
             }
@@ -456,14 +474,7 @@ impl Actor for ChannelActor {
                 }
             }
             ChannelMsg::Deleted { reply } => {
-                state.subscribers.clear();
-                for user_id in std::mem::take(&mut state.voice) {
-                    state.shared.voice.remove_if(&user_id, |_, channel| *channel == state.id());
-                }
-                state.typing.clear();
-                for pending in state.pending.drain(..) {
-                    pending.author.refuse("not_found", "this channel was deleted; message not sent");
-                }
+                state.forget_deleted();
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
@@ -829,22 +840,34 @@ impl ChannelState {
         self.committing = true;
         let db = self.shared.db.clone();
         let myself = myself.clone();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.in_flight = Some(outcome);
         tokio::spawn(async move {
             let result = commit_batch(&db, &batch).await;
             // If the actor died meanwhile, its restart reloads state; these senders get no
             // ack (their socket sees nothing) and will resend: nothing acked is lost.
-            let _ = myself.send_message(ChannelMsg::Committed { batch, result });
+            let _ = done.send((batch, result));
+            let _ = myself.send_message(ChannelMsg::Committed);
         });
     }
 
-    async fn committed(
-        &mut self,
-        myself: &ActorRef<ChannelMsg>,
-        batch: Vec<Pending>,
-        result: Result<Vec<usize>, CommitError>,
-    ) {
-        self.committing = false;
-        self.settle(batch, result).await;
+    async fn committed(&mut self, myself: &ActorRef<ChannelMsg>) {
+        let Some(mut outcome) = self.in_flight.take() else { return };
+        match outcome.try_recv() {
+            Ok((batch, result)) => {
+                self.committing = false;
+                self.settle(batch, result).await;
+            }
+            // The wake-up of a commit a command already settled; the one in flight now has
+            // not finished.
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                self.in_flight = Some(outcome);
+                return;
+            }
+            // The commit task died without an outcome: its senders get nothing (as if the
+            // actor had restarted), later sends must not wait for it.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.committing = false,
+        }
         self.start_commit(myself);
     }
 
