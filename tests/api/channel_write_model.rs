@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::common::{Backend, TestUser, WsClient, spawn_app_with};
-use crate::realtime::{channel_with, send_frame};
+use crate::common::fixtures::{channel_in_db, send_frame};
 
 /// Rounds of the race: enough for the ban to land at different points of the stream.
 const ROUNDS: usize = 20;
@@ -54,7 +54,7 @@ async fn race(backend: Backend, action: &str, event: &str) {
     let mut carol_ws = app.ws(&carol.token).await;
 
     for round in 0..ROUNDS {
-        let channel = channel_with(&app, &[&alice, &bob, &carol]).await;
+        let channel = channel_in_db(&app, &[&alice, &bob, &carol]).await;
         subscribe(&mut bob_ws, channel).await;
         subscribe(&mut carol_ws, channel).await;
 
