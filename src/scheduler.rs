@@ -126,7 +126,7 @@ async fn deliver(state: &AppState, message: &scheduled_messages::Model) -> Resul
         }
         Err(PostError::AlreadyDelivered) => Ok(()),
         Err(PostError::Refused(code, text)) => {
-            tracing::info!(scheduled = %message.id, code, reason = %text, "scheduled message dropped");
+            tracing::info!(scheduled = %message.id, code = code.as_str(), reason = %text, "scheduled message dropped");
             drop_message(state, message).await
         }
         Err(err) => Err(err),

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::common::{Backend, TestUser, WsClient, spawn_app_with};
 use crate::common::fixtures::{channel_in_db, send_frame};
+use crate::common::{Backend, TestUser, WsClient, spawn_app_with};
 
 /// Rounds of the race: enough for the ban to land at different points of the stream.
 const ROUNDS: usize = 20;

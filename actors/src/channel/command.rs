@@ -32,12 +32,12 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
-use uuid::Uuid;
 
-use super::{ChannelMsg, ChannelState, MAX_BATCH, MemberChange, Pending, PostError, Poster, commit_batch};
-use crate::hub::Hub;
+use super::commit::{MAX_BATCH, commit_batch};
+use super::{ChannelMsg, ChannelState, MemberChange, Pending, PostError, Poster};
+use crate::error_code::ErrorCode;
 use crate::protocol::ServerFrame;
-use crate::{HubError, store};
+use crate::store;
 
 /// How long a route waits for a channel actor to run its command (the wait includes the
 /// flush of earlier sends and the write itself).
@@ -158,74 +158,7 @@ impl ChannelState {
         }
         self.typing.clear();
         for pending in self.pending.drain(..) {
-            pending.author.refuse("not_found", "this channel was deleted; message not sent");
+            pending.author.refuse(ErrorCode::NotFound, "this channel was deleted; message not sent");
         }
-    }
-}
-
-impl Hub {
-    /// Runs a command on a channel's actor (started if none runs) and waits for its answer.
-    pub async fn channel_command(&self, channel_id: Uuid, command: ChannelCommand) -> CommandAnswer {
-        let (reply, answer) = ractor::concurrency::oneshot();
-        self.send_to_channel(channel_id, ChannelMsg::Command { command, reply: reply.into() })
-            .await
-            .map_err(unreachable_channel)?;
-        match tokio::time::timeout(CHANNEL_COMMAND_TIMEOUT, answer).await {
-            Ok(Ok(answer)) => answer,
-            // The actor stopped before answering, or is too slow: the outcome is unknown.
-            Ok(Err(_)) | Err(_) => Err(PostError::Unavailable),
-        }
-    }
-
-    /// Runs `write` as a command on a channel's actor (see the module doc) and answers its own
-    /// result once the actor has applied the effects it returned. `Err` when the actor refused
-    /// the poster or could not be reached (the write did not run, or its outcome is unknown).
-    pub async fn channel_write<T, E, W>(
-        &self,
-        channel_id: Uuid,
-        poster: Option<Poster>,
-        write: W,
-    ) -> Result<Result<T, E>, PostError>
-    where
-        T: Send + 'static,
-        E: Send + 'static,
-        W: Future<Output = Result<(T, Vec<Effect>), E>> + Send + 'static,
-    {
-        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
-        let write: ChannelWrite = Box::pin(async move {
-            match write.await {
-                Ok((value, effects)) => {
-                    let _ = result_tx.send(Ok(value));
-                    effects
-                }
-                Err(err) => {
-                    let _ = result_tx.send(Err(err));
-                    Vec::new()
-                }
-            }
-        });
-        self.channel_command(channel_id, ChannelCommand { poster, write }).await?;
-        result_rx.await.map_err(|_| PostError::Unavailable)
-    }
-
-    /// Applies the effects of a change committed outside the channel's order (a transaction
-    /// spanning channels: group joins and deletions, bulk purges, account deletion) through
-    /// the channel's actor, if one serves it or is starting. A channel with neither needs
-    /// nothing: an actor started after the commit loads the new state.
-    pub async fn channel_effects(&self, channel_id: Uuid, effects: Vec<Effect>) -> CommandAnswer {
-        if effects.is_empty() || !self.shared.channels.contains_key(&channel_id) {
-            return Ok(());
-        }
-        let write: ChannelWrite = Box::pin(async move { effects });
-        self.channel_command(channel_id, ChannelCommand { poster: None, write }).await
-    }
-}
-
-/// A failure to reach a channel's actor, as a command's outcome.
-fn unreachable_channel(err: HubError) -> PostError {
-    match err {
-        HubError::NotFound => PostError::Refused("not_found", "channel not found".into()),
-        HubError::Unavailable | HubError::Stopped => PostError::Unavailable,
-        HubError::Internal(detail) => PostError::Internal(detail),
     }
 }
