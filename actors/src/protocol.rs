@@ -1,4 +1,4 @@
-//! The WebSocket wire protocol: one enum per direction (see `shared/wire/websocket.md`).
+//! The WebSocket wire protocol: one enum per direction (see `docs/wire/websocket.md`).
 //!
 //! Every frame is a JSON object with a snake_case `type` and its fields at the top level.
 //! Byte arrays travel as arrays of integers; timestamps as RFC 3339 strings.
