@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use palaver_actors::error_code::ErrorCode;
 use sea_orm::DbErr;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -47,7 +48,7 @@ pub enum ApiError {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
-    code: &'a str,
+    code: ErrorCode,
     message: &'a str,
 }
 
@@ -83,19 +84,19 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Validation(_) => "validation_error",
-            Self::Unauthorized | Self::BadCredentials(_) => "unauthorized",
-            Self::Forbidden | Self::ForbiddenBecause(_) => "forbidden",
-            Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::Conflict(_) => "conflict",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable(_) | Self::ServiceUnavailable(_) | Self::Busy { .. } => "unavailable",
-            Self::Internal(_) => "internal_error",
+            Self::Validation(_) => ErrorCode::ValidationError,
+            Self::Unauthorized | Self::BadCredentials(_) => ErrorCode::Unauthorized,
+            Self::Forbidden | Self::ForbiddenBecause(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable(_) | Self::ServiceUnavailable(_) | Self::Busy { .. } => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::InternalError,
         }
     }
 

@@ -9,7 +9,6 @@
 //! delivered when it starts, because the first sweep runs at once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palaver_actors::channel::{PostError, Poster, ServerPost};
@@ -17,7 +16,7 @@ use palaver_actors::roles::InstanceRole;
 use palaver_entity::{scheduled_messages, users};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
@@ -31,17 +30,6 @@ const BATCH: u64 = 100;
 const POST_WAIT: Duration = Duration::from_secs(10);
 /// A message whose delivery failed (database trouble) is retried after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
-
-/// Wakes the delivery task early (a message was scheduled or cancelled).
-#[derive(Default)]
-pub struct SchedulerWake(Notify);
-
-impl SchedulerWake {
-    pub fn wake(&self) {
-        // `notify_one` keeps a permit when the task is busy, so no wake-up is lost.
-        self.0.notify_one();
-    }
-}
 
 /// Starts the delivery task; it ends when `shutdown` fires.
 pub fn start(state: AppState, mut shutdown: broadcast::Receiver<()>) -> JoinHandle<()> {
@@ -64,7 +52,7 @@ pub fn start(state: AppState, mut shutdown: broadcast::Receiver<()>) -> JoinHand
             }
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                _ = wake.0.notified() => {}
+                _ = wake.notified() => {}
                 _ = shutdown.recv() => return,
             }
         }
@@ -138,7 +126,7 @@ async fn deliver(state: &AppState, message: &scheduled_messages::Model) -> Resul
         }
         Err(PostError::AlreadyDelivered) => Ok(()),
         Err(PostError::Refused(code, text)) => {
-            tracing::info!(scheduled = %message.id, code, reason = %text, "scheduled message dropped");
+            tracing::info!(scheduled = %message.id, code = code.as_str(), reason = %text, "scheduled message dropped");
             drop_message(state, message).await
         }
         Err(err) => Err(err),
@@ -175,9 +163,6 @@ async fn next_due(state: &AppState) -> Result<Option<Duration>, DbErr> {
 pub fn decode_blob(text: &str) -> Vec<u8> {
     serde_json::from_str::<Vec<u8>>(text).unwrap_or_else(|_| text.as_bytes().to_vec())
 }
-
-/// Shared handle type kept in `AppState`.
-pub type Wake = Arc<SchedulerWake>;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Instance settings that admins change at run time (`/admin/settings`), cached in memory.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use palaver_entity::instance_settings;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, sea_query::OnConflict};
@@ -24,12 +24,19 @@ impl Settings {
         Ok(Self { stored: RwLock::new(rows.into_iter().map(|r| (r.key, r.value)).collect()) })
     }
 
+    /// The map, even if a writer panicked while holding the lock: a panic mid-`extend` leaves
+    /// a map that is still valid (some pairs applied), and the database holds the truth. This
+    /// is the actors' rule too; a poisoned lock must not turn every request into a 500.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, String>> {
+        self.stored.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub fn stored(&self) -> BTreeMap<String, String> {
-        self.stored.read().expect("settings lock").clone()
+        self.read().clone()
     }
 
     fn get_i64(&self, key: &str, default: i64) -> i64 {
-        self.stored.read().expect("settings lock").get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.read().get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
     pub fn max_messages_cache(&self) -> i64 {
@@ -41,7 +48,7 @@ impl Settings {
     }
 
     pub fn e2e_enabled(&self) -> bool {
-        self.stored.read().expect("settings lock").get(E2E_ENABLED).map(|v| v != "false").unwrap_or(true)
+        self.read().get(E2E_ENABLED).map(|v| v != "false").unwrap_or(true)
     }
 
     /// Validates every pair first, then stores them all (nothing is saved on a bad value).
@@ -74,7 +81,7 @@ impl Settings {
                 .await?;
         }
         txn.commit().await?;
-        self.stored.write().expect("settings lock").extend(changes);
+        self.stored.write().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(changes);
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota};
 use sea_orm::DatabaseConnection;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 
 use crate::auth::hashing::HashPool;
@@ -40,7 +40,7 @@ pub struct AppState {
     /// When this process started (for `/health`).
     pub started: Instant,
     /// Wakes the scheduled-message delivery task (src/scheduler.rs).
-    pub scheduler: crate::scheduler::Wake,
+    pub scheduler: Arc<SchedulerWake>,
     /// One bucket per webhook token (keyed by the token's hash).
     pub webhook_limits: Arc<DefaultKeyedRateLimiter<String>>,
     /// Giphy proxy: HTTP client and the 5-minute result cache.
@@ -124,4 +124,21 @@ pub fn quota(limit: RateLimit) -> Quota {
     let per_second = std::num::NonZeroU32::new(limit.per_second.max(1)).expect("max(1) is non-zero");
     let burst = std::num::NonZeroU32::new(limit.burst.max(1)).expect("max(1) is non-zero");
     Quota::per_second(per_second).allow_burst(burst)
+}
+
+/// Wakes the scheduled-message delivery task (src/scheduler.rs) early: a message was
+/// scheduled or cancelled. It lives here, not in the scheduler, so state does not depend on it.
+#[derive(Default)]
+pub struct SchedulerWake(Notify);
+
+impl SchedulerWake {
+    pub fn wake(&self) {
+        // `notify_one` keeps a permit when the task is busy, so no wake-up is lost.
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next `wake` (or at once if one happened since the last wait).
+    pub async fn notified(&self) {
+        self.0.notified().await
+    }
 }

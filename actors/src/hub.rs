@@ -1,233 +1,45 @@
 //! The `Hub`: finds live actors and sessions; the entry point for routes and sockets.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use palaver_entity::users;
-use ractor::{Actor, ActorCell, ActorRef};
+use ractor::{Actor, ActorRef};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
-use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
-use crate::channel::{ChannelActor, ChannelArgs, ChannelMsg, PostError, Poster, ServerPost, Subscribers};
-use crate::community::{
-    Answer, Command, CommunityActor, CommunityArgs, CommunityMsg, Refusal, load_community,
+use crate::channel::{
+    CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelSlot, ChannelWrite, CommandAnswer, Effect,
+    LiveChannels, PostError, Poster, ServerPost, Subscribers,
 };
+use crate::community::{Answer, Command, CommunityMsg, CommunitySlot, LiveCommunities, Refusal};
+pub use crate::config::{HubConfig, SIGNAL_RATE_BURST, SIGNAL_RATE_PER_SECOND};
+use crate::error_code::ErrorCode;
 use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
 use crate::presence::Presence;
 use crate::protocol::ServerFrame;
 use crate::registry::{Logins, SessionRegistry};
 use crate::roles::InstanceRole;
 use crate::roster::Roster;
-use crate::supervisor::{ChannelSupervisor, CommunitySupervisor};
+pub use crate::shared::Shared;
+use crate::supervisor::{ChannelSupervisor, CommunitySupervisor, Registries, spawn_channel, spawn_community};
 use crate::users::{BarredUsers, InstanceRoles, RevokedLogins};
 use crate::{HubError, store};
-
-/// Tunables of the live side (the server fills them from its configuration).
-#[derive(Clone, Debug)]
-pub struct HubConfig {
-    /// Per-socket frame bucket: burst.
-    pub ws_rate_burst: u32,
-    /// Per-socket frame bucket: refill per second.
-    pub ws_rate_per_second: u32,
-    /// Frames queued per socket before a slow reader is disconnected.
-    pub outbound_queue: usize,
-    /// Bytes queued per socket before a slow reader is disconnected.
-    pub outbound_queue_bytes: usize,
-    /// Signalling relay frames (`rtc_*`) per socket: their own bucket, so a call's setup
-    /// burst is not starved by other traffic and cannot starve it.
-    pub signal_rate_burst: u32,
-    pub signal_rate_per_second: u32,
-    /// A channel actor with no subscribers stops after this long without activity.
-    pub channel_idle_stop: Duration,
-    /// Sockets per user; one more evicts the oldest.
-    pub max_sessions_per_user: usize,
-    /// Channel actors keep the newest history pages in memory (off: every read queries).
-    pub history_cache: bool,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        Self {
-            ws_rate_burst: 30,
-            ws_rate_per_second: 10,
-            outbound_queue: 1024,
-            outbound_queue_bytes: crate::outbox::DEFAULT_QUEUE_BYTES,
-            signal_rate_burst: SIGNAL_RATE_BURST,
-            signal_rate_per_second: SIGNAL_RATE_PER_SECOND,
-            channel_idle_stop: crate::channel::IDLE_STOP,
-            max_sessions_per_user: 8,
-            history_cache: true,
-        }
-    }
-}
-
-/// The signalling bucket: a call setup is an offer (or answer) and ~15 ICE candidates per
-/// peer, sent at once; 64 covers four peers, and the refill lets renegotiation through.
-pub const SIGNAL_RATE_BURST: u32 = 64;
-pub const SIGNAL_RATE_PER_SECOND: u32 = 16;
 
 /// How long a caller waits for a community actor's answer.
 pub const COMMUNITY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `may_post` question waits for the channel actor.
 const MAY_POST_WAIT: Duration = Duration::from_secs(5);
 
-/// A live community: its actor (replaced on restart).
-pub struct CommunitySlot {
-    pub community_id: Uuid,
-    actor: RwLock<ActorRef<CommunityMsg>>,
-    restarted: Notify,
-}
-
-impl CommunitySlot {
-    pub fn actor(&self) -> ActorRef<CommunityMsg> {
-        self.actor.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn replace(&self, actor: ActorRef<CommunityMsg>) {
-        *self.actor.write().unwrap_or_else(|p| p.into_inner()) = actor;
-        self.restarted.notify_waiters();
-    }
-}
-
-type CommunityCell = Arc<OnceCell<Arc<CommunitySlot>>>;
-
-/// A live channel: its actor (replaced on restart) and its subscribers (kept across restarts).
-pub struct ChannelSlot {
-    pub channel_id: Uuid,
-    actor: RwLock<ActorRef<ChannelMsg>>,
-    /// Fires when the supervisor has installed a restarted actor.
-    restarted: Notify,
-    pub subscribers: Arc<Subscribers>,
-}
-
-impl ChannelSlot {
-    pub fn actor(&self) -> ActorRef<ChannelMsg> {
-        self.actor.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn replace(&self, actor: ActorRef<ChannelMsg>) {
-        *self.actor.write().unwrap_or_else(|p| p.into_inner()) = actor;
-        self.restarted.notify_waiters();
-    }
-
-    /// Its actor stopped for good (idle, deleted) and the slot left the registry: senders
-    /// waiting for a restart may start a fresh actor now.
-    pub(crate) fn gone(&self) {
-        self.restarted.notify_waiters();
-    }
-}
-
-type SlotCell = Arc<OnceCell<Arc<ChannelSlot>>>;
-
-/// What actors share: the database, sessions, and the registry of live channels.
-pub struct Shared {
-    pub db: DatabaseConnection,
-    pub config: HubConfig,
-    pub sessions: SessionRegistry,
-    /// Who is instance admin / owner now: sockets decide with this, not their token's flags.
-    pub instance_roles: InstanceRoles,
-    /// Community memberships and who shows as present (for presence).
-    pub roster: Roster,
-    /// user → the channel whose voice session they are in.
-    pub voice: DashMap<Uuid, Uuid>,
-    /// channel id → its slot (initialised once by the first caller).
-    pub(crate) channels: DashMap<Uuid, SlotCell>,
-    /// actor id → channel id, so the supervisor knows which channel an event is about.
-    pub(crate) actor_index: DashMap<ractor::ActorId, Uuid>,
-    /// The supervisor every channel actor is linked to.
-    pub(crate) supervisor: OnceLock<ActorCell>,
-    /// community id → its slot.
-    pub(crate) communities: DashMap<Uuid, CommunityCell>,
-    /// actor id → community id (for the community supervisor).
-    pub(crate) community_index: DashMap<ractor::ActorId, Uuid>,
-    /// The supervisor every community actor is linked to.
-    pub(crate) community_supervisor: OnceLock<ActorCell>,
-}
-
-impl Shared {
-    pub async fn is_instance_owner(&self, user_id: Uuid) -> bool {
-        users::Entity::find_by_id(user_id)
-            .select_only()
-            .column(users::Column::IsOwner)
-            .into_tuple::<bool>()
-            .one(&self.db)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    }
-
-    /// Spawns a channel actor under the supervisor with freshly loaded state.
-    pub(crate) async fn spawn_channel(
-        self: &Arc<Self>,
-        channel_id: Uuid,
-        subscribers: Arc<Subscribers>,
-    ) -> Result<ActorRef<ChannelMsg>, HubError> {
-        let snapshot = store::load_channel(&self.db, channel_id)
-            .await
-            .map_err(HubError::from_db)?
-            .ok_or(HubError::NotFound)?;
-        let supervisor = self.supervisor.get().cloned().ok_or(HubError::Stopped)?;
-        let args = ChannelArgs { shared: self.clone(), snapshot, subscribers };
-        let (actor, _) = Actor::spawn_linked(None, ChannelActor, args, supervisor)
-            .await
-            .map_err(|e| HubError::Internal(format!("spawn channel actor: {e}")))?;
-        Ok(actor)
-    }
-
-    /// Spawns a community actor under its supervisor with freshly loaded state.
-    pub(crate) async fn spawn_community(
-        self: &Arc<Self>,
-        community_id: Uuid,
-    ) -> Result<ActorRef<CommunityMsg>, HubError> {
-        let snapshot = load_community(&self.db, community_id)
-            .await
-            .map_err(HubError::from_db)?
-            .ok_or(HubError::NotFound)?;
-        let supervisor = self.community_supervisor.get().cloned().ok_or(HubError::Stopped)?;
-        let args = CommunityArgs { shared: self.clone(), snapshot };
-        let (actor, _) = Actor::spawn_linked(None, CommunityActor, args, supervisor)
-            .await
-            .map_err(|e| HubError::Internal(format!("spawn community actor: {e}")))?;
-        self.community_index.insert(actor.get_id(), community_id);
-        Ok(actor)
-    }
-
-    /// The actor serving a channel, if one is live.
-    pub fn live_channel(&self, channel_id: Uuid) -> Option<ActorRef<ChannelMsg>> {
-        self.channels.get(&channel_id).and_then(|c| c.get().map(|s| s.actor()))
-    }
-
-    /// Tells a live channel actor about a change and waits (up to `wait`) until it has applied
-    /// it. Nothing to do when none runs: the next one loads the database state.
-    pub async fn tell_channel(
-        &self,
-        channel_id: Uuid,
-        wait: Duration,
-        message: impl FnOnce(Option<ractor::RpcReplyPort<()>>) -> ChannelMsg,
-    ) {
-        let Some(actor) = self.live_channel(channel_id) else { return };
-        match actor.call(|reply| message(Some(reply)), Some(wait)).await {
-            Ok(ractor::rpc::CallResult::Success(())) => {}
-            Ok(other) => {
-                tracing::warn!(channel = %channel_id, result = ?other, "live channel did not answer")
-            }
-            Err(err) => tracing::debug!(channel = %channel_id, error = %err, "live channel gone"),
-        }
-    }
-
-    /// Channel scope: every subscriber of a live channel (nobody to tell otherwise).
-    pub fn broadcast_channel(&self, channel_id: Uuid, frame: &ServerFrame) {
-        if let Some(actor) = self.live_channel(channel_id) {
-            let _ = actor.send_message(ChannelMsg::Broadcast { frame: frame.encode() });
-        }
-    }
-}
-
 pub struct Hub {
+    /// What every actor may read (database, sessions, roles, roster, voice).
     pub shared: Arc<Shared>,
+    /// The live channel actors.
+    pub channels: Arc<LiveChannels>,
+    /// The live community actors.
+    pub communities: Arc<LiveCommunities>,
     pub db: DatabaseConnection,
     pub config: HubConfig,
     /// Suspended or deleted users: refused on every request and socket.
@@ -284,24 +96,26 @@ impl Hub {
             instance_roles,
             roster,
             voice: DashMap::new(),
-            channels: DashMap::new(),
-            actor_index: DashMap::new(),
-            supervisor: OnceLock::new(),
-            communities: DashMap::new(),
-            community_index: DashMap::new(),
-            community_supervisor: OnceLock::new(),
         });
-        let (supervisor, _) = Actor::spawn(None, ChannelSupervisor, shared.clone())
+        let registries = Registries {
+            shared: shared.clone(),
+            channels: Arc::new(LiveChannels::default()),
+            communities: Arc::new(LiveCommunities::default()),
+        };
+        let (supervisor, _) = Actor::spawn(None, ChannelSupervisor, registries.clone())
             .await
             .map_err(|e| format!("start channel supervisor: {e}"))?;
-        let _ = shared.supervisor.set(supervisor.get_cell());
-        let (community_supervisor, _) = Actor::spawn(None, CommunitySupervisor, shared.clone())
+        let _ = registries.channels.supervisor.set(supervisor.get_cell());
+        let (community_supervisor, _) = Actor::spawn(None, CommunitySupervisor, registries.clone())
             .await
             .map_err(|e| format!("start community supervisor: {e}"))?;
-        let _ = shared.community_supervisor.set(community_supervisor.get_cell());
+        let _ = registries.communities.supervisor.set(community_supervisor.get_cell());
         let presence = Presence::start(shared.clone());
+        let Registries { channels, communities, .. } = registries;
         Ok(Arc::new(Self {
             shared,
+            channels,
+            communities,
             db,
             config,
             users: barred,
@@ -359,23 +173,19 @@ impl Hub {
     /// The live slot of a community, starting its actor if needed (`NotFound` when the
     /// community does not exist).
     pub async fn community(&self, community_id: Uuid) -> Result<Arc<CommunitySlot>, HubError> {
-        let cell = self.shared.communities.entry(community_id).or_default().clone();
-        let shared = self.shared.clone();
+        let cell = self.communities.slots.entry(community_id).or_default().clone();
         let result = cell
             .get_or_try_init(|| async move {
-                let actor = shared.spawn_community(community_id).await?;
-                Ok::<_, HubError>(Arc::new(CommunitySlot {
-                    community_id,
-                    actor: RwLock::new(actor),
-                    restarted: Notify::new(),
-                }))
+                let actor =
+                    spawn_community(&self.shared, &self.channels, &self.communities, community_id).await?;
+                Ok::<_, HubError>(Arc::new(CommunitySlot::new(community_id, actor)))
             })
             .await;
         match result {
             Ok(slot) => Ok(slot.clone()),
             Err(err) => {
-                self.shared
-                    .communities
+                self.communities
+                    .slots
                     .remove_if(&community_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
                 Err(err)
             }
@@ -388,7 +198,7 @@ impl Hub {
     pub async fn community_command(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
         for _ in 0..3 {
             let slot = self.community(community_id).await?;
-            let restarted = slot.restarted.notified();
+            let restarted = slot.restarted();
             let actor = slot.actor();
             let cmd = Box::new(command.clone());
             match actor
@@ -403,8 +213,8 @@ impl Hub {
                     let dead = actor.get_id();
                     let _ = tokio::time::timeout(Duration::from_millis(500), restarted).await;
                     if slot.actor().get_id() == dead {
-                        self.shared
-                            .communities
+                        self.communities
+                            .slots
                             .remove_if(&community_id, |_, c| c.get().is_some_and(|s| Arc::ptr_eq(s, &slot)));
                     }
                 }
@@ -415,9 +225,10 @@ impl Hub {
 
     /// The actor currently serving a community, if live.
     pub fn live_community_actor(&self, community_id: Uuid) -> Option<ActorRef<CommunityMsg>> {
-        self.shared.communities.get(&community_id).and_then(|c| c.get().map(|s| s.actor()))
+        self.communities.live(community_id)
     }
 
+    #[cfg(feature = "test-hooks")]
     /// Test hook: makes a community's actor panic, to prove supervision.
     pub async fn crash_community(&self, community_id: Uuid) -> Result<(), HubError> {
         let slot = self.community(community_id).await?;
@@ -463,28 +274,20 @@ impl Hub {
 
     /// The live slot of a channel, starting its actor if needed.
     pub async fn channel(&self, channel_id: Uuid) -> Result<Arc<ChannelSlot>, HubError> {
-        let cell = self.shared.channels.entry(channel_id).or_default().clone();
-        let shared = self.shared.clone();
+        let cell = self.channels.slots.entry(channel_id).or_default().clone();
         let result = cell
             .get_or_try_init(|| async move {
                 let subscribers = Arc::new(Subscribers::default());
-                let actor = shared.spawn_channel(channel_id, subscribers.clone()).await?;
-                crate::supervisor::index(&shared, &actor, channel_id);
-                Ok::<_, HubError>(Arc::new(ChannelSlot {
-                    channel_id,
-                    actor: RwLock::new(actor),
-                    restarted: Notify::new(),
-                    subscribers,
-                }))
+                let actor =
+                    spawn_channel(&self.shared, &self.channels, channel_id, subscribers.clone()).await?;
+                Ok::<_, HubError>(Arc::new(ChannelSlot::new(channel_id, actor, subscribers)))
             })
             .await;
         match result {
             Ok(slot) => Ok(slot.clone()),
             Err(err) => {
                 // Forget the empty cell so the next caller tries again.
-                self.shared
-                    .channels
-                    .remove_if(&channel_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
+                self.channels.slots.remove_if(&channel_id, |_, c| Arc::ptr_eq(c, &cell) && c.get().is_none());
                 Err(err)
             }
         }
@@ -497,7 +300,7 @@ impl Hub {
         let mut message = message;
         for _ in 0..3 {
             let slot = self.channel(channel_id).await?;
-            let restarted = slot.restarted.notified();
+            let restarted = slot.restarted();
             match slot.actor().send_message(message) {
                 Ok(()) => return Ok(()),
                 Err(ractor::MessagingErr::SendErr(back)) => {
@@ -507,8 +310,8 @@ impl Hub {
                     let dead = slot.actor().get_id();
                     let _ = tokio::time::timeout(Duration::from_millis(500), restarted).await;
                     if slot.actor().get_id() == dead {
-                        self.shared
-                            .channels
+                        self.channels
+                            .slots
                             .remove_if(&channel_id, |_, c| c.get().is_some_and(|s| Arc::ptr_eq(s, &slot)));
                     }
                 }
@@ -554,8 +357,8 @@ impl Hub {
     /// Sends only if the channel's actor is live (REST changes to channels nobody has open
     /// need no live effect: the next actor loads the new state from the database).
     pub fn notify_channel(&self, channel_id: Uuid, message: ChannelMsg) {
-        if let Some(slot) = self.shared.channels.get(&channel_id).and_then(|c| c.get().cloned()) {
-            let _ = slot.actor().send_message(message);
+        if let Some(actor) = self.channels.live(channel_id) {
+            let _ = actor.send_message(message);
         }
     }
 
@@ -566,13 +369,14 @@ impl Hub {
 
     /// Messages of unknown channels changed (e.g. an account and its reactions deleted).
     pub fn all_history_changed(&self) {
-        for cell in self.shared.channels.iter() {
+        for cell in self.channels.slots.iter() {
             if let Some(slot) = cell.get() {
                 let _ = slot.actor().send_message(ChannelMsg::InvalidateHistory);
             }
         }
     }
 
+    #[cfg(feature = "test-hooks")]
     /// Test hook: makes a channel's actor panic, to prove supervision.
     pub async fn crash_channel(&self, channel_id: Uuid) -> Result<(), HubError> {
         let slot = self.channel(channel_id).await?;
@@ -582,15 +386,76 @@ impl Hub {
 
     /// The actor currently serving a channel, if live (tests compare ids across restarts).
     pub fn live_channel_actor(&self, channel_id: Uuid) -> Option<ActorRef<ChannelMsg>> {
-        self.shared.channels.get(&channel_id).and_then(|c| c.get().map(|s| s.actor()))
+        self.channels.live(channel_id)
     }
 }
 
 /// A failure to reach a channel's actor, as a post's outcome.
 fn post_error(err: HubError) -> PostError {
     match err {
-        HubError::NotFound => PostError::Refused("not_found", "channel not found".into()),
+        HubError::NotFound => PostError::Refused(ErrorCode::NotFound, "channel not found".into()),
         HubError::Unavailable | HubError::Stopped => PostError::Unavailable,
         HubError::Internal(detail) => PostError::Internal(detail),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel commands: REST writes ordered by the channel actor (see channel/command.rs).
+
+impl Hub {
+    /// Runs a command on a channel's actor (started if none runs) and waits for its answer.
+    pub async fn channel_command(&self, channel_id: Uuid, command: ChannelCommand) -> CommandAnswer {
+        let (reply, answer) = ractor::concurrency::oneshot();
+        self.send_to_channel(channel_id, ChannelMsg::Command { command, reply: reply.into() })
+            .await
+            .map_err(post_error)?;
+        match tokio::time::timeout(CHANNEL_COMMAND_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            // The actor stopped before answering, or is too slow: the outcome is unknown.
+            Ok(Err(_)) | Err(_) => Err(PostError::Unavailable),
+        }
+    }
+
+    /// Runs `write` as a command on a channel's actor (see the module doc) and answers its own
+    /// result once the actor has applied the effects it returned. `Err` when the actor refused
+    /// the poster or could not be reached (the write did not run, or its outcome is unknown).
+    pub async fn channel_write<T, E, W>(
+        &self,
+        channel_id: Uuid,
+        poster: Option<Poster>,
+        write: W,
+    ) -> Result<Result<T, E>, PostError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        W: Future<Output = Result<(T, Vec<Effect>), E>> + Send + 'static,
+    {
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let write: ChannelWrite = Box::pin(async move {
+            match write.await {
+                Ok((value, effects)) => {
+                    let _ = result_tx.send(Ok(value));
+                    effects
+                }
+                Err(err) => {
+                    let _ = result_tx.send(Err(err));
+                    Vec::new()
+                }
+            }
+        });
+        self.channel_command(channel_id, ChannelCommand { poster, write }).await?;
+        result_rx.await.map_err(|_| PostError::Unavailable)
+    }
+
+    /// Applies the effects of a change committed outside the channel's order (a transaction
+    /// spanning channels: group joins and deletions, bulk purges, account deletion) through
+    /// the channel's actor, if one serves it or is starting. A channel with neither needs
+    /// nothing: an actor started after the commit loads the new state.
+    pub async fn channel_effects(&self, channel_id: Uuid, effects: Vec<Effect>) -> CommandAnswer {
+        if effects.is_empty() || !self.channels.slots.contains_key(&channel_id) {
+            return Ok(());
+        }
+        let write: ChannelWrite = Box::pin(async move { effects });
+        self.channel_command(channel_id, ChannelCommand { poster: None, write }).await
     }
 }

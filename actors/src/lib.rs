@@ -6,7 +6,9 @@
 
 pub mod channel;
 pub mod community;
+pub mod config;
 pub mod db;
+pub mod error_code;
 pub mod history;
 pub mod hub;
 pub mod outbox;
@@ -16,11 +18,14 @@ pub mod registry;
 pub mod roles;
 pub mod roster;
 pub mod session;
+pub mod shared;
 pub mod store;
 pub mod supervisor;
 pub mod users;
+pub mod wire_time;
 
-pub use hub::{Hub, HubConfig};
+pub use config::HubConfig;
+pub use hub::Hub;
 
 /// Why the live side could not do something.
 #[derive(Debug, Clone, PartialEq, Eq)]

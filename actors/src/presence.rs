@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::hub::Shared;
 use crate::protocol::ServerFrame;
+use crate::shared::Shared;
 
 /// A community's first change after a quiet spell waits this long for company.
 const MIN_WINDOW: Duration = Duration::from_millis(250);

@@ -4,10 +4,13 @@
 //! Byte arrays travel as arrays of integers; timestamps as RFC 3339 strings.
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
+
+use crate::error_code::ErrorCode;
+pub use crate::wire_time::rfc3339;
 
 /// A serialized server frame, shared without copying by every recipient.
 pub type Frame = Utf8Bytes;
@@ -66,11 +69,6 @@ impl ClientFrame {
     pub fn is_signalling(&self) -> bool {
         matches!(self, Self::RtcOffer { .. } | Self::RtcAnswer { .. } | Self::RtcIceCandidate { .. })
     }
-}
-
-/// Timestamps as chrono's RFC 3339 with microseconds when non-zero (`…+00:00`).
-pub fn rfc3339(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -325,7 +323,7 @@ pub enum ServerFrame {
         created_at: DateTime<Utc>,
     },
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     Pong {
@@ -344,8 +342,8 @@ impl ServerFrame {
         Frame::from(text)
     }
 
-    pub fn error(code: &str, message: impl Into<String>) -> Self {
-        Self::Error { code: code.to_string(), message: message.into() }
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
     }
 }
 

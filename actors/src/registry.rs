@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use crate::error_code::ErrorCode;
 use crate::outbox::{CLOSE_EVICTED, Outbox};
 use crate::protocol::{Frame, ServerFrame};
 
@@ -54,7 +55,7 @@ impl SessionRegistry {
             let oldest = sessions.remove(0);
             oldest.push(
                 ServerFrame::error(
-                    "too_many_sessions",
+                    ErrorCode::TooManySessions,
                     "signed in on too many devices: this oldest session was closed",
                 )
                 .encode(),

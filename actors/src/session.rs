@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::channel::{ChannelMsg, Origin, Outgoing, VoiceAction};
+use crate::error_code::ErrorCode;
 use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
@@ -125,17 +126,17 @@ impl Actor for SessionActor {
                     _ => &mut state.bucket,
                 };
                 if !bucket.take() {
-                    state.origin.error_frame("rate_limited", "too many frames, slow down");
+                    state.origin.error_frame(ErrorCode::RateLimited, "too many frames, slow down");
                     return Ok(());
                 }
                 match frame {
                     Ok(frame) => state.dispatch(frame).await,
-                    Err(err) => state.origin.error_frame("invalid_message", err),
+                    Err(err) => state.origin.error_frame(ErrorCode::InvalidMessage, err),
                 }
             }
             SessionMsg::TooLarge(_permit) => {
                 let _ = state.bucket.take();
-                state.origin.error_frame("validation_error", "frame too large (max 1 MiB)");
+                state.origin.error_frame(ErrorCode::ValidationError, "frame too large (max 1 MiB)");
             }
             SessionMsg::Closed => {
                 state.closed().await;
@@ -147,7 +148,7 @@ impl Actor for SessionActor {
 }
 
 impl Origin {
-    pub fn error_frame(&self, code: &str, message: impl Into<String>) {
+    pub fn error_frame(&self, code: ErrorCode, message: impl Into<String>) {
         self.outbox.push(ServerFrame::error(code, message).encode());
     }
 }
@@ -164,14 +165,16 @@ impl SessionState {
     /// Reports a hub failure in the wire's terms.
     fn hub_error(&self, err: HubError) {
         match err {
-            HubError::NotFound => self.origin.error_frame("not_found", "channel not found"),
+            HubError::NotFound => self.origin.error_frame(ErrorCode::NotFound, "channel not found"),
             HubError::Unavailable => {
-                self.origin.error_frame("unavailable", "the database is unavailable, try again")
+                self.origin.error_frame(ErrorCode::Unavailable, "the database is unavailable, try again")
             }
-            HubError::Stopped => self.origin.error_frame("unavailable", "the server is shutting down"),
+            HubError::Stopped => {
+                self.origin.error_frame(ErrorCode::Unavailable, "the server is shutting down")
+            }
             HubError::Internal(detail) => {
                 tracing::error!(error = %detail, "hub error");
-                self.origin.error_frame("internal_error", "internal error")
+                self.origin.error_frame(ErrorCode::InternalError, "internal error")
             }
         }
     }
@@ -187,7 +190,7 @@ impl SessionState {
         match store::channel_of_message(&self.hub.db, message_id).await {
             Ok(Some(channel)) => Some(channel),
             Ok(None) => {
-                self.origin.error_frame("not_found", "message not found");
+                self.origin.error_frame(ErrorCode::NotFound, "message not found");
                 None
             }
             Err(err) => {
@@ -216,12 +219,13 @@ impl SessionState {
             }) => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
                     return origin.error_frame(
-                        "validation_error",
+                        ErrorCode::ValidationError,
                         "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",
                     );
                 }
                 if message_type != "text" && message_type != "file" {
-                    return origin.error_frame("validation_error", "message_type must be text or file");
+                    return origin
+                        .error_frame(ErrorCode::ValidationError, "message_type must be text or file");
                 }
                 let message = Outgoing {
                     ciphertext: Bytes::from(ciphertext),
@@ -236,7 +240,7 @@ impl SessionState {
             ClientFrame::EditMessage(EditMessageFrame { message_id, ciphertext, nonce }) => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
                     return origin.error_frame(
-                        "validation_error",
+                        ErrorCode::ValidationError,
                         "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",
                     );
                 }
@@ -260,7 +264,7 @@ impl SessionState {
                 if emoji.chars().count() > 32 || emoji.trim().is_empty() =>
             {
                 let _ = message_id;
-                origin.error_frame("validation_error", "emoji must be 1–32 characters")
+                origin.error_frame(ErrorCode::ValidationError, "emoji must be 1–32 characters")
             }
             ClientFrame::AddReaction { message_id, emoji } => {
                 if let Some(channel_id) = self.channel_of(message_id).await {
@@ -292,7 +296,7 @@ impl SessionState {
             ClientFrame::Unsubscribe { channel_ids } => self.unsubscribe(channel_ids).await,
             ClientFrame::UpdatePresence { status } => match parse_status(&status) {
                 Some(status) => self.hub.presence.set(self.user_id(), status),
-                None => origin.error_frame("validation_error", "unknown presence status"),
+                None => origin.error_frame(ErrorCode::ValidationError, "unknown presence status"),
             },
             ClientFrame::RtcOffer { target_user_id, session_id, sdp } => {
                 if size_ok(sdp.as_bytes(), 32_768) {
@@ -301,7 +305,7 @@ impl SessionState {
                         ServerFrame::RtcOffer { from_user_id: self.user_id(), session_id, sdp },
                     );
                 } else {
-                    origin.error_frame("validation_error", "sdp must be 1–32768 bytes");
+                    origin.error_frame(ErrorCode::ValidationError, "sdp must be 1–32768 bytes");
                 }
             }
             ClientFrame::RtcAnswer { target_user_id, session_id, sdp } => {
@@ -311,7 +315,7 @@ impl SessionState {
                         ServerFrame::RtcAnswer { from_user_id: self.user_id(), session_id, sdp },
                     );
                 } else {
-                    origin.error_frame("validation_error", "sdp must be 1–32768 bytes");
+                    origin.error_frame(ErrorCode::ValidationError, "sdp must be 1–32768 bytes");
                 }
             }
             ClientFrame::RtcIceCandidate { target_user_id, session_id, candidate } => {
@@ -320,7 +324,7 @@ impl SessionState {
                         ServerFrame::RtcIceCandidate { from_user_id: self.user_id(), session_id, candidate };
                     self.relay(target_user_id, frame);
                 } else {
-                    origin.error_frame("validation_error", "candidate must be 1–2048 bytes");
+                    origin.error_frame(ErrorCode::ValidationError, "candidate must be 1–2048 bytes");
                 }
             }
             ClientFrame::JoinVoice { channel_id } => {
@@ -361,7 +365,7 @@ impl SessionState {
         let cooldowns: &DashMap<Uuid, Instant> = &self.hub.voice_cooldowns;
         let mut entry = cooldowns.entry(self.user_id()).or_insert(now - VOICE_COOLDOWN);
         if now.duration_since(*entry) < VOICE_COOLDOWN {
-            self.origin.error_frame("rate_limited", "voice join/leave too fast");
+            self.origin.error_frame(ErrorCode::RateLimited, "voice join/leave too fast");
             return false;
         }
         *entry = now;
@@ -375,13 +379,13 @@ impl SessionState {
         let theirs = voice.get(&target).map(|c| *c);
         match (mine, theirs) {
             (Some(a), Some(b)) if a == b => self.hub.send_to_user(target, &frame),
-            _ => self.origin.error_frame("forbidden", "not in the same voice session"),
+            _ => self.origin.error_frame(ErrorCode::Forbidden, "not in the same voice session"),
         }
     }
 
     async fn subscribe(&mut self, channel_ids: Vec<Uuid>) {
         if channel_ids.len() > MAX_SUBSCRIBE_PER_FRAME {
-            return self.origin.error_frame("validation_error", "at most 200 channels per subscribe");
+            return self.origin.error_frame(ErrorCode::ValidationError, "at most 200 channels per subscribe");
         }
         // Channels this session already follows are asked again too: a member removed and
         // re-added meanwhile was dropped by the channel, and the channel skips a session it
@@ -392,7 +396,9 @@ impl SessionState {
         };
         let added = fresh.iter().filter(|id| !self.subscriptions.contains(id)).count();
         if self.subscriptions.len() + added > MAX_SUBSCRIPTIONS {
-            return self.origin.error_frame("validation_error", "at most 500 subscriptions per connection");
+            return self
+                .origin
+                .error_frame(ErrorCode::ValidationError, "at most 500 subscriptions per connection");
         }
         // The channels are asked concurrently under one deadline, so a slow channel (its
         // actor loading, a slow database) holds this session for SUBSCRIBE_DEADLINE at most,
@@ -438,7 +444,9 @@ impl SessionState {
 
     async fn unsubscribe(&mut self, channel_ids: Vec<Uuid>) {
         if channel_ids.len() > MAX_SUBSCRIPTIONS {
-            return self.origin.error_frame("validation_error", "at most 500 channels per unsubscribe");
+            return self
+                .origin
+                .error_frame(ErrorCode::ValidationError, "at most 500 channels per unsubscribe");
         }
         let targets: Vec<Uuid> =
             if channel_ids.is_empty() { self.subscriptions.iter().copied().collect() } else { channel_ids };

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{audit_log, users, webhooks};
 use serde::Serialize;
 use serde_json::Value;

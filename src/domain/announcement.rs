@@ -1,6 +1,7 @@
 //! The Announcement object of the wire (rest-auth-account-users.md) and its validation.
 
-use palaver_actors::protocol::{ServerFrame, rfc3339};
+use palaver_actors::protocol::ServerFrame;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::announcements;
 use serde::Serialize;
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 //! icon/banner uploads answer the Community and Group views of `domain::community` and
 //! `domain::group`.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::custom_emojis;
 use serde::Serialize;
 use uuid::Uuid;

@@ -1,6 +1,6 @@
 //! Bookmarks (rest-messages-dms-files.md, "Bookmarks"): the Bookmark object and the note rule.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::bookmarks;
 use serde::Serialize;
 use uuid::Uuid;

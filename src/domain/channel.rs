@@ -2,8 +2,8 @@
 //! Channel member views, validated create / update input, and the permission helpers every
 //! channel-scoped route shares (`channel_role`, `effective_level`).
 
-use palaver_actors::protocol::rfc3339;
 use palaver_actors::roles::Level;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{channel_members, channels, sender_keys, users};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use palaver_actors::HubError;
 use palaver_actors::community::{By, CommunityChanges, Refusal};
-use palaver_actors::protocol::{ServerFrame, rfc3339};
+use palaver_actors::protocol::ServerFrame;
 use palaver_actors::roles::{InstanceRole, Level};
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{
     channel_timeouts, channel_warnings, communities, community_bans, community_invites, community_members,
     users,

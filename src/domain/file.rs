@@ -1,7 +1,7 @@
 //! Files (rest-messages-dms-files.md "Files", rest-admin.md "Files" and "Blocked hash"):
 //! the wire views, input validation, content sniffing, access rules and byte ranges.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{blocked_hashes, files};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Serialize;

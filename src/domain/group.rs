@@ -5,8 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use palaver_actors::protocol::{ServerFrame, rfc3339};
+use palaver_actors::protocol::ServerFrame;
 use palaver_actors::roles::Level;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{
     channel_bans, channel_members, channels, community_members, group_invites, group_members, groups,
     sender_keys,

@@ -1,6 +1,6 @@
 //! The Registration invite object of the wire (rest-admin.md) and its validation.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::registration_invites;
 use serde::Serialize;
 use uuid::Uuid;

@@ -2,7 +2,7 @@
 //! tallies, the checked create input, and the open/closed rule votes share.
 
 use chrono::{DateTime, Utc};
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{poll_votes, polls};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

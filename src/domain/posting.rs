@@ -5,6 +5,7 @@
 
 use palaver_actors::Hub;
 use palaver_actors::channel::{PostError, Poster};
+use palaver_actors::error_code::ErrorCode;
 use palaver_actors::roles::InstanceRole;
 use uuid::Uuid;
 
@@ -25,7 +26,7 @@ pub async fn require_may_post(hub: &Hub, channel_id: Uuid, poster: Poster) -> Ap
 /// A post's failure as the client sees it.
 pub fn refusal(err: PostError) -> ApiError {
     match err {
-        PostError::Refused("not_found", _) => ApiError::not_found("channel"),
+        PostError::Refused(ErrorCode::NotFound, _) => ApiError::not_found("channel"),
         PostError::Refused(_, text) => ApiError::ForbiddenBecause(text),
         PostError::Unavailable => ApiError::Unavailable("the channel did not answer, try again".into()),
         // Only a claimed scheduled delivery answers this; nothing more to do.

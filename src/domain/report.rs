@@ -1,6 +1,6 @@
 //! The Report object of the wire (rest-auth-account-users.md) and report validation.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::reports;
 use serde::Serialize;
 use uuid::Uuid;

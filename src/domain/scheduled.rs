@@ -3,7 +3,7 @@
 //! src/scheduler.rs.
 
 use chrono::{DateTime, Utc};
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::scheduled_messages;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! The Session object of the wire (a refresh token as `/account/sessions` shows it) and the
 //! device name derived from a User-Agent.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::refresh_tokens;
 use serde::Serialize;
 use uuid::Uuid;

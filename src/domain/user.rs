@@ -1,6 +1,6 @@
 //! The User object of the wire (rest-auth-account-users.md) and user-related validation.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::users;
 use serde::Serialize;
 use uuid::Uuid;

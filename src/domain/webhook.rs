@@ -2,7 +2,7 @@
 //! secret token (shown once, stored as a SHA-256 hash), and the checked create / update /
 //! execute input.
 
-use palaver_actors::protocol::rfc3339;
+use palaver_actors::wire_time::rfc3339;
 use palaver_entity::webhooks;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};

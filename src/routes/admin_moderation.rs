@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
+use palaver_actors::channel::Effect;
 use palaver_actors::protocol::ServerFrame;
 use palaver_entity::{audit_log, blocked_hashes, channels, files, messages, reports, users};
 use sea_orm::sea_query::Expr;
@@ -27,7 +28,7 @@ use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
-use crate::routes::channels::{broadcast, query_bool};
+use crate::routes::channels::{apply_effects, query_bool, write_channel};
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
@@ -129,12 +130,14 @@ async fn live_deletions(
     Ok(per_channel)
 }
 
-/// Tells each channel's subscribers (if it is open anywhere) that its messages are gone.
-fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uuid>>) {
+/// Tells each channel's subscribers (if it is open anywhere) that its messages are gone,
+/// through the channel's actor (the purge spanned channels, so it committed outside their
+/// order; the frames still take their place in it).
+async fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uuid>>) {
     for (channel_id, ids) in per_channel {
-        for message_id in ids {
-            broadcast(state, *channel_id, &ServerFrame::MessageDeleted { message_id: *message_id });
-        }
+        let effects =
+            ids.iter().map(|id| Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id })).collect();
+        apply_effects(state, *channel_id, effects).await;
     }
 }
 
@@ -154,14 +157,19 @@ pub(crate) async fn purge_message(
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    let deleted = messages::Entity::delete_by_id(id).exec(&state.db).await?;
-    if deleted.rows_affected == 0 {
-        return Err(ApiError::not_found("message"));
-    }
-    state.hub.history_changed(message.channel_id);
-    if message.deleted_at.is_none() {
-        broadcast(&state, message.channel_id, &ServerFrame::MessageDeleted { message_id: id });
-    }
+    let db = state.db.clone();
+    write_channel(&state, message.channel_id, None, async move {
+        let deleted = messages::Entity::delete_by_id(id).exec(&db).await?;
+        if deleted.rows_affected == 0 {
+            return Err(ApiError::not_found("message"));
+        }
+        let mut effects = vec![Effect::HistoryChanged];
+        if message.deleted_at.is_none() {
+            effects.push(Effect::Broadcast(ServerFrame::MessageDeleted { message_id: id }));
+        }
+        Ok(((), effects))
+    })
+    .await?;
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -265,7 +273,7 @@ async fn purge_everything_of(
     let block = query_bool(query, "block_hashes")?;
     let scope = target.scope(state, id).await?;
     let (result, live, blobs) = purge(state, &caller, scope.messages, scope.files, block).await?;
-    announce_deletions(state, &live);
+    announce_deletions(state, &live).await;
     remove_blobs(state, &blobs).await;
     let meta = json!({
         (scope.audit_id_key): id,
@@ -339,28 +347,31 @@ async fn set_quarantine(
     let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
-    let update = messages::Entity::update_many().filter(messages::Column::Id.eq(id));
-    let update = if quarantine {
-        update
-            .col_expr(messages::Column::QuarantinedAt, Expr::value(palaver_entity::now()))
-            .filter(messages::Column::QuarantinedAt.is_null())
-    } else {
-        update
-            .col_expr(messages::Column::QuarantinedAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .filter(messages::Column::QuarantinedAt.is_not_null())
-    };
-    if update.exec(&state.db).await?.rows_affected == 0 {
-        return Err(ApiError::not_found("message"));
-    }
-    let channel: Option<Uuid> = messages::Entity::find_by_id(id)
+    let channel_id: Uuid = messages::Entity::find_by_id(id)
         .select_only()
         .column(messages::Column::ChannelId)
         .into_tuple()
         .one(&state.db)
-        .await?;
-    if let Some(channel_id) = channel {
-        state.hub.history_changed(channel_id);
-    }
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    let db = state.db.clone();
+    write_channel(&state, channel_id, None, async move {
+        let update = messages::Entity::update_many().filter(messages::Column::Id.eq(id));
+        let update = if quarantine {
+            update
+                .col_expr(messages::Column::QuarantinedAt, Expr::value(palaver_entity::now()))
+                .filter(messages::Column::QuarantinedAt.is_null())
+        } else {
+            update
+                .col_expr(messages::Column::QuarantinedAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .filter(messages::Column::QuarantinedAt.is_not_null())
+        };
+        if update.exec(&db).await?.rows_affected == 0 {
+            return Err(ApiError::not_found("message"));
+        }
+        Ok(((), vec![Effect::HistoryChanged]))
+    })
+    .await?;
     let action = if quarantine { "admin_quarantine_message" } else { "admin_unquarantine_message" };
     audit::record(&state.db, Some(caller.user_id), action, Some(&client), Some(json!({"message_id": id})))
         .await;

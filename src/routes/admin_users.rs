@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_actors::channel::{Effect, MemberChange};
 use palaver_actors::registry::Logins;
 use palaver_actors::roles::InstanceRole;
 use palaver_entity::{
@@ -318,10 +318,8 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
         }
     }
     for channel_id in member_of.into_iter().filter(|c| !dm_deleted.contains(c)) {
-        state.hub.notify_channel(
-            channel_id,
-            ChannelMsg::Members { change: MemberChange::Left { user_id: id }, reply: None },
-        );
+        let effects = vec![Effect::Member(MemberChange::Left { user_id: id })];
+        crate::routes::channels::apply_effects(&state, channel_id, effects).await;
     }
     remove_blobs(&state, &blobs).await;
     audit::record(

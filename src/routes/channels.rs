@@ -2,22 +2,22 @@
 //! `/channels/{id}` (get, patch), join / leave, members (list, role, kick, ban, unban),
 //! transfer-ownership, read-cursors and sender-keys (Bearer).
 //!
-//! Every change that the live side must know about is told to the channel's actor when one
-//! is running (`tell_channel` waits until it is applied, so the change is in effect when the
-//! response is sent); a channel nobody has open needs nothing: its next actor loads the
-//! database state.
+//! Every write to a channel's state runs as a command of the channel's actor
+//! (`write_channel`, see `actors/src/channel_command.rs`): the actor orders it after every
+//! send it accepted before, runs the write, applies its effects to its hot state and emits
+//! their frames, and only then does the response leave. A handler parses, gates (the
+//! permission checks), hands the write to the actor and maps the answer.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::future::Future;
 
-use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_actors::channel::{Effect, MemberChange, Poster};
 use palaver_actors::protocol::{ServerFrame, rfc3339};
 use palaver_actors::roles::Level;
 use palaver_entity::{
     channel_bans, channel_members, channels, community_members, group_members, groups, messages,
     read_cursors, sender_keys, users,
 };
-use ractor::RpcReplyPort;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
@@ -34,12 +34,11 @@ use crate::domain::channel::{
     find_channel, require_member,
 };
 use crate::domain::keys;
+use crate::domain::posting::refusal;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
-/// How long a REST handler waits for a live channel actor to apply a change.
-const LIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `GET /channels/{id}/members`: default and largest page.
 const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
@@ -49,39 +48,41 @@ type Reply = ApiResult<warp::reply::Response>;
 // ---------------------------------------------------------------------------------------
 // Live side
 
-/// Tells a live channel actor about a change and waits until it has applied it. Nothing to
-/// do when no actor runs (the next one loads the database state).
-pub(crate) async fn tell_channel(
+/// Runs `write` as a command of the channel's actor (started if none runs): after every send
+/// it accepted before, and, with a `poster`, only if the channel's send rules let that poster
+/// put content there. The write answers its value and the effects of what it committed; the
+/// actor applies them (hot state, frames) before this returns. 403/404 when the poster is
+/// refused, 503 when the actor cannot be reached.
+pub(crate) async fn write_channel<T, W>(
     state: &AppState,
     channel_id: Uuid,
-    message: impl FnOnce(Option<RpcReplyPort<()>>) -> ChannelMsg,
-) {
-    let Some(actor) = state.hub.live_channel_actor(channel_id) else { return };
-    match actor.call(|reply| message(Some(reply)), Some(LIVE_TIMEOUT)).await {
-        Ok(ractor::rpc::CallResult::Success(())) => {}
-        // A dead or stopping actor: its successor reads the database, which already holds
-        // the change.
-        Ok(other) => {
-            tracing::warn!(channel = %channel_id, result = ?other, "live channel did not answer")
-        }
-        Err(err) => tracing::debug!(channel = %channel_id, error = %err, "live channel gone"),
+    poster: Option<Poster>,
+    write: W,
+) -> ApiResult<T>
+where
+    T: Send + 'static,
+    W: Future<Output = ApiResult<(T, Vec<Effect>)>> + Send + 'static,
+{
+    state.hub.channel_write(channel_id, poster, write).await.map_err(refusal)?
+}
+
+/// Effects of a change committed by a transaction that spans several channels (group joins,
+/// leaves and deletions, bulk purges, account deletion), applied by each open channel's
+/// actor in its order (`Hub::channel_effects`). The change is committed: a failure here is
+/// only logged.
+pub(crate) async fn apply_effects(state: &AppState, channel_id: Uuid, effects: Vec<Effect>) {
+    if let Err(err) = state.hub.channel_effects(channel_id, effects).await {
+        tracing::debug!(channel = %channel_id, error = ?err, "channel effects not applied");
     }
 }
 
-/// Sends a frame to every subscriber of a channel (nothing when nobody has it open).
-pub(crate) fn broadcast(state: &AppState, channel_id: Uuid, frame: &ServerFrame) {
-    state.hub.notify_channel(channel_id, ChannelMsg::Broadcast { frame: frame.encode() });
-}
-
-/// Role change: the actor learns the new role, then subscribers get `member_role_updated`.
-async fn announce_role(state: &AppState, channel_id: Uuid, user_id: Uuid, role: &str) {
-    let change = MemberChange::Upsert { user_id, role: role.to_string() };
-    tell_channel(state, channel_id, |reply| ChannelMsg::Members { change, reply }).await;
-    broadcast(
-        state,
-        channel_id,
-        &ServerFrame::MemberRoleUpdated { channel_id, user_id, role: role.to_string() },
-    );
+/// A role change's effects: the actor learns the new role, then subscribers get
+/// `member_role_updated`.
+fn role_effects(channel_id: Uuid, user_id: Uuid, role: &str) -> [Effect; 2] {
+    [
+        Effect::Member(MemberChange::Upsert { user_id, role: role.to_string() }),
+        Effect::Broadcast(ServerFrame::MemberRoleUpdated { channel_id, user_id, role: role.to_string() }),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -260,10 +261,14 @@ pub(crate) async fn save_channel_update(
     ] {
         row.reset(col);
     }
-    let channel = row.update(&state.db).await?;
     // The actor reloads its settings (slow mode, read-only, TTL…) and announces
-    // `channel_updated`; waiting for it means the new rules apply to the next send.
-    tell_channel(state, channel_id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
+    // `channel_updated`; the new rules apply to the next send it handles.
+    let db = state.db.clone();
+    let channel = write_channel(state, channel_id, None, async move {
+        let channel = row.update(&db).await?;
+        Ok((channel, vec![Effect::Reload { announce: true }]))
+    })
+    .await?;
     ok_json(&ChannelView::from(&channel))
 }
 
@@ -285,27 +290,35 @@ pub(crate) async fn join_channel(id: PathId, state: AppState, caller: Caller) ->
             _ => return Err(ApiError::Forbidden),
         }
     }
-    let banned = channel_bans::Entity::find_by_id((id, caller.user_id)).one(&state.db).await?.is_some();
-    if banned {
-        return Err(ApiError::ForbiddenBecause("you are banned from this channel".into()));
-    }
-    let inserted = channel_members::Entity::insert(channel_members::ActiveModel {
-        channel_id: Set(id),
-        user_id: Set(caller.user_id),
-        role: Set("member".into()),
-        joined_at: Set(palaver_entity::now()),
+    // The ban check runs in the channel's order too: a ban handled just before cannot be
+    // slipped past.
+    let (db, user_id) = (state.db.clone(), caller.user_id);
+    write_channel(&state, id, None, async move {
+        let banned = channel_bans::Entity::find_by_id((id, user_id)).one(&db).await?.is_some();
+        if banned {
+            return Err(ApiError::ForbiddenBecause("you are banned from this channel".into()));
+        }
+        let inserted = channel_members::Entity::insert(channel_members::ActiveModel {
+            channel_id: Set(id),
+            user_id: Set(user_id),
+            role: Set("member".into()),
+            joined_at: Set(palaver_entity::now()),
+        })
+        .on_conflict(
+            OnConflict::columns([channel_members::Column::ChannelId, channel_members::Column::UserId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&db)
+        .await?;
+        let effects = if inserted > 0 {
+            vec![Effect::Member(MemberChange::Upsert { user_id, role: "member".into() })]
+        } else {
+            Vec::new()
+        };
+        Ok(((), effects))
     })
-    .on_conflict(
-        OnConflict::columns([channel_members::Column::ChannelId, channel_members::Column::UserId])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(&state.db)
     .await?;
-    if inserted > 0 {
-        let change = MemberChange::Upsert { user_id: caller.user_id, role: "member".into() };
-        tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
-    }
     ok_empty()
 }
 
@@ -320,11 +333,14 @@ pub(crate) async fn leave_channel(id: PathId, state: AppState, caller: Caller) -
     if channel.channel_type == "dm" {
         return Err(ApiError::validation("you cannot leave a direct message"));
     }
-    let txn = crate::db::begin_write(&state.db).await?;
-    remove_membership(&txn, id, caller.user_id).await?;
-    txn.commit().await?;
-    let change = MemberChange::Left { user_id: caller.user_id };
-    tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
+    let (db, user_id) = (state.db.clone(), caller.user_id);
+    write_channel(&state, id, None, async move {
+        let txn = crate::db::begin_write(&db).await?;
+        remove_membership(&txn, id, user_id).await?;
+        txn.commit().await?;
+        Ok(((), vec![Effect::Member(MemberChange::Left { user_id })]))
+    })
+    .await?;
     ok_empty()
 }
 
@@ -443,13 +459,17 @@ pub(crate) async fn set_member_role(
     if current == "owner" {
         return Err(ApiError::validation("the owner's role changes only by transferring ownership"));
     }
-    channel_members::Entity::update_many()
-        .col_expr(channel_members::Column::Role, Expr::value(role))
-        .filter(channel_members::Column::ChannelId.eq(id))
-        .filter(channel_members::Column::UserId.eq(target))
-        .exec(&state.db)
-        .await?;
-    announce_role(&state, id, target, role).await;
+    let db = state.db.clone();
+    write_channel(&state, id, None, async move {
+        channel_members::Entity::update_many()
+            .col_expr(channel_members::Column::Role, Expr::value(role))
+            .filter(channel_members::Column::ChannelId.eq(id))
+            .filter(channel_members::Column::UserId.eq(target))
+            .exec(&db)
+            .await?;
+        Ok(((), role_effects(id, target, role).into()))
+    })
+    .await?;
     ok_empty()
 }
 
@@ -483,15 +503,18 @@ pub(crate) async fn kick_member(
 ) -> Reply {
     let (id, target) = (id.get()?, user_id.get()?);
     check_can_remove(&state, id, &caller, target).await?;
-    let txn = crate::db::begin_write(&state.db).await?;
-    let removed = remove_membership(&txn, id, target).await?;
-    txn.commit().await?;
-    if removed == 0 {
-        return Err(ApiError::not_found("member"));
-    }
-    let event = ServerFrame::MemberKicked { channel_id: id, user_id: target, kicked_by: caller.user_id };
-    let change = MemberChange::Removed { user_id: target, event };
-    tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
+    let (db, by) = (state.db.clone(), caller.user_id);
+    write_channel(&state, id, None, async move {
+        let txn = crate::db::begin_write(&db).await?;
+        let removed = remove_membership(&txn, id, target).await?;
+        txn.commit().await?;
+        if removed == 0 {
+            return Err(ApiError::not_found("member"));
+        }
+        let event = ServerFrame::MemberKicked { channel_id: id, user_id: target, kicked_by: by };
+        Ok(((), vec![Effect::Member(MemberChange::Removed { user_id: target, event })]))
+    })
+    .await?;
     let meta = serde_json::json!({"channel_id": id, "target_user_id": target});
     audit::record(&state.db, Some(caller.user_id), "channel_kick", Some(&client), Some(meta)).await;
     ok_empty()
@@ -515,33 +538,36 @@ pub(crate) async fn ban_member(
     let (id, target) = (id.get()?, user_id.get()?);
     let reason = ban_reason(body?.reason.as_deref())?;
     check_can_remove(&state, id, &caller, target).await?;
-    let txn = crate::db::begin_write(&state.db).await?;
-    let removed = remove_membership(&txn, id, target).await?;
-    if removed == 0 {
-        return Err(ApiError::not_found("member"));
-    }
-    channel_bans::Entity::insert(channel_bans::ActiveModel {
-        channel_id: Set(id),
-        user_id: Set(target),
-        reason: Set(reason.clone()),
-        banned_by: Set(Some(caller.user_id)),
-        created_at: Set(palaver_entity::now()),
+    let (db, by, recorded_reason) = (state.db.clone(), caller.user_id, reason.clone());
+    write_channel(&state, id, None, async move {
+        let txn = crate::db::begin_write(&db).await?;
+        let removed = remove_membership(&txn, id, target).await?;
+        if removed == 0 {
+            return Err(ApiError::not_found("member"));
+        }
+        channel_bans::Entity::insert(channel_bans::ActiveModel {
+            channel_id: Set(id),
+            user_id: Set(target),
+            reason: Set(recorded_reason),
+            banned_by: Set(Some(by)),
+            created_at: Set(palaver_entity::now()),
+        })
+        .on_conflict(
+            OnConflict::columns([channel_bans::Column::ChannelId, channel_bans::Column::UserId])
+                .update_columns([
+                    channel_bans::Column::Reason,
+                    channel_bans::Column::BannedBy,
+                    channel_bans::Column::CreatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        let event = ServerFrame::MemberBanned { channel_id: id, user_id: target, banned_by: by };
+        Ok(((), vec![Effect::Member(MemberChange::Removed { user_id: target, event })]))
     })
-    .on_conflict(
-        OnConflict::columns([channel_bans::Column::ChannelId, channel_bans::Column::UserId])
-            .update_columns([
-                channel_bans::Column::Reason,
-                channel_bans::Column::BannedBy,
-                channel_bans::Column::CreatedAt,
-            ])
-            .to_owned(),
-    )
-    .exec_without_returning(&txn)
     .await?;
-    txn.commit().await?;
-    let event = ServerFrame::MemberBanned { channel_id: id, user_id: target, banned_by: caller.user_id };
-    let change = MemberChange::Removed { user_id: target, event };
-    tell_channel(&state, id, |reply| ChannelMsg::Members { change, reply }).await;
     let meta = serde_json::json!({"channel_id": id, "target_user_id": target, "reason": reason});
     audit::record(&state.db, Some(caller.user_id), "channel_ban", Some(&client), Some(meta)).await;
     ok_empty()
@@ -559,15 +585,22 @@ pub(crate) async fn unban_member(
     if caller_level(&state.db, id, &caller).await? < Level::Moderator {
         return Err(ApiError::Forbidden);
     }
-    let removed = channel_bans::Entity::delete_many()
-        .filter(channel_bans::Column::ChannelId.eq(id))
-        .filter(channel_bans::Column::UserId.eq(target))
-        .exec(&state.db)
-        .await?
-        .rows_affected;
-    if removed == 0 {
-        return Err(ApiError::not_found("ban"));
-    }
+    // Ordered with joins and bans by the channel's actor; no live effect (bans are checked
+    // in the database when someone joins).
+    let db = state.db.clone();
+    write_channel(&state, id, None, async move {
+        let removed = channel_bans::Entity::delete_many()
+            .filter(channel_bans::Column::ChannelId.eq(id))
+            .filter(channel_bans::Column::UserId.eq(target))
+            .exec(&db)
+            .await?
+            .rows_affected;
+        if removed == 0 {
+            return Err(ApiError::not_found("ban"));
+        }
+        Ok(((), Vec::new()))
+    })
+    .await?;
     let meta = serde_json::json!({"channel_id": id, "target_user_id": target});
     audit::record(&state.db, Some(caller.user_id), "channel_unban", Some(&client), Some(meta)).await;
     ok_empty()
@@ -596,34 +629,41 @@ pub(crate) async fn transfer_ownership(
     if channel_role(&state.db, id, target).await?.is_none() {
         return Err(ApiError::validation("the new owner must be a member of the channel"));
     }
-    let txn = crate::db::begin_write(&state.db).await?;
-    // Every current owner (the caller, or the owner an instance admin acts for) becomes admin.
-    let demoted: Vec<Uuid> = channel_members::Entity::find()
-        .filter(channel_members::Column::ChannelId.eq(id))
-        .filter(channel_members::Column::Role.eq("owner"))
-        .filter(channel_members::Column::UserId.ne(target))
-        .all(&txn)
-        .await?
-        .into_iter()
-        .map(|m| m.user_id)
-        .collect();
-    let set_role = |user: Condition, role: &'static str| {
-        channel_members::Entity::update_many()
-            .col_expr(channel_members::Column::Role, Expr::value(role))
+    let db = state.db.clone();
+    write_channel(&state, id, None, async move {
+        let txn = crate::db::begin_write(&db).await?;
+        // Every current owner (the caller, or the owner an instance admin acts for) becomes
+        // admin.
+        let demoted: Vec<Uuid> = channel_members::Entity::find()
             .filter(channel_members::Column::ChannelId.eq(id))
-            .filter(user)
-    };
-    if !demoted.is_empty() {
-        set_role(Condition::all().add(channel_members::Column::UserId.is_in(demoted.clone())), "admin")
+            .filter(channel_members::Column::Role.eq("owner"))
+            .filter(channel_members::Column::UserId.ne(target))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|m| m.user_id)
+            .collect();
+        let set_role = |user: Condition, role: &'static str| {
+            channel_members::Entity::update_many()
+                .col_expr(channel_members::Column::Role, Expr::value(role))
+                .filter(channel_members::Column::ChannelId.eq(id))
+                .filter(user)
+        };
+        if !demoted.is_empty() {
+            set_role(Condition::all().add(channel_members::Column::UserId.is_in(demoted.clone())), "admin")
+                .exec(&txn)
+                .await?;
+        }
+        set_role(Condition::all().add(channel_members::Column::UserId.eq(target)), "owner")
             .exec(&txn)
             .await?;
-    }
-    set_role(Condition::all().add(channel_members::Column::UserId.eq(target)), "owner").exec(&txn).await?;
-    txn.commit().await?;
-    for user in demoted {
-        announce_role(&state, id, user, "admin").await;
-    }
-    announce_role(&state, id, target, "owner").await;
+        txn.commit().await?;
+        let mut effects: Vec<Effect> =
+            demoted.into_iter().flat_map(|user| role_effects(id, user, "admin")).collect();
+        effects.extend(role_effects(id, target, "owner"));
+        Ok(((), effects))
+    })
+    .await?;
     ok_empty()
 }
 
@@ -733,42 +773,43 @@ pub(crate) async fn upload_sender_key(
     let body = body?;
     let (distribution, distribution_text) = keys::sender_key_distribution(body.distribution)?;
     require_member(&state.db, id, &caller).await?;
-    let row = sender_keys::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        channel_id: Set(id),
-        user_id: Set(caller.user_id),
-        chain_id: Set(body.chain_id),
-        distribution: Set(distribution_text),
-        created_at: Set(palaver_entity::now()),
-    };
-    sender_keys::Entity::insert(row)
-        .on_conflict(
-            OnConflict::columns([sender_keys::Column::ChannelId, sender_keys::Column::UserId])
-                .update_columns([
-                    sender_keys::Column::ChainId,
-                    sender_keys::Column::Distribution,
-                    sender_keys::Column::CreatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(&state.db)
-        .await?;
-    let stored = sender_keys::Entity::find()
-        .filter(sender_keys::Column::ChannelId.eq(id))
-        .filter(sender_keys::Column::UserId.eq(caller.user_id))
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::internal("sender key vanished after upsert"))?;
-    broadcast(
-        &state,
-        id,
-        &ServerFrame::SenderKeyUpdated {
+    let (db, user_id, chain_id) = (state.db.clone(), caller.user_id, body.chain_id);
+    let stored = write_channel(&state, id, None, async move {
+        let row = sender_keys::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            channel_id: Set(id),
+            user_id: Set(user_id),
+            chain_id: Set(chain_id),
+            distribution: Set(distribution_text),
+            created_at: Set(palaver_entity::now()),
+        };
+        sender_keys::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([sender_keys::Column::ChannelId, sender_keys::Column::UserId])
+                    .update_columns([
+                        sender_keys::Column::ChainId,
+                        sender_keys::Column::Distribution,
+                        sender_keys::Column::CreatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&db)
+            .await?;
+        let stored = sender_keys::Entity::find()
+            .filter(sender_keys::Column::ChannelId.eq(id))
+            .filter(sender_keys::Column::UserId.eq(user_id))
+            .one(&db)
+            .await?
+            .ok_or_else(|| ApiError::internal("sender key vanished after upsert"))?;
+        let frame = ServerFrame::SenderKeyUpdated {
             channel_id: id,
-            user_id: caller.user_id,
+            user_id,
             chain_id: stored.chain_id,
             distribution,
-        },
-    );
+        };
+        Ok((stored, vec![Effect::Broadcast(frame)]))
+    })
+    .await?;
     ok_json(&SenderKeyView::from(&stored))
 }
 

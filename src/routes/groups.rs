@@ -4,13 +4,14 @@
 //! the seed's `/group-invites/{code}` and the client's `/invites/{code}`) (Bearer).
 //! Icon, banner and voice-background uploads live with the image routes.
 //!
-//! Membership changes reach live channel actors before the response is sent (see
-//! `channels::tell_channel`); deleted channels' actors are stopped before `channel_deleted` /
-//! `group_deleted` go out to the community.
+//! Group membership and deletions span channels in one transaction; their effects then reach
+//! each open channel's actor before the response is sent (`channels::apply_effects`), and
+//! deleted channels' actors are stopped before `channel_deleted` / `group_deleted` go out to
+//! the community.
 
 use std::collections::HashMap;
 
-use palaver_actors::channel::{ChannelMsg, MemberChange};
+use palaver_actors::channel::{Effect, MemberChange};
 use palaver_actors::protocol::ServerFrame;
 use palaver_actors::roles::Level;
 use palaver_entity::{channel_members, channels, communities, group_invites, group_members, groups, users};
@@ -37,7 +38,7 @@ use crate::domain::invite;
 use crate::domain::visibility::communities_of;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
-use crate::routes::channels::{broadcast, query_limit, query_offset, save_channel_update, tell_channel};
+use crate::routes::channels::{apply_effects, query_limit, query_offset, save_channel_update};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
@@ -64,14 +65,14 @@ async fn view(state: &AppState, row: &groups::Model) -> ApiResult<GroupView> {
 async fn announce_joins(state: &AppState, user_id: Uuid, channels: &[Uuid]) {
     for channel_id in channels {
         let change = MemberChange::Upsert { user_id, role: "member".into() };
-        tell_channel(state, *channel_id, |reply| ChannelMsg::Members { change, reply }).await;
+        apply_effects(state, *channel_id, vec![Effect::Member(change)]).await;
     }
 }
 
 /// Stops the live actors of deleted channels: their subscribers hear nothing more.
 async fn stop_channels(state: &AppState, channels: &[Uuid]) {
     for channel_id in channels {
-        tell_channel(state, *channel_id, |reply| ChannelMsg::Deleted { reply }).await;
+        apply_effects(state, *channel_id, vec![Effect::Deleted]).await;
     }
 }
 
@@ -386,11 +387,11 @@ pub(crate) async fn leave_group(id: PathId, state: AppState, caller: Caller) -> 
     // The leaver's sessions stop receiving the channels at once; the others rotate keys.
     for channel_id in left {
         let change = MemberChange::Left { user_id: caller.user_id };
-        tell_channel(&state, channel_id, |reply| ChannelMsg::Members { change, reply }).await;
+        apply_effects(&state, channel_id, vec![Effect::Member(change)]).await;
     }
     for channel_id in all {
         let frame = ServerFrame::SenderKeyRotationRequired { channel_id, reason: "member_left".into() };
-        broadcast(&state, channel_id, &frame);
+        apply_effects(&state, channel_id, vec![Effect::Broadcast(frame)]).await;
     }
     ok_empty()
 }

@@ -13,14 +13,14 @@
 //! `POST /groups/{id}/voice-background` (seed) names the channel in a `channel_id` field and
 //! shares the handler of `POST /groups/{gid}/channels/{chid}/voice-background` (client).
 
-use palaver_actors::channel::ChannelMsg;
+use palaver_actors::channel::Effect;
 use palaver_entity::{channels, communities, groups, users};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::account::current_user;
-use super::channels::tell_channel;
+use super::channels::write_channel;
 use crate::auth::Caller;
 use crate::domain::channel::{ChannelView, find_channel};
 use crate::domain::community::{CommunityView, community_updated_frame, member_count, require_member};
@@ -305,23 +305,35 @@ async fn upload_voice_background(
     let image = picture(&form, "background").await?;
     let area = Area::GroupAssets;
     let file = store(&state, area, channel_id, "voicebg", &image).await?;
-    // Re-read: the channel may have changed while the image was processed.
-    let channel = find_channel(&state.db, channel_id).await;
-    let updated = match channel {
-        Ok(channel) => {
-            let old_url = channel.voice_background.clone();
-            let mut row: channels::ActiveModel = channel.into();
-            row.voice_background = Set(Some(area.url(&file)));
-            let updated = row.update(&state.db).await.map_err(ApiError::from);
+    // The row is written by the channel's actor, which then reloads its settings and
+    // announces `channel_updated`. The write answers the replaced URL with its own outcome, so
+    // the files are settled as before.
+    let (db, url) = (state.db.clone(), area.url(&file));
+    let written = write_channel(&state, channel_id, None, async move {
+        // Re-read: the channel may have changed while the image was processed.
+        let channel = find_channel(&db, channel_id).await?;
+        let old_url = channel.voice_background.clone();
+        let mut row: channels::ActiveModel = channel.into();
+        row.voice_background = Set(Some(url));
+        match row.update(&db).await {
+            Ok(updated) => Ok(((old_url, Ok(updated)), vec![Effect::Reload { announce: true }])),
+            Err(err) => Ok(((old_url, Err(ApiError::from(err))), Vec::new())),
+        }
+    })
+    .await;
+    let updated = match written {
+        Ok((old_url, updated)) => {
             settle(&state, area, channel_id, "voicebg", old_url, &file, updated).await?
         }
         Err(err) => {
-            images::remove(&state.config.data_dir, area, &file).await;
+            // Not written (the channel is gone, or its actor did not answer: then the row may
+            // name the file, which stays).
+            if matches!(err, ApiError::NotFound(_)) {
+                images::remove(&state.config.data_dir, area, &file).await;
+            }
             return Err(err);
         }
     };
-    // Keeps the live channel's settings exact and announces `channel_updated`.
-    tell_channel(&state, channel_id, |reply| ChannelMsg::Reload { announce: true, reply }).await;
     ok_json(&ChannelView::from(&updated))
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use palaver_actors::HubError;
-use palaver_actors::channel::ChannelMsg;
+use palaver_actors::channel::{ChannelMsg, Effect};
 use palaver_actors::history::{HistoryAnswer, PageKey};
 use palaver_actors::protocol::{ServerFrame, rfc3339};
 use palaver_actors::roles::Level;
@@ -24,7 +24,7 @@ use crate::domain::channel::{caller_level, require_member};
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, ok_empty, ok_json, ok_json_bytes};
-use crate::routes::channels::{broadcast, query_bool, query_limit, query_uuid};
+use crate::routes::channels::{query_bool, query_limit, query_uuid, write_channel};
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
@@ -450,33 +450,37 @@ pub(crate) async fn pin_message(id: PathId, msg_id: PathId, state: AppState, cal
     if !is_visible(&message, palaver_entity::now()) {
         return Err(ApiError::validation("a deleted message cannot be pinned"));
     }
-    // The count is checked under the same lock as the insert: the channel row (PostgreSQL;
-    // SQLite's write transaction runs alone), so concurrent pins cannot pass the limit together.
-    let txn = crate::db::begin_write(&state.db).await?;
-    crate::db::lock_row::<channels::Entity>(&txn, id).await?.ok_or_else(|| ApiError::not_found("channel"))?;
-    if pins::Entity::find_by_id((id, message_id)).one(&txn).await?.is_some() {
-        return Err(ApiError::conflict("the message is already pinned"));
-    }
     let max = state.settings.max_pins_per_channel();
-    let count = pins::Entity::find().filter(pins::Column::ChannelId.eq(id)).count(&txn).await?;
-    if count as i64 >= max {
-        return Err(ApiError::validation(format!("a channel can have at most {max} pinned messages")));
-    }
-    let pinned_at = palaver_entity::now();
-    pins::Entity::insert(pins::ActiveModel {
-        channel_id: Set(id),
-        message_id: Set(message_id),
-        pinned_by: Set(Some(caller.user_id)),
-        pinned_at: Set(pinned_at),
+    let (db, pinned_by) = (state.db.clone(), caller.user_id);
+    write_channel(&state, id, None, async move {
+        // The count is checked under the same lock as the insert: the channel row
+        // (PostgreSQL; SQLite's write transaction runs alone), so concurrent pins cannot pass
+        // the limit together.
+        let txn = crate::db::begin_write(&db).await?;
+        crate::db::lock_row::<channels::Entity>(&txn, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("channel"))?;
+        if pins::Entity::find_by_id((id, message_id)).one(&txn).await?.is_some() {
+            return Err(ApiError::conflict("the message is already pinned"));
+        }
+        let count = pins::Entity::find().filter(pins::Column::ChannelId.eq(id)).count(&txn).await?;
+        if count as i64 >= max {
+            return Err(ApiError::validation(format!("a channel can have at most {max} pinned messages")));
+        }
+        let pinned_at = palaver_entity::now();
+        pins::Entity::insert(pins::ActiveModel {
+            channel_id: Set(id),
+            message_id: Set(message_id),
+            pinned_by: Set(Some(pinned_by)),
+            pinned_at: Set(pinned_at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        let frame = ServerFrame::MessagePinned { message_id, channel_id: id, pinned_by, pinned_at };
+        Ok(((), vec![Effect::Broadcast(frame)]))
     })
-    .exec_without_returning(&txn)
     .await?;
-    txn.commit().await?;
-    broadcast(
-        &state,
-        id,
-        &ServerFrame::MessagePinned { message_id, channel_id: id, pinned_by: caller.user_id, pinned_at },
-    );
     ok_empty()
 }
 
@@ -486,16 +490,20 @@ pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, c
     if caller_level(&state.db, id, &caller).await? < Level::Moderator {
         return Err(ApiError::Forbidden);
     }
-    let removed = pins::Entity::delete_many()
-        .filter(pins::Column::ChannelId.eq(id))
-        .filter(pins::Column::MessageId.eq(message_id))
-        .exec(&state.db)
-        .await?
-        .rows_affected;
-    if removed == 0 {
-        return Err(ApiError::not_found("pin"));
-    }
-    broadcast(&state, id, &ServerFrame::MessageUnpinned { message_id, channel_id: id });
+    let db = state.db.clone();
+    write_channel(&state, id, None, async move {
+        let removed = pins::Entity::delete_many()
+            .filter(pins::Column::ChannelId.eq(id))
+            .filter(pins::Column::MessageId.eq(message_id))
+            .exec(&db)
+            .await?
+            .rows_affected;
+        if removed == 0 {
+            return Err(ApiError::not_found("pin"));
+        }
+        Ok(((), vec![Effect::Broadcast(ServerFrame::MessageUnpinned { message_id, channel_id: id })]))
+    })
+    .await?;
     ok_empty()
 }
 

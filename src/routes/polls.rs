@@ -5,6 +5,7 @@
 //! channel's subscribers through its actor (`poll_created`, `poll_voted`, `poll_vote_removed`,
 //! `poll_closed`).
 
+use palaver_actors::channel::Effect;
 use palaver_actors::protocol::ServerFrame;
 use palaver_entity::{poll_votes, polls};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -15,10 +16,10 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::domain::channel::{channel_role, require_member};
 use crate::domain::poll::{self, CreatePollRequest, NewPoll, PollView};
-use crate::domain::posting::{as_poster, require_may_post};
+use crate::domain::posting::as_poster;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, ok_empty, ok_json};
-use crate::routes::channels::broadcast;
+use crate::routes::channels::write_channel;
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
@@ -59,34 +60,35 @@ pub(crate) async fn create_poll(
     let channel_id = id.get()?;
     let new = NewPoll::parse(body?)?;
     require_member(&state.db, channel_id, &caller).await?;
-    // A poll is content: the channel's send rules (timeouts, read-only, archived) apply.
-    require_may_post(&state.hub, channel_id, as_poster(&caller)).await?;
-    let now = palaver_entity::now();
     let options = serde_json::to_string(&new.options).map_err(ApiError::internal)?;
-    let row = polls::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        channel_id: Set(channel_id),
-        created_by: Set(Some(caller.user_id)),
-        question: Set(new.question),
-        options: Set(options),
-        multi_select: Set(new.multi_select),
-        anonymous: Set(new.anonymous),
-        closed: Set(false),
-        expires_at: Set(new.expires_in_minutes.map(|m| now + chrono::Duration::minutes(m))),
-        created_at: Set(now),
-    }
-    .insert(&state.db)
-    .await?;
-    broadcast(
-        &state,
-        channel_id,
-        &ServerFrame::PollCreated {
+    // A poll is content: the channel's send rules (timeouts, read-only, archived) apply, in
+    // the channel's order.
+    let (db, created_by) = (state.db.clone(), caller.user_id);
+    let row = write_channel(&state, channel_id, Some(as_poster(&caller)), async move {
+        let now = palaver_entity::now();
+        let row = polls::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            channel_id: Set(channel_id),
+            created_by: Set(Some(created_by)),
+            question: Set(new.question),
+            options: Set(options),
+            multi_select: Set(new.multi_select),
+            anonymous: Set(new.anonymous),
+            closed: Set(false),
+            expires_at: Set(new.expires_in_minutes.map(|m| now + chrono::Duration::minutes(m))),
+            created_at: Set(now),
+        }
+        .insert(&db)
+        .await?;
+        let frame = ServerFrame::PollCreated {
             poll_id: row.id,
             channel_id,
-            created_by: caller.user_id,
+            created_by,
             question: row.question.clone(),
-        },
-    );
+        };
+        Ok((row, vec![Effect::Broadcast(frame)]))
+    })
+    .await?;
     ok_json(&PollView::new(&row, &[]))
 }
 
@@ -129,75 +131,75 @@ pub(crate) async fn vote(id: PathId, state: AppState, caller: Caller, body: ApiR
     // write transaction runs alone), so concurrent votes of one user follow each other and a
     // single-choice poll keeps exactly one. The row read under the lock also says whether the
     // poll is still open (a concurrent close wins).
-    let txn = crate::db::begin_write(&state.db).await?;
-    let poll = crate::db::lock_row::<polls::Entity>(&txn, poll.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("poll"))?;
-    poll::require_open(&poll, palaver_entity::now())?;
-    let mine: Vec<i32> = poll_votes::Entity::find()
-        .filter(poll_votes::Column::PollId.eq(poll.id))
-        .filter(poll_votes::Column::UserId.eq(caller.user_id))
-        .all(&txn)
-        .await?
-        .into_iter()
-        .map(|v| v.option_index)
-        .collect();
-    if mine.contains(&index) && (poll.multi_select || mine.len() == 1) {
-        // Voting again for the same option changes nothing.
-        return ok_empty();
-    }
-    let mut removed = Vec::new();
-    if !poll.multi_select {
-        poll_votes::Entity::delete_many()
+    let (db, user_id) = (state.db.clone(), caller.user_id);
+    write_channel(&state, poll.channel_id, None, async move {
+        let txn = crate::db::begin_write(&db).await?;
+        let poll = crate::db::lock_row::<polls::Entity>(&txn, poll.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("poll"))?;
+        poll::require_open(&poll, palaver_entity::now())?;
+        let mine: Vec<i32> = poll_votes::Entity::find()
             .filter(poll_votes::Column::PollId.eq(poll.id))
-            .filter(poll_votes::Column::UserId.eq(caller.user_id))
-            .filter(poll_votes::Column::OptionIndex.ne(index))
-            .exec(&txn)
-            .await?;
-        removed = mine.iter().copied().filter(|i| *i != index).collect();
-    }
-    poll_votes::Entity::insert(poll_votes::ActiveModel {
-        poll_id: Set(poll.id),
-        user_id: Set(caller.user_id),
-        option_index: Set(index),
-        created_at: Set(palaver_entity::now()),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            poll_votes::Column::PollId,
-            poll_votes::Column::UserId,
-            poll_votes::Column::OptionIndex,
-        ])
-        .do_nothing()
-        .to_owned(),
-    )
-    .exec_without_returning(&txn)
-    .await?;
-    txn.commit().await?;
+            .filter(poll_votes::Column::UserId.eq(user_id))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|v| v.option_index)
+            .collect();
+        if mine.contains(&index) && (poll.multi_select || mine.len() == 1) {
+            // Voting again for the same option changes nothing.
+            return Ok(((), Vec::new()));
+        }
+        let mut removed = Vec::new();
+        if !poll.multi_select {
+            poll_votes::Entity::delete_many()
+                .filter(poll_votes::Column::PollId.eq(poll.id))
+                .filter(poll_votes::Column::UserId.eq(user_id))
+                .filter(poll_votes::Column::OptionIndex.ne(index))
+                .exec(&txn)
+                .await?;
+            removed = mine.iter().copied().filter(|i| *i != index).collect();
+        }
+        poll_votes::Entity::insert(poll_votes::ActiveModel {
+            poll_id: Set(poll.id),
+            user_id: Set(user_id),
+            option_index: Set(index),
+            created_at: Set(palaver_entity::now()),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                poll_votes::Column::PollId,
+                poll_votes::Column::UserId,
+                poll_votes::Column::OptionIndex,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
 
-    let voter_id = (!poll.anonymous).then_some(caller.user_id);
-    for option_index in removed {
-        broadcast(
-            &state,
-            poll.channel_id,
-            &ServerFrame::PollVoteRemoved {
-                poll_id: poll.id,
-                channel_id: poll.channel_id,
-                option_index,
-                voter_id,
-            },
-        );
-    }
-    broadcast(
-        &state,
-        poll.channel_id,
-        &ServerFrame::PollVoted {
+        let voter_id = (!poll.anonymous).then_some(user_id);
+        let mut effects: Vec<Effect> = removed
+            .into_iter()
+            .map(|option_index| {
+                Effect::Broadcast(ServerFrame::PollVoteRemoved {
+                    poll_id: poll.id,
+                    channel_id: poll.channel_id,
+                    option_index,
+                    voter_id,
+                })
+            })
+            .collect();
+        effects.push(Effect::Broadcast(ServerFrame::PollVoted {
             poll_id: poll.id,
             channel_id: poll.channel_id,
             option_index: index,
             voter_id,
-        },
-    );
+        }));
+        Ok(((), effects))
+    })
+    .await?;
     ok_empty()
 }
 
@@ -208,23 +210,24 @@ pub(crate) async fn remove_vote(id: PathId, idx: String, state: AppState, caller
     let poll = member_poll(&state, id, &caller).await?;
     poll::require_open(&poll, palaver_entity::now())?;
     let index = poll::option_index(&poll, idx)?;
-    poll_votes::Entity::delete_many()
-        .filter(poll_votes::Column::PollId.eq(poll.id))
-        .filter(poll_votes::Column::UserId.eq(caller.user_id))
-        .filter(poll_votes::Column::OptionIndex.eq(index))
-        .exec(&state.db)
-        .await?;
-    // Sent even when there was no vote to remove (wire).
-    broadcast(
-        &state,
-        poll.channel_id,
-        &ServerFrame::PollVoteRemoved {
+    let (db, user_id) = (state.db.clone(), caller.user_id);
+    write_channel(&state, poll.channel_id, None, async move {
+        poll_votes::Entity::delete_many()
+            .filter(poll_votes::Column::PollId.eq(poll.id))
+            .filter(poll_votes::Column::UserId.eq(user_id))
+            .filter(poll_votes::Column::OptionIndex.eq(index))
+            .exec(&db)
+            .await?;
+        // Sent even when there was no vote to remove (wire).
+        let frame = ServerFrame::PollVoteRemoved {
             poll_id: poll.id,
             channel_id: poll.channel_id,
             option_index: index,
-            voter_id: (!poll.anonymous).then_some(caller.user_id),
-        },
-    );
+            voter_id: (!poll.anonymous).then_some(user_id),
+        };
+        Ok(((), vec![Effect::Broadcast(frame)]))
+    })
+    .await?;
     ok_empty()
 }
 
@@ -237,18 +240,21 @@ pub(crate) async fn close_poll(id: PathId, state: AppState, caller: Caller) -> R
     {
         return Err(ApiError::Forbidden);
     }
-    let changed = polls::Entity::update_many()
-        .col_expr(polls::Column::Closed, Expr::value(true))
-        .filter(polls::Column::Id.eq(poll.id))
-        .filter(polls::Column::Closed.eq(false))
-        .exec(&state.db)
-        .await?;
-    if changed.rows_affected > 0 {
-        broadcast(
-            &state,
-            poll.channel_id,
-            &ServerFrame::PollClosed { poll_id: poll.id, channel_id: poll.channel_id },
-        );
-    }
+    let db = state.db.clone();
+    write_channel(&state, poll.channel_id, None, async move {
+        let changed = polls::Entity::update_many()
+            .col_expr(polls::Column::Closed, Expr::value(true))
+            .filter(polls::Column::Id.eq(poll.id))
+            .filter(polls::Column::Closed.eq(false))
+            .exec(&db)
+            .await?;
+        let effects = if changed.rows_affected > 0 {
+            vec![Effect::Broadcast(ServerFrame::PollClosed { poll_id: poll.id, channel_id: poll.channel_id })]
+        } else {
+            Vec::new()
+        };
+        Ok(((), effects))
+    })
+    .await?;
     ok_empty()
 }

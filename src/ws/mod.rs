@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use palaver_actors::session::MAX_FRAME_BYTES;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -14,9 +15,6 @@ use warp::reply::Response;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// Largest client frame accepted (wire: 1 MiB of text).
-pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
 /// Socket buffers kept small: most frames are well under 4 KiB and idle sockets dominate
 /// memory. Larger frames still work (the buffer grows for them). Writes are buffered up to
@@ -61,7 +59,10 @@ pub fn upgrade(state: AppState, mut req: Request<Incoming>, client_ip: IpAddr) -
             Err(err) => tracing::debug!(error = %err, "websocket upgrade failed"),
         }
     });
-    let mut response = crate::http::status_only(StatusCode::SWITCHING_PROTOCOLS);
+    // Built here rather than with `http::status_only`: the HTTP layer calls into the gateway,
+    // so the gateway does not call back into it.
+    let mut response = Response::new(Default::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use palaver_actors::error_code::ErrorCode;
 use palaver_actors::outbox::{CLOSE_UNAUTHORIZED, Outbox, OutboxReceiver, close_reason};
 use palaver_actors::protocol::{ClientFrame, ServerFrame, decode};
 use palaver_actors::session::{FrameGate, MAX_FRAME_BYTES, SessionActor, SessionArgs, SessionMsg};
@@ -48,8 +49,8 @@ pub async fn run(state: AppState, mut socket: Socket, ip: IpAddr) {
 }
 
 /// Reads the first frame: it must be `authenticate` with a valid token, within 10 s.
-async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (&'static str, &'static str)> {
-    const TIMEOUT: (&str, &str) = ("auth_timeout", "authentication took too long");
+async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (ErrorCode, &'static str)> {
+    const TIMEOUT: (ErrorCode, &str) = (ErrorCode::AuthTimeout, "authentication took too long");
     let first = tokio::time::timeout(AUTH_TIMEOUT, socket.next()).await.map_err(|_| TIMEOUT)?;
     let text = match first {
         Some(Ok(Message::Text(text))) => text,
@@ -59,8 +60,8 @@ async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (&'s
         Ok(ClientFrame::Authenticate { token }) => caller_from_token(state, &token)
             .ok()
             .filter(|caller| !login_revoked(state, caller))
-            .ok_or(("unauthorized", "the token was rejected")),
-        _ => Err(("auth_required", "authenticate must be the first frame")),
+            .ok_or((ErrorCode::Unauthorized, "the token was rejected")),
+        _ => Err((ErrorCode::AuthRequired, "authenticate must be the first frame")),
     }
 }
 

@@ -3,19 +3,14 @@
 
 use palaver::auth::tokens::hash_token;
 use palaver_entity::{communities, refresh_tokens, users};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, Reply, TestApp, TestUser, spawn_app};
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-
-fn db(app: &TestApp) -> &DatabaseConnection {
-    &app.server.as_ref().expect("server running").state.db
-}
 
 async fn login(app: &TestApp, username: &str, password: &str) -> Reply {
     app.post_public("/auth/login", json!({"username": username, "password": password})).await

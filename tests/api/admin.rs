@@ -5,8 +5,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, TestApp, spawn_app};
-use crate::users::db;
 
 async fn audit_actions(app: &TestApp, action: &str) -> Vec<audit_log::Model> {
     audit_log::Entity::find().filter(audit_log::Column::Action.eq(action)).all(db(app)).await.unwrap()

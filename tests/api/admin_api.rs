@@ -12,7 +12,9 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Pagi
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, community, db, group, insert_message, live, ordered_ids, send_text};
+use crate::common::fixtures::{
+    channel_with, community, db, group, insert_message, live, ordered_ids, send_text,
+};
 use crate::common::{Backend, TestApp, TestUser, spawn_app};
 
 // ---------------------------------------------------------------------------------------

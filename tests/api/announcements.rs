@@ -8,8 +8,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, TestApp, TestUser, spawn_app};
-use crate::users::db;
 
 async fn post(app: &TestApp, admin: &TestUser, title: &str, body: &str) -> Value {
     app.post("/admin/announcements", &admin.token, json!({"title": title, "body": body})).await.expect(200)

@@ -8,18 +8,12 @@ use palaver::config::{RateLimit, RegistrationMode};
 use palaver_entity::{
     identity_keys, one_time_prekeys, refresh_tokens, registration_invites, signed_prekeys, users,
 };
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, Reply, TestApp, rand_bytes, spawn_app, spawn_app_with};
-
-fn db(app: &TestApp) -> &DatabaseConnection {
-    &app.server.as_ref().expect("server running").state.db
-}
 
 async fn login(app: &TestApp, username: &str, password: &str) -> Reply {
     app.post_public("/auth/login", json!({"username": username, "password": password})).await

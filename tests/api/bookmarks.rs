@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, insert_message, ordered_ids, users};
+use crate::common::fixtures::{channel_with, db, insert_message, ordered_ids, users};
 use crate::common::{Backend, spawn_app};
 
 fn ids(list: &Value, key: &str) -> Vec<String> {

@@ -6,98 +6,21 @@
 //! community_moderation.rs.
 
 use palaver_entity::{
-    audit_log, channel_members, channel_timeouts, channels, communities, community_bans, community_invites,
-    community_members, group_members, groups,
+    channel_members, channel_timeouts, channels, communities, community_bans, community_invites,
+    community_members, group_members,
 };
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{db, live, send_text, sync};
-use crate::common::{Backend, TestApp, TestUser, spawn_app_with};
+use crate::common::fixtures::{
+    audit_count, create, db, group_channel, invite, join, live, open_app, public_group, send_text, set_role,
+    sync, users,
+};
+use crate::common::{Backend, TestApp, TestUser};
 
 // ---------------------------------------------------------------------------------------
 // Helpers shared with community_moderation.rs
-
-/// A server where anyone may create communities.
-pub async fn open_app(backend: Backend) -> TestApp {
-    spawn_app_with(backend, |c| c.open_community_creation = true).await
-}
-
-/// Registers the instance owner ("root") first, then the named ordinary users.
-pub async fn people(app: &TestApp, names: &[&str]) -> (TestUser, Vec<TestUser>) {
-    crate::channels::users(app, names).await
-}
-
-/// `POST /communities` by `owner`; returns the id.
-pub async fn create(app: &TestApp, owner: &TestUser, name: &str) -> Uuid {
-    let c = app.post("/communities", &owner.token, json!({"name": name})).await.expect(200);
-    c["id"].as_str().unwrap().parse().unwrap()
-}
-
-/// An invite of `cid` made by `by` (unlimited, never expires); returns its code.
-pub async fn invite(app: &TestApp, by: &TestUser, cid: Uuid) -> String {
-    let inv = app.post(&format!("/communities/{cid}/invites"), &by.token, json!({})).await.expect(200);
-    inv["code"].as_str().unwrap().to_string()
-}
-
-/// `user` joins `cid` through a fresh invite made by `by`.
-pub async fn join(app: &TestApp, by: &TestUser, cid: Uuid, user: &TestUser) {
-    let code = invite(app, by, cid).await;
-    app.post(&format!("/community-invites/{code}/accept"), &user.token, json!({})).await.expect(200);
-}
-
-/// Sets a member's community role (by the owner).
-pub async fn set_role(app: &TestApp, owner: &TestUser, cid: Uuid, user: &TestUser, role: &str) {
-    app.put(&format!("/communities/{cid}/members/{}/role", user.id), &owner.token, json!({"role": role}))
-        .await
-        .expect(200);
-}
-
-/// A public group row in `cid` owned by `owner` (the group routes live elsewhere).
-pub async fn public_group(app: &TestApp, cid: Uuid, owner: Uuid, visibility: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    groups::ActiveModel {
-        id: Set(id),
-        community_id: Set(cid),
-        name: Set(format!("group {visibility}")),
-        description: Set(None),
-        icon_url: Set(None),
-        banner_url: Set(None),
-        accent_color: Set(None),
-        owner_id: Set(owner),
-        visibility: Set(visibility.into()),
-        discoverable: Set(true),
-        assigned_member_id: Set(None),
-        allow_invites: Set(true),
-        created_at: Set(palaver_entity::now()),
-    }
-    .insert(db(app))
-    .await
-    .expect("insert group");
-    group_members::ActiveModel {
-        group_id: Set(id),
-        user_id: Set(owner),
-        role: Set("owner".into()),
-        joined_at: Set(palaver_entity::now()),
-    }
-    .insert(db(app))
-    .await
-    .expect("insert group owner");
-    id
-}
-
-/// A text channel in `group` created through `POST /channels` (creator = channel owner).
-pub async fn group_channel(app: &TestApp, creator: &TestUser, group: Uuid, discoverable: bool) -> Uuid {
-    let body =
-        json!({"name": "general", "channel_type": "text", "group_id": group, "discoverable": discoverable});
-    let c = app.post("/channels", &creator.token, body).await.expect(200);
-    c["id"].as_str().unwrap().parse().unwrap()
-}
-
-pub async fn audit_count(app: &TestApp, action: &str) -> u64 {
-    audit_log::Entity::find().filter(audit_log::Column::Action.eq(action)).count(db(app)).await.unwrap()
-}
 
 fn field<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
     list.as_array().expect("array").iter().map(|v| v[key].as_str().unwrap_or_default()).collect()
@@ -113,7 +36,7 @@ async fn is_member(app: &TestApp, cid: Uuid, user: Uuid) -> bool {
 async fn create_list_and_get_communities(backend: Backend) {
     // Default mode: only instance staff create.
     let app = crate::common::spawn_app(backend.clone()).await;
-    let (root, u) = people(&app, &["alice"]).await;
+    let (root, u) = users(&app, &["alice"]).await;
     let alice = &u[0];
     let refused = app.post("/communities", &alice.token, json!({"name": "Nope"})).await.expect_error(403);
     assert_eq!(refused, "forbidden");
@@ -124,7 +47,7 @@ async fn create_list_and_get_communities(backend: Backend) {
     app.stop().await;
 
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob"]).await;
+    let (_root, u) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&u[0], &u[1]);
     let c = app
         .post("/communities", &alice.token, json!({"name": "Garden", "description": null}))
@@ -193,7 +116,7 @@ async fn create_list_and_get_communities(backend: Backend) {
 
 async fn update_validates_and_announces_to_members(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
     let cid = create(&app, alice, "Garden").await;
     join(&app, alice, cid, bob).await;
@@ -269,7 +192,7 @@ async fn update_validates_and_announces_to_members(backend: Backend) {
 
 async fn invites_preview_accept_and_limits(backend: Backend) {
     let app = open_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob", "carol", "dave"]).await;
+    let (root, u) = users(&app, &["alice", "bob", "carol", "dave"]).await;
     let (alice, bob, carol, dave) = (&u[0], &u[1], &u[2], &u[3]);
     let cid = create(&app, alice, "Garden").await;
     let invites = format!("/communities/{cid}/invites");
@@ -401,7 +324,7 @@ async fn invites_preview_accept_and_limits(backend: Backend) {
 
 async fn accepting_joins_public_groups_and_their_discoverable_channels(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob"]).await;
+    let (_root, u) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&u[0], &u[1]);
     let cid = create(&app, alice, "Garden").await;
     let public = public_group(&app, cid, alice.id, "public").await;
@@ -453,7 +376,7 @@ async fn accepting_joins_public_groups_and_their_discoverable_channels(backend: 
 
 async fn members_roles_and_nicknames(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "dave", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "dave", "erin"]).await;
     let (alice, bob, carol, dave, erin) = (&u[0], &u[1], &u[2], &u[3], &u[4]);
     let cid = create(&app, alice, "Garden").await;
     for user in [bob, carol, dave] {
@@ -550,7 +473,7 @@ async fn members_roles_and_nicknames(backend: Backend) {
 
 async fn transfer_ownership_and_leave(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "erin"]).await;
     let (alice, bob, carol, erin) = (&u[0], &u[1], &u[2], &u[3]);
     let cid = create(&app, alice, "Garden").await;
     let group = public_group(&app, cid, alice.id, "public").await;
@@ -602,7 +525,7 @@ async fn transfer_ownership_and_leave(backend: Backend) {
 
 async fn bans_list_add_remove(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "erin"]).await;
     let (alice, bob, carol, erin) = (&u[0], &u[1], &u[2], &u[3]);
     let cid = create(&app, alice, "Garden").await;
     join(&app, alice, cid, bob).await;
@@ -665,7 +588,7 @@ async fn bans_list_add_remove(backend: Backend) {
 
 async fn deleting_a_community_removes_everything(backend: Backend) {
     let app = open_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob"]).await;
+    let (root, u) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&u[0], &u[1]);
     let cid = create(&app, alice, "Garden").await;
     let group = public_group(&app, cid, alice.id, "public").await;
@@ -1042,7 +965,7 @@ fn cases() -> Vec<Case> {
 async fn authorization_matrix(backend: Backend) {
     let app = open_app(backend).await;
     let (root, u) =
-        people(&app, &["owner", "admin", "moderator", "member", "outsider", "banned", "victim"]).await;
+        users(&app, &["owner", "admin", "moderator", "member", "outsider", "banned", "victim"]).await;
     let mut u = u.into_iter();
     let mut next = || u.next().unwrap();
     let cast = Cast {

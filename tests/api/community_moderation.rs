@@ -10,27 +10,11 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::channels::{db, expect_quiet, live, send_text, subscribe, sync};
-use crate::common::{Backend, TestApp, TestUser, WsClient};
-use crate::communities::{
-    audit_count, create, group_channel, invite, join, open_app, people, public_group, set_role,
+use crate::common::fixtures::{
+    audit_count, community_with_channel, create, db, expect_quiet, group_channel, invite, join, live,
+    new_channel, open_app, public_group, send_text, set_role, subscribe, sync, users,
 };
-
-/// A community owned by `owner` with one public group and a discoverable channel that every
-/// one of `members` joins through an invite; returns (community, group, channel).
-async fn community_with_channel(
-    app: &TestApp,
-    owner: &TestUser,
-    members: &[&TestUser],
-) -> (Uuid, Uuid, Uuid) {
-    let cid = create(app, owner, "Garden").await;
-    let group = public_group(app, cid, owner.id, "public").await;
-    let channel = group_channel(app, owner, group, true).await;
-    for user in members {
-        join(app, owner, cid, user).await;
-    }
-    (cid, group, channel)
-}
+use crate::common::{Backend, TestUser, WsClient};
 
 async fn send_refused(ws: &mut WsClient, channel: Uuid, code: &str) -> String {
     ws.send(json!({
@@ -44,7 +28,7 @@ async fn send_refused(ws: &mut WsClient, channel: Uuid, code: &str) -> String {
 
 async fn kicked_member_stops_receiving_channel_events(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
     let (cid, group, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
     set_role(&app, alice, cid, carol, "moderator").await;
@@ -104,7 +88,7 @@ async fn kicked_member_stops_receiving_channel_events(backend: Backend) {
 
 async fn banned_member_is_cut_off_and_cannot_return(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
     let (cid, _group, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
     let mut alice_ws = live(&app, alice, channel).await;
@@ -152,7 +136,7 @@ async fn banned_member_is_cut_off_and_cannot_return(backend: Backend) {
 
 async fn timed_out_member_cannot_send_until_lifted(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "dave", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "dave", "erin"]).await;
     let (alice, bob, carol, dave, erin) = (&u[0], &u[1], &u[2], &u[3], &u[4]);
     let (cid, _group, channel) = community_with_channel(&app, alice, &[bob, carol, dave]).await;
     set_role(&app, alice, cid, carol, "moderator").await;
@@ -182,7 +166,7 @@ async fn timed_out_member_cannot_send_until_lifted(backend: Backend) {
     let other_channel = group_channel(&app, erin, other_group, true).await;
     let foreign = format!("/communities/{cid}/channels/{other_channel}/timeout");
     assert_eq!(app.post(&foreign, &carol.token, body(bob, 60)).await.expect_error(404), "not_found");
-    let standalone = crate::channels::new_channel(&app, alice, "loose").await;
+    let standalone = new_channel(&app, alice, "loose").await;
     let loose = format!("/communities/{cid}/channels/{standalone}/timeout");
     assert_eq!(app.post(&loose, &carol.token, body(bob, 60)).await.expect_error(404), "not_found");
     expect_quiet(&mut bob_ws, Duration::from_millis(100)).await;
@@ -240,7 +224,7 @@ async fn timed_out_member_cannot_send_until_lifted(backend: Backend) {
 
 async fn warnings_are_counted_and_announced_on_both_paths(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "erin"]).await;
     let (alice, bob, carol, erin) = (&u[0], &u[1], &u[2], &u[3]);
     let (cid, _group, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
     set_role(&app, alice, cid, carol, "moderator").await;
@@ -300,7 +284,7 @@ async fn warnings_are_counted_and_announced_on_both_paths(backend: Backend) {
 
 async fn role_changes_reach_every_member_and_take_effect(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "erin"]).await;
     let (alice, bob, carol, erin) = (&u[0], &u[1], &u[2], &u[3]);
     let (cid, _group, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
     // Sockets not subscribed to anything: role changes are community-scoped.
@@ -337,7 +321,7 @@ async fn role_changes_reach_every_member_and_take_effect(backend: Backend) {
 
 async fn community_actor_restarts_with_its_state(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
     let (cid, _group, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
     set_role(&app, alice, cid, carol, "moderator").await;

@@ -6,7 +6,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Pagi
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{community, db, live, send_text, users};
+use crate::common::fixtures::{community, db, live, send_text, users};
 use crate::common::{Backend, TestApp, TestUser, spawn_app};
 
 async fn open(app: &TestApp, from: &TestUser, to: &TestUser) -> Value {

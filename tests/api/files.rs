@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, users};
+use crate::common::fixtures::{channel_with, db, users};
 use crate::common::{Backend, Reply, TestApp, TestUser, spawn_app, spawn_app_with};
 
 // ---------------------------------------------------------------------------------------

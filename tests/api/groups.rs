@@ -13,7 +13,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Pagi
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{db, expect_quiet, live, send_text, subscribe, sync};
+use crate::common::fixtures::{db, expect_quiet, live, send_text, subscribe, sync, users};
 use crate::common::{Backend, TestApp, TestUser, spawn_app};
 
 // ---------------------------------------------------------------------------------------
@@ -93,11 +93,6 @@ async fn set_group_role(app: &TestApp, group: &str, user: &TestUser, role: &str)
         .expect("set group role");
 }
 
-/// Registers the instance owner first, then ordinary users.
-async fn people(app: &TestApp, names: &[&str]) -> (TestUser, Vec<TestUser>) {
-    crate::channels::users(app, names).await
-}
-
 fn uuid(s: &str) -> Uuid {
     s.parse().expect("uuid")
 }
@@ -166,7 +161,7 @@ const QUIET: Duration = Duration::from_millis(300);
 
 async fn create_list_get_and_discover(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob", "carol", "dave"]).await;
+    let (root, u) = users(&app, &["alice", "bob", "carol", "dave"]).await;
     let (alice, bob, carol, dave) = (&u[0], &u[1], &u[2], &u[3]);
     let cid = make_community(&app, alice, &[(bob, "member"), (carol, "admin")]).await;
 
@@ -253,7 +248,7 @@ async fn create_list_get_and_discover(backend: Backend) {
 
 async fn create_group_rejects_bad_input_and_outsiders(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob", "dave"]).await;
+    let (root, u) = users(&app, &["alice", "bob", "dave"]).await;
     let (alice, bob, dave) = (&u[0], &u[1], &u[2]);
     let cid = make_community(&app, alice, &[(bob, "member")]).await;
     let post = |user: &TestUser, body: Value| {
@@ -298,7 +293,7 @@ async fn create_group_rejects_bad_input_and_outsiders(backend: Backend) {
 
 async fn group_and_channel_limits(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, u) = people(&app, &["alice"]).await;
+    let (_root, u) = users(&app, &["alice"]).await;
     let alice = &u[0];
     let cid = make_community(&app, alice, &[]).await;
     let now = palaver_entity::now();
@@ -352,7 +347,7 @@ async fn group_and_channel_limits(backend: Backend) {
 
 async fn update_group_announces_to_the_community(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "frank", "dave"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "frank", "dave"]).await;
     let (alice, bob, frank, dave) = (&u[0], &u[1], &u[2], &u[3]);
     let cid = make_community(&app, alice, &[(bob, "member")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Team", json!({})).await);
@@ -421,7 +416,7 @@ async fn update_group_announces_to_the_community(backend: Backend) {
 
 async fn delete_group_stops_its_channels(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "frank", "dave"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "frank", "dave"]).await;
     let (alice, bob, carol, frank, dave) = (&u[0], &u[1], &u[2], &u[3], &u[4]);
     let cid = make_community(&app, alice, &[(bob, "member"), (carol, "moderator")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Team", json!({})).await);
@@ -469,7 +464,7 @@ async fn delete_group_stops_its_channels(backend: Backend) {
 
 async fn transfer_ownership_rules(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob", "dave"]).await;
+    let (root, u) = users(&app, &["alice", "bob", "dave"]).await;
     let (alice, bob, dave) = (&u[0], &u[1], &u[2]);
     let cid = make_community(&app, alice, &[(bob, "member"), (dave, "member")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Team", json!({"visibility": "private"})).await);
@@ -515,7 +510,7 @@ async fn transfer_ownership_rules(backend: Backend) {
 
 async fn join_and_leave_follow_channels_live(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob", "dave"]).await;
+    let (root, u) = users(&app, &["alice", "bob", "dave"]).await;
     let (alice, bob, dave) = (&u[0], &u[1], &u[2]);
     let cid = make_community(&app, alice, &[(bob, "member")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Club", json!({"visibility": "private"})).await);
@@ -589,7 +584,7 @@ async fn join_and_leave_follow_channels_live(backend: Backend) {
 
 async fn member_list_pages(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
     let cid = make_community(&app, alice, &[(bob, "member"), (carol, "member")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Team", json!({})).await);
@@ -615,7 +610,7 @@ async fn member_list_pages(backend: Backend) {
 
 async fn group_channels_create_update_delete(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "frank", "dave"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "frank", "dave"]).await;
     let (alice, bob, frank, dave) = (&u[0], &u[1], &u[2], &u[3]);
     let cid = make_community(&app, alice, &[(bob, "member")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Team", json!({})).await);
@@ -720,7 +715,7 @@ async fn group_channels_create_update_delete(backend: Backend) {
 
 async fn only_group_members_use_group_channels(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "erin"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "erin"]).await;
     let (alice, bob, erin) = (&u[0], &u[1], &u[2]);
     let cid = make_community(&app, alice, &[(bob, "member"), (erin, "member")]).await;
     let gid = id_of(&new_group(&app, alice, cid, "Inner", json!({"visibility": "private"})).await);
@@ -761,7 +756,7 @@ async fn only_group_members_use_group_channels(backend: Backend) {
 
 async fn group_invites_flow(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (root, u) = people(&app, &["alice", "bob", "erin", "frank", "dave", "carol"]).await;
+    let (root, u) = users(&app, &["alice", "bob", "erin", "frank", "dave", "carol"]).await;
     let (alice, bob, erin, frank, dave, carol) = (&u[0], &u[1], &u[2], &u[3], &u[4], &u[5]);
     let cid = make_community(
         &app,

@@ -11,24 +11,13 @@ use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, ordered_ids, users};
+use crate::common::fixtures::{
+    channel_with, community_with_channel, db, invite, join, open_app, ordered_ids, users,
+};
 use crate::common::{Backend, Reply, TestApp, TestUser, spawn_app, spawn_app_with};
-use crate::communities::{create, group_channel, invite, join, open_app, people, public_group};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// A community owned by `owner` with one public group and a discoverable channel in it that
-/// every one of `members` joined (through the community invite).
-async fn community_channel(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> (Uuid, Uuid) {
-    let cid = create(app, owner, "Garden").await;
-    let group = public_group(app, cid, owner.id, "public").await;
-    let channel = group_channel(app, owner, group, true).await;
-    for user in members {
-        join(app, owner, cid, user).await;
-    }
-    (cid, channel)
-}
 
 async fn time_out(app: &TestApp, by: &TestUser, cid: Uuid, channel: Uuid, user: &TestUser) {
     let path = format!("/communities/{cid}/channels/{channel}/timeout");
@@ -139,9 +128,9 @@ async fn bulk_messages(app: &TestApp, channel: Uuid, sender: Uuid, n: usize, pay
 
 async fn polls_obey_timeouts_read_only_and_archived(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
-    let (cid, channel) = community_channel(&app, alice, &[bob, carol]).await;
+    let (cid, _, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
     new_poll(&app, bob, channel).await.expect(200);
 
     // Timed out: no polls (as no messages).
@@ -181,7 +170,7 @@ async fn webhooks_obey_read_only_and_archived(backend: Backend) {
 
 async fn webhooks_stop_when_their_creator_loses_the_right(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol", "dave"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol", "dave"]).await;
     let (alice, bob, carol, dave) = (&u[0], &u[1], &u[2], &u[3]);
 
     // Lost the right to manage webhooks: ownership transferred away.
@@ -193,7 +182,7 @@ async fn webhooks_stop_when_their_creator_loses_the_right(backend: Backend) {
     assert_eq!(execute(&app, &hook).await.expect_error(403), "forbidden", "creator demoted");
 
     // Kicked: the creator was removed from the community (and so from its channels).
-    let (cid, kicked_channel) = community_channel(&app, alice, &[carol]).await;
+    let (cid, _, kicked_channel) = community_with_channel(&app, alice, &[carol]).await;
     let transfer = format!("/channels/{kicked_channel}/transfer-ownership");
     app.post(&transfer, &alice.token, json!({"new_owner_id": carol.id})).await.expect(200);
     let carols = new_webhook(&app, carol, kicked_channel).await;
@@ -202,7 +191,7 @@ async fn webhooks_stop_when_their_creator_loses_the_right(backend: Backend) {
     assert_eq!(execute(&app, &carols).await.expect_error(403), "forbidden", "creator kicked");
 
     // Left: the creator left the community.
-    let (cid, left_channel) = community_channel(&app, alice, &[dave]).await;
+    let (cid, _, left_channel) = community_with_channel(&app, alice, &[dave]).await;
     let transfer = format!("/channels/{left_channel}/transfer-ownership");
     app.post(&transfer, &alice.token, json!({"new_owner_id": dave.id})).await.expect(200);
     let daves = new_webhook(&app, dave, left_channel).await;
@@ -214,9 +203,9 @@ async fn webhooks_stop_when_their_creator_loses_the_right(backend: Backend) {
 
 async fn scheduled_messages_obey_the_rules_when_scheduled_and_delivered(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob", "carol"]).await;
+    let (_root, u) = users(&app, &["alice", "bob", "carol"]).await;
     let (alice, bob, carol) = (&u[0], &u[1], &u[2]);
-    let (cid, channel) = community_channel(&app, alice, &[bob, carol]).await;
+    let (cid, _, channel) = community_with_channel(&app, alice, &[bob, carol]).await;
 
     // Timed out after scheduling: not posted at delivery; timed out already: refused at once.
     app.post("/messages/schedule", &bob.token, schedule_body(channel, &in_secs(3))).await.expect(200);
@@ -244,9 +233,9 @@ async fn scheduled_messages_obey_the_rules_when_scheduled_and_delivered(backend:
 
 async fn files_into_a_channel_obey_the_rules(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob"]).await;
+    let (_root, u) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&u[0], &u[1]);
-    let (cid, channel) = community_channel(&app, alice, &[bob]).await;
+    let (cid, _, channel) = community_with_channel(&app, alice, &[bob]).await;
     let form = || Form::new().text("channel_id", channel.to_string()).part("file", file_part());
     upload_form(&app, "/files/upload", &bob.token, form()).await.expect(200);
     time_out(&app, alice, cid, channel, bob).await;
@@ -311,9 +300,9 @@ async fn uploads_refuse_repeated_and_unknown_parts(backend: Backend) {
 
 async fn oversize_client_blobs_are_refused(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob"]).await;
+    let (_root, u) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&u[0], &u[1]);
-    let (cid, channel) = community_channel(&app, alice, &[bob]).await;
+    let (cid, _, channel) = community_with_channel(&app, alice, &[bob]).await;
     let big = |n: usize| "x".repeat(n);
     let msg_id = Uuid::now_v7();
 
@@ -498,7 +487,7 @@ async fn health_answers_while_searches_run(backend: Backend) {
 
 async fn invite_preview_of_a_default_community_shows_its_name(backend: Backend) {
     let app = open_app(backend).await;
-    let (_root, u) = people(&app, &["alice", "bob"]).await;
+    let (_root, u) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&u[0], &u[1]);
     let c = app
         .post("/communities", &alice.token, json!({"name": "Garden", "description": "d"}))

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::channels::{channel_with, community, insert_message, ordered_ids, users};
+use crate::common::fixtures::{channel_with, community, insert_message, ordered_ids, users};
 use crate::common::{Backend, Reply, TestApp, rand_bytes, spawn_app};
 
 /// Every answer is 2xx or a 4xx in the wire's error format; returns the statuses.

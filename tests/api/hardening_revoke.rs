@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::{channel_in_db, send_frame, subscribed_with};
 use crate::common::{Backend, TestApp, TestUser, WsClient, spawn_app};
-use crate::realtime::{channel_with, send_frame, subscribed_with};
 
 /// Generous: the server closes within a second, the machine may be loaded.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -95,7 +95,7 @@ async fn revoking_the_other_sessions_keeps_the_current_logins_sockets(backend: B
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob]).await;
     // The registration is one login (the old device), this login another (the current one).
     let (current_token, _) = login(&app, &alice).await;
     let mut old_device = subscribed_with(&app, &alice.token, channel).await;
@@ -232,7 +232,7 @@ async fn instance_admin_changes_reach_an_open_socket(backend: Backend) {
     let owner = app.register("owner").await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&bob, &alice]).await;
+    let channel = channel_in_db(&app, &[&bob, &alice]).await;
     let mut bob_ws = subscribed_with(&app, &bob.token, channel).await;
     let mut plain_socket = subscribed_with(&app, &alice.token, channel).await;
     let admin_path = format!("/admin/users/{}/admin", alice.id);
@@ -262,7 +262,7 @@ async fn demoted_channel_moderator_loses_powers_on_the_open_socket(backend: Back
     let alice = app.register("alice").await;
     let carol = app.register("carol").await;
     // Bob owns the channel; Alice is made moderator through the API.
-    let channel = channel_with(&app, &[&bob, &alice, &carol]).await;
+    let channel = channel_in_db(&app, &[&bob, &alice, &carol]).await;
     let role_path = format!("/channels/{channel}/members/{}/role", alice.id);
     app.patch(&role_path, &bob.token, json!({"role": "moderator"})).await.expect(200);
     let mut alice_ws = subscribed_with(&app, &alice.token, channel).await;

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
+use crate::common::fixtures::{channel_in_db, send_frame, subscribed};
 use crate::common::{Backend, TestApp, TestUser, WsClient, spawn_app, spawn_app_with};
-use crate::realtime::{channel_with, send_frame, subscribed};
 
 /// Sends one message and waits for its ack (skipping other frames); returns its id.
 async fn send_acked(ws: &mut WsClient, channel: Uuid, text: &str) -> Uuid {
@@ -62,7 +62,7 @@ async fn ephemeral_frames_are_dropped_before_a_slow_reader_is_closed(backend: Ba
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;
-    let channel = channel_with(&app, &[&alice, &bob, &carol]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob, &carol]).await;
     let mut a = subscribed(&app, &alice, channel).await;
     let mut c = subscribed(&app, &carol, channel).await;
     // Bob stops reading after subscribing; his tiny receive buffer makes the server's
@@ -118,7 +118,7 @@ async fn byte_bound_closes_a_stalled_reader_of_large_frames(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.ws_queue_bytes = palaver::config::MIN_WS_QUEUE_BYTES).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob]).await;
     let mut a = subscribed(&app, &alice, channel).await;
     let mut slow = app.ws_small_receive_buffer(&bob.token).await;
     slow.send(json!({"type": "subscribe", "channel_ids": [channel]})).await;
@@ -182,7 +182,7 @@ async fn mark_all_read_marks_every_channel_read(backend: Backend) {
     let mut b = app.ws(&bob.token).await;
     let mut with_messages = Vec::new();
     for i in 0..60 {
-        let channel = channel_with(&app, &[&bob, &alice]).await;
+        let channel = channel_in_db(&app, &[&bob, &alice]).await;
         // Every third channel stays empty; the rest get two messages.
         if i % 3 != 0 {
             send_acked(&mut b, channel, "first").await;
@@ -241,7 +241,7 @@ async fn sends_racing_idle_channel_stops_are_all_answered(backend: Backend) {
     let mut senders = Vec::new();
     for i in 0..3 {
         let user = app.register(&format!("sender{i}")).await;
-        let channel = channel_with(&app, &[&user]).await;
+        let channel = channel_in_db(&app, &[&user]).await;
         // Not subscribed: the channel's actor is idle between sends and stops.
         let ws = app.ws(&user.token).await;
         senders.push((ws, channel));
@@ -300,7 +300,7 @@ async fn a_call_setup_burst_gets_through_and_a_signalling_flood_is_limited(backe
     let app = spawn_app_with(backend, |c| c.ws_rate_limit = default_bucket).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob]).await;
     let mut a = app.ws(&alice.token).await;
     let mut b = app.ws(&bob.token).await;
     for ws in [&mut a, &mut b] {

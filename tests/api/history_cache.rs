@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, live, send_text, users};
+use crate::common::fixtures::{channel_with, db, live, send_text, users};
 use crate::common::{Backend, TestApp, spawn_app, spawn_app_with};
 
 fn ids_of(page: &Value) -> Vec<String> {

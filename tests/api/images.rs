@@ -17,7 +17,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Pagi
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{community, db, group, subscribe, users as setup_users};
+use crate::common::fixtures::{community, db, group, subscribe, users};
 use crate::common::{Backend, Reply, TestApp, TestUser, spawn_app};
 
 // ---------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ async fn set_community_role(app: &TestApp, community_id: Uuid, user: Uuid, role:
 
 async fn avatar_round_trip_strips_metadata_and_replaces_old_file(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["alice", "bob"]).await;
+    let (_root, users) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&users[0], &users[1]);
     let mut bob_ws = app.ws(&bob.token).await;
 
@@ -288,7 +288,7 @@ async fn avatar_round_trip_strips_metadata_and_replaces_old_file(backend: Backen
 
 async fn jpeg_banner_loses_exif_and_is_turned_upright(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["alice"]).await;
+    let (_root, users) = users(&app, &["alice"]).await;
     let alice = &users[0];
     let original = jpeg_with_exif(64, 32, "secret-camera-serial");
     assert!(contains(&original, b"Exif") && contains(&original, b"secret-camera-serial"));
@@ -314,7 +314,7 @@ async fn jpeg_banner_loses_exif_and_is_turned_upright(backend: Backend) {
 
 async fn voice_background_is_set_served_and_cleared(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["alice", "bob"]).await;
+    let (_root, users) = users(&app, &["alice", "bob"]).await;
     let (alice, bob) = (&users[0], &users[1]);
     let mut bob_ws = app.ws(&bob.token).await;
 
@@ -344,7 +344,7 @@ async fn voice_background_is_set_served_and_cleared(backend: Backend) {
 
 async fn uploads_refuse_what_is_not_a_safe_image(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["alice"]).await;
+    let (_root, users) = users(&app, &["alice"]).await;
     let token = users[0].token.clone();
     let mut truncated = png(30, 30);
     truncated.truncate(60);
@@ -414,7 +414,7 @@ async fn serving_refuses_bad_and_unknown_names(backend: Backend) {
 
 async fn community_icon_and_banner_need_a_manager(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (root, users) = setup_users(&app, &["owner", "member", "outsider"]).await;
+    let (root, users) = users(&app, &["owner", "member", "outsider"]).await;
     let (owner, member, outsider) = (&users[0], &users[1], &users[2]);
     let cid = community(&app, &[owner.id, member.id]).await;
     let mut member_ws = app.ws(&member.token).await;
@@ -474,7 +474,7 @@ async fn group_channel(app: &TestApp, owner: &TestUser, group_id: Uuid) -> Uuid 
 
 async fn group_images_need_a_group_manager(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["owner", "member", "outsider"]).await;
+    let (_root, users) = users(&app, &["owner", "member", "outsider"]).await;
     let (owner, member, outsider) = (&users[0], &users[1], &users[2]);
     let cid = community(&app, &[owner.id, member.id, outsider.id]).await;
     let gid = group(&app, cid, &[owner.id, member.id]).await;
@@ -523,7 +523,7 @@ async fn group_images_need_a_group_manager(backend: Backend) {
 
 async fn channel_voice_background_is_set_and_announced(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["owner", "member"]).await;
+    let (_root, users) = users(&app, &["owner", "member"]).await;
     let (owner, member) = (&users[0], &users[1]);
     let cid = community(&app, &[owner.id, member.id]).await;
     let gid = group(&app, cid, &[owner.id, member.id]).await;
@@ -579,7 +579,7 @@ async fn emoji(app: &TestApp, cid: Uuid, user: &TestUser, shortcode: &str, part:
 
 async fn emojis_upload_list_serve_and_delete(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["owner", "member", "outsider"]).await;
+    let (_root, users) = users(&app, &["owner", "member", "outsider"]).await;
     let (owner, member, outsider) = (&users[0], &users[1], &users[2]);
     let cid = community(&app, &[owner.id, member.id]).await;
     let other = community(&app, &[outsider.id]).await;
@@ -670,7 +670,7 @@ async fn emojis_upload_list_serve_and_delete(backend: Backend) {
 
 async fn emoji_limit_is_fifty_per_community(backend: Backend) {
     let app = spawn_app(backend).await;
-    let (_root, users) = setup_users(&app, &["owner"]).await;
+    let (_root, users) = users(&app, &["owner"]).await;
     let owner = &users[0];
     let cid = community(&app, &[owner.id]).await;
     for i in 0..48 {

@@ -10,8 +10,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, TestApp, TestUser, rand_bytes, spawn_app};
-use crate::users::db;
 
 fn signed_prekey(identity: &SigningKey, key_id: i32) -> Value {
     let public: [u8; 32] = rand_bytes();

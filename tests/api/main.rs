@@ -9,6 +9,7 @@ mod admin_api;
 mod announcements;
 mod auth;
 mod bookmarks;
+mod channel_write_model;
 mod channels;
 mod communities;
 mod community_moderation;

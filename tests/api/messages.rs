@@ -11,7 +11,9 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, insert_message, live, new_channel, ordered_ids, send_text, users};
+use crate::common::fixtures::{
+    channel_with, db, insert_message, live, new_channel, ordered_ids, send_text, users,
+};
 use crate::common::{Backend, TestApp, spawn_app};
 
 fn ids_of(list: &Value) -> Vec<Uuid> {

@@ -9,7 +9,7 @@ use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::channels::{db, users};
+use crate::common::fixtures::{db, users};
 use crate::common::{Backend, TestApp, spawn_app, spawn_app_with};
 
 async fn post_form(app: &TestApp, token: Option<&str>, form: reqwest::multipart::Form) -> (u16, Value) {

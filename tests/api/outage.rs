@@ -34,8 +34,9 @@ async fn outcome(ws: &mut WsClient) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(palaver_pg), ignore = "set TEST_POSTGRES_URL to run the PostgreSQL variant")]
 async fn database_outage_is_reported_honestly_and_service_resumes_by_itself() {
-    let Some(Backend::Postgres(admin_url)) = Backend::postgres() else { return };
+    let admin_url = crate::common::postgres_url();
     let target: SocketAddr =
         tokio::net::lookup_host(host_port(&admin_url)).await.unwrap().next().expect("database address");
     let proxy = CuttableProxy::start(target).await;

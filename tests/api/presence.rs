@@ -9,8 +9,8 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::{create, invite, join, open_app};
 use crate::common::{Backend, TestApp, TestUser, WsClient};
-use crate::communities::{create, invite, join, open_app};
 
 /// Users of the crowd, one socket each.
 const CROWD: usize = 40;

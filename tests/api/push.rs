@@ -5,8 +5,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, TestApp, spawn_app};
-use crate::users::db;
 
 async fn subscriptions_of(app: &TestApp, user: Uuid) -> Vec<push_subscriptions::Model> {
     push_subscriptions::Entity::find()

@@ -3,74 +3,17 @@
 
 use std::time::Duration;
 
-use palaver_entity::{channel_members, channels};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::common::fixtures::{channel_in_db, create, join, send_frame, subscribed};
 use crate::common::{Backend, TestApp, TestUser, WsClient, spawn_app, spawn_app_with};
-
-/// A standalone text channel with `members` (the first is its owner), created directly in
-/// the database so these tests depend only on the live side.
-pub(crate) async fn channel_with(app: &TestApp, members: &[&TestUser]) -> Uuid {
-    let db = &app.server.as_ref().unwrap().state.db;
-    let id = Uuid::now_v7();
-    channels::ActiveModel {
-        id: Set(id),
-        name: Set(Some("general".into())),
-        channel_type: Set("text".into()),
-        topic: Set(None),
-        created_by: Set(Some(members[0].id)),
-        group_id: Set(None),
-        read_only: Set(false),
-        slow_mode_seconds: Set(0),
-        discoverable: Set(true),
-        archived: Set(false),
-        voice_background: Set(None),
-        message_ttl_seconds: Set(None),
-        created_at: Set(palaver_entity::now()),
-    }
-    .insert(db)
-    .await
-    .unwrap();
-    for (i, member) in members.iter().enumerate() {
-        channel_members::ActiveModel {
-            channel_id: Set(id),
-            user_id: Set(member.id),
-            role: Set(if i == 0 { "owner" } else { "member" }.into()),
-            joined_at: Set(palaver_entity::now()),
-        }
-        .insert(db)
-        .await
-        .unwrap();
-    }
-    id
-}
-
-pub(crate) async fn subscribed(app: &TestApp, user: &TestUser, channel: Uuid) -> WsClient {
-    subscribed_with(app, &user.token, channel).await
-}
-
-/// A socket authenticated with `token` and subscribed to `channel`.
-pub(crate) async fn subscribed_with(app: &TestApp, token: &str, channel: Uuid) -> WsClient {
-    let mut ws = app.ws(token).await;
-    ws.send(json!({"type": "subscribe", "channel_ids": [channel]})).await;
-    // Subscribing has no ack; a ping round trip proves the subscribe frame was processed.
-    ws.send(json!({"type": "ping", "timestamp": 7})).await;
-    let pong = ws.expect("pong").await;
-    assert_eq!(pong["timestamp"], 7);
-    ws
-}
-
-pub(crate) fn send_frame(channel: Uuid, text: &str) -> Value {
-    json!({"type": "send_message", "channel_id": channel, "ciphertext": text.as_bytes(), "nonce": [1, 2, 3], "message_type": "text"})
-}
 
 async fn two_clients_see_messages_edits_deletes_reactions_typing_and_receipts(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob]).await;
     let mut a = subscribed(&app, &alice, channel).await;
     let mut b = subscribed(&app, &bob, channel).await;
 
@@ -136,7 +79,7 @@ async fn two_clients_see_messages_edits_deletes_reactions_typing_and_receipts(ba
 async fn senders_other_devices_receive_its_messages(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
-    let channel = channel_with(&app, &[&alice]).await;
+    let channel = channel_in_db(&app, &[&alice]).await;
     let mut phone = subscribed(&app, &alice, channel).await;
     let mut laptop = subscribed(&app, &alice, channel).await;
     laptop.send(send_frame(channel, "from laptop")).await;
@@ -154,7 +97,7 @@ async fn burst_from_several_senders_has_one_order_for_everyone_and_history(backe
         app.register("reader").await,
     ];
     let refs: Vec<&TestUser> = users.iter().collect();
-    let channel = channel_with(&app, &refs).await;
+    let channel = channel_in_db(&app, &refs).await;
     let mut sockets = Vec::new();
     for user in &users {
         sockets.push(subscribed(&app, user, channel).await);
@@ -193,7 +136,7 @@ async fn non_member_cannot_send_or_subscribe(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
     let mallory = app.register("mallory").await;
-    let channel = channel_with(&app, &[&alice]).await;
+    let channel = channel_in_db(&app, &[&alice]).await;
     let mut a = subscribed(&app, &alice, channel).await;
     let mut m = subscribed(&app, &mallory, channel).await;
     m.send(send_frame(channel, "let me in")).await;
@@ -223,7 +166,7 @@ async fn handshake_errors_are_readable_and_close_the_socket(backend: Backend) {
 async fn malformed_frames_get_errors_and_the_socket_keeps_working(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
-    let channel = channel_with(&app, &[&alice]).await;
+    let channel = channel_in_db(&app, &[&alice]).await;
     let mut ws = subscribed(&app, &alice, channel).await;
     ws.send_text("{not json").await;
     assert_eq!(ws.expect("error").await["code"], "invalid_message");
@@ -288,7 +231,7 @@ async fn slow_consumer_is_closed_with_resync_code(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.ws_queue = 8).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob]).await;
     let mut a = subscribed(&app, &alice, channel).await;
     // Bob's socket has a tiny receive buffer and Bob stops reading after subscribing, so the
     // server's writes to him back up: kernel buffers, the socket's write buffer, then his
@@ -330,7 +273,7 @@ async fn crashed_channel_actor_restarts_and_subscribers_keep_receiving(backend: 
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let channel = channel_with(&app, &[&alice, &bob]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob]).await;
     let mut a = subscribed(&app, &alice, channel).await;
     let mut b = subscribed(&app, &bob, channel).await;
     a.send(send_frame(channel, "before")).await;
@@ -360,9 +303,9 @@ async fn crashed_channel_actor_restarts_and_subscribers_keep_receiving(backend: 
 /// the server's live side knows about it: the first member creates it (the first user
 /// registered is the instance owner, who may), the others accept an invite.
 async fn community_with(app: &TestApp, members: &[&TestUser]) {
-    let cid = crate::communities::create(app, members[0], "mates").await;
+    let cid = create(app, members[0], "mates").await;
     for member in &members[1..] {
-        crate::communities::join(app, members[0], cid, member).await;
+        join(app, members[0], cid, member).await;
     }
 }
 
@@ -394,7 +337,7 @@ async fn three_clients_presence_voice_signalling_and_unsubscribe(backend: Backen
     let carol = app.register("carol").await;
     let outsider = app.register("outsider").await;
     community_with(&app, &[&alice, &bob, &carol]).await;
-    let channel = channel_with(&app, &[&alice, &bob, &carol]).await;
+    let channel = channel_in_db(&app, &[&alice, &bob, &carol]).await;
 
     // Presence: Bob connecting is announced to Alice; Bob's bulk lists Alice; an outsider
     // (no shared community) hears nothing.

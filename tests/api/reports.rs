@@ -5,8 +5,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, spawn_app};
-use crate::users::db;
 
 async fn report_is_created_pending_and_audited(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -9,7 +9,7 @@ use sea_orm::{ColumnTrait, Database, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, expect_quiet, live, users};
+use crate::common::fixtures::{channel_with, db, expect_quiet, live, users};
 use crate::common::{Backend, TestApp, TestUser, spawn_app};
 
 fn in_secs(secs: i64) -> String {

@@ -8,14 +8,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palaver_entity::{audit_log, totp_backup_codes, user_totp};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
+use crate::common::fixtures::db;
 use crate::common::{Backend, Reply, TestApp, TestUser, spawn_app, spawn_app_with};
-
-fn db(app: &TestApp) -> &DatabaseConnection {
-    &app.server.as_ref().expect("server running").state.db
-}
 
 fn code_at(secret: &str, step: u64) -> String {
     let secret = totp_rs::Secret::try_from_base32(secret).expect("base32 secret");

@@ -1,54 +1,12 @@
 //! `/users/*`: search, profiles, visibility (self / instance owner / shared community), blocks.
 
-use palaver_entity::{blocked_users, communities, community_members, users};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-};
+use palaver_entity::{blocked_users, users};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Backend, TestApp, spawn_app};
-
-pub fn db(app: &TestApp) -> &DatabaseConnection {
-    &app.server.as_ref().expect("server running").state.db
-}
-
-/// Puts `members` into a new community (the communities API comes later: rows go in directly).
-pub async fn share_community(app: &TestApp, members: &[Uuid]) -> Uuid {
-    let db = db(app);
-    let id = Uuid::now_v7();
-    let now = palaver_entity::now();
-    communities::ActiveModel {
-        id: Set(id),
-        name: Set(format!("community {}", &id.simple().to_string()[..8])),
-        description: Set(None),
-        icon_url: Set(None),
-        banner_url: Set(None),
-        owner_id: Set(members[0]),
-        who_can_create_groups: Set("admin".into()),
-        who_can_create_invites: Set("admin".into()),
-        discoverable: Set(false),
-        community_theme: Set(None),
-        welcome_message: Set(None),
-        created_at: Set(now),
-    }
-    .insert(db)
-    .await
-    .expect("insert community");
-    for (i, user) in members.iter().enumerate() {
-        community_members::ActiveModel {
-            community_id: Set(id),
-            user_id: Set(*user),
-            role: Set(if i == 0 { "owner" } else { "member" }.into()),
-            nickname: Set(None),
-            joined_at: Set(now),
-        }
-        .insert(db)
-        .await
-        .expect("insert community member");
-    }
-    id
-}
+use crate::common::fixtures::{community, db};
+use crate::common::{Backend, spawn_app};
 
 fn usernames(list: &Value) -> Vec<&str> {
     list.as_array().expect("array").iter().map(|u| u["username"].as_str().expect("username")).collect()
@@ -66,7 +24,7 @@ async fn users_without_a_shared_community_cannot_see_each_other(backend: Backend
     assert_eq!(app.get("/users/search?q=bob", &alice.token).await.expect(200), json!([]));
 
     // A community only alice and carol share does not make bob visible.
-    share_community(&app, &[alice.id, carol.id]).await;
+    community(&app, &[alice.id, carol.id]).await;
     app.get(&format!("/users/{}", carol.id), &alice.token).await.expect(200);
     app.get(&format!("/users/{}", bob.id), &alice.token).await.expect_error(404);
     app.get(&format!("/users/{}", alice.id), &bob.token).await.expect_error(404);
@@ -78,7 +36,7 @@ async fn sharing_a_community_makes_users_visible(backend: Backend) {
     let _owner = app.register("owner").await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    share_community(&app, &[alice.id, bob.id]).await;
+    community(&app, &[alice.id, bob.id]).await;
 
     let user = app.get(&format!("/users/{}", bob.id), &alice.token).await.expect(200);
     assert_eq!(user["id"], bob.id.to_string());
@@ -128,7 +86,7 @@ async fn search_matches_username_or_display_name_case_insensitively(backend: Bac
     let bobby = app.register("bobby").await;
     let carol = app.register("carol").await;
     let _stranger = app.register("bobstranger").await;
-    share_community(&app, &[alice.id, bob.id, bobby.id, carol.id]).await;
+    community(&app, &[alice.id, bob.id, bobby.id, carol.id]).await;
     let mut row: users::ActiveModel =
         users::Entity::find_by_id(carol.id).one(db(&app)).await.unwrap().unwrap().into();
     row.display_name = Set("Carol Bobcat".into());

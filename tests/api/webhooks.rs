@@ -7,7 +7,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::channels::{channel_with, db, live, send_text, users};
+use crate::common::fixtures::{channel_with, db, live, send_text, users};
 use crate::common::{Backend, TestApp, TestUser, spawn_app, spawn_app_with};
 
 async fn create(app: &TestApp, owner: &TestUser, channel: Uuid, name: &str) -> Value {

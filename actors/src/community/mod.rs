@@ -31,10 +31,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::channel::{ChannelMsg, MemberChange};
-use crate::hub::Shared;
+mod live;
+
+pub use self::live::{CommunitySlot, LiveCommunities};
+use crate::channel::{ChannelMsg, LiveChannels, MemberChange};
 use crate::protocol::ServerFrame;
 use crate::roles::{InstanceRole, Level};
+use crate::shared::Shared;
 
 /// How long an actor with nothing to do lingers before stopping.
 pub const IDLE_STOP: Duration = Duration::from_secs(300);
@@ -180,11 +183,14 @@ pub enum CommunityMsg {
     /// Internal, periodic: stop when idle.
     IdleCheck,
     /// Test hook: panic inside the actor (proves supervision restarts it).
+    #[cfg(feature = "test-hooks")]
     Crash,
 }
 
 pub struct CommunityArgs {
     pub shared: Arc<Shared>,
+    /// The live channel actors, told about membership changes.
+    pub channels: Arc<LiveChannels>,
     pub snapshot: CommunitySnapshot,
 }
 
@@ -192,6 +198,8 @@ pub struct CommunityActor;
 
 pub struct CommunityState {
     shared: Arc<Shared>,
+    /// The live channel actors, told about membership changes.
+    channels: Arc<LiveChannels>,
     snapshot: CommunitySnapshot,
     last_activity: Instant,
 }
@@ -207,7 +215,12 @@ impl Actor for CommunityActor {
         args: CommunityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_secs(60), || CommunityMsg::IdleCheck);
-        Ok(CommunityState { shared: args.shared, snapshot: args.snapshot, last_activity: Instant::now() })
+        Ok(CommunityState {
+            shared: args.shared,
+            channels: args.channels,
+            snapshot: args.snapshot,
+            last_activity: Instant::now(),
+        })
     }
 
     async fn handle(
@@ -241,6 +254,7 @@ impl Actor for CommunityActor {
                     myself.stop(Some("idle".into()));
                 }
             }
+            #[cfg(feature = "test-hooks")]
             CommunityMsg::Crash => {
                 panic!("crash requested for community {} (test hook)", state.snapshot.community.id)
             }
@@ -493,11 +507,8 @@ impl CommunityState {
                 ServerFrame::MemberKicked { channel_id: *channel_id, user_id: target, kicked_by: by.user_id }
             };
             let change = MemberChange::Removed { user_id: target, event };
-            self.shared
-                .tell_channel(*channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Members {
-                    change,
-                    reply,
-                })
+            self.channels
+                .tell(*channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Members { change, reply })
                 .await;
         }
         Ok(Outcome::Removed { channels })
@@ -533,10 +544,10 @@ impl CommunityState {
         self.shared.roster.left(self.id(), user);
         for channel_id in channels {
             let change = MemberChange::Left { user_id: user };
-            self.shared
-                .tell_channel(channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Members { change, reply })
+            self.channels
+                .tell(channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Members { change, reply })
                 .await;
-            self.shared.broadcast_channel(
+            self.channels.broadcast(
                 channel_id,
                 &ServerFrame::SenderKeyRotationRequired { channel_id, reason: "member_left".into() },
             );
@@ -657,8 +668,8 @@ impl CommunityState {
         self.shared.roster.joined(self.id(), user_id);
         for channel_id in joined_channels {
             let change = MemberChange::Upsert { user_id, role: "member".into() };
-            self.shared
-                .tell_channel(channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Members { change, reply })
+            self.channels
+                .tell(channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Members { change, reply })
                 .await;
         }
         Ok(Outcome::Joined(self.snapshot.community.clone()))
@@ -733,7 +744,7 @@ impl CommunityState {
             .await?;
         txn.commit().await?;
         self.set_channel_timeout(channel_id, target, Some(row.expires_at)).await;
-        self.shared.broadcast_channel(
+        self.channels.broadcast(
             channel_id,
             &ServerFrame::UserTimedOut { channel_id, user_id: target, expires_at: row.expires_at, reason },
         );
@@ -743,7 +754,7 @@ impl CommunityState {
     /// Tells a live channel actor about a timeout and waits until it holds it (the actor has no
     /// reply for `Timeout`, so a no-op membership read-back is used as the barrier).
     async fn set_channel_timeout(&self, channel_id: Uuid, user_id: Uuid, until: Option<DateTime<Utc>>) {
-        if let Some(actor) = self.shared.live_channel(channel_id) {
+        if let Some(actor) = self.channels.live(channel_id) {
             let _ = actor.send_message(ChannelMsg::Timeout { user_id, until });
             // Messages to one actor are handled in order: once a later call is answered, the
             // timeout is in effect.
@@ -804,7 +815,7 @@ impl CommunityState {
             .filter(channel_warnings::Column::UserId.eq(target))
             .count(self.db())
             .await? as i64;
-        self.shared.broadcast_channel(
+        self.channels.broadcast(
             channel_id,
             &ServerFrame::UserWarned { channel_id, user_id: target, reason, warning_count },
         );
@@ -835,7 +846,7 @@ impl CommunityState {
         self.shared.roster.community_deleted(self.id());
         // Live channels of the community stop serving everyone at once.
         for (channel_id, user_id) in memberships {
-            if let Some(actor) = self.shared.live_channel(channel_id) {
+            if let Some(actor) = self.channels.live(channel_id) {
                 let _ = actor.send_message(ChannelMsg::Members {
                     change: MemberChange::Left { user_id },
                     reply: None,

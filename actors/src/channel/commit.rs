@@ -1,0 +1,250 @@
+//! The group commit: pending messages are stored in batches (one transaction each, with their
+//! scheduled-message claims), then acknowledged to their authors and announced to everyone
+//! else. Nothing is acknowledged before its commit.
+
+use bytes::Bytes;
+use palaver_entity::{messages, users};
+use ractor::{ActorRef, RpcReplyPort};
+use sea_orm::EntityTrait;
+use uuid::Uuid;
+
+use super::{ChannelMsg, ChannelState, Origin, PostError};
+use crate::error_code::ErrorCode;
+use crate::protocol::ServerFrame;
+use crate::store;
+
+/// Most messages one insert statement carries.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// Who hears about a pending message once it is committed.
+pub(super) enum Author {
+    /// A socket's send: `message_sent` to that session, `new_message` to everyone else.
+    Socket(Origin),
+    /// A server post: the poster's reply port; `new_message` goes to every subscriber.
+    Server {
+        live_sender_id: Option<Uuid>,
+        claim: Option<Uuid>,
+        reply: Option<RpcReplyPort<Result<Uuid, PostError>>>,
+    },
+}
+
+impl Author {
+    /// Tells the author their message was not accepted.
+    pub(super) fn refuse(self, code: ErrorCode, text: &'static str) {
+        match self {
+            Self::Socket(origin) => origin.error(code, text),
+            Self::Server { reply: Some(reply), .. } => {
+                let _ = reply.send(Err(PostError::Refused(code, text.to_string())));
+            }
+            Self::Server { reply: None, .. } => {}
+        }
+    }
+}
+
+/// A message accepted by the actor and waiting for (or in) a commit.
+pub struct Pending {
+    /// Who hears about it once committed.
+    pub(super) author: Author,
+    /// The row to insert.
+    pub(super) row: messages::Model,
+}
+
+/// A finished group commit: its batch and what the database said.
+pub(super) type CommitOutcome = (Vec<Pending>, Result<Vec<usize>, CommitError>);
+
+#[derive(Debug)]
+pub enum CommitError {
+    Unavailable,
+    Internal(String),
+}
+
+/// Stores one batch of pending messages (with their scheduled-message claims) in one
+/// transaction; `Ok` lists the entries whose claim was already taken.
+pub(super) async fn commit_batch(
+    db: &sea_orm::DatabaseConnection,
+    batch: &[Pending],
+) -> Result<Vec<usize>, CommitError> {
+    let rows: Vec<messages::Model> = batch.iter().map(|p| p.row.clone()).collect();
+    let claims: Vec<(usize, Uuid)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match &p.author {
+            Author::Server { claim: Some(id), .. } => Some((i, *id)),
+            _ => None,
+        })
+        .collect();
+    match store::insert_messages(db, rows, &claims).await {
+        Ok(lost) => Ok(lost),
+        Err(err) if crate::is_unavailable(&err) => Err(CommitError::Unavailable),
+        Err(err) => Err(CommitError::Internal(err.to_string())),
+    }
+}
+
+impl ChannelState {
+    /// Commits what is pending: normally through `start_commit`; while draining for an idle
+    /// stop, right here, because a commit task's `Committed` would be refused by the
+    /// draining mailbox and its senders never acked.
+    pub(super) async fn commit_pending(&mut self, myself: &ActorRef<ChannelMsg>) {
+        if !self.draining {
+            return self.start_commit(myself);
+        }
+        while !self.committing && !self.pending.is_empty() {
+            let take = self.pending.len().min(MAX_BATCH);
+            let batch: Vec<Pending> = self.pending.drain(..take).collect();
+            let result = commit_batch(&self.shared.db, &batch).await;
+            self.settle(batch, result).await;
+        }
+    }
+
+    /// Starts a commit of everything pending unless one is in flight (then the pending
+    /// sends wait and go together in the next one: group commit).
+    pub(super) fn start_commit(&mut self, myself: &ActorRef<ChannelMsg>) {
+        if self.committing || self.pending.is_empty() {
+            return;
+        }
+        let take = self.pending.len().min(MAX_BATCH);
+        let batch: Vec<Pending> = self.pending.drain(..take).collect();
+        self.committing = true;
+        let db = self.shared.db.clone();
+        let myself = myself.clone();
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.in_flight = Some(outcome);
+        tokio::spawn(async move {
+            let result = commit_batch(&db, &batch).await;
+            // If the actor died meanwhile, its restart reloads state; these senders get no
+            // ack (their socket sees nothing) and will resend: nothing acked is lost.
+            let _ = done.send((batch, result));
+            let _ = myself.send_message(ChannelMsg::Committed);
+        });
+    }
+
+    pub(super) async fn committed(&mut self, myself: &ActorRef<ChannelMsg>) {
+        let Some(mut outcome) = self.in_flight.take() else { return };
+        match outcome.try_recv() {
+            Ok((batch, result)) => {
+                self.committing = false;
+                self.settle(batch, result).await;
+            }
+            // The wake-up of a commit a command already settled; the one in flight now has
+            // not finished.
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                self.in_flight = Some(outcome);
+                return;
+            }
+            // The commit task died without an outcome: its senders get nothing (as if the
+            // actor had restarted), later sends must not wait for it.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.committing = false,
+        }
+        self.start_commit(myself);
+    }
+
+    /// A batch's commit is over: acks and `new_message` frames, or the error, to its senders.
+    pub(super) async fn settle(&mut self, batch: Vec<Pending>, result: Result<Vec<usize>, CommitError>) {
+        // Even a failed commit may have landed (a connection lost after COMMIT was sent).
+        self.history.invalidate();
+        match result {
+            Ok(lost) => {
+                for (i, pending) in batch.into_iter().enumerate() {
+                    if lost.contains(&i) {
+                        if let Author::Server { reply: Some(reply), .. } = pending.author {
+                            let _ = reply.send(Err(PostError::AlreadyDelivered));
+                        }
+                        continue;
+                    }
+                    self.announce(pending).await;
+                }
+            }
+            Err(err) => {
+                let (code, text) = match &err {
+                    CommitError::Unavailable => {
+                        (ErrorCode::Unavailable, "the database is unavailable, message not sent")
+                    }
+                    CommitError::Internal(detail) => {
+                        tracing::error!(channel = %self.id(), error = %detail, "message commit failed");
+                        (ErrorCode::InternalError, "message not sent: internal error")
+                    }
+                };
+                for pending in batch {
+                    match pending.author {
+                        Author::Socket(origin) => origin.error(code, text),
+                        Author::Server { reply: Some(reply), .. } => {
+                            let _ = reply.send(Err(match &err {
+                                CommitError::Unavailable => PostError::Unavailable,
+                                CommitError::Internal(detail) => PostError::Internal(detail.clone()),
+                            }));
+                        }
+                        Author::Server { reply: None, .. } => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// After commit: stop-typing (if typing), the ack to the sender (socket sends) or the
+    /// poster's reply (server posts), then the message to everyone else.
+    pub(super) async fn announce(&mut self, pending: Pending) {
+        let Pending { author, row } = pending;
+        if let Some(user_id) = row.sender_id
+            && self.typing.contains_key(&user_id)
+        {
+            self.stop_typing(user_id);
+        }
+        let (live_sender, except) = match author {
+            Author::Socket(origin) => {
+                origin.reply(&ServerFrame::MessageSent {
+                    id: row.id,
+                    channel_id: row.channel_id,
+                    created_at: row.created_at,
+                    thread_id: row.thread_id,
+                });
+                (row.sender_id, Some(origin.outbox.session_id))
+            }
+            Author::Server { live_sender_id, reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(row.id));
+                }
+                (live_sender_id, None)
+            }
+        };
+        if let Some((a, b)) = self.snapshot.dm_pair
+            && !self.snapshot.has_messages
+            && let Some(user_id) = row.sender_id
+        {
+            let other = if a == user_id { b } else { a };
+            if let Ok(Some(sender)) = users::Entity::find_by_id(user_id).one(&self.shared.db).await {
+                let frame = ServerFrame::NewDmChannel {
+                    channel_id: row.channel_id,
+                    channel_name: None,
+                    created_at: self.snapshot.channel.created_at,
+                    other_user_id: sender.id,
+                    other_user_username: sender.username,
+                    other_user_display_name: Some(sender.display_name),
+                    other_user_avatar_url: sender.avatar_url,
+                };
+                self.shared.sessions.send_to_user(other, &frame.encode(), None);
+            }
+        }
+        self.snapshot.has_messages = true;
+        self.remember(row.id, row.thread_id);
+        let frame = ServerFrame::NewMessage {
+            id: row.id,
+            channel_id: row.channel_id,
+            sender_id: live_sender,
+            ciphertext: Bytes::from(row.ciphertext),
+            nonce: Bytes::from(row.nonce),
+            message_type: row.message_type,
+            reply_to: row.reply_to_id,
+            sender_key_id: row.sender_key_id,
+            created_at: row.created_at,
+            thread_id: row.thread_id,
+        };
+        self.deliver(&frame.encode(), except);
+    }
+
+    pub(super) fn remember(&mut self, id: Uuid, thread: Option<Uuid>) {
+        if self.recent.len() >= 512 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((id, thread));
+    }
+}

@@ -1,0 +1,379 @@
+//! The channel actor: one per active channel. Every write to the channel is ordered here.
+//!
+//! Owns: the channel's settings, members and roles, timeouts, slow-mode clocks, typing
+//! state, voice participants; and the group commit of new messages. Subscribers live in a
+//! `Subscribers` set owned by the registry slot, so they survive a restart of this actor.
+//!
+//! Never: blocks on a socket (hand-off is `Outbox::push`, non-blocking), panics on client
+//! input, or acknowledges a message before its commit.
+//!
+//! One file per concern: `subscribers` (the registry of sessions), `live` (the slots the hub
+//! and supervisor find actors by), `types` (message payloads), `post` (send rules and
+//! queueing), `commit` (group commit and announcement), `edit` (edit, delete, react),
+//! `typing`, `read` (cursors), `voice`, `members`. This file: the state, the mailbox and the
+//! actor, side by side.
+
+mod command;
+mod commit;
+mod edit;
+mod live;
+mod members;
+mod post;
+mod read;
+mod subscribers;
+mod types;
+mod typing;
+mod voice;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use uuid::Uuid;
+
+pub use self::command::{CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelWrite, CommandAnswer, Effect};
+pub use self::commit::{CommitError, Pending};
+pub use self::live::{ChannelSlot, LiveChannels};
+use self::post::DmVerdict;
+pub use self::subscribers::Subscribers;
+pub use self::types::{MemberChange, Origin, Outgoing, PostError, Poster, ServerPost, VoiceAction};
+pub use crate::config::IDLE_STOP;
+use crate::history::{HistoryAnswer, HistoryCache, PageKey};
+use crate::protocol::{Frame, ServerFrame};
+use crate::roles::Level;
+use crate::shared::Shared;
+use crate::store;
+
+/// How often an actor checks whether it is idle, at most.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+pub enum ChannelMsg {
+    /// From a session: attach it to the channel's broadcast if the user is a member.
+    /// Replies whether it was subscribed.
+    Subscribe { origin: Origin, reply: Option<RpcReplyPort<bool>> },
+    /// From a session: detach it.
+    Unsubscribe { session_id: Uuid },
+    /// From a session: send a message (acked after commit).
+    Send { origin: Origin, message: Outgoing },
+    /// From the server (webhook execution, scheduled delivery): post a message that was not
+    /// typed on a socket. It is ordered and group-committed like any send; `reply` answers
+    /// after the commit (or with the reason it was refused).
+    Post { post: ServerPost, reply: Option<RpcReplyPort<Result<Uuid, PostError>>> },
+    /// From REST: whether `poster` may put content here now (the send rules, slow mode
+    /// excepted), before a write that does not go through the actor (a poll, a file).
+    MayPost { poster: Poster, reply: RpcReplyPort<Result<(), PostError>> },
+    /// Internal: the in-flight group commit finished; its outcome waits in `in_flight` (a
+    /// command may already have taken it, then this wake-up finds nothing to settle).
+    Committed,
+    /// From REST (`Hub::channel_command`): a write to this channel's state, run in the
+    /// channel's order after every earlier send is committed; answers once its effects are
+    /// applied (see `command.rs`).
+    Command { command: ChannelCommand, reply: RpcReplyPort<CommandAnswer> },
+    /// From a session: edit own message.
+    Edit { origin: Origin, message_id: Uuid, ciphertext: Bytes, nonce: Bytes },
+    /// From a session: delete a message (own, or anyone's as moderator+).
+    Delete { origin: Origin, message_id: Uuid },
+    /// From a session: add or remove a reaction.
+    React { origin: Origin, message_id: Uuid, emoji: String, add: bool },
+    /// From a session: typing / stop typing.
+    Typing { origin: Origin, typing: bool },
+    /// Internal: check whether a user's typing state has expired.
+    TypingExpired { user_id: Uuid },
+    /// From a session: read cursor.
+    MarkRead { origin: Origin, message_id: Uuid },
+    /// From a session: voice join / leave / kick.
+    Voice { origin: Origin, action: VoiceAction },
+    /// From REST or the hub: send this already-built frame to every subscriber. Such frames
+    /// announce changes made outside the actor (pins, polls…), so held history pages go too.
+    Broadcast { frame: Frame },
+    /// From REST: the newest history page for `user_id`, from memory if held.
+    History { user_id: Uuid, key: PageKey, reply: RpcReplyPort<HistoryAnswer> },
+    /// From REST after a `Miss`: the page read from the database at `version`.
+    HistoryFill { key: PageKey, version: u64, body: Bytes, valid_until: Option<DateTime<Utc>> },
+    /// From REST: messages changed outside the actor (admin purge or quarantine, account
+    /// deletion); held history pages are stale.
+    InvalidateHistory,
+    /// From REST: membership changed; keeps hot state exact and unsubscribes removed users.
+    Members { change: MemberChange, reply: Option<RpcReplyPort<()>> },
+    /// From REST: settings changed in the database; reload them (and emit `channel_updated`
+    /// when `announce` is set).
+    Reload { announce: bool, reply: Option<RpcReplyPort<()>> },
+    /// From REST: the channel was deleted from the database. Its subscribers are dropped (they
+    /// receive nothing more from it), voice is cleared without events, and the actor stops.
+    /// Replies once it no longer delivers anything.
+    Deleted { reply: Option<RpcReplyPort<()>> },
+    /// From REST: a timeout was issued or lifted.
+    Timeout { user_id: Uuid, until: Option<DateTime<Utc>> },
+    /// From the hub: a user's last session went away (voice cleanup happens later).
+    SessionClosed { user_id: Uuid, session_id: Uuid },
+    /// Internal: remove a disconnected user from voice if they did not come back.
+    VoiceGrace { user_id: Uuid },
+    /// Internal, periodic: stop when idle with no subscribers.
+    IdleCheck,
+    /// Test hook: panic inside the actor (proves supervision restarts it).
+    #[cfg(feature = "test-hooks")]
+    Crash,
+}
+
+pub struct ChannelArgs {
+    pub shared: Arc<Shared>,
+    /// State loaded by whoever spawns the actor (so a missing channel or a database
+    /// outage is reported to the caller instead of failing inside the actor).
+    pub snapshot: store::ChannelSnapshot,
+    pub subscribers: Arc<Subscribers>,
+}
+
+pub struct ChannelActor;
+
+pub struct ChannelState {
+    shared: Arc<Shared>,
+    subscribers: Arc<Subscribers>,
+    snapshot: store::ChannelSnapshot,
+    /// Last non-privileged send per user (slow mode).
+    last_send: HashMap<Uuid, Instant>,
+    /// user → (typing expires at, last broadcast at).
+    typing: HashMap<Uuid, (Instant, Instant)>,
+    last_reaction: HashMap<Uuid, Instant>,
+    /// Accepted, not yet committed; the next batch.
+    pending: Vec<Pending>,
+    /// True while a commit is in flight.
+    committing: bool,
+    /// The in-flight commit's outcome (its batch and result): settled on `Committed`, or
+    /// awaited at once by a command that must be ordered after it.
+    in_flight: Option<tokio::sync::oneshot::Receiver<commit::CommitOutcome>>,
+    /// True once the actor stops for idleness: its mailbox takes nothing new (senders are
+    /// routed to a fresh actor) and what it already holds is still handled, so no send
+    /// queued before the stop goes unanswered.
+    draining: bool,
+    /// Id of the newest accepted message (ids must grow in commit order).
+    last_id: Uuid,
+    voice: Vec<Uuid>,
+    /// Cached DM check: when it was made and its verdict (error code, text).
+    dm_check: Option<(Instant, DmVerdict)>,
+    last_activity: Instant,
+    /// Recent message ids in this channel (reply/thread validation without a query).
+    recent: VecDeque<(Uuid, Option<Uuid>)>,
+    /// The newest history pages, when enabled (`HubConfig::history_cache`).
+    history: HistoryCache,
+}
+
+impl Actor for ChannelActor {
+    type Msg = ChannelMsg;
+    type State = ChannelState;
+    type Arguments = ChannelArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ChannelArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let snapshot = args.snapshot;
+        myself.send_interval(args.shared.config.channel_idle_stop.min(IDLE_CHECK_EVERY), || {
+            ChannelMsg::IdleCheck
+        });
+        Ok(ChannelState {
+            shared: args.shared,
+            subscribers: args.subscribers,
+            snapshot,
+            last_send: HashMap::new(),
+            typing: HashMap::new(),
+            last_reaction: HashMap::new(),
+            pending: Vec::new(),
+            committing: false,
+            in_flight: None,
+            draining: false,
+            last_id: Uuid::nil(),
+            voice: Vec::new(),
+            dm_check: None,
+            last_activity: Instant::now(),
+            recent: VecDeque::new(),
+            history: HistoryCache::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if !matches!(message, ChannelMsg::IdleCheck) {
+            state.last_activity = Instant::now();
+        }
+        match message {
+            // Asked after the idle stop began: left unanswered, so the session asks again and
+            // reaches the fresh actor (a subscriber added here would be forgotten).
+            ChannelMsg::Subscribe { .. } if state.draining => {}
+            ChannelMsg::Subscribe { origin, reply } => {
+                let ok = state.is_member(origin.user_id);
+                if ok && state.subscribers.insert(origin.outbox.clone()) && !state.voice.is_empty() {
+                    origin.reply(&state.voice_frame());
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(ok);
+                }
+            }
+            ChannelMsg::Unsubscribe { session_id } => state.subscribers.remove(session_id),
+            ChannelMsg::Send { origin, message } => state.accept(&myself, origin, message).await,
+            ChannelMsg::Post { post, reply } => state.accept_post(&myself, post, reply).await,
+            ChannelMsg::MayPost { poster, reply } => {
+                let _ = reply.send(state.poster_rules(poster).await);
+            }
+            ChannelMsg::Committed => state.committed(&myself).await,
+            ChannelMsg::Command { command, reply } => state.run_command(&myself, command, reply).await?,
+            ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => {
+                state.edit(origin, message_id, ciphertext, nonce).await
+            }
+            ChannelMsg::Delete { origin, message_id } => state.delete(origin, message_id).await,
+            ChannelMsg::React { origin, message_id, emoji, add } => {
+                state.react(origin, message_id, emoji, add).await
+            }
+            ChannelMsg::Typing { origin, typing } => state.typing(&myself, origin, typing),
+            ChannelMsg::TypingExpired { user_id } => {
+                if state.typing.get(&user_id).is_some_and(|(until, _)| *until <= Instant::now()) {
+                    state.stop_typing(user_id);
+                }
+            }
+            ChannelMsg::MarkRead { origin, message_id } => state.mark_read(origin, message_id).await,
+            ChannelMsg::Voice { origin, action } => state.voice(origin, action),
+            ChannelMsg::Broadcast { frame } => {
+                state.history.invalidate();
+                state.subscribers.broadcast(&frame, None)
+            }
+            ChannelMsg::History { user_id, key, reply } => {
+                let answer = if !state.is_member(user_id) {
+                    HistoryAnswer::NotMember
+                } else if !state.shared.config.history_cache {
+                    HistoryAnswer::Miss { version: 0 }
+                } else {
+                    match state.history.get(key, Utc::now()) {
+                        Ok(body) => HistoryAnswer::Page(body),
+                        Err(version) => HistoryAnswer::Miss { version },
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            ChannelMsg::HistoryFill { key, version, body, valid_until } => {
+                if state.shared.config.history_cache {
+                    state.history.fill(key, version, body, valid_until);
+                }
+            }
+            ChannelMsg::InvalidateHistory => state.history.invalidate(),
+            ChannelMsg::Members { change, reply } => {
+                state.member_change(change);
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            ChannelMsg::Reload { announce, reply } => {
+                if let Some(fresh) = store::load_channel(&state.shared.db, state.id()).await? {
+                    state.snapshot = fresh;
+                    if announce {
+                        state.broadcast(&state.updated_frame(), None);
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            ChannelMsg::Deleted { reply } => {
+                state.forget_deleted();
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+                myself.stop(Some("deleted".into()));
+            }
+            ChannelMsg::Timeout { user_id, until } => match until {
+                Some(until) => {
+                    state.snapshot.timeouts.insert(user_id, until);
+                }
+                None => {
+                    state.snapshot.timeouts.remove(&user_id);
+                }
+            },
+            ChannelMsg::SessionClosed { user_id, session_id } => {
+                state.subscribers.remove(session_id);
+                state.stop_typing(user_id);
+                if state.voice.contains(&user_id) && !state.shared.sessions.is_online(user_id) {
+                    myself.send_after(Duration::from_secs(15), move || ChannelMsg::VoiceGrace { user_id });
+                }
+            }
+            ChannelMsg::VoiceGrace { user_id } => {
+                if !state.shared.sessions.is_online(user_id) {
+                    state.leave_voice(user_id);
+                }
+            }
+            ChannelMsg::IdleCheck => {
+                if !state.draining
+                    && state.last_activity.elapsed() >= state.shared.config.channel_idle_stop
+                    && state.subscribers.is_empty()
+                    && state.pending.is_empty()
+                    && !state.committing
+                    && state.voice.is_empty()
+                {
+                    // Not `stop`: that would drop whatever is already queued (a send would get
+                    // neither `message_sent` nor an error). Draining refuses new messages
+                    // (the hub then starts a fresh actor) and handles the queued ones first.
+                    state.draining = true;
+                    let _ = myself.drain();
+                }
+            }
+            #[cfg(feature = "test-hooks")]
+            ChannelMsg::Crash => panic!("crash requested for channel {} (test hook)", state.id()),
+        }
+        Ok(())
+    }
+}
+
+impl ChannelState {
+    fn id(&self) -> Uuid {
+        self.snapshot.channel.id
+    }
+
+    fn is_member(&self, user_id: Uuid) -> bool {
+        self.snapshot.members.contains_key(&user_id)
+    }
+
+    /// The sender's effective role now: instance role as of this moment, else channel role.
+    fn level(&self, origin: &Origin) -> Level {
+        Level::effective(
+            self.instance_level(origin.user_id),
+            self.snapshot.members.get(&origin.user_id).map(String::as_str),
+        )
+    }
+
+    fn instance_level(&self, user_id: Uuid) -> Option<Level> {
+        self.shared.instance_roles.get(user_id).level()
+    }
+
+    fn broadcast(&self, frame: &ServerFrame, except: Option<Uuid>) {
+        self.deliver(&frame.encode(), except);
+    }
+
+    /// Channel scope: subscribers, or for DMs both participants' sessions.
+    fn deliver(&self, frame: &Frame, except: Option<Uuid>) {
+        match self.snapshot.dm_pair {
+            Some((a, b)) => {
+                self.shared.sessions.send_to_user(a, frame, except);
+                self.shared.sessions.send_to_user(b, frame, except);
+            }
+            None => self.subscribers.broadcast(frame, except),
+        }
+    }
+
+    /// `broadcast` for the droppable class (typing, read receipts): a socket whose queue is
+    /// over half full does not get it.
+    fn broadcast_ephemeral(&self, frame: &ServerFrame) {
+        let frame = frame.encode();
+        match self.snapshot.dm_pair {
+            Some((a, b)) => {
+                self.shared.sessions.send_to_user_ephemeral(a, &frame, None);
+                self.shared.sessions.send_to_user_ephemeral(b, &frame, None);
+            }
+            None => self.subscribers.broadcast_ephemeral(&frame, None),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The payloads the channel actor's messages carry: who asks (`Origin`, `Poster`), what
+//! they send (`Outgoing`, `ServerPost`), membership changes, voice actions, and the outcome
+//! of a server post (`PostError`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::error_code::ErrorCode;
+use crate::outbox::Outbox;
+use crate::protocol::ServerFrame;
+use crate::roles::InstanceRole;
+
+/// Who sent a request: the session (for replies) and its user. The user's instance role is
+/// looked up when a decision needs it (`Shared::instance_roles`), never carried from connect.
+#[derive(Clone)]
+pub struct Origin {
+    pub outbox: Arc<Outbox>,
+    pub user_id: Uuid,
+}
+
+impl Origin {
+    pub(crate) fn reply(&self, frame: &ServerFrame) {
+        self.outbox.push(frame.encode());
+    }
+
+    pub(crate) fn error(&self, code: ErrorCode, message: impl Into<String>) {
+        self.reply(&ServerFrame::error(code, message));
+    }
+}
+
+/// A message the client asked to send, already checked for shape by the session.
+pub struct Outgoing {
+    pub ciphertext: Bytes,
+    pub nonce: Bytes,
+    pub message_type: String,
+    pub reply_to: Option<Uuid>,
+    pub sender_key_id: Option<Uuid>,
+    pub thread_id: Option<Uuid>,
+}
+
+/// A membership change made through REST (join, leave, kick, ban, role change).
+#[derive(Debug, Clone)]
+pub enum MemberChange {
+    /// Joined, or role changed.
+    Upsert { user_id: Uuid, role: String },
+    /// Left (no event) — the user's sessions stop receiving the channel at once.
+    Left { user_id: Uuid },
+    /// Removed by a moderator: `event` (member_kicked / member_banned) goes to subscribers first.
+    Removed { user_id: Uuid, event: ServerFrame },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum VoiceAction {
+    Join,
+    Leave,
+    Kick { target: Uuid },
+}
+
+/// A message the server posts on its own (not typed on a socket).
+#[derive(Debug, Clone)]
+pub struct ServerPost {
+    /// Stored `sender_id` (None for webhook messages).
+    pub sender_id: Option<Uuid>,
+    /// `sender_id` of the live `new_message` (for webhooks: the webhook's creator).
+    pub live_sender_id: Option<Uuid>,
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+    pub message_type: String,
+    /// Webhook messages: `{content, webhook_name, webhook_avatar}` as JSON text.
+    pub webhook_content: Option<String>,
+    /// On whose behalf it is posted: the channel's send rules for that poster decide.
+    pub poster: Poster,
+    /// A scheduled message being delivered: claimed (`delivered_at` set where still null) in
+    /// the same transaction that stores the message, so it is delivered exactly once.
+    pub claim: Option<Uuid>,
+}
+
+/// Who content entering a channel outside a socket send comes from. Every such path (polls,
+/// webhooks, scheduled messages, files) asks the channel actor, whose send rules are the
+/// same ones a socket send meets: one place for "may this be posted here".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poster {
+    /// A user (a poll, a scheduled delivery, a file): the rules for a send by them
+    /// (membership, DM blocks, archived, read-only, timeout), slow mode excepted.
+    User(Uuid, InstanceRole),
+    /// A webhook: its creator must still be a member holding the right to manage the
+    /// channel's webhooks; the post itself meets the rules of a plain member (archived and
+    /// read-only refuse it, whatever the creator's rank).
+    Webhook { creator: Option<Uuid> },
+}
+
+/// Why a server post was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostError {
+    /// The channel's rules refuse it: (error code, text), e.g. not a member, archived.
+    Refused(ErrorCode, String),
+    /// Its scheduled-message claim was already taken: it was delivered before.
+    AlreadyDelivered,
+    Unavailable,
+    Internal(String),
+}

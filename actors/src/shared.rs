@@ -1,0 +1,49 @@
+//! `Shared`: what every actor may read — the database, the tunables, the session registry,
+//! instance roles, the roster and who is in which voice session.
+//!
+//! It holds no actor references, so the actors that receive it (channel, community, presence)
+//! import it without importing each other or the hub. The registries of live actors are
+//! [`LiveChannels`](crate::channel::LiveChannels) and
+//! [`LiveCommunities`](crate::community::LiveCommunities), beside their actors.
+
+use dashmap::DashMap;
+use palaver_entity::users;
+use sea_orm::{DatabaseConnection, EntityTrait, QuerySelect};
+use uuid::Uuid;
+
+use crate::config::HubConfig;
+use crate::registry::SessionRegistry;
+use crate::roster::Roster;
+use crate::users::InstanceRoles;
+
+/// What actors share: the database, sessions, instance roles, memberships and voice.
+pub struct Shared {
+    /// The one connection pool; actors query and commit through it.
+    pub db: DatabaseConnection,
+    /// The live side's tunables.
+    pub config: HubConfig,
+    /// Every open session (user scope delivery, eviction, DMs).
+    pub sessions: SessionRegistry,
+    /// Who is instance admin / owner now: sockets decide with this, not their token's flags.
+    pub instance_roles: InstanceRoles,
+    /// Community memberships and who shows as present (for presence).
+    pub roster: Roster,
+    /// user → the channel whose voice session they are in.
+    pub voice: DashMap<Uuid, Uuid>,
+}
+
+impl Shared {
+    /// Whether the user owns the instance (read from the database: DM rules need the truth
+    /// even for users with no open socket).
+    pub async fn is_instance_owner(&self, user_id: Uuid) -> bool {
+        users::Entity::find_by_id(user_id)
+            .select_only()
+            .column(users::Column::IsOwner)
+            .into_tuple::<bool>()
+            .one(&self.db)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+}
