@@ -3,7 +3,10 @@
 //! Filters here never reject once a route's path and method matched: they yield
 //! `ApiResult<…>` values so the handler turns every problem into the one error body.
 
+pub mod extract;
 pub mod multipart;
+pub mod query;
+pub mod router;
 pub mod server;
 
 use std::net::{IpAddr, SocketAddr};

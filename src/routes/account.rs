@@ -15,7 +15,6 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warp::Filter;
 
 use super::auth::{RecoveryCodeResponse, end_logins, revoke_all_refresh_tokens};
 use crate::audit;
@@ -27,113 +26,11 @@ use crate::domain::registration::new_recovery_code;
 use crate::domain::session::SessionView;
 use crate::domain::user::{UserView, profile_updated_frame};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Largest stored preferences object, serialized (wire: 16 384 bytes).
 pub const PREFERENCES_MAX_BYTES: usize = 16 * 1024;
-
-pub fn routes(state: &AppState) -> Route {
-    let me = warp::path!("account" / "me")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_me)
-        .map(respond)
-        .boxed();
-    let profile = warp::path!("account" / "profile")
-        .and(warp::put().or(warp::patch()).unify())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(update_profile)
-        .map(respond)
-        .boxed();
-    let password = warp::path!("account" / "password")
-        .and(warp::put())
-        .or(warp::path!("account" / "change-password").and(warp::post()))
-        .unify()
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(change_password)
-        .map(respond)
-        .boxed();
-    let recovery = warp::path!("account" / "regenerate-recovery-code")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(regenerate_recovery_code)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("account")
-        .or(warp::path!("account" / "delete"))
-        .unify()
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(delete_account)
-        .map(respond)
-        .boxed();
-    let logout_all = warp::path!("account" / "logout-all")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(logout_all)
-        .map(respond)
-        .boxed();
-    let revoke_others = warp::path!("account" / "sessions" / "revoke-all")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(revoke_other_sessions)
-        .map(respond)
-        .boxed();
-    let sessions = warp::path!("account" / "sessions")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_sessions)
-        .map(respond)
-        .boxed();
-    let revoke_one = warp::path!("account" / "sessions" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(revoke_session)
-        .map(respond)
-        .boxed();
-    let get_prefs = warp::path!("account" / "preferences")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_preferences)
-        .map(respond)
-        .boxed();
-    let put_prefs = warp::path!("account" / "preferences")
-        .and(warp::put())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(put_preferences)
-        .map(respond)
-        .boxed();
-    let profile_routes = me.or(profile).unify().or(password).unify().or(recovery).unify().boxed();
-    let account_routes = delete.or(logout_all).unify().or(get_prefs).unify().or(put_prefs).unify().boxed();
-    // `/account/sessions/revoke-all` before `/account/sessions/{id}`.
-    let session_routes = revoke_others.or(sessions).unify().or(revoke_one).unify().boxed();
-    profile_routes.or(account_routes).unify().or(session_routes).unify().boxed()
-}
 
 /// The caller's own row; 401 when the account no longer exists.
 pub(crate) async fn current_user(state: &AppState, caller: &Caller) -> ApiResult<users::Model> {
@@ -141,18 +38,17 @@ pub(crate) async fn current_user(state: &AppState, caller: &Caller) -> ApiResult
 }
 
 /// GET /api/account/me
-async fn get_me(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let user = current_user(&state, &caller?).await?;
+pub(crate) async fn get_me(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
+    let user = current_user(&state, &caller).await?;
     ok_json(&UserView::from(&user))
 }
 
 /// PUT /api/account/profile · PATCH /api/account/profile
-async fn update_profile(
+pub(crate) async fn update_profile(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<ProfileRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let update = ProfileUpdate::parse(body?)?;
     let user = current_user(&state, &caller).await?;
     if update.is_empty() {
@@ -184,19 +80,18 @@ async fn update_profile(
 }
 
 #[derive(Deserialize)]
-struct ChangePasswordRequest {
+pub(crate) struct ChangePasswordRequest {
     current_password: String,
     new_password: String,
 }
 
 /// PUT /api/account/password · POST /api/account/change-password
-async fn change_password(
+pub(crate) async fn change_password(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<ChangePasswordRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let user = current_user(&state, &caller).await?;
     if !state.hashing.verify(body.current_password, user.password_hash.clone()).await? {
@@ -226,12 +121,11 @@ async fn change_password(
 }
 
 /// POST /api/account/regenerate-recovery-code
-async fn regenerate_recovery_code(
+pub(crate) async fn regenerate_recovery_code(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let code = new_recovery_code();
     let updated = users::Entity::update_many()
         .col_expr(users::Column::RecoveryCodeHash, Expr::value(hash_token(&code)))
@@ -247,18 +141,17 @@ async fn regenerate_recovery_code(
 }
 
 #[derive(Deserialize)]
-struct DeleteAccountRequest {
+pub(crate) struct DeleteAccountRequest {
     password: String,
 }
 
 /// DELETE /api/account · DELETE /api/account/delete
-async fn delete_account(
+pub(crate) async fn delete_account(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<DeleteAccountRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let user = current_user(&state, &caller).await?;
     if !state.hashing.verify(body.password, user.password_hash.clone()).await? {
@@ -308,12 +201,11 @@ struct RevokedCount {
 }
 
 /// POST /api/account/logout-all (client: every session, this one included)
-async fn logout_all(
+pub(crate) async fn logout_all(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let revoked_count = revoke_all_refresh_tokens(&state.db, caller.user_id).await?;
     end_logins(&state, caller.user_id, Logins::All).await;
     audit::record(
@@ -328,7 +220,7 @@ async fn logout_all(
 }
 
 #[derive(Deserialize, Default)]
-struct RevokeOthersRequest {
+pub(crate) struct RevokeOthersRequest {
     #[serde(default)]
     refresh_token: Option<String>,
 }
@@ -339,13 +231,12 @@ struct RevokeOthersRequest {
 /// session of the login the caller's access token names, else the most recently created
 /// active session: right after a login or refresh that is the caller's own. Sockets of every
 /// other login close.
-async fn revoke_other_sessions(
+pub(crate) async fn revoke_other_sessions(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<RevokeOthersRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let db = &state.db;
     let active = || {
@@ -404,8 +295,7 @@ async fn revoke_other_sessions(
 }
 
 /// GET /api/account/sessions
-async fn list_sessions(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
+pub(crate) async fn list_sessions(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
     let rows = refresh_tokens::Entity::find()
         .filter(refresh_tokens::Column::UserId.eq(caller.user_id))
         .filter(refresh_tokens::Column::RevokedAt.is_null())
@@ -418,13 +308,12 @@ async fn list_sessions(state: AppState, caller: ApiResult<Caller>) -> ApiResult<
 }
 
 /// DELETE /api/account/sessions/{id}
-async fn revoke_session(
+pub(crate) async fn revoke_session(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let id: Uuid = id.get()?;
     let not_found = || ApiError::not_found("session");
     // The family (login) the session belongs to; its sockets close with it.
@@ -465,7 +354,7 @@ struct PreferencesResponse {
 }
 
 #[derive(Deserialize)]
-struct PreferencesRequest {
+pub(crate) struct PreferencesRequest {
     preferences: serde_json::Value,
 }
 
@@ -478,18 +367,17 @@ fn stored_preferences(user: &users::Model) -> serde_json::Map<String, serde_json
 }
 
 /// GET /api/account/preferences
-async fn get_preferences(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let user = current_user(&state, &caller?).await?;
+pub(crate) async fn get_preferences(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
+    let user = current_user(&state, &caller).await?;
     ok_json(&PreferencesResponse { preferences: stored_preferences(&user) })
 }
 
 /// PUT /api/account/preferences (shallow merge)
-async fn put_preferences(
+pub(crate) async fn put_preferences(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<PreferencesRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let serde_json::Value::Object(changes) = body?.preferences else {
         return Err(ApiError::validation("preferences must be a JSON object"));
     };

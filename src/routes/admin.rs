@@ -13,7 +13,6 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait, Q
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::tokens::random_alphanumeric;
@@ -22,54 +21,18 @@ use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Most announcements `GET /admin/announcements` returns.
 const ANNOUNCEMENT_LIST_LIMIT: u64 = 100;
 
-pub fn routes(state: &AppState) -> Route {
-    let sections =
-        [invite_routes(state), announcement_routes(state), settings_routes(state), webhook_routes(state)];
-    sections.into_iter().reduce(|a, b| a.or(b).unify().boxed()).expect("at least one admin section")
-}
-
 // ---------------------------------------------------------------------------------------
 // Registration invites
 
-fn invite_routes(state: &AppState) -> Route {
-    let list = warp::path!("admin" / "invites")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_invites)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("admin" / "invites")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(create_invite)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("admin" / "invites" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_invite)
-        .map(respond)
-        .boxed();
-    list.or(create).unify().or(delete).unify().boxed()
-}
-
 /// GET /api/admin/invites
-async fn list_invites(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    admin_only(&caller?)?;
+pub(crate) async fn list_invites(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller)?;
     let rows = registration_invites::Entity::find()
         .order_by_desc(registration_invites::Column::CreatedAt)
         .order_by_desc(registration_invites::Column::Id)
@@ -79,7 +42,7 @@ async fn list_invites(state: AppState, caller: ApiResult<Caller>) -> ApiResult<w
 }
 
 #[derive(Deserialize)]
-struct CreateInvite {
+pub(crate) struct CreateInvite {
     #[serde(default)]
     max_uses: Option<i64>,
     #[serde(default)]
@@ -87,13 +50,12 @@ struct CreateInvite {
 }
 
 /// POST /api/admin/invites
-async fn create_invite(
+pub(crate) async fn create_invite(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<CreateInvite>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     admin_only(&caller)?;
     let body = body?;
     let max_uses = invite::max_uses(body.max_uses)?;
@@ -124,13 +86,12 @@ async fn create_invite(
 }
 
 /// DELETE /api/admin/invites/{id}
-async fn delete_invite(
+pub(crate) async fn delete_invite(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let deleted = registration_invites::Entity::delete_by_id(id).exec(&state.db).await?;
@@ -151,29 +112,9 @@ async fn delete_invite(
 // ---------------------------------------------------------------------------------------
 // Announcements
 
-fn announcement_routes(state: &AppState) -> Route {
-    let list = warp::path!("admin" / "announcements")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_announcements)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("admin" / "announcements")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(create_announcement)
-        .map(respond)
-        .boxed();
-    list.or(create).unify().boxed()
-}
-
 /// GET /api/admin/announcements
-async fn list_announcements(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    admin_only(&caller?)?;
+pub(crate) async fn list_announcements(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller)?;
     let rows = announcements::Entity::find()
         .order_by_desc(announcements::Column::CreatedAt)
         .order_by_desc(announcements::Column::Id)
@@ -184,19 +125,18 @@ async fn list_announcements(state: AppState, caller: ApiResult<Caller>) -> ApiRe
 }
 
 #[derive(Deserialize)]
-struct CreateAnnouncement {
+pub(crate) struct CreateAnnouncement {
     title: String,
     body: String,
 }
 
 /// POST /api/admin/announcements
-async fn create_announcement(
+pub(crate) async fn create_announcement(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<CreateAnnouncement>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     admin_only(&caller)?;
     let body = body?;
     let (title, text) = announcement::validate(&body.title, &body.body)?;
@@ -224,40 +164,19 @@ async fn create_announcement(
 // ---------------------------------------------------------------------------------------
 // Instance settings
 
-fn settings_routes(state: &AppState) -> Route {
-    let get = warp::path!("admin" / "settings")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_settings)
-        .map(respond)
-        .boxed();
-    let put = warp::path!("admin" / "settings")
-        .and(warp::put())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(put_settings)
-        .map(respond)
-        .boxed();
-    get.or(put).unify().boxed()
-}
-
 /// GET /api/admin/settings — only settings that were ever stored (may be `{}`).
-async fn get_settings(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    admin_only(&caller?)?;
+pub(crate) async fn get_settings(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
+    admin_only(&caller)?;
     ok_json(&state.settings.stored())
 }
 
 /// PUT /api/admin/settings — all pairs checked before any is saved; answers the full map.
-async fn put_settings(
+pub(crate) async fn put_settings(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<BTreeMap<String, String>>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     admin_only(&caller)?;
     let changes = body?;
     state.settings.update(&state.db, changes.clone()).await?;
@@ -277,17 +196,6 @@ async fn put_settings(
 // ---------------------------------------------------------------------------------------
 // Webhooks overview
 
-fn webhook_routes(state: &AppState) -> Route {
-    warp::path!("admin" / "webhooks")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_webhooks)
-        .map(respond)
-        .boxed()
-}
-
 #[derive(Serialize)]
 struct WebhookPage {
     webhooks: Vec<WebhookOverview>,
@@ -295,12 +203,12 @@ struct WebhookPage {
 }
 
 /// GET /api/admin/webhooks?page=&per_page= — every webhook, newest first, never the token.
-async fn list_webhooks(
+pub(crate) async fn list_webhooks(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: HashMap<String, String>,
 ) -> ApiResult<warp::reply::Response> {
-    admin_only(&caller?)?;
+    admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let total = webhooks::Entity::find().count(&state.db).await?;
     let rows = webhooks::Entity::find()

@@ -17,15 +17,12 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::routes::channels::query_bool;
 use crate::routes::files::remove_blobs;
 use crate::state::AppState;
@@ -37,78 +34,6 @@ type Params = HashMap<String, String>;
 const MAX_PAGE: u64 = 10_000;
 const DEFAULT_PER_PAGE: u64 = 50;
 const MAX_PER_PAGE: u64 = 100;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("admin" / "files")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_files)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("admin" / "files" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(warp::query::<Params>())
-        .then(delete_file)
-        .map(respond)
-        .boxed();
-    let quarantine = warp::path!("admin" / "files" / PathId / "quarantine")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(|id, state, caller, client| set_quarantine(id, state, caller, client, true))
-        .map(respond)
-        .boxed();
-    let unquarantine = warp::path!("admin" / "files" / PathId / "unquarantine")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(|id, state, caller, client| set_quarantine(id, state, caller, client, false))
-        .map(respond)
-        .boxed();
-    let stats = warp::path!("admin" / "storage-stats")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(storage_stats)
-        .map(respond)
-        .boxed();
-    let list_blocked = warp::path!("admin" / "blocked-hashes")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_blocked_hashes)
-        .map(respond)
-        .boxed();
-    let add_blocked = warp::path!("admin" / "blocked-hashes")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(add_blocked_hash)
-        .map(respond)
-        .boxed();
-    let remove_blocked = warp::path!("admin" / "blocked-hashes" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(remove_blocked_hash)
-        .map(respond)
-        .boxed();
-    [list, delete, quarantine, unquarantine, stats, list_blocked, add_blocked, remove_blocked]
-        .into_iter()
-        .reduce(|a, b| a.or(b).unify().boxed())
-        .expect("admin file routes")
-}
 
 // ---------------------------------------------------------------------------------------
 // Query helpers
@@ -156,8 +81,8 @@ struct FilePage {
 }
 
 /// GET /api/admin/files
-async fn list_files(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    admin_only(&caller?)?;
+pub(crate) async fn list_files(state: AppState, caller: Caller, query: Params) -> Reply {
+    admin_only(&caller)?;
     let (page, per_page) = paging(&query)?;
     let mut select = files::Entity::find();
     if let Some(raw) = query.get("user_id").map(|v| v.trim()).filter(|v| !v.is_empty()) {
@@ -199,14 +124,13 @@ async fn list_files(state: AppState, caller: ApiResult<Caller>, query: Params) -
 }
 
 /// DELETE /api/admin/files/{id}?block_hashes=
-async fn delete_file(
+pub(crate) async fn delete_file(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     query: Params,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let block = query_bool(&query, "block_hashes")?;
@@ -237,14 +161,13 @@ async fn delete_file(
 }
 
 /// POST /api/admin/files/{id}/quarantine · POST /api/admin/files/{id}/unquarantine
-async fn set_quarantine(
+pub(crate) async fn set_quarantine(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     quarantine: bool,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     // One conditional update: "already in the requested state" and "missing" are both 404.
@@ -284,8 +207,8 @@ struct StorageStats {
 }
 
 /// GET /api/admin/storage-stats
-async fn storage_stats(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    admin_only(&caller?)?;
+pub(crate) async fn storage_stats(state: AppState, caller: Caller) -> Reply {
+    admin_only(&caller)?;
     let bigint = || Alias::new("BIGINT");
     let per_user: Vec<(Uuid, i64, i64)> = files::Entity::find()
         .select_only()
@@ -313,8 +236,8 @@ async fn storage_stats(state: AppState, caller: ApiResult<Caller>) -> Reply {
 // Blocked hashes
 
 /// GET /api/admin/blocked-hashes
-async fn list_blocked_hashes(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    admin_only(&caller?)?;
+pub(crate) async fn list_blocked_hashes(state: AppState, caller: Caller, query: Params) -> Reply {
+    admin_only(&caller)?;
     let (page, per_page) = paging(&query)?;
     let rows = blocked_hashes::Entity::find()
         .order_by_desc(blocked_hashes::Column::CreatedAt)
@@ -327,20 +250,19 @@ async fn list_blocked_hashes(state: AppState, caller: ApiResult<Caller>, query: 
 }
 
 #[derive(Deserialize)]
-struct BlockHashRequest {
+pub(crate) struct BlockHashRequest {
     hash: String,
     #[serde(default)]
     reason: Option<String>,
 }
 
 /// POST /api/admin/blocked-hashes
-async fn add_blocked_hash(
+pub(crate) async fn add_blocked_hash(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<BlockHashRequest>,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let body = body?;
     let hash = file::sha256_hex(&body.hash)?;
@@ -393,13 +315,12 @@ async fn block_hash(
 }
 
 /// DELETE /api/admin/blocked-hashes/{id}
-async fn remove_blocked_hash(
+pub(crate) async fn remove_blocked_hash(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let row = blocked_hashes::Entity::find_by_id(id)

@@ -21,16 +21,13 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::routes::channels::{apply_effects, query_bool, write_channel};
 use crate::state::AppState;
 
@@ -44,81 +41,6 @@ pub const LIVE_DELETIONS_PER_CHANNEL: u64 = 500;
 const LIVE_DELETIONS_SCAN: u64 = 5_000;
 /// Reason stored on hashes a purge blocks.
 const PURGE_BLOCK_REASON: &str = "blocked by an admin purge";
-
-pub fn routes(state: &AppState) -> Route {
-    let purge_message = warp::path!("admin" / "purge" / "message" / PathId)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(warp::query::<Params>())
-        .then(purge_message)
-        .map(respond)
-        .boxed();
-    let purge_user = warp::path!("admin" / "purge" / "user" / PathId / "messages")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(warp::query::<Params>())
-        .then(purge_user_messages)
-        .map(respond)
-        .boxed();
-    let purge_channel = warp::path!("admin" / "purge" / "channel" / PathId)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(warp::query::<Params>())
-        .then(purge_channel)
-        .map(respond)
-        .boxed();
-    let quarantine = warp::path!("admin" / "messages" / PathId / "quarantine")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(quarantine_message)
-        .map(respond)
-        .boxed();
-    let unquarantine = warp::path!("admin" / "messages" / PathId / "unquarantine")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(unquarantine_message)
-        .map(respond)
-        .boxed();
-    let audit_log = warp::path!("admin" / "audit-log")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_audit_log)
-        .map(respond)
-        .boxed();
-    let list_reports = warp::path!("admin" / "reports")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_reports)
-        .map(respond)
-        .boxed();
-    let review = warp::path!("admin" / "reports" / PathId / "review")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(review_report)
-        .map(respond)
-        .boxed();
-    let purges = purge_message.or(purge_user).unify().or(purge_channel).unify().boxed();
-    let quarantines = quarantine.or(unquarantine).unify().boxed();
-    let reads = audit_log.or(list_reports).unify().or(review).unify().boxed();
-    purges.or(quarantines).unify().or(reads).unify().boxed()
-}
 
 // ---------------------------------------------------------------------------------------
 // File blobs
@@ -221,14 +143,13 @@ async fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uu
 
 /// POST /api/admin/purge/message/{id}?block_hashes= — that one message; never touches files
 /// (`block_hashes` is only recorded in the audit entry, as the wire says).
-async fn purge_message(
+pub(crate) async fn purge_message(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     query: Params,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let block = query_bool(&query, "block_hashes")?;
@@ -267,7 +188,7 @@ async fn purge_message(
 
 /// POST /api/admin/purge/user/{id}/messages?block_hashes= — every message the user sent and
 /// every file they uploaded.
-async fn purge_user_messages(
+pub(crate) async fn purge_user_messages(
     id: PathId,
     state: AppState,
     caller: ApiResult<Caller>,
@@ -279,7 +200,7 @@ async fn purge_user_messages(
 
 /// POST /api/admin/purge/channel/{id}?block_hashes= — every message in the channel and every
 /// file associated with it.
-async fn purge_channel(
+pub(crate) async fn purge_channel(
     id: PathId,
     state: AppState,
     caller: ApiResult<Caller>,
@@ -395,7 +316,7 @@ async fn purge(
 // Message quarantine
 
 /// POST /api/admin/messages/{id}/quarantine
-async fn quarantine_message(
+pub(crate) async fn quarantine_message(
     id: PathId,
     state: AppState,
     caller: ApiResult<Caller>,
@@ -405,7 +326,7 @@ async fn quarantine_message(
 }
 
 /// POST /api/admin/messages/{id}/unquarantine
-async fn unquarantine_message(
+pub(crate) async fn unquarantine_message(
     id: PathId,
     state: AppState,
     caller: ApiResult<Caller>,
@@ -475,8 +396,8 @@ fn time_param(query: &Params, key: &str) -> Option<DateTime<Utc>> {
 
 /// GET /api/admin/audit-log?page=&per_page=&action=&user_id=&date_from=&date_to= — newest
 /// first. `date_from` / `date_to` (inclusive, RFC 3339) are a Palaver extension.
-async fn list_audit_log(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    admin_only(&caller?)?;
+pub(crate) async fn list_audit_log(state: AppState, caller: Caller, query: Params) -> Reply {
+    admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let user_id = uuid_param(&query, "user_id")?;
     let mut filter = Condition::all();
@@ -521,8 +442,8 @@ struct ReportPage {
 }
 
 /// GET /api/admin/reports?status=&page=&per_page= — newest first.
-async fn list_reports(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    admin_only(&caller?)?;
+pub(crate) async fn list_reports(state: AppState, caller: Caller, query: Params) -> Reply {
+    admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let mut filter = Condition::all();
     if let Some(status) = query.get("status").filter(|s| !s.trim().is_empty()) {
@@ -546,21 +467,20 @@ async fn list_reports(state: AppState, caller: ApiResult<Caller>, query: Params)
 }
 
 #[derive(Deserialize)]
-struct ReviewRequest {
+pub(crate) struct ReviewRequest {
     status: String,
     #[serde(default)]
     admin_notes: Option<String>,
 }
 
 /// POST /api/admin/reports/{id}/review — sets status, notes, reviewer and review time.
-async fn review_report(
+pub(crate) async fn review_report(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<ReviewRequest>,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let body = body?;

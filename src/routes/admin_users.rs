@@ -22,15 +22,12 @@ use sea_orm::{
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::{Caller, admin_only, owner_only, password};
 use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::routes::admin_moderation::remove_blobs;
 use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
@@ -42,63 +39,6 @@ type Params = HashMap<String, String>;
 /// `GET /admin/users`: default and largest page.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 100;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("admin" / "users")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_users)
-        .map(respond)
-        .boxed();
-    let suspend = warp::path!("admin" / "users" / PathId / "suspend")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(suspend_user)
-        .map(respond)
-        .boxed();
-    let unsuspend = warp::path!("admin" / "users" / PathId / "unsuspend")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(unsuspend_user)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("admin" / "users" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_user)
-        .map(respond)
-        .boxed();
-    let set_admin = warp::path!("admin" / "users" / PathId / "admin")
-        .and(warp::put())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(set_admin)
-        .map(respond)
-        .boxed();
-    let password = warp::path!("admin" / "users" / PathId / "password")
-        .and(warp::put())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(reset_password)
-        .map(respond)
-        .boxed();
-    let a = list.or(suspend).unify().or(unsuspend).unify().boxed();
-    let b = delete.or(set_admin).unify().or(password).unify().boxed();
-    a.or(b).unify().boxed()
-}
 
 async fn find_user(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<users::Model> {
     users::Entity::find_by_id(id).one(db).await?.ok_or_else(|| ApiError::not_found("user"))
@@ -117,8 +57,8 @@ fn not_on_self(caller: &Caller, target: Uuid, what: &str) -> ApiResult<()> {
 /// GET /api/admin/users?search=&limit=&offset= (client) · ?q=&page= (seed; pages of `limit`)
 ///
 /// Newest account first; `search` matches username, display name or email, case-insensitively.
-async fn list_users(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    admin_only(&caller?)?;
+pub(crate) async fn list_users(state: AppState, caller: Caller, query: Params) -> Reply {
+    admin_only(&caller)?;
     let search = query.get("search").or_else(|| query.get("q")).map(|s| s.trim()).filter(|s| !s.is_empty());
     let limit = int_param(&query, "limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as u64;
     let offset = match (int_param(&query, "offset")?, int_param(&query, "page")?) {
@@ -237,7 +177,7 @@ async fn memberships(db: &impl ConnectionTrait, ids: &[Uuid]) -> ApiResult<(Memb
 // Suspension
 
 #[derive(Deserialize)]
-struct SuspendRequest {
+pub(crate) struct SuspendRequest {
     #[serde(default)]
     reason: Option<String>,
 }
@@ -246,14 +186,13 @@ struct SuspendRequest {
 ///
 /// The account is refused at once: REST and WebSocket auth answer 401, login 400, refresh
 /// tokens are revoked, and the user's open sockets are closed (close code 4001).
-async fn suspend_user(
+pub(crate) async fn suspend_user(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<SuspendRequest>,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let reason = admin::suspend_reason(body?.reason.as_deref())?;
@@ -291,8 +230,7 @@ async fn suspend_user(
 }
 
 /// POST /api/admin/users/{id}/unsuspend
-async fn unsuspend_user(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
-    let caller = caller?;
+pub(crate) async fn unsuspend_user(id: PathId, state: AppState, caller: Caller, client: ClientInfo) -> Reply {
     admin_only(&caller)?;
     let id = id.get()?;
     let target = find_user(&state.db, id).await?;
@@ -323,8 +261,7 @@ async fn unsuspend_user(id: PathId, state: AppState, caller: ApiResult<Caller>, 
 /// Communities and groups the user owns pass to the instance owner (who also becomes their
 /// `owner` member), DMs nobody else is left in are deleted, then the account (memberships,
 /// tokens, keys, files … cascade). The user's sockets close and their file blobs are removed.
-async fn delete_user(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, client: ClientInfo) -> Reply {
     admin_only(&caller)?;
     let id = id.get()?;
     not_on_self(&caller, id, "delete")?;
@@ -522,20 +459,19 @@ async fn delete_lonely_dms(txn: &impl ConnectionTrait, user_id: Uuid) -> ApiResu
 // Admin role and password
 
 #[derive(Deserialize)]
-struct SetAdminRequest {
+pub(crate) struct SetAdminRequest {
     is_admin: bool,
 }
 
 /// PUT /api/admin/users/{id}/admin — instance owner only. Takes effect on the target's open
 /// sockets at once, and in their tokens at the next refresh (REST reads flags from tokens).
-async fn set_admin(
+pub(crate) async fn set_admin(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<SetAdminRequest>,
 ) -> Reply {
-    let caller = caller?;
     owner_only(&caller)?;
     let id = id.get()?;
     let is_admin = body?.is_admin;
@@ -565,21 +501,20 @@ async fn set_admin(
 }
 
 #[derive(Deserialize)]
-struct ResetPasswordRequest {
+pub(crate) struct ResetPasswordRequest {
     new_password: String,
 }
 
 /// PUT /api/admin/users/{id}/password — replaces the password and revokes every refresh
 /// token. The owner's password cannot be reset this way, and only the owner may reset an
 /// admin's.
-async fn reset_password(
+pub(crate) async fn reset_password(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<ResetPasswordRequest>,
 ) -> Reply {
-    let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
     let new_password = body?.new_password;

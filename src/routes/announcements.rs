@@ -5,39 +5,15 @@
 use palaver_entity::{announcement_dismissals, announcements};
 use sea_orm::sea_query::Query;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::announcement::AnnouncementView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("announcements")
-        .or(warp::path!("account" / "announcements"))
-        .unify()
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_announcements)
-        .map(respond)
-        .boxed();
-    let dismiss = warp::path!("announcements" / PathId / "dismiss")
-        .or(warp::path!("account" / "announcements" / PathId / "dismiss"))
-        .unify()
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(dismiss_announcement)
-        .map(respond)
-        .boxed();
-    list.or(dismiss).unify().boxed()
-}
-
 /// GET /api/announcements (also GET /api/account/announcements)
-async fn list_announcements(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
+pub(crate) async fn list_announcements(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
     let dismissed = Query::select()
         .column(announcement_dismissals::Column::AnnouncementId)
         .from(announcement_dismissals::Entity)
@@ -53,12 +29,11 @@ async fn list_announcements(state: AppState, caller: ApiResult<Caller>) -> ApiRe
 }
 
 /// POST /api/announcements/{id}/dismiss (also POST /api/account/announcements/{id}/dismiss)
-async fn dismiss_announcement(
+pub(crate) async fn dismiss_announcement(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let id = id.get()?;
     if announcements::Entity::find_by_id(id).one(&state.db).await?.is_none() {
         return Err(ApiError::not_found("announcement"));

@@ -16,7 +16,6 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::password;
@@ -31,7 +30,7 @@ use crate::domain::registration::{
 use crate::domain::session::device_name;
 use crate::domain::user::UserView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, Route, client_info, json, ok_json, respond, with_state};
+use crate::http::{ClientInfo, ok_json};
 use crate::state::AppState;
 
 /// Lockout purposes (see `auth::lockout`).
@@ -42,48 +41,6 @@ const BAD_LOGIN: &str = "invalid username or password";
 const BAD_RECOVERY: &str = "invalid username or recovery code";
 /// Key of the PostgreSQL advisory lock that serialises registrations (first-user decision).
 const REGISTRATION_LOCK: i64 = 0x7061_6c61_7665_7201;
-
-pub fn routes(state: &AppState) -> Route {
-    let config = warp::path!("auth" / "config")
-        .and(warp::get())
-        .and(with_state(state))
-        .then(auth_config)
-        .map(respond)
-        .boxed();
-    let register = warp::path!("auth" / "register")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(client_info())
-        .and(json())
-        .then(register)
-        .map(respond)
-        .boxed();
-    let login = warp::path!("auth" / "login")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(client_info())
-        .and(json())
-        .then(login)
-        .map(respond)
-        .boxed();
-    let refresh = warp::path!("auth" / "refresh")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(client_info())
-        .and(json())
-        .then(refresh)
-        .map(respond)
-        .boxed();
-    let recover = warp::path!("auth" / "recover")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(client_info())
-        .and(json())
-        .then(recover)
-        .map(respond)
-        .boxed();
-    config.or(register).unify().or(login).unify().boxed().or(refresh).unify().or(recover).unify().boxed()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Shared session helpers (also used by `/account/*`).
@@ -231,7 +188,7 @@ struct AuthConfig {
 }
 
 /// GET /api/auth/config
-async fn auth_config(state: AppState) -> ApiResult<warp::reply::Response> {
+pub(crate) async fn auth_config(state: AppState) -> ApiResult<warp::reply::Response> {
     ok_json(&AuthConfig {
         registration_mode: state.config.registration.as_str(),
         public_url: state.config.public_url.clone(),
@@ -270,7 +227,7 @@ fn already_registered(err: DbErr) -> ApiError {
 }
 
 /// POST /api/auth/register
-async fn register(
+pub(crate) async fn register(
     state: AppState,
     client: ClientInfo,
     body: ApiResult<RegisterRequest>,
@@ -454,7 +411,7 @@ fn invite_usable() -> Condition {
 // POST /auth/login
 
 #[derive(Deserialize)]
-struct LoginRequest {
+pub(crate) struct LoginRequest {
     username: String,
     password: String,
     #[serde(default)]
@@ -462,7 +419,7 @@ struct LoginRequest {
 }
 
 /// POST /api/auth/login
-async fn login(
+pub(crate) async fn login(
     state: AppState,
     client: ClientInfo,
     body: ApiResult<LoginRequest>,
@@ -539,7 +496,7 @@ fn locked(seconds: u64) -> ApiError {
 // POST /auth/refresh
 
 #[derive(Deserialize)]
-struct RefreshRequest {
+pub(crate) struct RefreshRequest {
     refresh_token: String,
 }
 
@@ -550,7 +507,7 @@ struct RefreshResponse {
 }
 
 /// POST /api/auth/refresh
-async fn refresh(
+pub(crate) async fn refresh(
     state: AppState,
     client: ClientInfo,
     body: ApiResult<RefreshRequest>,
@@ -622,7 +579,7 @@ async fn reuse_detected(state: &AppState, client: &ClientInfo, row: &refresh_tok
 // POST /auth/recover
 
 #[derive(Deserialize)]
-struct RecoverRequest {
+pub(crate) struct RecoverRequest {
     username: String,
     recovery_code: String,
     new_password: String,
@@ -634,7 +591,7 @@ pub(crate) struct RecoveryCodeResponse {
 }
 
 /// POST /api/auth/recover
-async fn recover(
+pub(crate) async fn recover(
     state: AppState,
     client: ClientInfo,
     body: ApiResult<RecoverRequest>,

@@ -11,71 +11,50 @@ use sea_orm::{
 };
 use serde::Deserialize;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::bookmark::{self, BookmarkView};
 use crate::domain::channel::require_member;
 use crate::domain::message::is_visible;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
 
-pub fn routes(state: &AppState) -> Route {
-    let create = warp::path!("bookmarks")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(|state, caller, body: ApiResult<CreateBookmark>| async move {
-            let body = body?;
-            let message_id = body.message_id.ok_or_else(|| ApiError::validation("message_id is required"))?;
-            create_bookmark(state, caller, message_id, body.note).await
-        })
-        .map(respond)
-        .boxed();
-    let create_seed = warp::path!("bookmarks" / PathId)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(|id: PathId, state, caller, body: ApiResult<CreateBookmark>| async move {
-            let message_id = id.get()?;
-            create_bookmark(state, caller, message_id, body?.note).await
-        })
-        .map(respond)
-        .boxed();
-    let list = warp::path!("bookmarks")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_bookmarks)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("bookmarks" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(delete_bookmark)
-        .map(respond)
-        .boxed();
-    create.or(create_seed).unify().or(list).unify().or(delete).unify().boxed()
-}
-
 /// Either body: the client's `{message_id, note}`, or the seed's optional `{note}`.
 #[derive(Deserialize)]
-struct CreateBookmark {
+pub(crate) struct CreateBookmark {
     #[serde(default)]
     message_id: Option<Uuid>,
     #[serde(default)]
     note: Option<String>,
 }
 
-/// POST /api/bookmarks and POST /api/bookmarks/{message_id}
+/// POST /api/bookmarks (the message id in the body; a bad body is answered before the 401)
+pub(crate) async fn create_bookmark_from_body(
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateBookmark>,
+) -> Reply {
+    let body = body?;
+    let message_id = body.message_id.ok_or_else(|| ApiError::validation("message_id is required"))?;
+    create_bookmark(state, caller, message_id, body.note).await
+}
+
+/// POST /api/bookmarks/{message_id} (seed path)
+pub(crate) async fn create_bookmark_at(
+    id: PathId,
+    state: AppState,
+    caller: ApiResult<Caller>,
+    body: ApiResult<CreateBookmark>,
+) -> Reply {
+    let message_id = id.get()?;
+    create_bookmark(state, caller, message_id, body?.note).await
+}
+
+/// Stores a bookmark of `message_id` for the caller.
 async fn create_bookmark(
     state: AppState,
     caller: ApiResult<Caller>,
@@ -107,8 +86,7 @@ async fn create_bookmark(
 }
 
 /// GET /api/bookmarks
-async fn list_bookmarks(state: AppState, caller: ApiResult<Caller>, query: HashMap<String, String>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_bookmarks(state: AppState, caller: Caller, query: HashMap<String, String>) -> Reply {
     let limit = query_limit(&query, bookmark::DEFAULT_LIMIT, bookmark::MAX_LIMIT)?;
     let offset = query_offset(&query)?;
     let rows = bookmarks::Entity::find()
@@ -123,8 +101,7 @@ async fn list_bookmarks(state: AppState, caller: ApiResult<Caller>, query: HashM
 }
 
 /// DELETE /api/bookmarks/{id} — the bookmark's id (client) or the message's id (seed).
-async fn delete_bookmark(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_bookmark(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     let removed = bookmarks::Entity::delete_many()
         .filter(bookmarks::Column::UserId.eq(caller.user_id))

@@ -25,7 +25,6 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::Caller;
@@ -37,9 +36,7 @@ use crate::domain::channel::{
 use crate::domain::keys;
 use crate::domain::posting::refusal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// `GET /channels/{id}/members`: default and largest page.
@@ -47,140 +44,6 @@ const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
 
 type Reply = ApiResult<warp::reply::Response>;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("channels")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_channels)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("channels")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_channel)
-        .map(respond)
-        .boxed();
-    let unread = warp::path!("channels" / "unread")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(unread_counts)
-        .map(respond)
-        .boxed();
-    let get = warp::path!("channels" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_channel)
-        .map(respond)
-        .boxed();
-    let update = warp::path!("channels" / PathId)
-        .and(warp::patch())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(update_channel)
-        .map(respond)
-        .boxed();
-    let join = warp::path!("channels" / PathId / "join")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(join_channel)
-        .map(respond)
-        .boxed();
-    let leave = warp::path!("channels" / PathId / "leave")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(leave_channel)
-        .map(respond)
-        .boxed();
-    let basics = list.or(create).unify().or(unread).unify().boxed();
-    let basics = basics.or(get).unify().or(update).unify().or(join).unify().or(leave).unify().boxed();
-
-    let members = warp::path!("channels" / PathId / "members")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_members)
-        .map(respond)
-        .boxed();
-    let role = warp::path!("channels" / PathId / "members" / PathId / "role")
-        .and(warp::patch())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(set_member_role)
-        .map(respond)
-        .boxed();
-    let kick = warp::path!("channels" / PathId / "members" / PathId / "kick")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(kick_member)
-        .map(respond)
-        .boxed();
-    let ban = warp::path!("channels" / PathId / "members" / PathId / "ban")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(ban_member)
-        .map(respond)
-        .boxed();
-    let unban = warp::path!("channels" / PathId / "members" / PathId / "unban")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(unban_member)
-        .map(respond)
-        .boxed();
-    let transfer = warp::path!("channels" / PathId / "transfer-ownership")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(transfer_ownership)
-        .map(respond)
-        .boxed();
-    let moderation = members.or(role).unify().or(kick).unify().boxed();
-    let moderation = moderation.or(ban).unify().or(unban).unify().or(transfer).unify().boxed();
-
-    let cursors = warp::path!("channels" / PathId / "read-cursors")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_read_cursors)
-        .map(respond)
-        .boxed();
-    let upload_key = warp::path!("channels" / PathId / "sender-keys")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(upload_sender_key)
-        .map(respond)
-        .boxed();
-    let list_keys = warp::path!("channels" / PathId / "sender-keys")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_sender_keys)
-        .map(respond)
-        .boxed();
-    let keys = cursors.or(upload_key).unify().or(list_keys).unify().boxed();
-
-    basics.or(moderation).unify().or(keys).unify().boxed()
-}
 
 // ---------------------------------------------------------------------------------------
 // Live side
@@ -270,8 +133,7 @@ pub(crate) fn query_uuid(query: &HashMap<String, String>, key: &str) -> ApiResul
 // Channels
 
 /// GET /api/channels
-async fn list_channels(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_channels(state: AppState, caller: Caller) -> Reply {
     let mine = Query::select()
         .column(channel_members::Column::ChannelId)
         .from(channel_members::Entity)
@@ -287,12 +149,11 @@ async fn list_channels(state: AppState, caller: ApiResult<Caller>) -> Reply {
 }
 
 /// POST /api/channels
-async fn create_channel(
+pub(crate) async fn create_channel(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<CreateChannelRequest>,
 ) -> Reply {
-    let caller = caller?;
     let new = NewChannel::parse(body?)?;
     match new.group_id {
         Some(group_id) => {
@@ -348,8 +209,7 @@ async fn in_community(db: &impl ConnectionTrait, community_id: Uuid, user_id: Uu
 }
 
 /// GET /api/channels/{id}
-async fn get_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn get_channel(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     let channel = find_channel(&state.db, id).await?;
     if channel_role(&state.db, id, caller.user_id).await?.is_none() {
@@ -359,13 +219,12 @@ async fn get_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> 
 }
 
 /// PATCH /api/channels/{id}
-async fn update_channel(
+pub(crate) async fn update_channel(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<UpdateChannelRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let update = ChannelUpdate::parse(body?)?;
     let channel = find_channel(&state.db, id).await?;
@@ -414,8 +273,7 @@ pub(crate) async fn save_channel_update(
 }
 
 /// POST /api/channels/{id}/join
-async fn join_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn join_channel(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     let channel = find_channel(&state.db, id).await?;
     if channel_role(&state.db, id, caller.user_id).await?.is_some() {
@@ -465,8 +323,7 @@ async fn join_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) ->
 }
 
 /// POST /api/channels/{id}/leave
-async fn leave_channel(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn leave_channel(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     let channel = find_channel(&state.db, id).await?;
     let Some(role) = channel_role(&state.db, id, caller.user_id).await? else { return ok_empty() };
@@ -507,13 +364,12 @@ async fn remove_membership(db: &impl ConnectionTrait, channel_id: Uuid, user_id:
 // Members and moderation
 
 /// GET /api/channels/{id}/members?limit=&offset=
-async fn list_members(
+pub(crate) async fn list_members(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: HashMap<String, String>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
     let offset = query_offset(&query)?;
@@ -579,19 +435,18 @@ async fn list_members(
 }
 
 #[derive(Deserialize)]
-struct RoleRequest {
+pub(crate) struct RoleRequest {
     role: String,
 }
 
 /// PATCH /api/channels/{id}/members/{user_id}/role
-async fn set_member_role(
+pub(crate) async fn set_member_role(
     id: PathId,
     user_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<RoleRequest>,
 ) -> Reply {
-    let caller = caller?;
     let (id, target) = (id.get()?, user_id.get()?);
     let role = assignable_role(body?.role.trim())?;
     if caller_level(&state.db, id, &caller).await? < Level::Owner {
@@ -639,14 +494,13 @@ async fn check_can_remove(
 }
 
 /// POST /api/channels/{id}/members/{user_id}/kick
-async fn kick_member(
+pub(crate) async fn kick_member(
     id: PathId,
     user_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
     let (id, target) = (id.get()?, user_id.get()?);
     check_can_remove(&state, id, &caller, target).await?;
     let (db, by) = (state.db.clone(), caller.user_id);
@@ -667,21 +521,20 @@ async fn kick_member(
 }
 
 #[derive(Deserialize)]
-struct BanRequest {
+pub(crate) struct BanRequest {
     #[serde(default)]
     reason: Option<String>,
 }
 
 /// POST /api/channels/{id}/members/{user_id}/ban
-async fn ban_member(
+pub(crate) async fn ban_member(
     id: PathId,
     user_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<BanRequest>,
 ) -> Reply {
-    let caller = caller?;
     let (id, target) = (id.get()?, user_id.get()?);
     let reason = ban_reason(body?.reason.as_deref())?;
     check_can_remove(&state, id, &caller, target).await?;
@@ -721,14 +574,13 @@ async fn ban_member(
 }
 
 /// POST /api/channels/{id}/members/{user_id}/unban
-async fn unban_member(
+pub(crate) async fn unban_member(
     id: PathId,
     user_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
     let (id, target) = (id.get()?, user_id.get()?);
     if caller_level(&state.db, id, &caller).await? < Level::Moderator {
         return Err(ApiError::Forbidden);
@@ -755,18 +607,17 @@ async fn unban_member(
 }
 
 #[derive(Deserialize)]
-struct TransferRequest {
+pub(crate) struct TransferRequest {
     new_owner_id: Uuid,
 }
 
 /// POST /api/channels/{id}/transfer-ownership
-async fn transfer_ownership(
+pub(crate) async fn transfer_ownership(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<TransferRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let target = body?.new_owner_id;
     if caller_level(&state.db, id, &caller).await? < Level::Owner {
@@ -826,8 +677,7 @@ struct UnreadView {
 }
 
 /// GET /api/channels/unread
-async fn unread_counts(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn unread_counts(state: AppState, caller: Caller) -> Reply {
     let me = caller.user_id;
     let m = Alias::new("m");
     let cm = Alias::new("cm");
@@ -882,8 +732,7 @@ struct ReadCursorView {
 }
 
 /// GET /api/channels/{id}/read-cursors
-async fn list_read_cursors(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_read_cursors(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     require_member(&state.db, id, &caller).await?;
     let rows = read_cursors::Entity::find()
@@ -907,20 +756,19 @@ async fn list_read_cursors(id: PathId, state: AppState, caller: ApiResult<Caller
 // Sender keys
 
 #[derive(Deserialize)]
-struct SenderKeyRequest {
+pub(crate) struct SenderKeyRequest {
     chain_id: i64,
     #[serde(default)]
     distribution: Option<serde_json::Value>,
 }
 
 /// POST /api/channels/{id}/sender-keys
-async fn upload_sender_key(
+pub(crate) async fn upload_sender_key(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<SenderKeyRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let body = body?;
     let (distribution, distribution_text) = keys::sender_key_distribution(body.distribution)?;
@@ -966,8 +814,7 @@ async fn upload_sender_key(
 }
 
 /// GET /api/channels/{id}/sender-keys
-async fn list_sender_keys(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_sender_keys(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     require_member(&state.db, id, &caller).await?;
     let rows = sender_keys::Entity::find()

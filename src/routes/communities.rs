@@ -23,7 +23,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::Caller;
@@ -36,9 +35,7 @@ use crate::domain::community::{
 use crate::domain::group::{self, GroupView};
 use crate::domain::invite::expires_in_hours;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
 
@@ -52,225 +49,6 @@ const MEMBERS_MAX_LIMIT: u64 = 500;
 const INVITE_CODE_LEN: usize = 12;
 
 type Reply = ApiResult<warp::reply::Response>;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("communities")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_communities)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("communities")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_community)
-        .map(respond)
-        .boxed();
-    let preview = warp::path!("community-invites" / String)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(invite_preview)
-        .map(respond)
-        .boxed();
-    let accept = warp::path!("community-invites" / String / "accept")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(accept_invite)
-        .map(respond)
-        .boxed();
-    let open = list.or(create).unify().or(preview).unify().or(accept).unify().boxed();
-
-    let get = warp::path!("communities" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_community)
-        .map(respond)
-        .boxed();
-    let update = warp::path!("communities" / PathId)
-        .and(warp::patch())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(update_community)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("communities" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_community)
-        .map(respond)
-        .boxed();
-    let transfer = warp::path!("communities" / PathId / "transfer-ownership")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(transfer_ownership)
-        .map(respond)
-        .boxed();
-    let leave = warp::path!("communities" / PathId / "leave")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(leave_community)
-        .map(respond)
-        .boxed();
-    let groups = warp::path!("communities" / PathId / "groups")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_my_groups)
-        .map(respond)
-        .boxed();
-    let basics = get.or(update).unify().or(delete).unify().boxed();
-    let basics = basics.or(transfer).unify().or(leave).unify().or(groups).unify().boxed();
-
-    let members = warp::path!("communities" / PathId / "members")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_members)
-        .map(respond)
-        .boxed();
-    let role = warp::path!("communities" / PathId / "members" / PathId / "role")
-        .and(warp::put())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(set_member_role)
-        .map(respond)
-        .boxed();
-    let nickname = warp::path!("communities" / PathId / "members" / PathId / "nickname")
-        .and(warp::put())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(set_nickname)
-        .map(respond)
-        .boxed();
-    let kick = warp::path!("communities" / PathId / "members" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(kick_member)
-        .map(respond)
-        .boxed();
-    let bans = warp::path!("communities" / PathId / "bans")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_bans)
-        .map(respond)
-        .boxed();
-    let ban = warp::path!("communities" / PathId / "bans" / PathId)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(ban_user)
-        .map(respond)
-        .boxed();
-    let unban = warp::path!("communities" / PathId / "bans" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(unban_user)
-        .map(respond)
-        .boxed();
-    let people = members.or(role).unify().or(nickname).unify().or(kick).unify().boxed();
-    let people = people.or(bans).unify().or(ban).unify().or(unban).unify().boxed();
-
-    let invites = warp::path!("communities" / PathId / "invites")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_invites)
-        .map(respond)
-        .boxed();
-    let new_invite = warp::path!("communities" / PathId / "invites")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_invite)
-        .map(respond)
-        .boxed();
-    let drop_invite = warp::path!("communities" / PathId / "invites" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(delete_invite)
-        .map(respond)
-        .boxed();
-    let invites = invites.or(new_invite).unify().or(drop_invite).unify().boxed();
-
-    let timeout = warp::path!("communities" / PathId / "channels" / PathId / "timeout")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(timeout_user)
-        .map(respond)
-        .boxed();
-    let untimeout = warp::path!("communities" / PathId / "channels" / PathId / "timeout" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(remove_timeout)
-        .map(respond)
-        .boxed();
-    // Seed/mirror path: answers the Warning object.
-    let warn = warp::path!("communities" / PathId / "channels" / PathId / "warn")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(|cid, chid, state, caller, client, body| {
-            warn_user(cid, chid, state, caller, client, body, WarnReply::Warning)
-        })
-        .map(respond)
-        .boxed();
-    // Web-client path: the same action, answering `{warning, warning_count}`.
-    let warnings_post = warp::path!("communities" / PathId / "channels" / PathId / "warnings")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(|cid, chid, state, caller, client, body| {
-            warn_user(cid, chid, state, caller, client, body, WarnReply::WithCount)
-        })
-        .map(respond)
-        .boxed();
-    let warnings = warp::path!("communities" / PathId / "channels" / PathId / "warnings" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_warnings)
-        .map(respond)
-        .boxed();
-    let moderation = timeout.or(untimeout).unify().or(warn).unify().boxed();
-    let moderation = moderation.or(warnings_post).unify().or(warnings).unify().boxed();
-
-    let all = open.or(basics).unify().or(people).unify().boxed();
-    all.or(invites).unify().or(moderation).unify().boxed()
-}
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -308,12 +86,11 @@ async fn users_by_id(state: &AppState, ids: Vec<Uuid>) -> ApiResult<HashMap<Uuid
 // Communities
 
 /// GET /api/communities?limit=&offset=
-async fn list_communities(
+pub(crate) async fn list_communities(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: HashMap<String, String>,
 ) -> Reply {
-    let caller = caller?;
     let limit = query_limit(&query, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
     let offset = query_offset(&query)?;
     let mine = Query::select()
@@ -337,12 +114,11 @@ async fn list_communities(
 }
 
 /// POST /api/communities
-async fn create_community(
+pub(crate) async fn create_community(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<CreateCommunityRequest>,
 ) -> Reply {
-    let caller = caller?;
     if !state.config.open_community_creation && !caller.is_instance_staff() {
         return Err(ApiError::ForbiddenBecause("only instance admins can create communities".into()));
     }
@@ -379,21 +155,19 @@ async fn create_community(
 }
 
 /// GET /api/communities/{cid}
-async fn get_community(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn get_community(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     let count = member_count(&state.db, standing.community.id).await?;
     ok_json(&CommunityView::new(&standing.community, count))
 }
 
 /// PATCH /api/communities/{cid}
-async fn update_community(
+pub(crate) async fn update_community(
     cid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<UpdateCommunityRequest>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     require(standing.can_manage())?;
     let changes = community::parse_update(body?)?;
@@ -408,13 +182,12 @@ async fn update_community(
 }
 
 /// DELETE /api/communities/{cid}
-async fn delete_community(
+pub(crate) async fn delete_community(
     cid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     require(standing.is_owner())?;
     let id = standing.community.id;
@@ -425,18 +198,17 @@ async fn delete_community(
 }
 
 #[derive(Deserialize)]
-struct TransferRequest {
+pub(crate) struct TransferRequest {
     new_owner_id: Uuid,
 }
 
 /// POST /api/communities/{cid}/transfer-ownership
-async fn transfer_ownership(
+pub(crate) async fn transfer_ownership(
     cid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<TransferRequest>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     require(standing.is_owner())?;
     let target = body?.new_owner_id;
@@ -445,16 +217,14 @@ async fn transfer_ownership(
 }
 
 /// POST /api/communities/{cid}/leave
-async fn leave_community(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn leave_community(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     command(&state, standing.community.id, Command::Leave { by: by(&caller) }).await?;
     ok_empty()
 }
 
 /// GET /api/communities/{cid}/groups
-async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_my_groups(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     let mine = Query::select()
         .column(group_members::Column::GroupId)
@@ -479,13 +249,12 @@ async fn list_my_groups(cid: PathId, state: AppState, caller: ApiResult<Caller>)
 // Members
 
 /// GET /api/communities/{cid}/members?limit=&offset=
-async fn list_members(
+pub(crate) async fn list_members(
     cid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: HashMap<String, String>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
     let offset = query_offset(&query)?;
@@ -504,19 +273,18 @@ async fn list_members(
 }
 
 #[derive(Deserialize)]
-struct RoleRequest {
+pub(crate) struct RoleRequest {
     role: String,
 }
 
 /// PUT /api/communities/{cid}/members/{uid}/role
-async fn set_member_role(
+pub(crate) async fn set_member_role(
     cid: PathId,
     uid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<RoleRequest>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let target = uid.get()?;
     require(standing.can_manage())?;
@@ -526,20 +294,19 @@ async fn set_member_role(
 }
 
 #[derive(Deserialize)]
-struct NicknameRequest {
+pub(crate) struct NicknameRequest {
     #[serde(default)]
     nickname: Option<String>,
 }
 
 /// PUT /api/communities/{cid}/members/{uid}/nickname
-async fn set_nickname(
+pub(crate) async fn set_nickname(
     cid: PathId,
     uid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<NicknameRequest>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let target = uid.get()?;
     require(target == caller.user_id || standing.can_manage())?;
@@ -558,7 +325,7 @@ async fn set_nickname(
 }
 
 /// DELETE /api/communities/{cid}/members/{uid}
-async fn kick_member(
+pub(crate) async fn kick_member(
     cid: PathId,
     uid: PathId,
     state: AppState,
@@ -610,8 +377,7 @@ async fn moderate_member(
 // Bans
 
 /// GET /api/communities/{cid}/bans
-async fn list_bans(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_bans(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     require(standing.can_moderate())?;
     let rows = community_bans::Entity::find()
@@ -627,13 +393,13 @@ async fn list_bans(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> R
 }
 
 #[derive(Deserialize)]
-struct BanRequest {
+pub(crate) struct BanRequest {
     #[serde(default)]
     reason: Option<String>,
 }
 
 /// POST /api/communities/{cid}/bans/{uid}
-async fn ban_user(
+pub(crate) async fn ban_user(
     cid: PathId,
     uid: PathId,
     state: AppState,
@@ -645,7 +411,7 @@ async fn ban_user(
 }
 
 /// DELETE /api/communities/{cid}/bans/{uid}
-async fn unban_user(
+pub(crate) async fn unban_user(
     cid: PathId,
     uid: PathId,
     state: AppState,
@@ -659,8 +425,7 @@ async fn unban_user(
 // Invites
 
 /// GET /api/communities/{cid}/invites
-async fn list_invites(cid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_invites(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     require(standing.can_manage())?;
     let rows = community_invites::Entity::find()
@@ -673,7 +438,7 @@ async fn list_invites(cid: PathId, state: AppState, caller: ApiResult<Caller>) -
 }
 
 #[derive(Deserialize)]
-struct InviteRequest {
+pub(crate) struct InviteRequest {
     #[serde(default)]
     max_uses: Option<i64>,
     #[serde(default)]
@@ -681,13 +446,12 @@ struct InviteRequest {
 }
 
 /// POST /api/communities/{cid}/invites
-async fn create_invite(
+pub(crate) async fn create_invite(
     cid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<InviteRequest>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     require(standing.meets_policy(&standing.community.who_can_create_invites))?;
     let body = body?;
@@ -711,8 +475,7 @@ async fn create_invite(
 }
 
 /// DELETE /api/communities/{cid}/invites/{iid}
-async fn delete_invite(cid: PathId, iid: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_invite(cid: PathId, iid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     let invite_id = iid.get()?;
     require(standing.can_manage())?;
@@ -746,8 +509,7 @@ async fn usable_invite(state: &AppState, code: &str) -> ApiResult<community_invi
 }
 
 /// GET /api/community-invites/{code}
-async fn invite_preview(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    caller?;
+pub(crate) async fn invite_preview(code: String, state: AppState, _caller: Caller) -> Reply {
     let invite = usable_invite(&state, &code).await?;
     let community = find_community(&state.db, invite.community_id).await?;
     let count = member_count(&state.db, community.id).await?;
@@ -761,8 +523,7 @@ struct Accepted {
 }
 
 /// POST /api/community-invites/{code}/accept
-async fn accept_invite(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn accept_invite(code: String, state: AppState, caller: Caller) -> Reply {
     let invite = usable_invite(&state, &code).await?;
     let joined =
         command(&state, invite.community_id, Command::Join { user_id: caller.user_id, invite_id: invite.id })
@@ -777,7 +538,7 @@ async fn accept_invite(code: String, state: AppState, caller: ApiResult<Caller>)
 // Channel moderation
 
 #[derive(Deserialize)]
-struct TimeoutRequest {
+pub(crate) struct TimeoutRequest {
     user_id: Uuid,
     duration_seconds: i64,
     #[serde(default)]
@@ -785,15 +546,14 @@ struct TimeoutRequest {
 }
 
 /// POST /api/communities/{cid}/channels/{chid}/timeout
-async fn timeout_user(
+pub(crate) async fn timeout_user(
     cid: PathId,
     chid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<TimeoutRequest>,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let channel_id = chid.get()?;
     require(standing.can_moderate())?;
@@ -812,15 +572,14 @@ async fn timeout_user(
 }
 
 /// DELETE /api/communities/{cid}/channels/{chid}/timeout/{uid}
-async fn remove_timeout(
+pub(crate) async fn remove_timeout(
     cid: PathId,
     chid: PathId,
     uid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let (channel_id, target) = (chid.get()?, uid.get()?);
     require(standing.can_moderate())?;
@@ -833,14 +592,14 @@ async fn remove_timeout(
 }
 
 #[derive(Deserialize)]
-struct WarnRequest {
+pub(crate) struct WarnRequest {
     user_id: Uuid,
     reason: String,
 }
 
 /// Which answer a warning route gives (seed/mirror `warn` vs the web client's `warnings`).
 #[derive(Clone, Copy)]
-enum WarnReply {
+pub(crate) enum WarnReply {
     Warning,
     WithCount,
 }
@@ -853,16 +612,15 @@ struct WarningWithCount {
 
 /// POST /api/communities/{cid}/channels/{chid}/warn
 /// POST /api/communities/{cid}/channels/{chid}/warnings (web-client alias)
-async fn warn_user(
+pub(crate) async fn warn_user(
     cid: PathId,
     chid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<WarnRequest>,
     reply: WarnReply,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let channel_id = chid.get()?;
     require(standing.can_moderate())?;
@@ -885,14 +643,13 @@ async fn warn_user(
 }
 
 /// GET /api/communities/{cid}/channels/{chid}/warnings/{uid}
-async fn list_warnings(
+pub(crate) async fn list_warnings(
     cid: PathId,
     chid: PathId,
     uid: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> Reply {
-    let caller = caller?;
     let standing = gate(&state, &caller, cid).await?;
     let (channel_id, target) = (chid.get()?, uid.get()?);
     require(standing.can_moderate())?;

@@ -15,36 +15,16 @@ use sea_orm::{
 };
 use serde::Deserialize;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::channel::ChannelView;
 use crate::domain::message::DmView;
 use crate::domain::user::UserView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Route, caller, json, ok_json, respond, with_state};
+use crate::http::ok_json;
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("dms")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_dms)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("dms")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(open_dm)
-        .map(respond)
-        .boxed();
-    list.or(create).unify().boxed()
-}
 
 /// The pair as stored: smaller id first.
 fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {
@@ -52,8 +32,7 @@ fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {
 }
 
 /// GET /api/dms — newest DM first.
-async fn list_dms(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_dms(state: AppState, caller: Caller) -> Reply {
     let me = caller.user_id;
     let pairs = dm_pairs::Entity::find()
         .filter(Condition::any().add(dm_pairs::Column::UserA.eq(me)).add(dm_pairs::Column::UserB.eq(me)))
@@ -88,13 +67,12 @@ async fn list_dms(state: AppState, caller: ApiResult<Caller>) -> Reply {
 }
 
 #[derive(Deserialize)]
-struct OpenDmRequest {
+pub(crate) struct OpenDmRequest {
     target_user_id: Uuid,
 }
 
 /// POST /api/dms — the existing DM with the target, or a new one.
-async fn open_dm(state: AppState, caller: ApiResult<Caller>, body: ApiResult<OpenDmRequest>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn open_dm(state: AppState, caller: Caller, body: ApiResult<OpenDmRequest>) -> Reply {
     let target_id = body?.target_user_id;
     let me = caller.user_id;
     if target_id == me {

@@ -9,48 +9,15 @@ use sea_orm::{
     QueryFilter, QueryOrder,
 };
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::assets::{EMOJIS_PER_COMMUNITY, EmojiView, Shortcode};
 use crate::domain::community::require_member;
 use crate::error::{ApiError, ApiResult};
-use crate::http::multipart::{Upload, upload};
-use crate::http::{PathId, Route, caller, ok_empty, ok_json, respond, with_state};
+use crate::http::multipart::Upload;
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::images::{self, Area, EMOJI, Format};
 use crate::state::AppState;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("communities" / PathId / "emojis")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_emojis)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("communities" / PathId / "emojis")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(upload())
-        .then(create_emoji)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("communities" / PathId / "emojis" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(delete_emoji)
-        .map(respond)
-        .boxed();
-    let serve = warp::path!("emojis" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .then(serve_emoji)
-        .map(respond)
-        .boxed();
-    list.or(create).unify().or(delete).unify().or(serve).unify().boxed()
-}
 
 /// The stored file of an emoji: `<id>.<ext>` in the emoji area.
 fn file_name(id: Uuid, content_type: &str) -> Option<String> {
@@ -91,12 +58,11 @@ async fn check_room(db: &impl ConnectionTrait, community_id: Uuid, shortcode: &S
 }
 
 /// GET /api/communities/{cid}/emojis
-async fn list_emojis(
+pub(crate) async fn list_emojis(
     community_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let standing = require_member(&state.db, community_id.get()?, &caller).await?;
     let rows = custom_emojis::Entity::find()
         .filter(custom_emojis::Column::CommunityId.eq(standing.community.id))
@@ -108,13 +74,12 @@ async fn list_emojis(
 }
 
 /// POST /api/communities/{cid}/emojis
-async fn create_emoji(
+pub(crate) async fn create_emoji(
     community_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: Upload,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let standing = require_member(&state.db, community_id.get()?, &caller).await?;
     if !standing.can_manage() {
         return Err(ApiError::Forbidden);
@@ -171,13 +136,12 @@ async fn insert_emoji(
 }
 
 /// DELETE /api/communities/{cid}/emojis/{eid}
-async fn delete_emoji(
+pub(crate) async fn delete_emoji(
     community_id: PathId,
     emoji_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let emoji_id = emoji_id.get()?;
     let standing = require_member(&state.db, community_id.get()?, &caller).await?;
     if !standing.can_manage() {
@@ -196,7 +160,7 @@ async fn delete_emoji(
 }
 
 /// GET /api/emojis/{id} (public)
-async fn serve_emoji(emoji_id: PathId, state: AppState) -> ApiResult<warp::reply::Response> {
+pub(crate) async fn serve_emoji(emoji_id: PathId, state: AppState) -> ApiResult<warp::reply::Response> {
     let emoji = custom_emojis::Entity::find_by_id(emoji_id.get()?)
         .one(&state.db)
         .await?

@@ -12,37 +12,19 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::Caller;
 use crate::domain::feedback::{FeedbackForm, NewFeedback, SCREENSHOT_MAX};
 use crate::error::{ApiError, ApiResult};
 use crate::http::multipart::MAX_PARTS;
-use crate::http::{ClientInfo, Route, caller, client_info, ok_json, respond, with_state};
+use crate::http::{ClientInfo, ok_json};
 use crate::state::AppState;
 
 /// Largest text field read (the rules allow far less; this only bounds memory).
 const TEXT_FIELD_MAX: usize = 64 * 1024;
 /// Largest whole form: a screenshot plus the text fields.
 const FORM_MAX: u64 = (SCREENSHOT_MAX + 4 * TEXT_FIELD_MAX) as u64;
-
-pub fn routes(state: &AppState) -> Route {
-    warp::path!("feedback")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(warp::header::optional::<String>("content-type"))
-        .and(warp::body::stream())
-        .then(|state, caller, client, content_type: Option<String>, body| async move {
-            let caller = caller?;
-            let form = read_form(content_type.as_deref(), body).await?;
-            submit_feedback(state, caller, client, form).await
-        })
-        .map(respond)
-        .boxed()
-}
 
 #[derive(Serialize)]
 struct FeedbackResponse {
@@ -52,6 +34,22 @@ struct FeedbackResponse {
 }
 
 /// POST /api/feedback
+/// POST /api/feedback (multipart: the form is read after the caller is known)
+pub(crate) async fn submit<S, B>(
+    state: AppState,
+    caller: Caller,
+    client: ClientInfo,
+    content_type: Option<String>,
+    body: S,
+) -> ApiResult<warp::reply::Response>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf + Send + 'static,
+{
+    let form = read_form(content_type.as_deref(), body).await?;
+    submit_feedback(state, caller, client, form).await
+}
+
 async fn submit_feedback(
     state: AppState,
     caller: Caller,

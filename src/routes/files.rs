@@ -20,7 +20,6 @@ use sea_orm::{
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
-use warp::Filter;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::multipart::{FormData, Part};
 use warp::reply::Response;
@@ -35,9 +34,7 @@ use crate::domain::file::{
 use crate::domain::posting::{as_poster, require_may_post};
 use crate::error::{ApiError, ApiResult};
 use crate::http::server::MAX_BODY_BYTES;
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, ok_empty, ok_json, respond, status_only, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json, status_only};
 use crate::state::AppState;
 use crate::storage::{FileStore, Reservation, TempBlob};
 
@@ -49,61 +46,6 @@ const MAX_CHANNEL_FIELD_BYTES: usize = 128;
 const UPLOAD_FIELDS: [&str; 3] = ["file", "name", "channel_id"];
 /// Read size when streaming a blob out.
 const READ_CHUNK: usize = 64 * 1024;
-
-pub fn routes(state: &AppState) -> Route {
-    let upload = warp::path!("files" / "upload")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(multipart_form())
-        .then(upload_file)
-        .map(respond)
-        .boxed();
-    let download = warp::path!("files" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::header::optional::<String>("range"))
-        .then(download_file)
-        .map(respond)
-        .boxed();
-    let thumb = warp::path!("files" / PathId / "thumb")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::header::optional::<String>("range"))
-        .then(thumbnail)
-        .map(respond)
-        .boxed();
-    let meta = warp::path!("files" / PathId / "meta")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(file_meta)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("files" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_file)
-        .map(respond)
-        .boxed();
-    upload.or(download).unify().or(thumb).unify().or(meta).unify().or(delete).unify().boxed()
-}
-
-/// The multipart stream, or the 400 to answer when the body is not `multipart/form-data`.
-/// No length limit here: the front door caps the request, the handler caps each part.
-fn multipart_form() -> impl Filter<Extract = (ApiResult<FormData>,), Error = std::convert::Infallible> + Clone
-{
-    warp::multipart::form()
-        .max_length(None)
-        .map(Ok)
-        .or(warp::any()
-            .map(|| Err(ApiError::validation("expected a multipart/form-data body with a file field"))))
-        .unify()
-}
 
 // ---------------------------------------------------------------------------------------
 // Upload
@@ -118,8 +60,7 @@ struct Received {
 }
 
 /// POST /api/files/upload
-async fn upload_file(state: AppState, caller: ApiResult<Caller>, form: ApiResult<FormData>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn upload_file(state: AppState, caller: Caller, form: ApiResult<FormData>) -> Reply {
     let mut form = form?;
     if !state.uploads.allow(caller.user_id) {
         drain(&mut form).await;
@@ -327,13 +268,12 @@ pub async fn used_bytes(db: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<u
 // Download, thumbnail, metadata, delete
 
 /// GET /api/files/{file_id}
-async fn download_file(
+pub(crate) async fn download_file(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     range: Option<String>,
 ) -> Reply {
-    let caller = caller?;
     let file = find_file(&state.db, id.get()?).await?;
     require_read_access(&state.db, &caller, &file).await?;
     require_not_quarantined(&caller, &file)?;
@@ -347,8 +287,7 @@ async fn download_file(
 }
 
 /// GET /api/files/{file_id}/thumb
-async fn thumbnail(id: PathId, state: AppState, caller: ApiResult<Caller>, range: Option<String>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn thumbnail(id: PathId, state: AppState, caller: Caller, range: Option<String>) -> Reply {
     let file = find_file(&state.db, id.get()?).await?;
     require_read_access(&state.db, &caller, &file).await?;
     require_not_quarantined(&caller, &file)?;
@@ -364,16 +303,14 @@ async fn thumbnail(id: PathId, state: AppState, caller: ApiResult<Caller>, range
 }
 
 /// GET /api/files/{file_id}/meta
-async fn file_meta(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn file_meta(id: PathId, state: AppState, caller: Caller) -> Reply {
     let file = find_file(&state.db, id.get()?).await?;
     require_read_access(&state.db, &caller, &file).await?;
     ok_json(&FileMetaView::from(&file))
 }
 
 /// DELETE /api/files/{file_id}
-async fn delete_file(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_file(id: PathId, state: AppState, caller: Caller, client: ClientInfo) -> Reply {
     let file = find_file(&state.db, id.get()?).await?;
     if file.uploader_id != caller.user_id && !caller.is_instance_staff() {
         return Err(ApiError::Forbidden);

@@ -4,39 +4,16 @@
 
 use std::collections::HashMap;
 
-use warp::Filter;
-
 use crate::auth::Caller;
 use crate::domain::gif::{GifPage, GifQuery};
 use crate::error::ApiResult;
-use crate::http::{Route, caller, ok_json, respond, with_state};
+use crate::http::ok_json;
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
 
-pub fn routes(state: &AppState) -> Route {
-    let search = warp::path!("gifs" / "search")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(search_gifs)
-        .map(respond)
-        .boxed();
-    let trending = warp::path!("gifs" / "trending")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(trending_gifs)
-        .map(respond)
-        .boxed();
-    search.or(trending).unify().boxed()
-}
-
 /// GET /api/gifs/search
-async fn search_gifs(state: AppState, caller: ApiResult<Caller>, query: HashMap<String, String>) -> Reply {
-    caller?;
+pub(crate) async fn search_gifs(state: AppState, _caller: Caller, query: HashMap<String, String>) -> Reply {
     state.gifs.require_configured()?;
     match GifQuery::search(&query)? {
         Some(query) => ok_json(&state.gifs.fetch(query).await?),
@@ -45,8 +22,7 @@ async fn search_gifs(state: AppState, caller: ApiResult<Caller>, query: HashMap<
 }
 
 /// GET /api/gifs/trending
-async fn trending_gifs(state: AppState, caller: ApiResult<Caller>, query: HashMap<String, String>) -> Reply {
-    caller?;
+pub(crate) async fn trending_gifs(state: AppState, _caller: Caller, query: HashMap<String, String>) -> Reply {
     state.gifs.require_configured()?;
     ok_json(&state.gifs.fetch(GifQuery::trending(&query)?).await?)
 }

@@ -22,7 +22,6 @@ use sea_orm::{
 };
 use serde::Deserialize;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::Caller;
@@ -38,9 +37,7 @@ use crate::domain::group::{
 use crate::domain::invite;
 use crate::domain::visibility::communities_of;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::routes::channels::{apply_effects, query_limit, query_offset, save_channel_update};
 use crate::state::AppState;
 
@@ -49,168 +46,6 @@ const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
 
 type Reply = ApiResult<warp::reply::Response>;
-
-pub fn routes(state: &AppState) -> Route {
-    let list = warp::path!("groups")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_groups)
-        .map(respond)
-        .boxed();
-    let create = warp::path!("groups")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_group)
-        .map(respond)
-        .boxed();
-    // Before `/groups/{id}`: "discover" is not an id.
-    let discover = warp::path!("groups" / "discover")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(discover_groups)
-        .map(respond)
-        .boxed();
-    let get = warp::path!("groups" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_group)
-        .map(respond)
-        .boxed();
-    let update = warp::path!("groups" / PathId)
-        .and(warp::patch())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(update_group)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("groups" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_group)
-        .map(respond)
-        .boxed();
-    let basics = list.or(create).unify().or(discover).unify().boxed();
-    let basics = basics.or(get).unify().or(update).unify().or(delete).unify().boxed();
-
-    let transfer = warp::path!("groups" / PathId / "transfer-ownership")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(transfer_ownership)
-        .map(respond)
-        .boxed();
-    let join = warp::path!("groups" / PathId / "join")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(join_group)
-        .map(respond)
-        .boxed();
-    let leave = warp::path!("groups" / PathId / "leave")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(leave_group)
-        .map(respond)
-        .boxed();
-    let members = warp::path!("groups" / PathId / "members")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(list_members)
-        .map(respond)
-        .boxed();
-    let membership = transfer.or(join).unify().or(leave).unify().or(members).unify().boxed();
-
-    let list_ch = warp::path!("groups" / PathId / "channels")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_channels)
-        .map(respond)
-        .boxed();
-    let create_ch = warp::path!("groups" / PathId / "channels")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_channel)
-        .map(respond)
-        .boxed();
-    let update_ch = warp::path!("groups" / PathId / "channels" / PathId)
-        .and(warp::patch())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(update_channel)
-        .map(respond)
-        .boxed();
-    let delete_ch = warp::path!("groups" / PathId / "channels" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_channel)
-        .map(respond)
-        .boxed();
-    let channel_routes = list_ch.or(create_ch).unify().or(update_ch).unify().or(delete_ch).unify().boxed();
-
-    let list_inv = warp::path!("groups" / PathId / "invites")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_invites)
-        .map(respond)
-        .boxed();
-    let create_inv = warp::path!("groups" / PathId / "invites")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_invite)
-        .map(respond)
-        .boxed();
-    let delete_inv = warp::path!("groups" / PathId / "invites" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(delete_invite)
-        .map(respond)
-        .boxed();
-    // Seed path and client path share one handler each.
-    let info_path = warp::path!("invites" / String).or(warp::path!("group-invites" / String)).unify();
-    let info = info_path
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(invite_info)
-        .map(respond)
-        .boxed();
-    let accept_path = warp::path!("invites" / String / "accept")
-        .or(warp::path!("group-invites" / String / "accept"))
-        .unify();
-    let accept = accept_path
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(accept_invite)
-        .map(respond)
-        .boxed();
-    let invites = list_inv.or(create_inv).unify().or(delete_inv).unify().boxed();
-    let invites = invites.or(info).unify().or(accept).unify().boxed();
-
-    basics.or(membership).unify().or(channel_routes).unify().or(invites).unify().boxed()
-}
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -253,8 +88,7 @@ async fn to_community(state: &AppState, community_id: Uuid, frame: &ServerFrame)
 // Groups
 
 /// GET /api/groups
-async fn list_groups(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_groups(state: AppState, caller: Caller) -> Reply {
     let rows = groups::Entity::find()
         .filter(groups::Column::Id.in_subquery(group::groups_of(caller.user_id)))
         .order_by_asc(groups::Column::Name)
@@ -265,12 +99,11 @@ async fn list_groups(state: AppState, caller: ApiResult<Caller>) -> Reply {
 }
 
 /// POST /api/groups
-async fn create_group(
+pub(crate) async fn create_group(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<CreateGroupRequest>,
 ) -> Reply {
-    let caller = caller?;
     let new = NewGroup::parse(body?)?;
     let community = find_community(&state.db, new.community_id).await?;
     let role = community_role(&state.db, community.id, caller.user_id).await?;
@@ -393,8 +226,7 @@ async fn initial_members(
 }
 
 /// GET /api/groups/discover
-async fn discover_groups(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn discover_groups(state: AppState, caller: Caller) -> Reply {
     let mut query = groups::Entity::find();
     if !caller.is_owner {
         let open = Condition::all()
@@ -410,20 +242,18 @@ async fn discover_groups(state: AppState, caller: ApiResult<Caller>) -> Reply {
 }
 
 /// GET /api/groups/{id}
-async fn get_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn get_group(id: PathId, state: AppState, caller: Caller) -> Reply {
     let (row, _) = group::require_role(&state.db, id.get()?, &caller).await?;
     ok_json(&view(&state, &row).await?)
 }
 
 /// PATCH /api/groups/{id}
-async fn update_group(
+pub(crate) async fn update_group(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<UpdateGroupRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let update = GroupUpdate::parse(body?)?;
     let (mut row, _) = group::require_manager(&state.db, id, &caller).await?;
@@ -455,8 +285,7 @@ async fn update_group(
 }
 
 /// DELETE /api/groups/{id}
-async fn delete_group(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_group(id: PathId, state: AppState, caller: Caller, client: ClientInfo) -> Reply {
     let row = group::find_group(&state.db, id.get()?).await?;
     let allowed = if row.assigned_member_id.is_some() {
         row.owner_id == caller.user_id
@@ -485,18 +314,17 @@ async fn delete_group(id: PathId, state: AppState, caller: ApiResult<Caller>, cl
 }
 
 #[derive(Deserialize)]
-struct TransferRequest {
+pub(crate) struct TransferRequest {
     new_owner_id: Uuid,
 }
 
 /// POST /api/groups/{id}/transfer-ownership
-async fn transfer_ownership(
+pub(crate) async fn transfer_ownership(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<TransferRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let target = body?.new_owner_id;
     let row = group::find_group(&state.db, id).await?;
@@ -531,8 +359,7 @@ async fn transfer_ownership(
 }
 
 /// POST /api/groups/{id}/join
-async fn join_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn join_group(id: PathId, state: AppState, caller: Caller) -> Reply {
     let row = group::find_group(&state.db, id.get()?).await?;
     if row.visibility == "private" && !row.discoverable {
         return Err(ApiError::ForbiddenBecause("this group can only be joined with an invite".into()));
@@ -548,8 +375,7 @@ async fn join_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> R
 }
 
 /// POST /api/groups/{id}/leave
-async fn leave_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn leave_group(id: PathId, state: AppState, caller: Caller) -> Reply {
     let row = group::find_group(&state.db, id.get()?).await?;
     let role = group::membership(&state.db, row.id, caller.user_id).await?.ok_or(ApiError::Forbidden)?;
     if role == "owner" {
@@ -571,13 +397,12 @@ async fn leave_group(id: PathId, state: AppState, caller: ApiResult<Caller>) -> 
 }
 
 /// GET /api/groups/{id}/members?limit=&offset=
-async fn list_members(
+pub(crate) async fn list_members(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: HashMap<String, String>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
     let offset = query_offset(&query)?;
@@ -613,8 +438,7 @@ async fn list_members(
 // The group's channels
 
 /// GET /api/groups/{id}/channels
-async fn list_channels(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_channels(id: PathId, state: AppState, caller: Caller) -> Reply {
     let (row, _) = group::require_role(&state.db, id.get()?, &caller).await?;
     let mine = Query::select()
         .column(channel_members::Column::ChannelId)
@@ -636,13 +460,12 @@ async fn list_channels(id: PathId, state: AppState, caller: ApiResult<Caller>) -
 }
 
 /// POST /api/groups/{id}/channels
-async fn create_channel(
+pub(crate) async fn create_channel(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<CreateChannelRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     // `group_id` and `discoverable` in the body are ignored here.
     let new = NewChannel::parse(body?)?;
@@ -699,14 +522,13 @@ async fn group_channel(state: &AppState, group_id: Uuid, channel_id: Uuid) -> Ap
 }
 
 /// PATCH /api/groups/{group_id}/channels/{channel_id}
-async fn update_channel(
+pub(crate) async fn update_channel(
     group_id: PathId,
     channel_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<UpdateChannelRequest>,
 ) -> Reply {
-    let caller = caller?;
     let (group_id, channel_id) = (group_id.get()?, channel_id.get()?);
     // The message TTL is not changed through this route.
     let update = ChannelUpdate::parse(UpdateChannelRequest { message_ttl_seconds: None, ..body? })?;
@@ -716,14 +538,13 @@ async fn update_channel(
 }
 
 /// DELETE /api/groups/{group_id}/channels/{channel_id}
-async fn delete_channel(
+pub(crate) async fn delete_channel(
     group_id: PathId,
     channel_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
 ) -> Reply {
-    let caller = caller?;
     let (group_id, channel_id) = (group_id.get()?, channel_id.get()?);
     let (row, _) = group::require_manager(&state.db, group_id, &caller).await?;
     group_channel(&state, group_id, channel_id).await?;
@@ -740,7 +561,7 @@ async fn delete_channel(
 // Invites
 
 #[derive(Deserialize)]
-struct CreateInviteRequest {
+pub(crate) struct CreateInviteRequest {
     #[serde(default)]
     max_uses: Option<i64>,
     #[serde(default)]
@@ -748,8 +569,7 @@ struct CreateInviteRequest {
 }
 
 /// GET /api/groups/{id}/invites
-async fn list_invites(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_invites(id: PathId, state: AppState, caller: Caller) -> Reply {
     let (row, _) = group::require_manager(&state.db, id.get()?, &caller).await?;
     let rows = group_invites::Entity::find()
         .filter(group_invites::Column::GroupId.eq(row.id))
@@ -761,13 +581,12 @@ async fn list_invites(id: PathId, state: AppState, caller: ApiResult<Caller>) ->
 }
 
 /// POST /api/groups/{id}/invites
-async fn create_invite(
+pub(crate) async fn create_invite(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<CreateInviteRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let body = body?;
     let max_uses = invite::max_uses(body.max_uses)?;
@@ -796,8 +615,7 @@ async fn create_invite(
 }
 
 /// DELETE /api/groups/{id}/invites/{invite_id}
-async fn delete_invite(id: PathId, invite_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_invite(id: PathId, invite_id: PathId, state: AppState, caller: Caller) -> Reply {
     let (id, invite_id) = (id.get()?, invite_id.get()?);
     group::require_manager(&state.db, id, &caller).await?;
     let removed = group_invites::Entity::delete_many()
@@ -825,8 +643,7 @@ async fn find_invite(state: &AppState, code: &str) -> ApiResult<group_invites::M
 }
 
 /// GET /api/invites/{code} and GET /api/group-invites/{code}
-async fn invite_info(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    caller?;
+pub(crate) async fn invite_info(code: String, state: AppState, _caller: Caller) -> Reply {
     let invite = find_invite(&state, &code).await?;
     // Expired or used up reads as unknown here (unlike accepting, which says why).
     if group::invite_state(&invite, palaver_entity::now()) != InviteState::Usable {
@@ -838,8 +655,7 @@ async fn invite_info(code: String, state: AppState, caller: ApiResult<Caller>) -
 }
 
 /// POST /api/invites/{code}/accept and POST /api/group-invites/{code}/accept
-async fn accept_invite(code: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn accept_invite(code: String, state: AppState, caller: Caller) -> Reply {
     let invite = find_invite(&state, &code).await?;
     match group::invite_state(&invite, palaver_entity::now()) {
         InviteState::Usable => {}

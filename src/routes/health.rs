@@ -2,15 +2,10 @@
 
 use sea_orm::ConnectionTrait;
 use serde::Serialize;
-use warp::Filter;
 
 use crate::error::ApiResult;
-use crate::http::{Route, ok_json, respond, with_state};
+use crate::http::ok_json;
 use crate::state::AppState;
-
-pub fn routes(state: &AppState) -> Route {
-    warp::path!("health").and(warp::get()).and(with_state(state)).then(health).map(respond).boxed()
-}
 
 #[derive(Serialize)]
 struct Health {
@@ -21,7 +16,7 @@ struct Health {
 }
 
 /// GET /api/health
-async fn health(state: AppState) -> ApiResult<warp::reply::Response> {
+pub(crate) async fn health(state: AppState) -> ApiResult<warp::reply::Response> {
     let db_healthy = state.db.execute_unprepared("SELECT 1").await.is_ok();
     ok_json(&Health {
         status: if db_healthy { "ok" } else { "degraded" },

@@ -18,7 +18,6 @@ use palaver_entity::{channels, communities, groups, users};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Serialize;
 use uuid::Uuid;
-use warp::Filter;
 
 use super::account::current_user;
 use super::channels::write_channel;
@@ -28,80 +27,10 @@ use crate::domain::community::{CommunityView, community_updated_frame, member_co
 use crate::domain::group::{self, GroupView, group_updated_frame};
 use crate::domain::user::{UserView, profile_updated_frame};
 use crate::error::{ApiError, ApiResult};
-use crate::http::multipart::{Form, Upload, upload};
-use crate::http::{PathId, Route, caller, ok_empty, ok_json, respond, with_state};
+use crate::http::multipart::{Form, Upload};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::images::{self, Area, CleanImage, PICTURE};
 use crate::state::AppState;
-
-pub fn routes(state: &AppState) -> Route {
-    let account_upload = warp::path!("account" / "avatar")
-        .map(|| UserImage::Avatar)
-        .or(warp::path!("account" / "banner").map(|| UserImage::Banner))
-        .unify()
-        .or(warp::path!("account" / "voice-background").map(|| UserImage::VoiceBackground))
-        .unify()
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(upload())
-        .then(upload_user_image)
-        .map(respond)
-        .boxed();
-    let account_clear = warp::path!("account" / "voice-background")
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(clear_voice_background)
-        .map(respond)
-        .boxed();
-    let community_upload = warp::path!("communities" / PathId / "icon")
-        .map(|id: PathId| (id, AssetSlot::Icon))
-        .or(warp::path!("communities" / PathId / "banner").map(|id: PathId| (id, AssetSlot::Banner)))
-        .unify()
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(upload())
-        .then(upload_community_image)
-        .map(respond)
-        .boxed();
-    let group_upload = warp::path!("groups" / PathId / "icon")
-        .map(|id: PathId| (id, AssetSlot::Icon))
-        .or(warp::path!("groups" / PathId / "banner").map(|id: PathId| (id, AssetSlot::Banner)))
-        .unify()
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(upload())
-        .then(upload_group_image)
-        .map(respond)
-        .boxed();
-    let voice_background = warp::path!("groups" / PathId / "channels" / PathId / "voice-background")
-        .map(|group: PathId, channel: PathId| (group, Some(channel)))
-        .or(warp::path!("groups" / PathId / "voice-background").map(|group: PathId| (group, None::<PathId>)))
-        .unify()
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(upload())
-        .then(upload_channel_voice_background)
-        .map(respond)
-        .boxed();
-    let serve = warp::path!("avatars" / String)
-        .map(|name: String| (Area::Avatars, name))
-        .or(warp::path!("community-assets" / String).map(|name: String| (Area::CommunityAssets, name)))
-        .unify()
-        .or(warp::path!("group-assets" / String).map(|name: String| (Area::GroupAssets, name)))
-        .unify()
-        .and(warp::get())
-        .and(with_state(state))
-        .then(serve_image)
-        .map(respond)
-        .boxed();
-    let account = account_upload.or(account_clear).unify().boxed();
-    let scoped = community_upload.or(group_upload).unify().or(voice_background).unify().boxed();
-    account.or(scoped).unify().or(serve).unify().boxed()
-}
 
 /// Stores a cleaned image under `<owner>_<slot>_<hash>` and returns its file name.
 async fn store(
@@ -152,7 +81,7 @@ async fn settle<T>(
 // Account
 
 #[derive(Clone, Copy, Debug)]
-enum UserImage {
+pub(crate) enum UserImage {
     Avatar,
     Banner,
     VoiceBackground,
@@ -199,13 +128,12 @@ struct UrlResponse {
 }
 
 /// POST /api/account/avatar · POST /api/account/banner · POST /api/account/voice-background
-async fn upload_user_image(
-    kind: UserImage,
+pub(crate) async fn upload_user_image(
     state: AppState,
-    caller: ApiResult<Caller>,
+    kind: UserImage,
+    caller: Caller,
     body: Upload,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let user = current_user(&state, &caller).await?;
     let form = body.read_form(PICTURE.max_bytes).await?;
     let image = picture(&form, kind.field()).await?;
@@ -225,11 +153,10 @@ async fn upload_user_image(
 }
 
 /// DELETE /api/account/voice-background
-async fn clear_voice_background(
+pub(crate) async fn clear_voice_background(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let user = current_user(&state, &caller).await?;
     let old_url = user.voice_background_url.clone();
     let mut row: users::ActiveModel = user.into();
@@ -247,7 +174,7 @@ async fn clear_voice_background(
 // Communities and groups
 
 #[derive(Clone, Copy, Debug)]
-enum AssetSlot {
+pub(crate) enum AssetSlot {
     Icon,
     Banner,
 }
@@ -263,13 +190,13 @@ impl AssetSlot {
 }
 
 /// POST /api/communities/{cid}/icon · POST /api/communities/{cid}/banner
-async fn upload_community_image(
-    (community_id, slot): (PathId, AssetSlot),
+pub(crate) async fn upload_community_image(
+    community_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    slot: AssetSlot,
+    caller: Caller,
     body: Upload,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let standing = require_member(&state.db, community_id.get()?, &caller).await?;
     if !standing.can_manage() {
         return Err(ApiError::Forbidden);
@@ -298,13 +225,13 @@ async fn upload_community_image(
 }
 
 /// POST /api/groups/{id}/icon · POST /api/groups/{id}/banner
-async fn upload_group_image(
-    (group_id, slot): (PathId, AssetSlot),
+pub(crate) async fn upload_group_image(
+    group_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    slot: AssetSlot,
+    caller: Caller,
     body: Upload,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let (group, _) = group::require_manager(&state.db, group_id.get()?, &caller).await?;
     let form = body.read_form(PICTURE.max_bytes).await?;
     let image = picture(&form, slot.name()).await?;
@@ -328,14 +255,35 @@ async fn upload_group_image(
     ok_json(&GroupView::new(&group, members))
 }
 
-/// POST /api/groups/{gid}/channels/{chid}/voice-background · POST /api/groups/{id}/voice-background
-async fn upload_channel_voice_background(
-    (group_id, channel_id): (PathId, Option<PathId>),
+/// POST /api/groups/{gid}/channels/{chid}/voice-background
+pub(crate) async fn upload_channel_voice_background(
+    group_id: PathId,
+    channel_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: Upload,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
+    upload_voice_background(group_id, Some(channel_id), state, caller, body).await
+}
+
+/// POST /api/groups/{id}/voice-background (the group's default)
+pub(crate) async fn upload_group_voice_background(
+    group_id: PathId,
+    state: AppState,
+    caller: Caller,
+    body: Upload,
+) -> ApiResult<warp::reply::Response> {
+    upload_voice_background(group_id, None, state, caller, body).await
+}
+
+/// A voice background for one channel of a group, or the group's default.
+async fn upload_voice_background(
+    group_id: PathId,
+    channel_id: Option<PathId>,
+    state: AppState,
+    caller: Caller,
+    body: Upload,
+) -> ApiResult<warp::reply::Response> {
     let group_id = group_id.get()?;
     let path_channel = channel_id.map(PathId::get).transpose()?;
     let (group, _) = group::require_manager(&state.db, group_id, &caller).await?;
@@ -402,6 +350,10 @@ async fn channel_in_group(state: &AppState, channel_id: Uuid, group_id: Uuid) ->
 // Serving
 
 /// GET /api/avatars/{file} · GET /api/community-assets/{file} · GET /api/group-assets/{file}
-async fn serve_image((area, name): (Area, String), state: AppState) -> ApiResult<warp::reply::Response> {
+pub(crate) async fn serve_image(
+    name: String,
+    state: AppState,
+    area: Area,
+) -> ApiResult<warp::reply::Response> {
     images::serve(&state.config.data_dir, area, &name).await
 }

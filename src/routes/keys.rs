@@ -14,60 +14,17 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::keys::{self, OneTimePrekeyInput, SignedPrekeyInput};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Below this many unused one-time prekeys the owner is told to upload more (`keys_low`).
 pub const KEYS_LOW_THRESHOLD: u64 = 25;
 /// Lost races tolerated while claiming a one-time prekey before serving the bundle without one.
 const CLAIM_ATTEMPTS: usize = 100;
-
-pub fn routes(state: &AppState) -> Route {
-    let count = warp::path!("keys" / "prekeys" / "count")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(prekey_count)
-        .map(respond)
-        .boxed();
-    let signed = warp::path!("keys" / "prekeys" / "signed")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(upload_signed_prekey)
-        .map(respond)
-        .boxed();
-    let one_time = warp::path!("keys" / "prekeys" / "one-time")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(upload_one_time_prekeys)
-        .map(respond)
-        .boxed();
-    let register = warp::path!("keys" / "register")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(register_keys)
-        .map(respond)
-        .boxed();
-    let bundle = warp::path!("keys" / PathId / "bundle")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(key_bundle)
-        .map(respond)
-        .boxed();
-    count.or(signed).unify().or(one_time).unify().boxed().or(register).unify().or(bundle).unify().boxed()
-}
 
 #[derive(Serialize)]
 struct SignedPrekeyView {
@@ -84,12 +41,11 @@ struct KeyBundle {
 }
 
 /// GET /api/keys/{user_id}/bundle
-async fn key_bundle(
+pub(crate) async fn key_bundle(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    _caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    caller?;
     let owner = id.get()?;
     let identity = identity_keys::Entity::find_by_id(owner)
         .one(&state.db)
@@ -181,25 +137,23 @@ struct Count {
 }
 
 /// GET /api/keys/prekeys/count
-async fn prekey_count(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
+pub(crate) async fn prekey_count(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
     ok_json(&Count { count: count_one_time_prekeys(&state.db, caller.user_id).await? })
 }
 
 #[derive(Deserialize)]
-struct RegisterKeys {
+pub(crate) struct RegisterKeys {
     identity_key: Vec<u8>,
     signed_prekey: SignedPrekeyInput,
     one_time_prekeys: Vec<OneTimePrekeyInput>,
 }
 
 /// POST /api/keys/register
-async fn register_keys(
+pub(crate) async fn register_keys(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<RegisterKeys>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let identity = keys::identity_key(&body.identity_key)?;
     keys::verify_signed_prekey(&identity, &body.signed_prekey)?;
@@ -240,12 +194,11 @@ async fn register_keys(
 }
 
 /// POST /api/keys/prekeys/signed
-async fn upload_signed_prekey(
+pub(crate) async fn upload_signed_prekey(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<SignedPrekeyInput>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let stored = identity_keys::Entity::find_by_id(caller.user_id)
         .one(&state.db)
@@ -270,12 +223,11 @@ async fn upload_signed_prekey(
 }
 
 /// POST /api/keys/prekeys/one-time
-async fn upload_one_time_prekeys(
+pub(crate) async fn upload_one_time_prekeys(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<Vec<OneTimePrekeyInput>>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let batch = keys::one_time_prekeys(body?)?;
     insert_one_time(&state.db, caller.user_id, batch).await?;
     ok_empty()

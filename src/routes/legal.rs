@@ -3,41 +3,24 @@
 //! data directory when present, else a built-in default text.
 
 use serde::Serialize;
-use warp::Filter;
 
 use crate::error::ApiResult;
-use crate::http::{Route, ok_json, respond, with_state};
+use crate::http::ok_json;
 use crate::state::AppState;
 
 /// One legal document: its title, the operator's file name, and the built-in text.
 #[derive(Clone, Copy)]
-struct Document {
+pub(crate) struct Document {
     title: &'static str,
     file: &'static str,
     default_body: &'static str,
 }
 
-const PRIVACY: Document =
+pub(crate) const PRIVACY: Document =
     Document { title: "Privacy Policy", file: "privacy.md", default_body: include_str!("legal/privacy.md") };
 
-const TERMS: Document =
+pub(crate) const TERMS: Document =
     Document { title: "Terms of Service", file: "terms.md", default_body: include_str!("legal/terms.md") };
-
-pub fn routes(state: &AppState) -> Route {
-    let privacy = warp::path!("legal" / "privacy")
-        .and(warp::get())
-        .and(with_state(state))
-        .then(|state| legal_document(state, PRIVACY))
-        .map(respond)
-        .boxed();
-    let terms = warp::path!("legal" / "terms")
-        .and(warp::get())
-        .and(with_state(state))
-        .then(|state| legal_document(state, TERMS))
-        .map(respond)
-        .boxed();
-    privacy.or(terms).unify().boxed()
-}
 
 #[derive(Serialize)]
 struct LegalText {
@@ -46,7 +29,7 @@ struct LegalText {
 }
 
 /// GET /api/legal/privacy and GET /api/legal/terms
-async fn legal_document(state: AppState, doc: Document) -> ApiResult<warp::reply::Response> {
+pub(crate) async fn legal_document(state: AppState, doc: Document) -> ApiResult<warp::reply::Response> {
     let path = state.config.data_dir.join(doc.file);
     let body = match tokio::fs::read_to_string(&path).await {
         Ok(text) => text,

@@ -18,13 +18,12 @@ use sea_orm::{
     QuerySelect,
 };
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, ok_empty, ok_json, ok_json_bytes, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json, ok_json_bytes};
 use crate::routes::channels::{query_bool, query_limit, query_uuid, write_channel};
 use crate::state::AppState;
 
@@ -53,74 +52,6 @@ const SENDER_MAX_CHARS: usize = 32;
 const QUERY_MIN_CHARS: usize = 2;
 const QUERY_MAX_CHARS: usize = 256;
 
-pub fn routes(state: &AppState) -> Route {
-    let global_search = warp::path!("messages" / "search")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(search_everywhere)
-        .map(respond)
-        .boxed();
-    let history = warp::path!("channels" / PathId / "messages")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_messages)
-        .map(respond)
-        .boxed();
-    let search = warp::path!("channels" / PathId / "messages" / "search")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(search_channel)
-        .map(respond)
-        .boxed();
-    let edits = warp::path!("channels" / PathId / "messages" / PathId / "history")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(edit_history)
-        .map(respond)
-        .boxed();
-    let thread = warp::path!("channels" / PathId / "threads" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<Params>())
-        .then(list_thread)
-        .map(respond)
-        .boxed();
-    let reads = global_search.or(history).unify().or(search).unify().boxed();
-    let reads = reads.or(edits).unify().or(thread).unify().boxed();
-
-    let list_pins = warp::path!("channels" / PathId / "pins")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_pins)
-        .map(respond)
-        .boxed();
-    let pin = warp::path!("channels" / PathId / "pins" / PathId)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(pin_message)
-        .map(respond)
-        .boxed();
-    let unpin = warp::path!("channels" / PathId / "pins" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(unpin_message)
-        .map(respond)
-        .boxed();
-    let pins = list_pins.or(pin).unify().or(unpin).unify().boxed();
-    reads.or(pins).unify().boxed()
-}
-
 // ---------------------------------------------------------------------------------------
 // History
 
@@ -129,8 +60,7 @@ pub fn routes(state: &AppState) -> Route {
 /// Newest first. `before` / `after` are message ids (ids are UUIDv7 in commit order);
 /// with `after`, the page is the `limit` messages right after the cursor (so paging forward
 /// leaves no gap), still returned newest first.
-async fn list_messages(id: PathId, state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_messages(id: PathId, state: AppState, caller: Caller, query: Params) -> Reply {
     let id = id.get()?;
     let before = query_uuid(&query, "before")?;
     let after = query_uuid(&query, "after")?;
@@ -212,14 +142,13 @@ async fn page_rows(
 }
 
 /// GET /api/channels/{id}/threads/{msg_id}?before=&limit= — replies oldest first.
-async fn list_thread(
+pub(crate) async fn list_thread(
     id: PathId,
     msg_id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: Params,
 ) -> Reply {
-    let caller = caller?;
     let (id, root) = (id.get()?, msg_id.get()?);
     let before = query_uuid(&query, "before")?;
     let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
@@ -239,8 +168,7 @@ async fn list_thread(
 }
 
 /// GET /api/channels/{id}/messages/{msg_id}/history — earlier payloads, oldest first.
-async fn edit_history(id: PathId, msg_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn edit_history(id: PathId, msg_id: PathId, state: AppState, caller: Caller) -> Reply {
     let (id, message_id) = (id.get()?, msg_id.get()?);
     require_member(&state.db, id, &caller).await?;
     match messages::Entity::find_by_id(message_id).one(&state.db).await? {
@@ -446,8 +374,7 @@ async fn search_slot(state: &AppState, caller: &Caller) -> ApiResult<crate::doma
 }
 
 /// GET /api/channels/{id}/messages/search?q=&limit=&sender=&after=&before=&has_file=
-async fn search_channel(id: PathId, state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    let caller = caller?;
+pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, query: Params) -> Reply {
     let id = id.get()?;
     let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
@@ -456,8 +383,7 @@ async fn search_channel(id: PathId, state: AppState, caller: ApiResult<Caller>, 
 }
 
 /// GET /api/messages/search — the same, across every channel the caller is a member of.
-async fn search_everywhere(state: AppState, caller: ApiResult<Caller>, query: Params) -> Reply {
-    let caller = caller?;
+pub(crate) async fn search_everywhere(state: AppState, caller: Caller, query: Params) -> Reply {
     // The slot covers the whole request, the sender lookup included.
     let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
@@ -473,8 +399,7 @@ async fn search_everywhere(state: AppState, caller: ApiResult<Caller>, query: Pa
 // Pins
 
 /// GET /api/channels/{id}/pins — most recently pinned first, hidden messages left out.
-async fn list_pins(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_pins(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     require_member(&state.db, id, &caller).await?;
     let rows = pins::Entity::find()
@@ -510,8 +435,7 @@ async fn list_pins(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Re
 }
 
 /// POST /api/channels/{id}/pins/{msg_id}
-async fn pin_message(id: PathId, msg_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn pin_message(id: PathId, msg_id: PathId, state: AppState, caller: Caller) -> Reply {
     let (id, message_id) = (id.get()?, msg_id.get()?);
     if caller_level(&state.db, id, &caller).await? < Level::Moderator {
         return Err(ApiError::Forbidden);
@@ -561,8 +485,7 @@ async fn pin_message(id: PathId, msg_id: PathId, state: AppState, caller: ApiRes
 }
 
 /// DELETE /api/channels/{id}/pins/{msg_id}
-async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, caller: Caller) -> Reply {
     let (id, message_id) = (id.get()?, msg_id.get()?);
     if caller_level(&state.db, id, &caller).await? < Level::Moderator {
         return Err(ApiError::Forbidden);

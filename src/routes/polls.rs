@@ -12,67 +12,17 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::channel::{channel_role, require_member};
 use crate::domain::poll::{self, CreatePollRequest, NewPoll, PollView};
 use crate::domain::posting::as_poster;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::routes::channels::write_channel;
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
-
-pub fn routes(state: &AppState) -> Route {
-    let create = warp::path!("channels" / PathId / "polls")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(create_poll)
-        .map(respond)
-        .boxed();
-    let list = warp::path!("channels" / PathId / "polls")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_polls)
-        .map(respond)
-        .boxed();
-    let get = warp::path!("polls" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_poll)
-        .map(respond)
-        .boxed();
-    let vote = warp::path!("polls" / PathId / "vote")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(vote)
-        .map(respond)
-        .boxed();
-    let unvote = warp::path!("polls" / PathId / "vote" / String)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(remove_vote)
-        .map(respond)
-        .boxed();
-    let close = warp::path!("polls" / PathId / "close")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(close_poll)
-        .map(respond)
-        .boxed();
-    let reads = create.or(list).unify().or(get).unify().boxed();
-    reads.or(vote).unify().or(unvote).unify().or(close).unify().boxed()
-}
 
 /// The poll (404).
 async fn find_poll(state: &AppState, id: Uuid) -> ApiResult<polls::Model> {
@@ -101,13 +51,12 @@ async fn views(state: &AppState, polls: &[polls::Model]) -> ApiResult<Vec<PollVi
 }
 
 /// POST /api/channels/{id}/polls
-async fn create_poll(
+pub(crate) async fn create_poll(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<CreatePollRequest>,
 ) -> Reply {
-    let caller = caller?;
     let channel_id = id.get()?;
     let new = NewPoll::parse(body?)?;
     require_member(&state.db, channel_id, &caller).await?;
@@ -144,8 +93,7 @@ async fn create_poll(
 }
 
 /// GET /api/channels/{id}/polls
-async fn list_polls(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_polls(id: PathId, state: AppState, caller: Caller) -> Reply {
     let channel_id = id.get()?;
     require_member(&state.db, channel_id, &caller).await?;
     let rows = polls::Entity::find()
@@ -158,8 +106,7 @@ async fn list_polls(id: PathId, state: AppState, caller: ApiResult<Caller>) -> R
 }
 
 /// GET /api/polls/{id}
-async fn get_poll(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn get_poll(id: PathId, state: AppState, caller: Caller) -> Reply {
     let poll = member_poll(&state, id.get()?, &caller).await?;
     let view = views(&state, std::slice::from_ref(&poll))
         .await?
@@ -169,13 +116,12 @@ async fn get_poll(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Rep
 }
 
 #[derive(Deserialize)]
-struct VoteRequest {
+pub(crate) struct VoteRequest {
     option_index: i64,
 }
 
 /// POST /api/polls/{id}/vote
-async fn vote(id: PathId, state: AppState, caller: ApiResult<Caller>, body: ApiResult<VoteRequest>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn vote(id: PathId, state: AppState, caller: Caller, body: ApiResult<VoteRequest>) -> Reply {
     let id = id.get()?;
     let body = body?;
     let poll = member_poll(&state, id, &caller).await?;
@@ -258,8 +204,7 @@ async fn vote(id: PathId, state: AppState, caller: ApiResult<Caller>, body: ApiR
 }
 
 /// DELETE /api/polls/{id}/vote/{idx}
-async fn remove_vote(id: PathId, idx: String, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn remove_vote(id: PathId, idx: String, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     let idx: i64 = idx.parse().map_err(|_| ApiError::validation("option index must be an integer"))?;
     let poll = member_poll(&state, id, &caller).await?;
@@ -287,8 +232,7 @@ async fn remove_vote(id: PathId, idx: String, state: AppState, caller: ApiResult
 }
 
 /// POST /api/polls/{id}/close
-async fn close_poll(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn close_poll(id: PathId, state: AppState, caller: Caller) -> Reply {
     let poll = find_poll(&state, id.get()?).await?;
     let is_creator = poll.created_by == Some(caller.user_id);
     if !is_creator

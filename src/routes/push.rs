@@ -11,12 +11,11 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use uuid::Uuid;
-use warp::Filter;
 use warp::http::StatusCode;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{Route, caller, json, respond, status_only, with_state};
+use crate::http::status_only;
 use crate::state::AppState;
 
 /// Longest accepted push endpoint URL.
@@ -24,47 +23,25 @@ const MAX_ENDPOINT_BYTES: usize = 2048;
 /// Longest accepted key (base64url of a 65-byte P-256 point is 87 chars; auth is 22).
 const MAX_KEY_BYTES: usize = 512;
 
-pub fn routes(state: &AppState) -> Route {
-    let vapid = warp::path!("push" / "vapid-key").and(warp::get()).map(vapid_key).boxed();
-    let subscribe = warp::path!("push" / "subscribe")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(subscribe)
-        .map(respond)
-        .boxed();
-    let unsubscribe = warp::path!("push" / "unsubscribe")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(unsubscribe)
-        .map(respond)
-        .boxed();
-    vapid.or(subscribe).unify().or(unsubscribe).unify().boxed()
-}
-
 /// GET /api/push/vapid-key
-fn vapid_key() -> warp::reply::Response {
+pub(crate) async fn vapid_key(_state: AppState) -> ApiResult<warp::reply::Response> {
     // No VAPID key pair: Web Push is not offered (404, empty body, as the wire says).
-    status_only(StatusCode::NOT_FOUND)
+    Ok(status_only(StatusCode::NOT_FOUND))
 }
 
 #[derive(Deserialize)]
-struct Subscribe {
+pub(crate) struct Subscribe {
     endpoint: String,
     p256dh_key: String,
     auth_key: String,
 }
 
 /// POST /api/push/subscribe
-async fn subscribe(
+pub(crate) async fn subscribe(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<Subscribe>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     if !body.endpoint.starts_with("https://") || body.endpoint.len() > MAX_ENDPOINT_BYTES {
         return Err(ApiError::validation(format!(
@@ -96,17 +73,16 @@ async fn subscribe(
 }
 
 #[derive(Deserialize)]
-struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     endpoint: String,
 }
 
 /// POST /api/push/unsubscribe
-async fn unsubscribe(
+pub(crate) async fn unsubscribe(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<Unsubscribe>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     if body.endpoint.len() > MAX_ENDPOINT_BYTES {
         return Err(ApiError::validation(format!("endpoint must be at most {MAX_ENDPOINT_BYTES} bytes")));

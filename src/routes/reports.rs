@@ -6,29 +6,16 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::Caller;
 use crate::domain::report::{self, ReportView};
 use crate::error::ApiResult;
-use crate::http::{ClientInfo, Route, caller, client_info, json, ok_json, respond, with_state};
+use crate::http::{ClientInfo, ok_json};
 use crate::state::AppState;
 
-pub fn routes(state: &AppState) -> Route {
-    warp::path!("reports")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(create_report)
-        .map(respond)
-        .boxed()
-}
-
 #[derive(Deserialize)]
-struct CreateReport {
+pub(crate) struct CreateReport {
     report_type: String,
     /// The reported message, user or file; not checked for existence (wire).
     target_id: Uuid,
@@ -36,13 +23,12 @@ struct CreateReport {
 }
 
 /// POST /api/reports
-async fn create_report(
+pub(crate) async fn create_report(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<CreateReport>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let report_type = report::report_type(&body.report_type)?;
     let reason = report::reason(&body.reason)?;

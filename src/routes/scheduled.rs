@@ -10,43 +10,16 @@ use sea_orm::{
     QuerySelect,
 };
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::channel::require_member;
 use crate::domain::posting::{as_poster, require_may_post};
 use crate::domain::scheduled::{self, NewScheduled, ScheduleRequest, ScheduledView};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
-
-pub fn routes(state: &AppState) -> Route {
-    let schedule = warp::path!("messages" / "schedule")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(schedule_message)
-        .map(respond)
-        .boxed();
-    let list = warp::path!("messages" / "scheduled")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_scheduled)
-        .map(respond)
-        .boxed();
-    let cancel = warp::path!("messages" / "scheduled" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(cancel_scheduled)
-        .map(respond)
-        .boxed();
-    schedule.or(list).unify().or(cancel).unify().boxed()
-}
 
 /// The caller's messages not yet delivered.
 fn pending_of(user_id: Uuid) -> sea_orm::Select<scheduled_messages::Entity> {
@@ -56,12 +29,11 @@ fn pending_of(user_id: Uuid) -> sea_orm::Select<scheduled_messages::Entity> {
 }
 
 /// POST /api/messages/schedule
-async fn schedule_message(
+pub(crate) async fn schedule_message(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<ScheduleRequest>,
 ) -> Reply {
-    let caller = caller?;
     let now = palaver_entity::now();
     let new = NewScheduled::parse(body?, now)?;
     require_member(&state.db, new.channel_id, &caller).await?;
@@ -95,8 +67,7 @@ async fn schedule_message(
 }
 
 /// GET /api/messages/scheduled
-async fn list_scheduled(state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_scheduled(state: AppState, caller: Caller) -> Reply {
     let rows = pending_of(caller.user_id)
         .order_by_asc(scheduled_messages::Column::ScheduledFor)
         .order_by_asc(scheduled_messages::Column::Id)
@@ -107,8 +78,7 @@ async fn list_scheduled(state: AppState, caller: ApiResult<Caller>) -> Reply {
 }
 
 /// DELETE /api/messages/scheduled/{id}
-async fn cancel_scheduled(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn cancel_scheduled(id: PathId, state: AppState, caller: Caller) -> Reply {
     let id = id.get()?;
     // Only a pending message of the caller's own; a delivered one is no longer cancellable.
     let removed = scheduled_messages::Entity::delete_many()

@@ -9,62 +9,16 @@ use palaver_entity::{totp_backup_codes, user_totp};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
-use warp::Filter;
 
 use super::account::current_user;
 use crate::audit;
 use crate::auth::{Caller, totp};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, Route, caller, client_info, json, ok_json, respond, with_state};
+use crate::http::{ClientInfo, ok_json};
 use crate::state::AppState;
 
 /// Lockout purpose for wrong codes on these endpoints (keyed by user id).
 const TOTP_LOCK: &str = "totp";
-
-pub fn routes(state: &AppState) -> Route {
-    let setup = warp::path!("totp" / "setup")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(setup)
-        .map(respond)
-        .boxed();
-    let verify = warp::path!("totp" / "verify")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(verify)
-        .map(respond)
-        .boxed();
-    let disable = warp::path!("totp" / "disable")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(disable)
-        .map(respond)
-        .boxed();
-    let regenerate = warp::path!("totp" / "regenerate-backup-codes")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(regenerate_backup_codes)
-        .map(respond)
-        .boxed();
-    let remaining = warp::path!("totp" / "backup-codes")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(remaining_backup_codes)
-        .map(respond)
-        .boxed();
-    setup.or(verify).unify().or(disable).unify().boxed().or(regenerate).unify().or(remaining).unify().boxed()
-}
 
 #[derive(Serialize)]
 struct SetupResponse {
@@ -73,8 +27,7 @@ struct SetupResponse {
 }
 
 /// POST /api/totp/setup
-async fn setup(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
+pub(crate) async fn setup(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
     let user = current_user(&state, &caller).await?;
     let secret = totp::new_secret();
     let generator = totp::totp_for(secret.clone(), &user.username)?;
@@ -119,7 +72,7 @@ async fn setup(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::re
 }
 
 #[derive(Deserialize)]
-struct CodeRequest {
+pub(crate) struct CodeRequest {
     code: String,
 }
 
@@ -170,13 +123,12 @@ async fn enabled_row(state: &AppState, caller: &Caller) -> ApiResult<user_totp::
 }
 
 /// POST /api/totp/verify
-async fn verify(
+pub(crate) async fn verify(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<CodeRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let user = unlocked_user(&state, &caller).await?;
     let row = match user_totp::Entity::find_by_id(user.id).one(&state.db).await? {
@@ -208,7 +160,7 @@ async fn verify(
 }
 
 #[derive(Deserialize)]
-struct DisableRequest {
+pub(crate) struct DisableRequest {
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -216,13 +168,12 @@ struct DisableRequest {
 }
 
 /// POST /api/totp/disable — a current TOTP `code` (client) or the account `password` (seed).
-async fn disable(
+pub(crate) async fn disable(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<DisableRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let user = unlocked_user(&state, &caller).await?;
     let row = enabled_row(&state, &caller).await?;
@@ -251,13 +202,12 @@ async fn disable(
 }
 
 /// POST /api/totp/regenerate-backup-codes
-async fn regenerate_backup_codes(
+pub(crate) async fn regenerate_backup_codes(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<CodeRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     let user = unlocked_user(&state, &caller).await?;
     let row = enabled_row(&state, &caller).await?;
@@ -275,11 +225,10 @@ struct RemainingResponse {
 }
 
 /// GET /api/totp/backup-codes
-async fn remaining_backup_codes(
+pub(crate) async fn remaining_backup_codes(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     enabled_row(&state, &caller).await?;
     let remaining = totp_backup_codes::Entity::find()
         .filter(totp_backup_codes::Column::UserId.eq(caller.user_id))

@@ -10,59 +10,16 @@ use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::auth::Caller;
 use crate::domain::user::UserView;
 use crate::domain::visibility::{can_see_user, community_peers_of};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Route, caller, json, ok_empty, ok_json, respond, with_state};
+use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Most users one search returns.
 const SEARCH_LIMIT: u64 = 20;
-
-pub fn routes(state: &AppState) -> Route {
-    let search = warp::path!("users" / "search")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(warp::query::<HashMap<String, String>>())
-        .then(search_users)
-        .map(respond)
-        .boxed();
-    let blocked = warp::path!("users" / "blocked")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_blocked)
-        .map(respond)
-        .boxed();
-    let block = warp::path!("users" / "block")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(block_user)
-        .map(respond)
-        .boxed();
-    let unblock = warp::path!("users" / "unblock" / PathId)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(unblock_user)
-        .map(respond)
-        .boxed();
-    let get = warp::path!("users" / PathId)
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(get_user)
-        .map(respond)
-        .boxed();
-    // Literal paths first, `/users/{id}` last.
-    search.or(blocked).unify().or(block).unify().boxed().or(unblock).unify().or(get).unify().boxed()
-}
 
 /// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
 fn like_contains(needle: &str) -> String {
@@ -79,12 +36,11 @@ fn like_contains(needle: &str) -> String {
 }
 
 /// GET /api/users/search?q=
-async fn search_users(
+pub(crate) async fn search_users(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     query: HashMap<String, String>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
     if q.len() < 2 || q.len() > 256 {
         return Err(ApiError::validation("q must be 2-256 bytes"));
@@ -107,12 +63,11 @@ async fn search_users(
 }
 
 /// GET /api/users/{user_id}
-async fn get_user(
+pub(crate) async fn get_user(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let id = id.get()?;
     if !can_see_user(&state.db, &caller, id).await? {
         return Err(ApiError::not_found("user"));
@@ -123,17 +78,16 @@ async fn get_user(
 }
 
 #[derive(Deserialize)]
-struct BlockRequest {
+pub(crate) struct BlockRequest {
     user_id: Uuid,
 }
 
 /// POST /api/users/block
-async fn block_user(
+pub(crate) async fn block_user(
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<BlockRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let body = body?;
     if body.user_id == caller.user_id {
         return Err(ApiError::validation("you cannot block yourself"));
@@ -152,12 +106,11 @@ async fn block_user(
 }
 
 /// POST /api/users/unblock/{user_id}
-async fn unblock_user(
+pub(crate) async fn unblock_user(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
 ) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
     let id = id.get()?;
     let deleted = blocked_users::Entity::delete_many()
         .filter(blocked_users::Column::BlockerId.eq(caller.user_id))
@@ -177,8 +130,7 @@ struct BlockedEntry {
 }
 
 /// GET /api/users/blocked
-async fn list_blocked(state: AppState, caller: ApiResult<Caller>) -> ApiResult<warp::reply::Response> {
-    let caller = caller?;
+pub(crate) async fn list_blocked(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
     let rows = blocked_users::Entity::find()
         .filter(blocked_users::Column::BlockerId.eq(caller.user_id))
         .order_by_desc(blocked_users::Column::CreatedAt)

@@ -15,7 +15,6 @@ use sea_orm::{
 };
 use serde_json::json;
 use uuid::Uuid;
-use warp::Filter;
 
 use crate::audit;
 use crate::auth::Caller;
@@ -26,9 +25,7 @@ use crate::domain::webhook::{
     WebhookView,
 };
 use crate::error::{ApiError, ApiResult};
-use crate::http::{
-    ClientInfo, PathId, Route, caller, client_info, json, ok_empty, ok_json, respond, with_state,
-};
+use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 type Reply = ApiResult<warp::reply::Response>;
@@ -37,49 +34,6 @@ type Reply = ApiResult<warp::reply::Response>;
 const POST_WAIT: Duration = Duration::from_secs(10);
 /// Token buckets kept before forgetting idle ones (bounds memory under junk tokens).
 const MAX_TRACKED_TOKENS: usize = 10_000;
-
-pub fn routes(state: &AppState) -> Route {
-    let create = warp::path!("channels" / PathId / "webhooks")
-        .and(warp::post())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .and(json())
-        .then(create_webhook)
-        .map(respond)
-        .boxed();
-    let list = warp::path!("channels" / PathId / "webhooks")
-        .and(warp::get())
-        .and(with_state(state))
-        .and(caller(state))
-        .then(list_webhooks)
-        .map(respond)
-        .boxed();
-    let update = warp::path!("webhooks" / PathId)
-        .and(warp::patch())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(json())
-        .then(update_webhook)
-        .map(respond)
-        .boxed();
-    let delete = warp::path!("webhooks" / PathId)
-        .and(warp::delete())
-        .and(with_state(state))
-        .and(caller(state))
-        .and(client_info())
-        .then(delete_webhook)
-        .map(respond)
-        .boxed();
-    let execute = warp::path!("webhooks" / "execute" / String)
-        .and(warp::post())
-        .and(with_state(state))
-        .and(json())
-        .then(execute_webhook)
-        .map(respond)
-        .boxed();
-    create.or(list).unify().or(update).unify().or(delete).unify().or(execute).unify().boxed()
-}
 
 /// Webhook management: the channel must exist (404) and the caller's raw role be `owner` (403).
 async fn require_channel_owner(state: &AppState, channel_id: Uuid, caller: &Caller) -> ApiResult<()> {
@@ -102,14 +56,13 @@ async fn owned_webhook(state: &AppState, id: Uuid, caller: &Caller) -> ApiResult
 }
 
 /// POST /api/channels/{id}/webhooks
-async fn create_webhook(
+pub(crate) async fn create_webhook(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     client: ClientInfo,
     body: ApiResult<CreateWebhookRequest>,
 ) -> Reply {
-    let caller = caller?;
     let channel_id = id.get()?;
     let body = body?;
     let name = webhook::name(&body.name)?;
@@ -142,8 +95,7 @@ async fn create_webhook(
 }
 
 /// GET /api/channels/{id}/webhooks
-async fn list_webhooks(id: PathId, state: AppState, caller: ApiResult<Caller>) -> Reply {
-    let caller = caller?;
+pub(crate) async fn list_webhooks(id: PathId, state: AppState, caller: Caller) -> Reply {
     let channel_id = id.get()?;
     require_channel_owner(&state, channel_id, &caller).await?;
     let rows = webhooks::Entity::find()
@@ -156,13 +108,12 @@ async fn list_webhooks(id: PathId, state: AppState, caller: ApiResult<Caller>) -
 }
 
 /// PATCH /api/webhooks/{id}
-async fn update_webhook(
+pub(crate) async fn update_webhook(
     id: PathId,
     state: AppState,
-    caller: ApiResult<Caller>,
+    caller: Caller,
     body: ApiResult<UpdateWebhookRequest>,
 ) -> Reply {
-    let caller = caller?;
     let id = id.get()?;
     let update = WebhookUpdate::parse(body?)?;
     let mut hook = owned_webhook(&state, id, &caller).await?;
@@ -176,8 +127,7 @@ async fn update_webhook(
 }
 
 /// DELETE /api/webhooks/{id}
-async fn delete_webhook(id: PathId, state: AppState, caller: ApiResult<Caller>, client: ClientInfo) -> Reply {
-    let caller = caller?;
+pub(crate) async fn delete_webhook(id: PathId, state: AppState, caller: Caller, client: ClientInfo) -> Reply {
     let id = id.get()?;
     let hook = owned_webhook(&state, id, &caller).await?;
     webhooks::Entity::delete_by_id(hook.id).exec(&state.db).await?;
@@ -193,7 +143,11 @@ async fn delete_webhook(id: PathId, state: AppState, caller: ApiResult<Caller>, 
 }
 
 /// POST /api/webhooks/execute/{token} (public)
-async fn execute_webhook(token: String, state: AppState, body: ApiResult<ExecuteRequest>) -> Reply {
+pub(crate) async fn execute_webhook(
+    token: String,
+    state: AppState,
+    body: ApiResult<ExecuteRequest>,
+) -> Reply {
     // The rate limit comes first (before any lookup), keyed by the token's hash so that no
     // secret sits in memory. The wire's mirror answers 400 here; Palaver uses 429 for limits.
     let hash = webhook::token_hash(&token);
