@@ -17,10 +17,10 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
+use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Reply};
 
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -42,6 +42,9 @@ pub struct ClientInfo {
 
 /// Every route's output: a finished response.
 pub type Route = BoxedFilter<(Response,)>;
+
+/// What every handler returns: a finished response, or the error to answer with.
+pub type Reply = ApiResult<Response>;
 
 pub fn with_state(
     state: &AppState,
@@ -178,7 +181,7 @@ where
 }
 
 /// `Reply` for our response type (so filters can `.map(respond)`).
-pub fn into_reply(r: Response) -> impl Reply {
+pub fn into_reply(r: Response) -> impl warp::Reply {
     r
 }
 

@@ -22,12 +22,11 @@ use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::channels::query_bool;
 use crate::routes::files::remove_blobs;
 use crate::state::AppState;
 
-type Reply = ApiResult<warp::reply::Response>;
 type Params = HashMap<String, String>;
 
 /// Admin page/per_page pagination (wire README, style 3).

@@ -27,11 +27,10 @@ use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::channels::{apply_effects, query_bool, write_channel};
 use crate::state::AppState;
 
-type Reply = ApiResult<warp::reply::Response>;
 type Params = HashMap<String, String>;
 
 /// Most `message_deleted` frames one purge sends to a channel (the newest purged messages,

@@ -27,13 +27,12 @@ use crate::audit;
 use crate::auth::{Caller, admin_only, owner_only, password};
 use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::admin_moderation::remove_blobs;
 use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
 
-type Reply = ApiResult<warp::reply::Response>;
 type Params = HashMap<String, String>;
 
 /// `GET /admin/users`: default and largest page.

@@ -17,11 +17,9 @@ use crate::domain::bookmark::{self, BookmarkView};
 use crate::domain::channel::require_member;
 use crate::domain::message::is_visible;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, ok_empty, ok_json};
+use crate::http::{PathId, Reply, ok_empty, ok_json};
 use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 /// Either body: the client's `{message_id, note}`, or the seed's optional `{note}`.
 #[derive(Deserialize)]

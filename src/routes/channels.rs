@@ -36,14 +36,12 @@ use crate::domain::channel::{
 use crate::domain::keys;
 use crate::domain::posting::refusal;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// `GET /channels/{id}/members`: default and largest page.
 const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 // ---------------------------------------------------------------------------------------
 // Live side

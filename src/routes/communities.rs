@@ -35,7 +35,7 @@ use crate::domain::community::{
 use crate::domain::group::{self, GroupView};
 use crate::domain::invite::expires_in_hours;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
 
@@ -47,8 +47,6 @@ const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
 /// Length of a community invite code (`[A-Za-z0-9]`).
 const INVITE_CODE_LEN: usize = 12;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 // ---------------------------------------------------------------------------------------
 // Helpers

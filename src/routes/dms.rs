@@ -21,10 +21,8 @@ use crate::domain::channel::ChannelView;
 use crate::domain::message::DmView;
 use crate::domain::user::UserView;
 use crate::error::{ApiError, ApiResult};
-use crate::http::ok_json;
+use crate::http::{Reply, ok_json};
 use crate::state::AppState;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 /// The pair as stored: smaller id first.
 fn ordered(a: Uuid, b: Uuid) -> (Uuid, Uuid) {

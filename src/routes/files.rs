@@ -22,7 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::multipart::{FormData, Part};
-use warp::reply::Response;
 
 use crate::audit;
 use crate::auth::Caller;
@@ -34,11 +33,9 @@ use crate::domain::file::{
 use crate::domain::posting::{as_poster, require_may_post};
 use crate::error::{ApiError, ApiResult};
 use crate::http::server::MAX_BODY_BYTES;
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json, status_only};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json, status_only};
 use crate::state::AppState;
 use crate::storage::{FileStore, Reservation, TempBlob};
-
-type Reply = ApiResult<Response>;
 
 /// Longest `channel_id` field we read (a UUID is 36 bytes; some slack for whitespace).
 const MAX_CHANNEL_FIELD_BYTES: usize = 128;

@@ -6,11 +6,8 @@ use std::collections::HashMap;
 
 use crate::auth::Caller;
 use crate::domain::gif::{GifPage, GifQuery};
-use crate::error::ApiResult;
-use crate::http::ok_json;
+use crate::http::{Reply, ok_json};
 use crate::state::AppState;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 /// GET /api/gifs/search
 pub(crate) async fn search_gifs(state: AppState, _caller: Caller, query: HashMap<String, String>) -> Reply {

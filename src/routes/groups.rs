@@ -37,15 +37,13 @@ use crate::domain::group::{
 use crate::domain::invite;
 use crate::domain::visibility::communities_of;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::channels::{apply_effects, query_limit, query_offset, save_channel_update};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
 const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -23,11 +23,10 @@ use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, ok_empty, ok_json, ok_json_bytes};
+use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
 use crate::routes::channels::{query_bool, query_limit, query_uuid, write_channel};
 use crate::state::AppState;
 
-type Reply = ApiResult<warp::reply::Response>;
 type Params = HashMap<String, String>;
 
 /// History and threads: default and largest page.

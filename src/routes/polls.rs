@@ -18,11 +18,9 @@ use crate::domain::channel::{channel_role, require_member};
 use crate::domain::poll::{self, CreatePollRequest, NewPoll, PollView};
 use crate::domain::posting::as_poster;
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, ok_empty, ok_json};
+use crate::http::{PathId, Reply, ok_empty, ok_json};
 use crate::routes::channels::write_channel;
 use crate::state::AppState;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 /// The poll (404).
 async fn find_poll(state: &AppState, id: Uuid) -> ApiResult<polls::Model> {

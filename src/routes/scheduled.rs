@@ -16,10 +16,8 @@ use crate::domain::channel::require_member;
 use crate::domain::posting::{as_poster, require_may_post};
 use crate::domain::scheduled::{self, NewScheduled, ScheduleRequest, ScheduledView};
 use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, ok_empty, ok_json};
+use crate::http::{PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 /// The caller's messages not yet delivered.
 fn pending_of(user_id: Uuid) -> sea_orm::Select<scheduled_messages::Entity> {

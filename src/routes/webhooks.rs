@@ -25,10 +25,8 @@ use crate::domain::webhook::{
     WebhookView,
 };
 use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
-
-type Reply = ApiResult<warp::reply::Response>;
 
 /// How long an execution waits for the channel to commit the message.
 const POST_WAIT: Duration = Duration::from_secs(10);
