@@ -50,6 +50,12 @@ async fn frames(ws: &mut WsClient, n: usize) -> Vec<Value> {
     out
 }
 
+/// Waits until every frame sent before has been handled, whatever frames come back meanwhile.
+async fn settle(ws: &mut WsClient) {
+    ws.send(json!({"type": "ping", "timestamp": 77})).await;
+    while ws.expect_eventually("pong").await["timestamp"] != 77 {}
+}
+
 /// Two members, the first owner, both with a socket subscribed with `since: {}`.
 async fn pair(app: &TestApp) -> (TestUser, TestUser, Uuid, WsClient, WsClient, Value) {
     let alice = app.register("alice").await;
@@ -82,13 +88,14 @@ async fn durable_frames_carry_rising_positions_and_ephemeral_ones_none(backend: 
 
     a.send(json!({"type": "edit_message", "message_id": message_id, "ciphertext": [1], "nonce": [2]})).await;
     a.send(json!({"type": "add_reaction", "message_id": message_id, "emoji": "👍"})).await;
+    settle(&mut a).await;
     let path = format!("/channels/{channel}/pins/{message_id}");
     app.post(&path, &alice.token, json!({})).await.expect(200);
     a.send(json!({"type": "remove_reaction", "message_id": message_id, "emoji": "👍"})).await;
     a.send(json!({"type": "delete_message", "message_id": message_id})).await;
     let mut seen = Vec::new();
     for kind in ["message_edited", "reaction_added", "message_pinned", "reaction_removed", "message_deleted"] {
-        let frame = b.expect_eventually(kind).await;
+        let frame = b.expect(kind).await;
         seen.push(cseq(&frame));
         if matches!(kind, "reaction_added" | "reaction_removed" | "message_deleted") {
             assert_eq!(frame["channel_id"], json!(channel), "{kind} names its channel");
@@ -113,7 +120,7 @@ async fn a_resuming_receiver_gets_exactly_the_missed_frames_then_live_ones(backe
     a.send(json!({"type": "edit_message", "message_id": ids[0], "ciphertext": [9], "nonce": [9]})).await;
     a.send(json!({"type": "delete_message", "message_id": ids[1]})).await;
     a.send(json!({"type": "add_reaction", "message_id": ids[2], "emoji": "🎉"})).await;
-    sync(&mut a).await;
+    settle(&mut a).await;
     app.post(&format!("/channels/{channel}/pins/{}", ids[2]), &alice.token, json!({})).await.expect(200);
 
     let mut b = app.ws(&bob.token).await;
@@ -133,7 +140,8 @@ async fn a_resuming_receiver_gets_exactly_the_missed_frames_then_live_ones(backe
     assert_eq!(replayed[0]["id"], json!(ids[0]));
 
     // Then live frames, above the answer's position, without a repeat.
-    let live = send_text(&mut a, channel, "live").await;
+    a.send(send_frame(channel, "live")).await;
+    let live = a.expect_eventually("message_sent").await;
     let next = b.expect("new_message").await;
     assert_eq!((cseq(&next), cseq(&live)), (held + 8, held + 8));
     crate::common::fixtures::expect_quiet(&mut b, Duration::from_millis(300)).await;
@@ -193,7 +201,7 @@ async fn refusals_name_the_reason_and_a_bad_since_is_invalid(backend: Backend) {
     assert_eq!(refused["code"], "forbidden");
     for bad in [json!([1]), json!({ channel.to_string(): {"epoch": 5, "cseq": 1} }), json!({ channel.to_string(): {"cseq": -1, "epoch": "x"} })] {
         a.send(json!({"type": "subscribe", "channel_ids": [channel], "since": bad})).await;
-        let error = a.expect("error").await;
+        let error = a.expect_eventually("error").await;
         assert_eq!(error["code"], "invalid_message", "{bad}");
     }
     app.stop().await;
@@ -255,6 +263,7 @@ async fn a_crashed_channel_actor_tells_resuming_sockets_to_resync(backend: Backe
 
     let hub = &app.server.as_ref().unwrap().state.hub;
     hub.crash_channel(channel).await.unwrap();
+    assert_eq!(a.expect("resync_required").await["reason"], "restarted");
     let resync = b.expect("resync_required").await;
     assert_eq!(resync["reason"], "restarted");
     assert_eq!((resync["channel_id"].clone(), resync["cseq"].as_u64()), (json!(channel), Some(0)));
