@@ -52,28 +52,73 @@ pub struct Position {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
-    Authenticate { token: String },
+    Authenticate {
+        token: String,
+    },
     SendMessage(SendMessageFrame),
     EditMessage(EditMessageFrame),
-    DeleteMessage { message_id: Uuid },
-    UpdatePresence { status: String },
-    Typing { channel_id: Uuid },
-    StopTyping { channel_id: Uuid },
+    DeleteMessage {
+        message_id: Uuid,
+    },
+    UpdatePresence {
+        status: String,
+    },
+    Typing {
+        channel_id: Uuid,
+    },
+    StopTyping {
+        channel_id: Uuid,
+    },
     /// `since` present (even `{}`): answered per channel and the socket becomes
     /// resume-capable (resume.md); absent: today's silent subscribe.
-    Subscribe { channel_ids: Vec<Uuid>, since: Option<HashMap<Uuid, Position>> },
-    Unsubscribe { channel_ids: Vec<Uuid> },
-    RtcOffer { target_user_id: Uuid, session_id: Uuid, sdp: String },
-    RtcAnswer { target_user_id: Uuid, session_id: Uuid, sdp: String },
-    RtcIceCandidate { target_user_id: Uuid, session_id: Uuid, candidate: String },
-    JoinVoice { channel_id: Uuid },
-    LeaveVoice { channel_id: Uuid },
-    KickFromVoice { channel_id: Uuid, user_id: Uuid },
-    AddReaction { message_id: Uuid, emoji: String },
-    RemoveReaction { message_id: Uuid, emoji: String },
-    MarkRead { channel_id: Uuid, message_id: Uuid },
+    Subscribe {
+        channel_ids: Vec<Uuid>,
+        since: Option<HashMap<Uuid, Position>>,
+    },
+    Unsubscribe {
+        channel_ids: Vec<Uuid>,
+    },
+    RtcOffer {
+        target_user_id: Uuid,
+        session_id: Uuid,
+        sdp: String,
+    },
+    RtcAnswer {
+        target_user_id: Uuid,
+        session_id: Uuid,
+        sdp: String,
+    },
+    RtcIceCandidate {
+        target_user_id: Uuid,
+        session_id: Uuid,
+        candidate: String,
+    },
+    JoinVoice {
+        channel_id: Uuid,
+    },
+    LeaveVoice {
+        channel_id: Uuid,
+    },
+    KickFromVoice {
+        channel_id: Uuid,
+        user_id: Uuid,
+    },
+    AddReaction {
+        message_id: Uuid,
+        emoji: String,
+    },
+    RemoveReaction {
+        message_id: Uuid,
+        emoji: String,
+    },
+    MarkRead {
+        channel_id: Uuid,
+        message_id: Uuid,
+    },
     MarkAllRead,
-    Ping { timestamp: i64 },
+    Ping {
+        timestamp: i64,
+    },
 }
 
 impl ClientFrame {

@@ -417,7 +417,8 @@ impl SessionState {
         self.origin.outbox.mark_resume_capable();
         let budget = Arc::new(AtomicUsize::new(MAX_REPLAY_BYTES));
         let deadline = tokio::time::Instant::now() + SUBSCRIBE_DEADLINE;
-        let (positioned, fresh): (Vec<Uuid>, Vec<Uuid>) = targets.into_iter().partition(|id| since.contains_key(id));
+        let (positioned, fresh): (Vec<Uuid>, Vec<Uuid>) =
+            targets.into_iter().partition(|id| since.contains_key(id));
         let resume = |since: Option<Position>| Resume {
             since,
             budget: budget.clone(),
@@ -427,7 +428,8 @@ impl SessionState {
         let limit = Arc::new(Semaphore::new(SUBSCRIBE_CONCURRENCY));
         let mut running = HashMap::new();
         for channel_id in fresh {
-            let (hub, origin, limit, resume) = (self.hub.clone(), self.origin.clone(), limit.clone(), resume(None));
+            let (hub, origin, limit, resume) =
+                (self.hub.clone(), self.origin.clone(), limit.clone(), resume(None));
             running.insert(channel_id, resume.answered.clone());
             asks.spawn(async move {
                 let _turn = limit.acquire_owned().await;

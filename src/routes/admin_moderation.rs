@@ -134,8 +134,12 @@ async fn live_deletions(
 /// order; the frames still take their place in it).
 async fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uuid>>) {
     for (channel_id, ids) in per_channel {
-        let effects =
-            ids.iter().map(|id| Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id, channel_id: *channel_id })).collect();
+        let effects = ids
+            .iter()
+            .map(|id| {
+                Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id, channel_id: *channel_id })
+            })
+            .collect();
         apply_effects(state, *channel_id, effects).await;
     }
 }

@@ -94,7 +94,8 @@ async fn durable_frames_carry_rising_positions_and_ephemeral_ones_none(backend: 
     a.send(json!({"type": "remove_reaction", "message_id": message_id, "emoji": "👍"})).await;
     a.send(json!({"type": "delete_message", "message_id": message_id})).await;
     let mut seen = Vec::new();
-    for kind in ["message_edited", "reaction_added", "message_pinned", "reaction_removed", "message_deleted"] {
+    for kind in ["message_edited", "reaction_added", "message_pinned", "reaction_removed", "message_deleted"]
+    {
         let frame = b.expect(kind).await;
         seen.push(cseq(&frame));
         if matches!(kind, "reaction_added" | "reaction_removed" | "message_deleted") {
@@ -133,7 +134,15 @@ async fn a_resuming_receiver_gets_exactly_the_missed_frames_then_live_ones(backe
     let kinds: Vec<&str> = replayed.iter().map(|f| f["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["new_message", "new_message", "new_message", "message_edited", "message_deleted", "reaction_added", "message_pinned"]
+        [
+            "new_message",
+            "new_message",
+            "new_message",
+            "message_edited",
+            "message_deleted",
+            "reaction_added",
+            "message_pinned"
+        ]
     );
     let positions: Vec<u64> = replayed.iter().map(cseq).collect();
     assert_eq!(positions, (held + 1..=held + 7).collect::<Vec<_>>());
@@ -194,12 +203,18 @@ async fn refusals_name_the_reason_and_a_bad_since_is_invalid(backend: Backend) {
         }
     }
     // No longer a member: refused, even with a position that was once valid.
-    app.post(&format!("/channels/{channel}/members/{}/kick", bob.id), &alice.token, json!({})).await.expect(200);
+    app.post(&format!("/channels/{channel}/members/{}/kick", bob.id), &alice.token, json!({}))
+        .await
+        .expect(200);
     let mut b = app.ws(&bob.token).await;
     b.send(json!({"type": "subscribe", "channel_ids": [channel], "since": { channel.to_string(): {"epoch": "aaaaaaaa", "cseq": 0} }})).await;
     let refused = b.expect("subscribe_refused").await;
     assert_eq!(refused["code"], "forbidden");
-    for bad in [json!([1]), json!({ channel.to_string(): {"epoch": 5, "cseq": 1} }), json!({ channel.to_string(): {"cseq": -1, "epoch": "x"} })] {
+    for bad in [
+        json!([1]),
+        json!({ channel.to_string(): {"epoch": 5, "cseq": 1} }),
+        json!({ channel.to_string(): {"cseq": -1, "epoch": "x"} }),
+    ] {
         a.send(json!({"type": "subscribe", "channel_ids": [channel], "since": bad})).await;
         let error = a.expect_eventually("error").await;
         assert_eq!(error["code"], "invalid_message", "{bad}");
@@ -230,7 +245,11 @@ async fn more_missed_than_the_replay_cap_is_not_recovered(backend: Backend) {
     assert_eq!((over["recovered"].as_bool(), over["replayed"].as_u64()), (Some(false), Some(0)), "{over}");
     let mut b = app.ws(&bob.token).await;
     let within = resume(&mut b, channel, json!({ channel.to_string(): position(&first, start + 1) })).await;
-    assert_eq!((within["recovered"].as_bool(), within["replayed"].as_u64()), (Some(true), Some(300)), "{within}");
+    assert_eq!(
+        (within["recovered"].as_bool(), within["replayed"].as_u64()),
+        (Some(true), Some(300)),
+        "{within}"
+    );
     let replayed = frames(&mut b, 300).await;
     assert_eq!(cseq(&replayed[0]), start + 2);
     assert_eq!(cseq(&replayed[299]), start + 301);
@@ -246,7 +265,11 @@ async fn a_resubscribe_does_not_repeat_frames_already_received(backend: Backend)
     let got: Vec<u64> = frames(&mut b, 3).await.iter().map(cseq).collect();
     // Bob claims to hold only the first: he already got the others live on this socket.
     let answer = resume(&mut b, channel, json!({ channel.to_string(): position(&first, got[0]) })).await;
-    assert_eq!((answer["recovered"].as_bool(), answer["replayed"].as_u64()), (Some(true), Some(0)), "{answer}");
+    assert_eq!(
+        (answer["recovered"].as_bool(), answer["replayed"].as_u64()),
+        (Some(true), Some(0)),
+        "{answer}"
+    );
     crate::common::fixtures::expect_quiet(&mut b, Duration::from_millis(300)).await;
     let live = send_text(&mut a, channel, "4").await;
     assert_eq!(cseq(&b.expect("new_message").await), cseq(&live));
@@ -303,7 +326,10 @@ async fn after_a_server_restart_the_epoch_changes_and_rest_after_catches_up(back
     assert_eq!((answer["recovered"].as_bool(), answer["replayed"].as_u64()), (Some(false), Some(0)));
     assert_ne!(answer["epoch"], first["epoch"]);
     let page = app
-        .get(&format!("/channels/{channel}/messages?after={}&limit=100", held["id"].as_str().unwrap()), &bob.token)
+        .get(
+            &format!("/channels/{channel}/messages?after={}&limit=100", held["id"].as_str().unwrap()),
+            &bob.token,
+        )
         .await
         .expect(200);
     let ids: Vec<&str> = page.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();

@@ -118,7 +118,10 @@ impl ChannelState {
             }
             Ok(store::ReactionOutcome::Changed) => {
                 let channel_id = self.id();
-                self.broadcast(&ServerFrame::ReactionRemoved { message_id, channel_id, user_id, emoji }, None);
+                self.broadcast(
+                    &ServerFrame::ReactionRemoved { message_id, channel_id, user_id, emoji },
+                    None,
+                );
             }
             Ok(store::ReactionOutcome::TooManyEmoji) => {
                 origin.error(ErrorCode::ValidationError, "a message can carry at most 20 different reactions")

@@ -40,9 +40,9 @@ pub use self::command::{CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelWrite, C
 pub use self::commit::{CommitError, Pending};
 pub use self::live::{ChannelSlot, LiveChannels};
 use self::post::DmVerdict;
-pub use self::subscribers::Subscribers;
-pub use self::ring::{MAX_REPLAY_BYTES, MAX_REPLAY_FRAMES, RING_AGE, RING_FRAMES};
 use self::ring::Stream;
+pub use self::ring::{MAX_REPLAY_BYTES, MAX_REPLAY_FRAMES, RING_AGE, RING_FRAMES};
+pub use self::subscribers::Subscribers;
 pub use self::types::{MemberChange, Origin, Outgoing, PostError, Poster, Resume, ServerPost, VoiceAction};
 pub use crate::config::IDLE_STOP;
 use crate::history::{HistoryAnswer, HistoryCache, PageKey};

@@ -43,7 +43,11 @@ impl ChannelState {
     }
 
     /// What a resuming session is replayed, or why nothing.
-    fn replay_for(&mut self, origin: &Origin, resume: &Resume) -> Result<Vec<crate::protocol::Frame>, Unrecoverable> {
+    fn replay_for(
+        &mut self,
+        origin: &Origin,
+        resume: &Resume,
+    ) -> Result<Vec<crate::protocol::Frame>, Unrecoverable> {
         let Some(since) = &resume.since else { return Err(Unrecoverable::Lost) };
         if !self.stream.epoch.is(&since.epoch) {
             return Err(Unrecoverable::Lost);
@@ -101,7 +105,8 @@ impl ChannelState {
             tell(outbox);
         }
         if let Some((a, b)) = self.snapshot.dm_pair {
-            let participants = self.shared.sessions.sessions_of(a).into_iter().chain(self.shared.sessions.sessions_of(b));
+            let participants =
+                self.shared.sessions.sessions_of(a).into_iter().chain(self.shared.sessions.sessions_of(b));
             for outbox in participants {
                 let told = subscribed.iter().any(|s| s.session_id == outbox.session_id);
                 if !told && outbox.dm_saw_other_epoch(self.id(), self.stream.epoch) {
