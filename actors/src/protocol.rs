@@ -28,6 +28,26 @@ pub struct SendMessageFrame {
     pub sender_key_id: Option<Uuid>,
     #[serde(default)]
     pub thread_id: Option<Uuid>,
+    /// The client's idempotency key, exactly as sent (any JSON type, so that a wrong type is
+    /// answered with `validation_error` by the session rather than refused as undecodable;
+    /// `null` decodes as absent). Checked by [`client_nonce`].
+    #[serde(default)]
+    pub client_nonce: Option<serde_json::Value>,
+}
+
+/// Longest `client_nonce`, in bytes (docs/wire/resume.md).
+pub const CLIENT_NONCE_MAX: usize = 64;
+
+/// The checked `client_nonce` of a `send_message`: `Ok(None)` when absent or `null`,
+/// `Err(text)` for a wrong type, an empty string or one over [`CLIENT_NONCE_MAX`] bytes.
+pub fn client_nonce(raw: Option<serde_json::Value>) -> Result<Option<String>, &'static str> {
+    match raw {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(key)) if !key.is_empty() && key.len() <= CLIENT_NONCE_MAX => {
+            Ok(Some(key))
+        }
+        Some(_) => Err("client_nonce must be a string of 1–64 bytes"),
+    }
 }
 
 /// `edit_message`, also carrying a ciphertext.
@@ -111,6 +131,9 @@ pub enum ServerFrame {
         created_at: DateTime<Utc>,
         #[serde(skip_serializing_if = "Option::is_none")]
         thread_id: Option<Uuid>,
+        /// Echo of the send's idempotency key; absent for sends without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_nonce: Option<String>,
     },
     MessageEdited {
         message_id: Uuid,

@@ -90,6 +90,7 @@ fn encode_frames(c: &mut Criterion) {
                 channel_id: Uuid::now_v7(),
                 created_at,
                 thread_id: None,
+                client_nonce: None,
             },
         ),
         ("user_typing", ServerFrame::UserTyping { channel_id: Uuid::now_v7(), user_id: Uuid::now_v7() }),

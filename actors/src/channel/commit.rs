@@ -8,6 +8,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use sea_orm::EntityTrait;
 use uuid::Uuid;
 
+use super::nonce::Sent;
 use super::{ChannelMsg, ChannelState, Origin, PostError};
 use crate::error_code::ErrorCode;
 use crate::protocol::ServerFrame;
@@ -133,7 +134,10 @@ impl ChannelState {
             }
             // The commit task died without an outcome: its senders get nothing (as if the
             // actor had restarted), later sends must not wait for it.
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.committing = false,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                self.committing = false;
+                self.forget_lost_nonces();
+            }
         }
         self.start_commit(myself);
     }
@@ -165,6 +169,7 @@ impl ChannelState {
                     }
                 };
                 for pending in batch {
+                    self.nonce_failed(&pending.row, code, text);
                     match pending.author {
                         Author::Socket(origin) => origin.error(code, text),
                         Author::Server { reply: Some(reply), .. } => {
@@ -191,12 +196,11 @@ impl ChannelState {
         }
         let (live_sender, except) = match author {
             Author::Socket(origin) => {
-                origin.reply(&ServerFrame::MessageSent {
-                    id: row.id,
-                    channel_id: row.channel_id,
-                    created_at: row.created_at,
-                    thread_id: row.thread_id,
-                });
+                let sent = Sent::of(&row);
+                if row.client_nonce.is_some() {
+                    self.nonce_committed(&row, &sent);
+                }
+                origin.reply(&sent.frame(row.client_nonce.clone()));
                 (row.sender_id, Some(origin.outbox.session_id))
             }
             Author::Server { live_sender_id, reply, .. } => {
@@ -239,6 +243,15 @@ impl ChannelState {
             thread_id: row.thread_id,
         };
         self.deliver(&frame.encode(), except);
+    }
+
+    /// A commit ended without an outcome: the keys of its sends are no longer pending (their
+    /// repeats are new attempts); keys of sends still queued stay.
+    pub(super) fn forget_lost_nonces(&mut self) {
+        let pending = &self.pending;
+        self.nonces.forget_lost(|(sender, key)| {
+            pending.iter().any(|p| p.row.sender_id == Some(*sender) && p.row.client_nonce.as_ref() == Some(key))
+        });
     }
 
     pub(super) fn remember(&mut self, id: Uuid, thread: Option<Uuid>) {

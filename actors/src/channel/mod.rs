@@ -18,6 +18,7 @@ mod commit;
 mod edit;
 mod live;
 mod members;
+mod nonce;
 mod post;
 mod read;
 mod subscribers;
@@ -158,6 +159,11 @@ pub struct ChannelState {
     recent: VecDeque<(Uuid, Option<Uuid>)>,
     /// The newest history pages, when enabled (`HubConfig::history_cache`).
     history: HistoryCache,
+    /// Idempotency keys of recent sends (`nonce.rs`).
+    nonces: nonce::NonceMemory,
+    /// When this actor started: younger than `nonce::REMEMBER_FOR`, its key memory may lack
+    /// a repeated send's original, so the database is asked.
+    started_at: Instant,
 }
 
 impl Actor for ChannelActor {
@@ -191,6 +197,8 @@ impl Actor for ChannelActor {
             last_activity: Instant::now(),
             recent: VecDeque::new(),
             history: HistoryCache::default(),
+            nonces: nonce::NonceMemory::default(),
+            started_at: Instant::now(),
         })
     }
 
@@ -307,6 +315,7 @@ impl Actor for ChannelActor {
                 }
             }
             ChannelMsg::IdleCheck => {
+                state.nonces.expire(Instant::now());
                 if !state.draining
                     && state.last_activity.elapsed() >= state.shared.config.channel_idle_stop
                     && state.subscribers.is_empty()
