@@ -180,10 +180,11 @@ impl NonceMemory {
         }
     }
 
-    /// Forgets the oldest committed key.
+    /// Forgets the oldest committed key (unless the key was since sent and committed again:
+    /// then its newer entry further back in `order` decides).
     fn forget_front(&mut self) {
-        if let Some((key, _)) = self.order.pop_front()
-            && matches!(self.keys.get(&key), Some(Remembered::Done { .. }))
+        if let Some((key, at)) = self.order.pop_front()
+            && matches!(self.keys.get(&key), Some(Remembered::Done { committed_at, .. }) if *committed_at == at)
         {
             self.keys.remove(&key);
         }
@@ -215,23 +216,24 @@ impl ChannelState {
         }
     }
 
-    /// For an actor younger than [`REMEMBER_FOR`] (its memory may lack the original):
-    /// the stored original of a keyed send, remembered and answered. `Ok(true)` if
-    /// answered; `Err(())` if the database could not tell (the error was sent).
-    pub(super) async fn answer_stored_repeat(&mut self, origin: &Origin, client_nonce: &str) -> Result<bool, ()> {
+    /// For an actor younger than [`REMEMBER_FOR`] (its memory may lack the original): answers
+    /// a keyed send whose original is stored, and remembers it. `true` if the send was
+    /// answered — with the original's ack, or with `unavailable` when the database could not
+    /// tell (storing it then might duplicate the original).
+    pub(super) async fn answer_stored_repeat(&mut self, origin: &Origin, client_nonce: &str) -> bool {
         if self.started_at.elapsed() >= REMEMBER_FOR {
-            return Ok(false);
+            return false;
         }
         let since = Utc::now() - chrono::Duration::from_std(REMEMBER_FOR).unwrap_or_default();
         let stored =
             store::sent_with_client_nonce(&self.shared.db, self.id(), origin.user_id, client_nonce, since).await;
         let row = match stored {
             Ok(Some(row)) => row,
-            Ok(None) => return Ok(false),
+            Ok(None) => return false,
             Err(err) => {
                 tracing::warn!(channel = %self.id(), error = %err, "client_nonce lookup failed");
                 origin.error(ErrorCode::Unavailable, "the database is unavailable, message not sent");
-                return Err(());
+                return true;
             }
         };
         let sent = Sent::of(&row);
@@ -241,7 +243,7 @@ impl ChannelState {
         let committed_at = now.checked_sub(age).unwrap_or(now);
         self.nonces.committed((origin.user_id, client_nonce.to_owned()), sent.clone(), committed_at);
         origin.reply(&sent.frame(Some(client_nonce.to_owned())));
-        Ok(true)
+        true
     }
 
     /// A committed row's key (if it had one) is remembered with `sent`; the repeats that

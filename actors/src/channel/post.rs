@@ -38,7 +38,7 @@ impl ChannelState {
         }
         // After the rules, so only members make the actor ask the database.
         if let Some(key) = &msg.client_nonce
-            && self.answer_stored_repeat(&origin, key).await != Ok(false)
+            && self.answer_stored_repeat(&origin, key).await
         {
             return;
         }
