@@ -474,6 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn client_nonce_decodes_any_json_and_is_checked_after() {
+        let id = Uuid::now_v7();
+        let key = |raw: &str| {
+            let text = format!(
+                r#"{{"type":"send_message","channel_id":"{id}","ciphertext":[1],"nonce":[1],"message_type":"text"{raw}}}"#
+            );
+            match decode(&text).expect("decodes whatever the key's type") {
+                ClientFrame::SendMessage(m) => client_nonce(m.client_nonce),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(key(""), Ok(None));
+        assert_eq!(key(r#","client_nonce":null"#), Ok(None));
+        assert_eq!(key(r#","client_nonce":"abc""#), Ok(Some("abc".into())));
+        assert_eq!(key(&format!(r#","client_nonce":"{}""#, "x".repeat(64))), Ok(Some("x".repeat(64))));
+        for bad in [r#","client_nonce":5"#, r#","client_nonce":"""#, r#","client_nonce":[]"#] {
+            assert!(key(bad).is_err(), "{bad}");
+        }
+        assert!(key(&format!(r#","client_nonce":"{}""#, "x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn message_sent_without_a_key_has_no_client_nonce_field() {
+        let frame = |client_nonce| ServerFrame::MessageSent {
+            id: Uuid::nil(),
+            channel_id: Uuid::nil(),
+            created_at: DateTime::UNIX_EPOCH,
+            thread_id: None,
+            client_nonce,
+        };
+        assert!(!frame(None).encode().as_str().contains("client_nonce"));
+        assert!(frame(Some("k".into())).encode().as_str().ends_with(r#","client_nonce":"k"}"#));
+    }
+
+    #[test]
     fn new_message_matches_the_wire_shape() {
         let frame = ServerFrame::NewMessage {
             id: Uuid::nil(),

@@ -272,7 +272,7 @@ mod tests {
     use crate::outbox::Outbox;
 
     fn sent(n: u128) -> Sent {
-        Sent { id: Uuid::from_u128(n), channel_id: Uuid::nil(), created_at: Utc::now(), thread_id: None }
+        Sent { id: Uuid::from_u128(n), channel_id: Uuid::nil(), created_at: DateTime::UNIX_EPOCH, thread_id: None }
     }
 
     fn key(n: usize) -> NonceKey {
