@@ -135,9 +135,11 @@ async fn keys_are_per_user_and_per_channel(backend: Backend) {
     let other_channel = channel_in_db(&app, &[&alice, &bob]).await;
 
     let from_alice = send_keyed(&mut alice_ws, channel, "alice", "same").await;
+    assert_eq!(bob_ws.expect("new_message").await["id"], from_alice["id"]);
     let from_bob = send_keyed(&mut bob_ws, channel, "bob", "same").await;
     assert_ne!(from_bob["id"], from_alice["id"], "another user's key is another key");
     assert_eq!(from_bob["client_nonce"], "same");
+    assert_eq!(alice_ws.expect("new_message").await["id"], from_bob["id"]);
     let elsewhere = send_keyed(&mut alice_ws, other_channel, "alice elsewhere", "same").await;
     assert_ne!(elsewhere["id"], from_alice["id"], "the same key in another channel is another key");
 
