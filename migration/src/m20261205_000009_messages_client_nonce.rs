@@ -17,7 +17,10 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(
-                Table::alter().table("messages").add_column(ColumnDef::new("client_nonce").text().null()).to_owned(),
+                Table::alter()
+                    .table("messages")
+                    .add_column(ColumnDef::new("client_nonce").text().null())
+                    .to_owned(),
             )
             .await?;
         // Same SQL on SQLite and PostgreSQL (both have partial indexes).

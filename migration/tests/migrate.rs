@@ -7,7 +7,7 @@ use std::any::Any;
 use std::future::Future;
 
 use palaver_entity as e;
-use palaver_migration::{MigrationName, Migrator, MigratorTrait, SchemaManager};
+use palaver_migration::{Migrator, MigratorTrait, SchemaManager};
 use sea_orm_migration::sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectionTrait, Database, DatabaseConnection,
     EntityTrait, IntoActiveModel, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,

@@ -171,7 +171,8 @@ async fn malformed_keys_are_refused_and_nothing_is_stored(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alice, _bob, channel, mut alice_ws, mut bob_ws) = alice_and_bob(&app).await;
 
-    for bad in [json!(7), json!(""), json!("k".repeat(65)), json!("é".repeat(33)), json!(["k"]), json!({"k": 1})]
+    for bad in
+        [json!(7), json!(""), json!("k".repeat(65)), json!("é".repeat(33)), json!(["k"]), json!({"k": 1})]
     {
         alice_ws.send(keyed(channel, "refused", bad.clone())).await;
         let error = alice_ws.expect("error").await;

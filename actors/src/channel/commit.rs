@@ -250,7 +250,9 @@ impl ChannelState {
     pub(super) fn forget_lost_nonces(&mut self) {
         let pending = &self.pending;
         self.nonces.forget_lost(|(sender, key)| {
-            pending.iter().any(|p| p.row.sender_id == Some(*sender) && p.row.client_nonce.as_ref() == Some(key))
+            pending
+                .iter()
+                .any(|p| p.row.sender_id == Some(*sender) && p.row.client_nonce.as_ref() == Some(key))
         });
     }
 

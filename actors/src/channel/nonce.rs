@@ -210,7 +210,10 @@ impl ChannelState {
             }
             Lookup::Waiting => true,
             Lookup::TooManyWaiting => {
-                origin.error(ErrorCode::RateLimited, "this send is already being committed, wait for its answer");
+                origin.error(
+                    ErrorCode::RateLimited,
+                    "this send is already being committed, wait for its answer",
+                );
                 true
             }
         }
@@ -226,7 +229,8 @@ impl ChannelState {
         }
         let since = Utc::now() - chrono::Duration::from_std(REMEMBER_FOR).unwrap_or_default();
         let stored =
-            store::sent_with_client_nonce(&self.shared.db, self.id(), origin.user_id, client_nonce, since).await;
+            store::sent_with_client_nonce(&self.shared.db, self.id(), origin.user_id, client_nonce, since)
+                .await;
         let row = match stored {
             Ok(Some(row)) => row,
             Ok(None) => return false,
@@ -272,7 +276,12 @@ mod tests {
     use crate::outbox::Outbox;
 
     fn sent(n: u128) -> Sent {
-        Sent { id: Uuid::from_u128(n), channel_id: Uuid::nil(), created_at: DateTime::UNIX_EPOCH, thread_id: None }
+        Sent {
+            id: Uuid::from_u128(n),
+            channel_id: Uuid::nil(),
+            created_at: DateTime::UNIX_EPOCH,
+            thread_id: None,
+        }
     }
 
     fn key(n: usize) -> NonceKey {
