@@ -9,7 +9,8 @@
 //!
 //! One file per concern: `subscribers` (the registry of sessions), `live` (the slots the hub
 //! and supervisor find actors by), `types` (message payloads), `post` (send rules and
-//! queueing), `commit` (group commit and announcement), `edit` (edit, delete, react),
+//! queueing), `commit` (group commit and announcement), `nonce` (repeated sends answered
+//! with the original's ack), `edit` (edit, delete, react),
 //! `typing`, `read` (cursors), `voice`, `members`. This file: the state, the mailbox and the
 //! actor, side by side.
 
