@@ -148,6 +148,30 @@ async fn keys_are_per_user_and_per_channel(backend: Backend) {
     app.stop().await;
 }
 
+async fn a_repeat_is_answered_even_inside_slow_mode(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alice, bob, channel, mut alice_ws, mut bob_ws) = alice_and_bob(&app).await;
+    app.patch(&format!("/channels/{channel}"), &alice.token, json!({"slow_mode_seconds": 60}))
+        .await
+        .expect(200);
+    alice_ws.expect("channel_updated").await;
+    bob_ws.expect("channel_updated").await;
+
+    let first = send_keyed(&mut bob_ws, channel, "slow", "patient").await;
+    assert_eq!(alice_ws.expect("new_message").await["id"], first["id"]);
+    // The retry of a send slow mode let through is answered from the channel's memory of
+    // the key, before the rules: not refused.
+    let repeat = send_keyed(&mut bob_ws, channel, "slow", "patient").await;
+    assert_eq!(repeat, first);
+    // Slow mode itself is in force: a new key is refused.
+    bob_ws.send(keyed(channel, "too soon", json!("impatient"))).await;
+    assert_eq!(bob_ws.expect("error").await["code"], "slow_mode");
+
+    alice_ws.expect_no("new_message", QUIET).await;
+    assert_eq!(texts(&app, &bob, channel).await, ["slow"]);
+    app.stop().await;
+}
+
 async fn a_repeat_after_a_server_restart_gets_the_stored_original(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let (alice, bob, channel, mut alice_ws, _bob_ws) = alice_and_bob(&app).await;
@@ -249,6 +273,7 @@ crate::both_backends!(
     a_repeat_sent_before_the_original_is_acked_gets_the_same_ack,
     a_repeat_with_other_content_still_gets_the_original,
     keys_are_per_user_and_per_channel,
+    a_repeat_is_answered_even_inside_slow_mode,
     a_repeat_after_a_server_restart_gets_the_stored_original,
     malformed_keys_are_refused_and_nothing_is_stored,
     a_null_or_missing_key_sends_as_before_without_an_echo,
