@@ -30,6 +30,71 @@ pub struct SendMessageFrame {
     pub sender_key_id: Option<Uuid>,
     #[serde(default)]
     pub thread_id: Option<Uuid>,
+    /// The client's idempotency key as sent (any JSON type decodes, so that a wrong type is
+    /// answered with `validation_error` by the session rather than refused as undecodable;
+    /// `null` decodes as absent). Checked by [`client_nonce`].
+    #[serde(default)]
+    pub client_nonce: Option<RawClientNonce>,
+}
+
+/// A `client_nonce` as sent: a string, or anything else, which is skipped without being
+/// built in memory (a frame of nested arrays must not cost more than its text).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawClientNonce {
+    Text(String),
+    NotText,
+}
+
+impl<'de> Deserialize<'de> for RawClientNonce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawClientNonce;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawClientNonce::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(RawClientNonce::Text(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(RawClientNonce::NotText)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RawClientNonce::NotText)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RawClientNonce::NotText)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(RawClientNonce::NotText)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(RawClientNonce::NotText)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(RawClientNonce::NotText)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Longest `client_nonce`, in bytes (docs/wire/resume.md).
+pub const CLIENT_NONCE_MAX: usize = 64;
+
+/// The checked `client_nonce` of a `send_message`: `Ok(None)` when absent or `null`,
+/// `Err(text)` for a wrong type, an empty string or one over [`CLIENT_NONCE_MAX`] bytes.
+pub fn client_nonce(raw: Option<RawClientNonce>) -> Result<Option<String>, &'static str> {
+    match raw {
+        None => Ok(None),
+        Some(RawClientNonce::Text(key)) if !key.is_empty() && key.len() <= CLIENT_NONCE_MAX => Ok(Some(key)),
+        Some(_) => Err("client_nonce must be a string of 1–64 bytes"),
+    }
 }
 
 /// `edit_message`, also carrying a ciphertext.
@@ -172,6 +237,9 @@ pub enum ServerFrame {
         cseq: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         thread_id: Option<Uuid>,
+        /// Echo of the send's idempotency key; absent for sends without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_nonce: Option<String>,
     },
     MessageEdited {
         message_id: Uuid,
@@ -605,6 +673,42 @@ mod tests {
             let err = decode(&bad).expect_err(&bad);
             assert!(err.starts_with("invalid message: "), "{err}");
         }
+    }
+
+    #[test]
+    fn client_nonce_decodes_any_json_and_is_checked_after() {
+        let id = Uuid::now_v7();
+        let key = |raw: &str| {
+            let text = format!(
+                r#"{{"type":"send_message","channel_id":"{id}","ciphertext":[1],"nonce":[1],"message_type":"text"{raw}}}"#
+            );
+            match decode(&text).expect("decodes whatever the key's type") {
+                ClientFrame::SendMessage(m) => client_nonce(m.client_nonce),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(key(""), Ok(None));
+        assert_eq!(key(r#","client_nonce":null"#), Ok(None));
+        assert_eq!(key(r#","client_nonce":"abc""#), Ok(Some("abc".into())));
+        assert_eq!(key(&format!(r#","client_nonce":"{}""#, "x".repeat(64))), Ok(Some("x".repeat(64))));
+        for bad in [r#","client_nonce":5"#, r#","client_nonce":"""#, r#","client_nonce":[]"#, r#","client_nonce":{"a":[1,{"b":true}]}"#, r#","client_nonce":false"#] {
+            assert!(key(bad).is_err(), "{bad}");
+        }
+        assert!(key(&format!(r#","client_nonce":"{}""#, "x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn message_sent_without_a_key_has_no_client_nonce_field() {
+        let frame = |client_nonce| ServerFrame::MessageSent {
+            id: Uuid::nil(),
+            channel_id: Uuid::nil(),
+            created_at: DateTime::UNIX_EPOCH,
+            cseq: None,
+            thread_id: None,
+            client_nonce,
+        };
+        assert!(!frame(None).encode().as_str().contains("client_nonce"));
+        assert!(frame(Some("k".into())).encode().as_str().ends_with(r#","client_nonce":"k"}"#));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::error_code::ErrorCode;
 use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
-use crate::protocol::{ClientFrame, EditMessageFrame, Position, SendMessageFrame, ServerFrame, decode};
+use crate::protocol::{self, ClientFrame, EditMessageFrame, Position, SendMessageFrame, ServerFrame, decode};
 use crate::{HubError, store};
 
 /// Largest client frame (wire: 1 MiB of text).
@@ -216,6 +216,7 @@ impl SessionState {
                 reply_to,
                 sender_key_id,
                 thread_id,
+                client_nonce: raw_client_nonce,
             }) => {
                 if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
                     return origin.error_frame(
@@ -227,6 +228,10 @@ impl SessionState {
                     return origin
                         .error_frame(ErrorCode::ValidationError, "message_type must be text or file");
                 }
+                let client_nonce = match protocol::client_nonce(raw_client_nonce) {
+                    Ok(key) => key,
+                    Err(text) => return origin.error_frame(ErrorCode::ValidationError, text),
+                };
                 let message = Outgoing {
                     ciphertext: Bytes::from(ciphertext),
                     nonce: Bytes::from(nonce),
@@ -234,6 +239,7 @@ impl SessionState {
                     reply_to,
                     sender_key_id,
                     thread_id,
+                    client_nonce,
                 };
                 self.to_channel(channel_id, ChannelMsg::Send { origin, message }).await;
             }

@@ -109,6 +109,25 @@ pub async fn live_message(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<
         .await
 }
 
+/// The live message `sender_id` sent to `channel_id` with idempotency key `client_nonce`,
+/// created at or after `since` (a repeated send's original, when memory no longer has it).
+pub async fn sent_with_client_nonce(
+    db: &impl ConnectionTrait,
+    channel_id: Uuid,
+    sender_id: Uuid,
+    client_nonce: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<messages::Model>, DbErr> {
+    messages::Entity::find()
+        .filter(messages::Column::ChannelId.eq(channel_id))
+        .filter(messages::Column::SenderId.eq(sender_id))
+        .filter(messages::Column::ClientNonce.eq(client_nonce))
+        .filter(messages::Column::CreatedAt.gte(since))
+        .filter(messages::Column::DeletedAt.is_null())
+        .one(db)
+        .await
+}
+
 /// Which channel a message is in (for frames that name only the message).
 pub async fn channel_of_message(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Uuid>, DbErr> {
     messages::Entity::find_by_id(id)

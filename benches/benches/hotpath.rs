@@ -91,6 +91,7 @@ fn encode_frames(c: &mut Criterion) {
                 created_at,
                 cseq: Some(1_042),
                 thread_id: None,
+                client_nonce: None,
             },
         ),
         ("user_typing", ServerFrame::UserTyping { channel_id: Uuid::now_v7(), user_id: Uuid::now_v7() }),

@@ -36,6 +36,10 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub webhook_content: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The sender's idempotency key for this send (1–64 bytes), if it gave one: a repeat
+    /// with the same key within 10 minutes gets this message's ack instead of a new message.
+    #[sea_orm(column_type = "Text")]
+    pub client_nonce: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

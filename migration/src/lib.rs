@@ -10,6 +10,7 @@ mod m20261128_000002_communities_channels;
 mod m20261128_000003_messages;
 mod m20261128_000004_content;
 mod m20261205_000008_usernames_unique_ignoring_case;
+mod m20261205_000009_messages_client_nonce;
 mod util;
 
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_messages::Migration),
             Box::new(m20261128_000004_content::Migration),
             Box::new(m20261205_000008_usernames_unique_ignoring_case::Migration),
+            Box::new(m20261205_000009_messages_client_nonce::Migration),
         ]
     }
 }

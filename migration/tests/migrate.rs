@@ -254,6 +254,7 @@ async fn roundtrip(db: DatabaseConnection) {
             expires_at: Some(t0 + chrono::Duration::seconds(3600)),
             webhook_content: Some(r#"{"content":"x"}"#.into()),
             created_at: e::now(),
+            client_nonce: None,
         };
         e::messages::Entity::insert(m.clone().into_active_model()).exec(&db).await.expect("insert message");
         messages.push(m);
@@ -325,8 +326,14 @@ async fn usernames(db: &DatabaseConnection) -> Vec<String> {
 /// The lowercase-username index: existing case duplicates (oldest keeps the name) are renamed
 /// on the way up, then the database itself refuses a case variant; down lifts that again.
 async fn usernames_unique_ignoring_case(db: DatabaseConnection) {
-    let before_index = Migrator::migrations().len() as u32 - 1;
-    Migrator::up(&db, Some(before_index)).await.expect("up to the migration before");
+    let migrations = Migrator::migrations();
+    let before_index = migrations
+        .iter()
+        .position(|m| m.name() == "m20261205_000008_usernames_unique_ignoring_case")
+        .expect("the username index migration is registered");
+    // `down` undoes the newest migrations first: the index one and every one after it.
+    let down_to_before_index = (migrations.len() - before_index) as u32;
+    Migrator::up(&db, Some(before_index as u32)).await.expect("up to the migration before");
     let t0 = e::now();
     for (i, name) in ["Alice", "alice", "ALICE", "bob", "Alice_2"].into_iter().enumerate() {
         // "alice" is the oldest of its group; "Alice_2" is a real, unrelated account.
@@ -345,7 +352,8 @@ async fn usernames_unique_ignoring_case(db: DatabaseConnection) {
     );
     user("carol", t0).insert(&db).await.expect("other names still insert");
 
-    Migrator::down(&db, Some(1)).await.expect("index migration down");
+    Migrator::up(&db, None).await.expect("the later migrations up");
+    Migrator::down(&db, Some(down_to_before_index)).await.expect("index migration down");
     user("aLiCe", t0).insert(&db).await.expect("without the index, case variants insert");
     Migrator::up(&db, Some(1)).await.expect("index migration up again");
     assert!(usernames(&db).await.contains(&"aLiCe_5".to_string()));

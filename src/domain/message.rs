@@ -272,6 +272,7 @@ mod tests {
             expires_at: None,
             webhook_content: Some(r#"{"content":"hi","webhook_name":"bot","webhook_avatar":null}"#.into()),
             created_at: now,
+            client_nonce: None,
         };
         let v = serde_json::to_value(MessageCore::from(&m)).unwrap();
         assert_eq!(v["content"], "hi");

@@ -533,6 +533,7 @@ mod tests {
             expires_at: None,
             webhook_content: None,
             created_at: palaver_entity::now(),
+            client_nonce: None,
         };
         assert!(searchable_text(&m).contains("hello"));
     }

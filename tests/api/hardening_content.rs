@@ -117,6 +117,7 @@ async fn bulk_messages(app: &TestApp, channel: Uuid, sender: Uuid, n: usize, pay
             expires_at: Set(None),
             webhook_content: Set(None),
             created_at: Set(palaver_entity::now()),
+            client_nonce: Set(None),
         });
         messages::Entity::insert_many(rows).exec_without_returning(db(app)).await.expect("insert messages");
     }

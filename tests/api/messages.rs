@@ -172,6 +172,7 @@ async fn message_objects_carry_reactions_threads_and_webhook_content(backend: Ba
             json!({"content": "deploy done", "webhook_name": "CI", "webhook_avatar": null}).to_string(),
         )),
         created_at: Set(palaver_entity::now()),
+        client_nonce: Set(None),
     }
     .insert(db(&app))
     .await

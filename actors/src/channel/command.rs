@@ -137,8 +137,9 @@ impl ChannelState {
     /// its oneshot, not the mailbox) and then whatever is pending.
     async fn flush(&mut self) {
         if let Some(outcome) = self.in_flight.take() {
-            if let Ok((batch, result)) = outcome.await {
-                self.settle(batch, result).await;
+            match outcome.await {
+                Ok((batch, result)) => self.settle(batch, result).await,
+                Err(_) => self.forget_lost_nonces(),
             }
             self.committing = false;
         }
@@ -160,8 +161,10 @@ impl ChannelState {
             self.shared.voice.remove_if(&user_id, |_, channel| *channel == self.id());
         }
         self.typing.clear();
-        for pending in self.pending.drain(..) {
-            pending.author.refuse(ErrorCode::NotFound, "this channel was deleted; message not sent");
+        let text = "this channel was deleted; message not sent";
+        for pending in std::mem::take(&mut self.pending) {
+            self.nonce_failed(&pending.row, ErrorCode::NotFound, text);
+            pending.author.refuse(ErrorCode::NotFound, text);
         }
     }
 }

@@ -8,6 +8,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use sea_orm::EntityTrait;
 use uuid::Uuid;
 
+use super::nonce::Sent;
 use super::{ChannelMsg, ChannelState, Origin, PostError};
 use crate::error_code::ErrorCode;
 use crate::protocol::ServerFrame;
@@ -136,7 +137,10 @@ impl ChannelState {
             }
             // The commit task died without an outcome: its senders get nothing (as if the
             // actor had restarted), later sends must not wait for it.
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.committing = false,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                self.committing = false;
+                self.forget_lost_nonces();
+            }
         }
         self.start_commit(myself);
         if !self.committing {
@@ -171,6 +175,7 @@ impl ChannelState {
                     }
                 };
                 for pending in batch {
+                    self.nonce_failed(&pending.row, code, text);
                     match pending.author {
                         Author::Socket(origin) => origin.error(code, text),
                         Author::Server { reply: Some(reply), .. } => {
@@ -189,7 +194,8 @@ impl ChannelState {
     /// After commit: stop-typing (if typing), the ack to the sender (socket sends) or the
     /// poster's reply (server posts), then the message to everyone else.
     pub(super) async fn announce(&mut self, pending: Pending) {
-        let Pending { author, row } = pending;
+        let Pending { author, mut row } = pending;
+        let client_nonce = row.client_nonce.take();
         if let Some(user_id) = row.sender_id
             && self.typing.contains_key(&user_id)
         {
@@ -237,7 +243,11 @@ impl ChannelState {
         let (bytes, cseq) = self.stamp(&frame);
         let except = match author {
             Author::Socket(origin) => {
-                origin.reply(&ServerFrame::MessageSent { id, channel_id, created_at, cseq, thread_id });
+                let sent = Sent { id, channel_id, created_at, thread_id, cseq };
+                if client_nonce.is_some() {
+                    self.nonce_committed(live_sender, client_nonce.as_ref(), &sent);
+                }
+                origin.reply(&sent.frame(client_nonce));
                 Some(origin.outbox.session_id)
             }
             Author::Server { reply, .. } => {
@@ -248,6 +258,17 @@ impl ChannelState {
             }
         };
         self.deliver(&bytes, cseq, except);
+    }
+
+    /// A commit ended without an outcome: the keys of its sends are no longer pending (their
+    /// repeats are new attempts); keys of sends still queued stay.
+    pub(super) fn forget_lost_nonces(&mut self) {
+        let pending = &self.pending;
+        self.nonces.forget_lost(|(sender, key)| {
+            pending
+                .iter()
+                .any(|p| p.row.sender_id == Some(*sender) && p.row.client_nonce.as_ref() == Some(key))
+        });
     }
 
     pub(super) fn remember(&mut self, id: Uuid, thread: Option<Uuid>) {

@@ -9,7 +9,8 @@
 //!
 //! One file per concern: `subscribers` (the registry of sessions), `live` (the slots the hub
 //! and supervisor find actors by), `types` (message payloads), `post` (send rules and
-//! queueing), `commit` (group commit and announcement), `edit` (edit, delete, react),
+//! queueing), `commit` (group commit and announcement), `nonce` (repeated sends answered
+//! with the original's ack), `edit` (edit, delete, react),
 //! `typing`, `read` (cursors), `voice`, `members`. This file: the state, the mailbox and the
 //! actor, side by side.
 
@@ -18,6 +19,7 @@ mod commit;
 mod edit;
 mod live;
 mod members;
+mod nonce;
 mod post;
 mod read;
 mod resume;
@@ -170,6 +172,11 @@ pub struct ChannelState {
     /// Members who joined during this epoch → the position they joined at: a replay from
     /// before it would show them what was said before they were members.
     joined_at: HashMap<Uuid, u64>,
+    /// Idempotency keys of recent sends (`nonce.rs`).
+    nonces: nonce::NonceMemory,
+    /// When this actor started: younger than `nonce::REMEMBER_FOR`, its key memory may lack
+    /// a repeated send's original, so the database is asked.
+    started_at: Instant,
 }
 
 impl Actor for ChannelActor {
@@ -205,6 +212,8 @@ impl Actor for ChannelActor {
             history: HistoryCache::default(),
             stream: Stream::default(),
             joined_at: HashMap::new(),
+            nonces: nonce::NonceMemory::default(),
+            started_at: Instant::now(),
         };
         state.announce_epoch();
         Ok(state)
@@ -324,6 +333,7 @@ impl Actor for ChannelActor {
                 }
             }
             ChannelMsg::IdleCheck => {
+                state.nonces.expire(Instant::now());
                 if !state.draining
                     && state.last_activity.elapsed() >= state.shared.config.channel_idle_stop
                     && state.subscribers.is_empty()

@@ -25,9 +25,22 @@ impl ChannelState {
     /// Checks a send against the channel's rules and queues it for the next commit.
     pub(super) async fn accept(&mut self, myself: &ActorRef<ChannelMsg>, origin: Origin, msg: Outgoing) {
         let user_id = origin.user_id;
+        // A repeat is answered before the rules: it asks for no new message (and slow mode
+        // must not refuse the retry of a send it let through).
+        if let Some(key) = &msg.client_nonce
+            && self.answer_repeat(&origin, key)
+        {
+            return;
+        }
         let privileged = self.level(&origin).is_privileged();
         if let Err((code, text)) = self.send_rules(user_id, privileged, true).await {
             return origin.error(code, text);
+        }
+        // After the rules, so only members make the actor ask the database.
+        if let Some(key) = &msg.client_nonce
+            && self.answer_stored_repeat(&origin, key).await
+        {
+            return;
         }
         let thread_id = match self.resolve_reference(msg.reply_to, msg.thread_id).await {
             Ok(thread) => thread,
@@ -51,6 +64,10 @@ impl ChannelState {
         row.reply_to_id = msg.reply_to;
         row.sender_key_id = msg.sender_key_id;
         row.thread_id = thread_id;
+        if let Some(key) = &msg.client_nonce {
+            self.nonces.accepted((user_id, key.clone()));
+        }
+        row.client_nonce = msg.client_nonce;
         self.pending.push(Pending { author: Author::Socket(origin), row });
         self.commit_pending(myself).await;
     }
@@ -107,6 +124,7 @@ impl ChannelState {
             expires_at,
             webhook_content: None,
             created_at,
+            client_nonce: None,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Outgoing {
     pub reply_to: Option<Uuid>,
     pub sender_key_id: Option<Uuid>,
     pub thread_id: Option<Uuid>,
+    /// The client's idempotency key (1–64 bytes), if it sent one: repeats within
+    /// `nonce::REMEMBER_FOR` get the original's answer instead of a new message.
+    pub client_nonce: Option<String>,
 }
 
 /// A membership change made through REST (join, leave, kick, ban, role change).

@@ -41,6 +41,7 @@ pub async fn insert_message(app: &TestApp, id: Uuid, channel: Uuid, sender: Opti
         expires_at: Set(None),
         webhook_content: Set(None),
         created_at: Set(palaver_entity::now()),
+        client_nonce: Set(None),
     }
     .insert(db(app))
     .await
