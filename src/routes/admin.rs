@@ -20,6 +20,7 @@ use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
@@ -206,7 +207,7 @@ struct WebhookPage {
 pub(crate) async fn list_webhooks(
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> ApiResult<warp::reply::Response> {
     admin_only(&caller)?;
     let page = Page::from_query(&query)?;

@@ -26,12 +26,11 @@ use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::report::ReportView;
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{apply_effects, query_bool, write_channel};
+use crate::routes::channels::{apply_effects, write_channel};
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
 
 /// Most `message_deleted` frames one purge sends to a channel (the newest purged messages,
 /// which are the ones clients have loaded); kept well below the per-socket outbound queue.
@@ -147,11 +146,11 @@ pub(crate) async fn purge_message(
     state: AppState,
     caller: Caller,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     admin_only(&caller)?;
     let id = id.get()?;
-    let block = query_bool(&query, "block_hashes")?;
+    let block = query.flag("block_hashes")?;
     let message = messages::Entity::find_by_id(id)
         .one(&state.db)
         .await?
@@ -192,7 +191,7 @@ pub(crate) async fn purge_user_messages(
     state: AppState,
     caller: ApiResult<Caller>,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     purge_everything_of(PurgeTarget::User, id, &state, caller, &client, &query).await
 }
@@ -204,7 +203,7 @@ pub(crate) async fn purge_channel(
     state: AppState,
     caller: ApiResult<Caller>,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     purge_everything_of(PurgeTarget::Channel, id, &state, caller, &client, &query).await
 }
@@ -264,12 +263,12 @@ async fn purge_everything_of(
     state: &AppState,
     caller: ApiResult<Caller>,
     client: &ClientInfo,
-    query: &Params,
+    query: &QueryParams,
 ) -> Reply {
     let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
-    let block = query_bool(query, "block_hashes")?;
+    let block = query.flag("block_hashes")?;
     let scope = target.scope(state, id).await?;
     let (result, live, blobs) = purge(state, &caller, scope.messages, scope.files, block).await?;
     announce_deletions(state, &live).await;
@@ -388,28 +387,23 @@ struct AuditPage {
     per_page: u64,
 }
 
-/// An RFC 3339 bound, or `None` when absent or unparsable (ignored, like the files list).
-fn time_param(query: &Params, key: &str) -> Option<DateTime<Utc>> {
-    query.get(key).and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok()).map(|t| t.with_timezone(&Utc))
-}
-
 /// GET /api/admin/audit-log?page=&per_page=&action=&user_id=&date_from=&date_to= — newest
 /// first. `date_from` / `date_to` (inclusive, RFC 3339) are a Palaver extension.
-pub(crate) async fn list_audit_log(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_audit_log(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let user_id = uuid_param(&query, "user_id")?;
     let mut filter = Condition::all();
-    if let Some(action) = query.get("action").map(|a| a.trim()).filter(|a| !a.is_empty()) {
+    if let Some(action) = query.text("action") {
         filter = filter.add(audit_log::Column::Action.eq(action));
     }
     if let Some(user_id) = user_id {
         filter = filter.add(audit_log::Column::UserId.eq(user_id));
     }
-    if let Some(from) = time_param(&query, "date_from") {
+    if let Some(from) = query.time("date_from") {
         filter = filter.add(audit_log::Column::CreatedAt.gte(from));
     }
-    if let Some(to) = time_param(&query, "date_to") {
+    if let Some(to) = query.time("date_to") {
         filter = filter.add(audit_log::Column::CreatedAt.lte(to));
     }
     let total = audit_log::Entity::find().filter(filter.clone()).count(&state.db).await?;
@@ -441,11 +435,11 @@ struct ReportPage {
 }
 
 /// GET /api/admin/reports?status=&page=&per_page= — newest first.
-pub(crate) async fn list_reports(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_reports(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let mut filter = Condition::all();
-    if let Some(status) = query.get("status").filter(|s| !s.trim().is_empty()) {
+    if let Some(status) = query.raw("status").filter(|s| !s.trim().is_empty()) {
         filter = filter.add(reports::Column::Status.eq(admin::report_status_filter(status)?));
     }
     let total = reports::Entity::find().filter(filter.clone()).count(&state.db).await?;

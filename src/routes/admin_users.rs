@@ -26,14 +26,13 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::{Caller, admin_only, owner_only, password};
 use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::admin_moderation::remove_blobs;
 use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
 
 /// `GET /admin/users`: default and largest page.
 const DEFAULT_LIMIT: i64 = 50;
@@ -56,9 +55,9 @@ fn not_on_self(caller: &Caller, target: Uuid, what: &str) -> ApiResult<()> {
 /// GET /api/admin/users?search=&limit=&offset= (client) · ?q=&page= (seed; pages of `limit`)
 ///
 /// Newest account first; `search` matches username, display name or email, case-insensitively.
-pub(crate) async fn list_users(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_users(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
-    let search = query.get("search").or_else(|| query.get("q")).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let search = query.raw("search").or_else(|| query.raw("q")).map(|s| s.trim()).filter(|s| !s.is_empty());
     let limit = int_param(&query, "limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as u64;
     let offset = match (int_param(&query, "offset")?, int_param(&query, "page")?) {
         (Some(offset), _) => Ord::max(offset, 0) as u64,

@@ -35,6 +35,7 @@ use crate::domain::channel::{
 };
 use crate::domain::keys;
 use crate::domain::posting::refusal;
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
@@ -81,50 +82,6 @@ fn role_effects(channel_id: Uuid, user_id: Uuid, role: &str) -> [Effect; 2] {
         Effect::Member(MemberChange::Upsert { user_id, role: role.to_string() }),
         Effect::Broadcast(ServerFrame::MemberRoleUpdated { channel_id, user_id, role: role.to_string() }),
     ]
-}
-
-// ---------------------------------------------------------------------------------------
-// Query helpers (shared with the message routes)
-
-/// An integer query parameter clamped to `1..=max` (`default` when absent); 400 when not a number.
-pub(crate) fn query_limit(query: &HashMap<String, String>, default: u64, max: u64) -> ApiResult<u64> {
-    match query.get("limit").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(raw) => {
-            let n: i64 = raw.parse().map_err(|_| ApiError::validation("limit must be an integer"))?;
-            Ok(n.clamp(1, max as i64) as u64)
-        }
-    }
-}
-
-/// `offset` (≥0, default 0); 400 when not a number.
-pub(crate) fn query_offset(query: &HashMap<String, String>) -> ApiResult<u64> {
-    match query.get("offset").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => Ok(0),
-        Some(raw) => {
-            let n: i64 = raw.parse().map_err(|_| ApiError::validation("offset must be an integer"))?;
-            Ok(Ord::max(n, 0) as u64)
-        }
-    }
-}
-
-/// A boolean query parameter (`true`/`false`/`1`/`0`, absent = false); 400 otherwise.
-pub(crate) fn query_bool(query: &HashMap<String, String>, key: &str) -> ApiResult<bool> {
-    match query.get(key).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") => Ok(true),
-        Some(_) => Err(ApiError::validation(format!("{key} must be true or false"))),
-    }
-}
-
-/// A UUID query parameter; 400 when malformed.
-pub(crate) fn query_uuid(query: &HashMap<String, String>, key: &str) -> ApiResult<Option<Uuid>> {
-    match query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => Ok(None),
-        Some(raw) => Uuid::parse_str(raw)
-            .map(Some)
-            .map_err(|_| ApiError::validation(format!("{key} must be a message id"))),
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -366,11 +323,11 @@ pub(crate) async fn list_members(
     id: PathId,
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> Reply {
     let id = id.get()?;
-    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
+    let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query.offset()?;
     let channel = find_channel(&state.db, id).await?;
     let is_member = channel_role(&state.db, id, caller.user_id).await?.is_some();
     // Group members who have not joined a discoverable group channel still see (and are

@@ -34,9 +34,9 @@ use crate::domain::community::{
 };
 use crate::domain::group::{self, GroupView};
 use crate::domain::invite::expires_in_hours;
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
 
 /// `GET /communities`: default and largest page.
@@ -87,10 +87,10 @@ async fn users_by_id(state: &AppState, ids: Vec<Uuid>) -> ApiResult<HashMap<Uuid
 pub(crate) async fn list_communities(
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> Reply {
-    let limit = query_limit(&query, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
+    let limit = query.limit(LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
+    let offset = query.offset()?;
     let mine = Query::select()
         .column(community_members::Column::CommunityId)
         .from(community_members::Entity)
@@ -251,11 +251,11 @@ pub(crate) async fn list_members(
     cid: PathId,
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
-    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
+    let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query.offset()?;
     let rows = community_members::Entity::find()
         .filter(community_members::Column::CommunityId.eq(standing.community.id))
         .order_by_asc(community_members::Column::JoinedAt)

@@ -36,9 +36,10 @@ use crate::domain::group::{
 };
 use crate::domain::invite;
 use crate::domain::visibility::communities_of;
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{apply_effects, query_limit, query_offset, save_channel_update};
+use crate::routes::channels::{apply_effects, save_channel_update};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
@@ -399,11 +400,11 @@ pub(crate) async fn list_members(
     id: PathId,
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> Reply {
     let id = id.get()?;
-    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
+    let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query.offset()?;
     group::require_role(&state.db, id, &caller).await?;
     let page = group_members::Entity::find()
         .filter(group_members::Column::GroupId.eq(id))

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::domain::link_preview::{LinkPreviewView, PreviewUrl};
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::ok_json;
 use crate::state::AppState;
@@ -16,9 +17,9 @@ use crate::state::AppState;
 pub(crate) async fn preview_get(
     state: AppState,
     _caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> ApiResult<warp::reply::Response> {
-    preview(&state, query.get("url").map(String::as_str)).await
+    preview(&state, query.raw("url")).await
 }
 
 #[derive(Deserialize)]

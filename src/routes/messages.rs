@@ -22,12 +22,11 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
-use crate::routes::channels::{query_bool, query_limit, query_uuid, write_channel};
+use crate::routes::channels::write_channel;
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
 
 /// History and threads: default and largest page.
 const HISTORY_DEFAULT_LIMIT: u64 = 50;
@@ -59,12 +58,12 @@ const QUERY_MAX_CHARS: usize = 256;
 /// Newest first. `before` / `after` are message ids (ids are UUIDv7 in commit order);
 /// with `after`, the page is the `limit` messages right after the cursor (so paging forward
 /// leaves no gap), still returned newest first.
-pub(crate) async fn list_messages(id: PathId, state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_messages(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
-    let before = query_uuid(&query, "before")?;
-    let after = query_uuid(&query, "after")?;
-    let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
-    let root_only = query_bool(&query, "root_only")?;
+    let before = query.message_id("before")?;
+    let after = query.message_id("after")?;
+    let limit = query.limit(HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    let root_only = query.flag("root_only")?;
     if before.is_none() && after.is_none() {
         return newest_page(&state, id, &caller, PageKey { limit, root_only }).await;
     }
@@ -146,11 +145,11 @@ pub(crate) async fn list_thread(
     msg_id: PathId,
     state: AppState,
     caller: Caller,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     let (id, root) = (id.get()?, msg_id.get()?);
-    let before = query_uuid(&query, "before")?;
-    let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    let before = query.message_id("before")?;
+    let limit = query.limit(HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     require_member(&state.db, id, &caller).await?;
     let now = palaver_entity::now();
     match messages::Entity::find_by_id(root).one(&state.db).await? {
@@ -212,22 +211,17 @@ pub(crate) fn like_contains(needle: &str) -> String {
     pattern
 }
 
-/// An RFC 3339 time, or `None` when absent or unparsable (unparsable values are ignored).
-fn query_time(query: &Params, key: &str) -> Option<DateTime<Utc>> {
-    query.get(key).and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok()).map(|t| t.with_timezone(&Utc))
-}
-
-async fn parse_search(state: &AppState, query: &Params) -> ApiResult<Search> {
-    let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
+async fn parse_search(state: &AppState, query: &QueryParams) -> ApiResult<Search> {
+    let q = query.text("q").unwrap_or_default();
     let chars = q.chars().count();
     if !(QUERY_MIN_CHARS..=QUERY_MAX_CHARS).contains(&chars) {
         return Err(ApiError::validation(format!(
             "q must be {QUERY_MIN_CHARS}-{QUERY_MAX_CHARS} characters"
         )));
     }
-    let limit = query_limit(query, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)?;
-    let has_file = query_bool(query, "has_file")?;
-    let senders = match query.get("sender").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    let limit = query.limit(SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)?;
+    let has_file = query.flag("has_file")?;
+    let senders = match query.text("sender") {
         None => None,
         // Longer than any username: matches nobody, and no lookup is spent on it.
         Some(name) if name.chars().count() > SENDER_MAX_CHARS => Some(Vec::new()),
@@ -250,8 +244,8 @@ async fn parse_search(state: &AppState, query: &Params) -> ApiResult<Search> {
         needle: q.to_lowercase(),
         limit,
         senders,
-        after: query_time(query, "after"),
-        before: query_time(query, "before"),
+        after: query.time("after"),
+        before: query.time("before"),
         has_file,
     })
 }
@@ -373,7 +367,7 @@ async fn search_slot(state: &AppState, caller: &Caller) -> ApiResult<crate::doma
 }
 
 /// GET /api/channels/{id}/messages/search?q=&limit=&sender=&after=&before=&has_file=
-pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
     let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
@@ -382,7 +376,7 @@ pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, 
 }
 
 /// GET /api/messages/search — the same, across every channel the caller is a member of.
-pub(crate) async fn search_everywhere(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn search_everywhere(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     // The slot covers the whole request, the sender lookup included.
     let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;

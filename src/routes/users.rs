@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::domain::user::UserView;
 use crate::domain::visibility::{can_see_user, community_peers_of};
+use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
@@ -39,9 +40,9 @@ fn like_contains(needle: &str) -> String {
 pub(crate) async fn search_users(
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> ApiResult<warp::reply::Response> {
-    let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
+    let q = query.text("q").unwrap_or_default();
     if q.len() < 2 || q.len() > 256 {
         return Err(ApiError::validation("q must be 2-256 bytes"));
     }
