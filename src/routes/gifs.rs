@@ -10,7 +10,7 @@ use crate::http::{Reply, ok_json};
 use crate::state::AppState;
 
 /// GET /api/gifs/search
-pub(crate) async fn search_gifs(state: AppState, _caller: Caller, query: QueryParams) -> Reply {
+pub(crate) async fn search_gifs(state: AppState, _caller: Caller, query: HashMap<String, String>) -> Reply {
     state.gifs.require_configured()?;
     match GifQuery::search(&query)? {
         Some(query) => ok_json(&state.gifs.fetch(query).await?),
@@ -19,7 +19,7 @@ pub(crate) async fn search_gifs(state: AppState, _caller: Caller, query: QueryPa
 }
 
 /// GET /api/gifs/trending
-pub(crate) async fn trending_gifs(state: AppState, _caller: Caller, query: QueryParams) -> Reply {
+pub(crate) async fn trending_gifs(state: AppState, _caller: Caller, query: HashMap<String, String>) -> Reply {
     state.gifs.require_configured()?;
     ok_json(&state.gifs.fetch(GifQuery::trending(&query)?).await?)
 }
