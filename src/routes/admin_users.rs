@@ -30,7 +30,7 @@ use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::admin_moderation::remove_blobs;
-use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
+use crate::auth::sessions::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
 

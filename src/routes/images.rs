@@ -19,7 +19,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::account::current_user;
+use crate::auth::sessions::current_user;
 use super::channels::write_channel;
 use crate::auth::Caller;
 use crate::domain::channel::{ChannelView, find_channel};
