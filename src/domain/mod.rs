@@ -5,6 +5,8 @@ pub mod announcement;
 pub mod assets;
 pub mod bookmark;
 pub mod channel;
+pub mod channel_list;
+pub mod channel_write;
 pub mod community;
 pub mod feedback;
 pub mod file;

@@ -29,7 +29,7 @@ use crate::domain::report::ReportView;
 use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{apply_effects, write_channel};
+use crate::domain::channel_write::{apply_effects, write_channel};
 use crate::state::AppState;
 
 /// Most `message_deleted` frames one purge sends to a channel (the newest purged messages,
@@ -135,7 +135,7 @@ async fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uu
     for (channel_id, ids) in per_channel {
         let effects =
             ids.iter().map(|id| Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id })).collect();
-        apply_effects(state, *channel_id, effects).await;
+        apply_effects(&state.hub, *channel_id, effects).await;
     }
 }
 
@@ -156,7 +156,7 @@ pub(crate) async fn purge_message(
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     let db = state.db.clone();
-    write_channel(&state, message.channel_id, None, async move {
+    write_channel(&state.hub, message.channel_id, None, async move {
         let deleted = messages::Entity::delete_by_id(id).exec(&db).await?;
         if deleted.rows_affected == 0 {
             return Err(ApiError::not_found("message"));
@@ -353,7 +353,7 @@ async fn set_quarantine(
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     let db = state.db.clone();
-    write_channel(&state, channel_id, None, async move {
+    write_channel(&state.hub, channel_id, None, async move {
         let update = messages::Entity::update_many().filter(messages::Column::Id.eq(id));
         let update = if quarantine {
             update

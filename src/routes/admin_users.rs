@@ -317,7 +317,7 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
     }
     for channel_id in member_of.into_iter().filter(|c| !dm_deleted.contains(c)) {
         let effects = vec![Effect::Member(MemberChange::Left { user_id: id })];
-        crate::routes::channels::apply_effects(&state, channel_id, effects).await;
+        crate::domain::channel_write::apply_effects(&state.hub, channel_id, effects).await;
     }
     remove_blobs(&state, &blobs).await;
     audit::record(

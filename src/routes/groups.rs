@@ -39,7 +39,7 @@ use crate::domain::visibility::communities_of;
 use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{apply_effects, save_channel_update};
+use crate::domain::channel_write::{apply_effects, save_channel_update};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
@@ -64,14 +64,14 @@ async fn view(state: &AppState, row: &groups::Model) -> ApiResult<GroupView> {
 async fn announce_joins(state: &AppState, user_id: Uuid, channels: &[Uuid]) {
     for channel_id in channels {
         let change = MemberChange::Upsert { user_id, role: "member".into() };
-        apply_effects(state, *channel_id, vec![Effect::Member(change)]).await;
+        apply_effects(&state.hub, *channel_id, vec![Effect::Member(change)]).await;
     }
 }
 
 /// Stops the live actors of deleted channels: their subscribers hear nothing more.
 async fn stop_channels(state: &AppState, channels: &[Uuid]) {
     for channel_id in channels {
-        apply_effects(state, *channel_id, vec![Effect::Deleted]).await;
+        apply_effects(&state.hub, *channel_id, vec![Effect::Deleted]).await;
     }
 }
 
@@ -386,11 +386,11 @@ pub(crate) async fn leave_group(id: PathId, state: AppState, caller: Caller) -> 
     // The leaver's sessions stop receiving the channels at once; the others rotate keys.
     for channel_id in left {
         let change = MemberChange::Left { user_id: caller.user_id };
-        apply_effects(&state, channel_id, vec![Effect::Member(change)]).await;
+        apply_effects(&state.hub, channel_id, vec![Effect::Member(change)]).await;
     }
     for channel_id in all {
         let frame = ServerFrame::SenderKeyRotationRequired { channel_id, reason: "member_left".into() };
-        apply_effects(&state, channel_id, vec![Effect::Broadcast(frame)]).await;
+        apply_effects(&state.hub, channel_id, vec![Effect::Broadcast(frame)]).await;
     }
     ok_empty()
 }
@@ -533,7 +533,7 @@ pub(crate) async fn update_channel(
     let update = ChannelUpdate::parse(UpdateChannelRequest { message_ttl_seconds: None, ..body? })?;
     group::require_manager(&state.db, group_id, &caller).await?;
     let channel = group_channel(&state, group_id, channel_id).await?;
-    save_channel_update(&state, channel, update).await
+    ok_json(&ChannelView::from(&save_channel_update(&state.hub, &state.db, channel, update).await?))
 }
 
 /// DELETE /api/groups/{group_id}/channels/{channel_id}

@@ -25,7 +25,7 @@ use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, mess
 use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
-use crate::routes::channels::write_channel;
+use crate::domain::channel_write::write_channel;
 use crate::state::AppState;
 
 /// History and threads: default and largest page.
@@ -445,7 +445,7 @@ pub(crate) async fn pin_message(id: PathId, msg_id: PathId, state: AppState, cal
     }
     let max = state.settings.max_pins_per_channel();
     let (db, pinned_by) = (state.db.clone(), caller.user_id);
-    write_channel(&state, id, None, async move {
+    write_channel(&state.hub, id, None, async move {
         // The count is checked under the same lock as the insert: the channel row
         // (PostgreSQL; SQLite's write transaction runs alone), so concurrent pins cannot pass
         // the limit together.
@@ -484,7 +484,7 @@ pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, c
         return Err(ApiError::Forbidden);
     }
     let db = state.db.clone();
-    write_channel(&state, id, None, async move {
+    write_channel(&state.hub, id, None, async move {
         let removed = pins::Entity::delete_many()
             .filter(pins::Column::ChannelId.eq(id))
             .filter(pins::Column::MessageId.eq(message_id))
