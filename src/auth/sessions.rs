@@ -13,7 +13,9 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::auth::Caller;
-use crate::auth::tokens::{ACCESS_TOKEN_SECS, LEEWAY_SECS, REFRESH_TOKEN_DAYS, hash_token, new_refresh_token};
+use crate::auth::tokens::{
+    ACCESS_TOKEN_SECS, LEEWAY_SECS, REFRESH_TOKEN_DAYS, hash_token, new_refresh_token,
+};
 use crate::domain::session::device_name;
 use crate::domain::user::UserView;
 use crate::error::{ApiError, ApiResult};
@@ -24,7 +26,6 @@ use crate::state::AppState;
 pub(crate) async fn current_user(state: &AppState, caller: &Caller) -> ApiResult<users::Model> {
     users::Entity::find_by_id(caller.user_id).one(&state.db).await?.ok_or(ApiError::Unauthorized)
 }
-
 
 /// What login and register answer.
 #[derive(Serialize)]
@@ -127,7 +128,10 @@ pub(crate) async fn revoke_family(db: &impl ConnectionTrait, family_id: Uuid) ->
 
 /// The user named `name`: the exact name first (indexed), then ignoring case (names are
 /// unique regardless of case, so at most one matches).
-pub(crate) async fn find_by_username(db: &impl ConnectionTrait, name: &str) -> ApiResult<Option<users::Model>> {
+pub(crate) async fn find_by_username(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> ApiResult<Option<users::Model>> {
     if let Some(user) = users::Entity::find().filter(users::Column::Username.eq(name)).one(db).await? {
         return Ok(Some(user));
     }
@@ -154,7 +158,11 @@ pub(crate) async fn dummy_password_check(state: &AppState, password: String) -> 
 
 /// A revoked token came back: whoever holds the family may have stolen it, so the whole
 /// family dies (the legitimate device logs in again).
-pub(crate) async fn reuse_detected(state: &AppState, client: &ClientInfo, row: &refresh_tokens::Model) -> ApiError {
+pub(crate) async fn reuse_detected(
+    state: &AppState,
+    client: &ClientInfo,
+    row: &refresh_tokens::Model,
+) -> ApiError {
     match revoke_family(&state.db, row.family_id).await {
         Ok(revoked) => {
             if revoked > 0 {
@@ -175,7 +183,6 @@ pub(crate) async fn reuse_detected(state: &AppState, client: &ClientInfo, row: &
         Err(err) => err,
     }
 }
-
 
 /// Spends the presented refresh token (already checked to be 64 hex digits) and stores its
 /// successor in the same family: the user, the spent row and the new token. 401 when the

@@ -223,4 +223,3 @@ fn invite_usable() -> Condition {
                 .add(registration_invites::Column::ExpiresAt.gt(palaver_entity::now())),
         )
 }
-

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 
 /// Longest suspension reason, in bytes after trimming.
 pub const MAX_SUSPEND_REASON_BYTES: usize = 500;
@@ -221,8 +221,10 @@ pub fn uuid_param(query: &QueryParams, key: &str) -> ApiResult<Option<Uuid>> {
 mod tests {
     use super::*;
 
-    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn query(pairs: &[(&str, &str)]) -> QueryParams {
+        QueryParams::from(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        )
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::collections::{HashMap, HashSet};
 use palaver_actors::protocol::rfc3339;
 use palaver_entity::{channel_members, channels, group_members, messages, read_cursors, sender_keys, users};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -30,14 +33,18 @@ pub async fn channels_of(db: &DatabaseConnection, user_id: Uuid) -> ApiResult<Ve
 }
 
 /// Stores a new channel and its creator as owner, in one transaction.
-pub async fn insert_channel(db: &DatabaseConnection, channel: &channels::Model, owner: Uuid) -> ApiResult<()> {
+pub async fn insert_channel(
+    db: &DatabaseConnection,
+    channel: &channels::Model,
+    owner: Uuid,
+) -> ApiResult<()> {
     let txn = crate::db::begin_write(db).await?;
     channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
     channel_members::Entity::insert(channel_members::ActiveModel {
         channel_id: Set(channel.id),
         user_id: Set(owner),
         role: Set("owner".into()),
-        joined_at: Set(now),
+        joined_at: Set(channel.created_at),
     })
     .exec_without_returning(&txn)
     .await?;

@@ -12,8 +12,8 @@ use palaver_actors::roles::Level;
 use palaver_entity::{channel_bans, channel_members, channels, community_members, sender_keys};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
 };
 use uuid::Uuid;
 
@@ -63,7 +63,11 @@ pub(crate) fn role_effects(channel_id: Uuid, user_id: Uuid, role: &str) -> [Effe
 }
 
 /// Whether `user_id` belongs to the community.
-pub(crate) async fn in_community(db: &impl ConnectionTrait, community_id: Uuid, user_id: Uuid) -> ApiResult<bool> {
+pub(crate) async fn in_community(
+    db: &impl ConnectionTrait,
+    community_id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<bool> {
     Ok(community_members::Entity::find()
         .filter(community_members::Column::CommunityId.eq(community_id))
         .filter(community_members::Column::UserId.eq(user_id))
@@ -110,7 +114,11 @@ pub(crate) async fn save_channel_update(
 }
 
 /// Deletes a membership and the member's sender key (a non-member's key must not be served).
-pub(crate) async fn remove_membership(db: &impl ConnectionTrait, channel_id: Uuid, user_id: Uuid) -> ApiResult<u64> {
+pub(crate) async fn remove_membership(
+    db: &impl ConnectionTrait,
+    channel_id: Uuid,
+    user_id: Uuid,
+) -> ApiResult<u64> {
     let removed = channel_members::Entity::delete_many()
         .filter(channel_members::Column::ChannelId.eq(channel_id))
         .filter(channel_members::Column::UserId.eq(user_id))
@@ -137,8 +145,7 @@ pub(crate) async fn check_can_remove(
     if level <= Level::Member {
         return Err(ApiError::Forbidden);
     }
-    let role =
-        channel_role(db, channel_id, target).await?.ok_or_else(|| ApiError::not_found("member"))?;
+    let role = channel_role(db, channel_id, target).await?.ok_or_else(|| ApiError::not_found("member"))?;
     if level <= Level::from_role(&role) {
         return Err(ApiError::Forbidden);
     }
@@ -233,9 +240,7 @@ pub(crate) async fn transfer_ownership(db: &DatabaseConnection, id: Uuid, target
             .exec(&txn)
             .await?;
     }
-    set_role(Condition::all().add(channel_members::Column::UserId.eq(target)), "owner")
-        .exec(&txn)
-        .await?;
+    set_role(Condition::all().add(channel_members::Column::UserId.eq(target)), "owner").exec(&txn).await?;
     txn.commit().await?;
     let mut effects: Vec<Effect> =
         demoted.into_iter().flat_map(|user| role_effects(id, user, "admin")).collect();
@@ -278,11 +283,21 @@ pub(crate) async fn store_sender_key(
         .one(db)
         .await?
         .ok_or_else(|| ApiError::internal("sender key vanished after upsert"))?;
-    let frame = ServerFrame::SenderKeyUpdated {
-        channel_id: id,
-        user_id,
-        chain_id: stored.chain_id,
-        distribution,
-    };
+    let frame =
+        ServerFrame::SenderKeyUpdated { channel_id: id, user_id, chain_id: stored.chain_id, distribution };
     Ok((stored, vec![Effect::Broadcast(frame)]))
+}
+
+/// Lifts a ban (404 when none); no live effect (bans are checked when someone joins).
+pub(crate) async fn unban(db: &DatabaseConnection, id: Uuid, target: Uuid) -> Written<()> {
+    let removed = channel_bans::Entity::delete_many()
+        .filter(channel_bans::Column::ChannelId.eq(id))
+        .filter(channel_bans::Column::UserId.eq(target))
+        .exec(db)
+        .await?
+        .rows_affected;
+    if removed == 0 {
+        return Err(ApiError::not_found("ban"));
+    }
+    Ok(((), Vec::new()))
 }

@@ -16,13 +16,13 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::sessions::{current_user, end_logins, revoke_all_refresh_tokens};
-use crate::domain::registration::RecoveryCodeResponse;
 use crate::audit;
 use crate::auth::Caller;
 use crate::auth::password;
+use crate::auth::sessions::{current_user, end_logins, revoke_all_refresh_tokens};
 use crate::auth::tokens::hash_token;
 use crate::domain::profile::{ProfileRequest, ProfileUpdate};
+use crate::domain::registration::RecoveryCodeResponse;
 use crate::domain::registration::new_recovery_code;
 use crate::domain::session::SessionView;
 use crate::domain::user::{UserView, profile_updated_frame};

@@ -6,7 +6,7 @@
 //! overview. Users are in admin_users.rs, purges / quarantine / audit log / reports in
 //! admin_moderation.rs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use palaver_entity::{announcements, registration_invites, webhooks};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
@@ -20,8 +20,8 @@ use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 

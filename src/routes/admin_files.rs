@@ -5,8 +5,6 @@
 //!
 //! Kept apart from routes/admin.rs so the two grow without stepping on each other.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use palaver_entity::{blocked_hashes, files};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr};
@@ -21,8 +19,8 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::files::remove_blobs;
 use crate::state::AppState;

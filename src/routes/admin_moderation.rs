@@ -25,11 +25,11 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
-use crate::domain::report::ReportView;
-use crate::http::query::QueryParams;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::domain::channel_write::{apply_effects, write_channel};
+use crate::domain::report::ReportView;
+use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
+use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Most `message_deleted` frames one purge sends to a channel (the newest purged messages,

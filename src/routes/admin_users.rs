@@ -24,13 +24,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::auth::sessions::{end_logins, revoke_all_refresh_tokens};
 use crate::auth::{Caller, admin_only, owner_only, password};
 use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::routes::admin_moderation::remove_blobs;
-use crate::auth::sessions::{end_logins, revoke_all_refresh_tokens};
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
 

@@ -19,7 +19,9 @@ use crate::auth::signup::{Account, create_account};
 use crate::auth::tokens::hash_token;
 use crate::auth::totp;
 use crate::config::RegistrationMode;
-use crate::domain::registration::{RecoveryCodeResponse, RegisterRequest, Registration, Username, new_recovery_code, normalize_recovery_code};
+use crate::domain::registration::{
+    RecoveryCodeResponse, RegisterRequest, Registration, Username, new_recovery_code, normalize_recovery_code,
+};
 use crate::domain::user::UserView;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, ok_json};

@@ -2,8 +2,6 @@
 //! the seed's `POST|DELETE /bookmarks/{message_id}` and the web client's `POST /bookmarks`
 //! (body `{message_id, note}`) and `DELETE /bookmarks/{bookmark_id}`; `GET /bookmarks`.
 
-use std::collections::HashMap;
-
 use palaver_entity::{bookmarks, messages};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder,
@@ -16,8 +14,8 @@ use crate::auth::Caller;
 use crate::domain::bookmark::{self, BookmarkView};
 use crate::domain::channel::require_member;
 use crate::domain::message::is_visible;
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
 

@@ -11,7 +11,7 @@
 use palaver_actors::channel::{Effect, MemberChange};
 use palaver_actors::protocol::ServerFrame;
 use palaver_actors::roles::Level;
-use palaver_entity::{channel_members, group_members, groups};
+use palaver_entity::{channel_members, channels, group_members, groups};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
@@ -137,10 +137,7 @@ pub(crate) async fn join_channel(id: PathId, state: AppState, caller: Caller) ->
     // The ban check runs in the channel's order too: a ban handled just before cannot be
     // slipped past.
     let (db, user_id) = (state.db.clone(), caller.user_id);
-    write_channel(&state.hub, id, None, async move {
-        channel_write::join(&db, id, user_id).await
-    })
-    .await?;
+    write_channel(&state.hub, id, None, async move { channel_write::join(&db, id, user_id).await }).await?;
     ok_empty()
 }
 
@@ -170,12 +167,7 @@ pub(crate) async fn leave_channel(id: PathId, state: AppState, caller: Caller) -
 // Members and moderation
 
 /// GET /api/channels/{id}/members?limit=&offset=
-pub(crate) async fn list_members(
-    id: PathId,
-    state: AppState,
-    caller: Caller,
-    query: QueryParams,
-) -> Reply {
+pub(crate) async fn list_members(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
     let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
     let offset = query.offset()?;
@@ -307,19 +299,7 @@ pub(crate) async fn unban_member(
     // Ordered with joins and bans by the channel's actor; no live effect (bans are checked
     // in the database when someone joins).
     let db = state.db.clone();
-    write_channel(&state.hub, id, None, async move {
-        let removed = channel_bans::Entity::delete_many()
-            .filter(channel_bans::Column::ChannelId.eq(id))
-            .filter(channel_bans::Column::UserId.eq(target))
-            .exec(&db)
-            .await?
-            .rows_affected;
-        if removed == 0 {
-            return Err(ApiError::not_found("ban"));
-        }
-        Ok(((), Vec::new()))
-    })
-    .await?;
+    write_channel(&state.hub, id, None, async move { channel_write::unban(&db, id, target).await }).await?;
     let meta = serde_json::json!({"channel_id": id, "target_user_id": target});
     audit::record(&state.db, Some(caller.user_id), "channel_unban", Some(&client), Some(meta)).await;
     ok_empty()
@@ -349,9 +329,12 @@ pub(crate) async fn transfer_ownership(
         return Err(ApiError::validation("the new owner must be a member of the channel"));
     }
     let db = state.db.clone();
-    write_channel(&state.hub, id, None, async move {
-        channel_write::transfer_ownership(&db, id, target).await
-    })
+    write_channel(
+        &state.hub,
+        id,
+        None,
+        async move { channel_write::transfer_ownership(&db, id, target).await },
+    )
     .await?;
     ok_empty()
 }

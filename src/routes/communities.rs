@@ -34,8 +34,8 @@ use crate::domain::community::{
 };
 use crate::domain::group::{self, GroupView};
 use crate::domain::invite::expires_in_hours;
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
 
@@ -84,11 +84,7 @@ async fn users_by_id(state: &AppState, ids: Vec<Uuid>) -> ApiResult<HashMap<Uuid
 // Communities
 
 /// GET /api/communities?limit=&offset=
-pub(crate) async fn list_communities(
-    state: AppState,
-    caller: Caller,
-    query: QueryParams,
-) -> Reply {
+pub(crate) async fn list_communities(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let limit = query.limit(LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
     let offset = query.offset()?;
     let mine = Query::select()
@@ -247,12 +243,7 @@ pub(crate) async fn list_my_groups(cid: PathId, state: AppState, caller: Caller)
 // Members
 
 /// GET /api/communities/{cid}/members?limit=&offset=
-pub(crate) async fn list_members(
-    cid: PathId,
-    state: AppState,
-    caller: Caller,
-    query: QueryParams,
-) -> Reply {
+pub(crate) async fn list_members(cid: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
     let offset = query.offset()?;

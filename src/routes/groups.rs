@@ -29,6 +29,7 @@ use crate::auth::tokens::random_alphanumeric;
 use crate::domain::channel::{
     ChannelMemberView, ChannelUpdate, ChannelView, CreateChannelRequest, NewChannel, UpdateChannelRequest,
 };
+use crate::domain::channel_write::{apply_effects, save_channel_update};
 use crate::domain::community::{community_role, find_community};
 use crate::domain::group::{
     self, AcceptedInvite, ChannelScope, CreateGroupRequest, GroupInviteView, GroupUpdate, GroupView,
@@ -36,10 +37,9 @@ use crate::domain::group::{
 };
 use crate::domain::invite;
 use crate::domain::visibility::communities_of;
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::domain::channel_write::{apply_effects, save_channel_update};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
@@ -396,12 +396,7 @@ pub(crate) async fn leave_group(id: PathId, state: AppState, caller: Caller) -> 
 }
 
 /// GET /api/groups/{id}/members?limit=&offset=
-pub(crate) async fn list_members(
-    id: PathId,
-    state: AppState,
-    caller: Caller,
-    query: QueryParams,
-) -> Reply {
+pub(crate) async fn list_members(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
     let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
     let offset = query.offset()?;

@@ -19,10 +19,10 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::auth::sessions::current_user;
-use crate::domain::channel_write::write_channel;
 use crate::auth::Caller;
+use crate::auth::sessions::current_user;
 use crate::domain::channel::{ChannelView, find_channel};
+use crate::domain::channel_write::write_channel;
 use crate::domain::community::{CommunityView, community_updated_frame, member_count, require_member};
 use crate::domain::group::{self, GroupView, group_updated_frame};
 use crate::domain::user::{UserView, profile_updated_frame};

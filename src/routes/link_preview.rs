@@ -2,15 +2,13 @@
 //! `POST /link-preview` with `{"url": …}` (seed). Both Bearer, one handler. The fetch is
 //! SSRF-safe (src/linkpreview/); every refusal and fetch failure is a 400.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::domain::link_preview::{LinkPreviewView, PreviewUrl};
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
 use crate::http::ok_json;
+use crate::http::query::QueryParams;
 use crate::state::AppState;
 
 /// GET /api/link-preview?url=

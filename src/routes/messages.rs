@@ -21,11 +21,11 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
-use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
-use crate::http::query::QueryParams;
-use crate::error::{ApiError, ApiResult};
-use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
 use crate::domain::channel_write::write_channel;
+use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
+use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
+use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
 use crate::state::AppState;
 
 /// History and threads: default and largest page.

@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::domain::channel::{channel_role, require_member};
+use crate::domain::channel_write::write_channel;
 use crate::domain::poll::{self, CreatePollRequest, NewPoll, PollView};
 use crate::domain::posting::as_poster;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, Reply, ok_empty, ok_json};
-use crate::domain::channel_write::write_channel;
 use crate::state::AppState;
 
 /// The poll (404).

@@ -2,8 +2,6 @@
 //! `/users/blocked` (Bearer). Visibility: self, instance owner, or a shared community
 //! (`domain::visibility`); invisible users are answered 404 like missing ones.
 
-use std::collections::HashMap;
-
 use palaver_actors::protocol::rfc3339;
 use palaver_entity::{blocked_users, users};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
@@ -14,8 +12,8 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::domain::user::UserView;
 use crate::domain::visibility::{can_see_user, community_peers_of};
-use crate::http::query::QueryParams;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
