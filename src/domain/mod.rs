@@ -12,6 +12,7 @@ pub mod feedback;
 pub mod file;
 pub mod gif;
 pub mod group;
+pub mod group_store;
 pub mod invite;
 pub mod keys;
 pub mod link_preview;
