@@ -8,6 +8,7 @@ pub mod channel;
 pub mod channel_list;
 pub mod channel_write;
 pub mod community;
+pub mod community_store;
 pub mod feedback;
 pub mod file;
 pub mod gif;
