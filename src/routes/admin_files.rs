@@ -22,7 +22,6 @@ use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::files::remove_blobs;
 use crate::state::AppState;
 
 /// Admin page/per_page pagination (wire README, style 3).
@@ -137,7 +136,7 @@ pub(crate) async fn delete_file(
         false
     };
     txn.commit().await?;
-    remove_blobs(&state, &file).await;
+    state.uploads.store.remove_blobs(&[(file.storage_path.clone(), file.thumbnail_path.clone())]).await;
     audit::record(
         &state.db,
         Some(caller.user_id),

@@ -43,16 +43,6 @@ const PURGE_BLOCK_REASON: &str = "blocked by an admin purge";
 // ---------------------------------------------------------------------------------------
 // File blobs
 
-/// Removes file blobs and thumbnails (after their rows are gone) through the file store,
-/// which refuses paths that would leave the storage directory; a missing blob is fine.
-pub async fn remove_blobs(state: &AppState, paths: &[(String, Option<String>)]) {
-    for (blob, thumbnail) in paths {
-        for relative in std::iter::once(blob).chain(thumbnail.iter()) {
-            state.uploads.store.remove(relative).await;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Purge
 
@@ -272,7 +262,7 @@ async fn purge_everything_of(
     let scope = target.scope(state, id).await?;
     let (result, live, blobs) = purge(state, &caller, scope.messages, scope.files, block).await?;
     announce_deletions(state, &live).await;
-    remove_blobs(state, &blobs).await;
+    state.uploads.store.remove_blobs(&blobs).await;
     let meta = json!({
         (scope.audit_id_key): id,
         "block_hashes": block,

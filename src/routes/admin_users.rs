@@ -30,7 +30,6 @@ use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memb
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::admin_moderation::remove_blobs;
 use crate::routes::messages::like_contains;
 use crate::state::AppState;
 
@@ -319,7 +318,7 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
         let effects = vec![Effect::Member(MemberChange::Left { user_id: id })];
         crate::domain::channel_write::apply_effects(&state.hub, channel_id, effects).await;
     }
-    remove_blobs(&state, &blobs).await;
+    state.uploads.store.remove_blobs(&blobs).await;
     audit::record(
         &state.db,
         Some(caller.user_id),
