@@ -1,6 +1,7 @@
 //! Domain types: validated input and the wire views of stored rows.
 
 pub mod admin;
+pub mod admin_users;
 pub mod announcement;
 pub mod assets;
 pub mod bookmark;

@@ -62,9 +62,32 @@ impl Drop for SearchSlot {
     }
 }
 
+/// `raw` with `%`, `_` and the escape character (`\\`) escaped, to match literally in a
+/// LIKE pattern.
+pub fn like_escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A LIKE pattern matching any text that contains `needle` literally.
+pub fn like_contains(needle: &str) -> String {
+    format!("%{}%", like_escape(needle))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_contains("a%b_c"), "%a\\%b\\_c%");
+    }
 
     #[test]
     fn slots_are_per_user_and_freed_on_drop() {

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
+use crate::domain::search::{like_contains, like_escape};
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
@@ -47,17 +48,6 @@ fn paging(query: &QueryParams) -> ApiResult<(u64, u64)> {
     Ok((page, per_page))
 }
 
-fn like_escape(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // Files
 
@@ -79,7 +69,7 @@ pub(crate) async fn list_files(state: AppState, caller: Caller, query: QueryPara
         select = select.filter(files::Column::UploaderId.eq(user_id));
     }
     if let Some(search) = query.text("search") {
-        let pattern = format!("%{}%", like_escape(&search.to_lowercase()));
+        let pattern = like_contains(&search.to_lowercase());
         select = select.filter(
             Expr::expr(Func::lower(Expr::col((files::Entity, files::Column::EncryptedName))))
                 .like(LikeExpr::new(pattern).escape('\\')),

@@ -23,6 +23,7 @@ use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
 use crate::domain::channel_write::write_channel;
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
+use crate::domain::search::like_contains;
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
@@ -195,20 +196,6 @@ struct Search {
     after: Option<DateTime<Utc>>,
     before: Option<DateTime<Utc>>,
     has_file: bool,
-}
-
-/// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
-pub(crate) fn like_contains(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
 }
 
 async fn parse_search(state: &AppState, query: &QueryParams) -> ApiResult<Search> {
@@ -503,11 +490,6 @@ pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, c
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(like_contains("a%b_c"), "%a\\%b\\_c%");
-    }
 
     #[test]
     fn non_utf8_payloads_are_searchable_without_failing() {

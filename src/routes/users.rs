@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::domain::search::like_contains;
 use crate::domain::user::UserView;
 use crate::domain::visibility::{can_see_user, community_peers_of};
 use crate::error::{ApiError, ApiResult};
@@ -19,20 +20,6 @@ use crate::state::AppState;
 
 /// Most users one search returns.
 const SEARCH_LIMIT: u64 = 20;
-
-/// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
-fn like_contains(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
 
 /// GET /api/users/search?q=
 pub(crate) async fn search_users(
