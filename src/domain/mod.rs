@@ -22,6 +22,7 @@ pub mod message;
 pub mod poll;
 pub mod posting;
 pub mod profile;
+pub mod purge;
 pub mod registration;
 pub mod report;
 pub mod scheduled;

@@ -4,20 +4,17 @@
 //!
 //! Purges differ from the mirror as the issue asks: subscribers of the affected channels get
 //! `message_deleted` for the purged messages (the mirror tells nobody). The number of live
-//! frames is bounded (see [`LIVE_DELETIONS_PER_CHANNEL`]) so a large purge cannot overflow a
+//! frames is bounded (see `domain::purge::LIVE_DELETIONS_PER_CHANNEL`) so a large purge cannot overflow a
 //! subscriber's outbound queue; history reads drop every purged message regardless.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use palaver_actors::channel::Effect;
 use palaver_actors::protocol::ServerFrame;
-use palaver_entity::{audit_log, blocked_hashes, channels, files, messages, reports, users};
+use palaver_entity::{audit_log, messages, reports};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -26,97 +23,15 @@ use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
 use crate::domain::channel_write::{apply_effects, write_channel};
+use crate::domain::purge::{PurgeTarget, purge};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
 
-/// Most `message_deleted` frames one purge sends to a channel (the newest purged messages,
-/// which are the ones clients have loaded); kept well below the per-socket outbound queue.
-pub const LIVE_DELETIONS_PER_CHANNEL: u64 = 500;
-/// Most purged messages looked at for live frames in one purge (bounds memory).
-const LIVE_DELETIONS_SCAN: u64 = 5_000;
-/// Reason stored on hashes a purge blocks.
-const PURGE_BLOCK_REASON: &str = "blocked by an admin purge";
-
-// ---------------------------------------------------------------------------------------
-// File blobs
-
 // ---------------------------------------------------------------------------------------
 // Purge
-
-/// Deletes the file rows matching `condition` and (when `block`) adds their checksums to the
-/// blocklist. Returns the blobs to remove once committed, and how many hashes were new.
-async fn purge_files(
-    txn: &impl ConnectionTrait,
-    condition: Condition,
-    block: bool,
-    caller: &Caller,
-) -> ApiResult<(Vec<(String, Option<String>)>, u64)> {
-    let rows = files::Entity::find().filter(condition.clone()).all(txn).await?;
-    if rows.is_empty() {
-        return Ok((Vec::new(), 0));
-    }
-    files::Entity::delete_many().filter(condition).exec(txn).await?;
-    let mut blocked = 0;
-    if block {
-        let checksums: BTreeSet<String> = rows.iter().map(|f| f.checksum.to_ascii_lowercase()).collect();
-        let known: BTreeSet<String> = blocked_hashes::Entity::find()
-            .select_only()
-            .column(blocked_hashes::Column::Hash)
-            .filter(blocked_hashes::Column::Hash.is_in(checksums.iter().cloned().collect::<Vec<_>>()))
-            .into_tuple::<String>()
-            .all(txn)
-            .await?
-            .into_iter()
-            .collect();
-        let now = palaver_entity::now();
-        let new: Vec<blocked_hashes::ActiveModel> = checksums
-            .difference(&known)
-            .map(|hash| blocked_hashes::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                hash: Set(hash.clone()),
-                reason: Set(Some(PURGE_BLOCK_REASON.into())),
-                blocked_by: Set(Some(caller.user_id)),
-                created_at: Set(now),
-            })
-            .collect();
-        blocked = new.len() as u64;
-        if !new.is_empty() {
-            blocked_hashes::Entity::insert_many(new).exec_without_returning(txn).await?;
-        }
-    }
-    let blobs = rows.into_iter().map(|f| (f.storage_path, f.thumbnail_path)).collect();
-    Ok((blobs, blocked))
-}
-
-/// The newest purged messages per channel (at most [`LIVE_DELETIONS_PER_CHANNEL`] each), read
-/// before the delete so subscribers can be told afterwards.
-async fn live_deletions(
-    txn: &impl ConnectionTrait,
-    condition: Condition,
-) -> ApiResult<HashMap<Uuid, Vec<Uuid>>> {
-    let rows: Vec<(Uuid, Uuid)> = messages::Entity::find()
-        .select_only()
-        .column(messages::Column::Id)
-        .column(messages::Column::ChannelId)
-        .filter(condition)
-        .filter(messages::Column::DeletedAt.is_null())
-        .order_by_desc(messages::Column::Id)
-        .limit(LIVE_DELETIONS_SCAN)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let mut per_channel: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    for (id, channel) in rows {
-        let list = per_channel.entry(channel).or_default();
-        if (list.len() as u64) < LIVE_DELETIONS_PER_CHANNEL {
-            list.push(id);
-        }
-    }
-    Ok(per_channel)
-}
 
 /// Tells each channel's subscribers (if it is open anywhere) that its messages are gone,
 /// through the channel's actor (the purge spanned channels, so it committed outside their
@@ -198,53 +113,6 @@ pub(crate) async fn purge_channel(
     purge_everything_of(PurgeTarget::Channel, id, &state, caller, &client, &query).await
 }
 
-/// Whose messages and files a bulk purge removes.
-#[derive(Clone, Copy)]
-enum PurgeTarget {
-    /// Everything a user sent or uploaded.
-    User,
-    /// Everything in a channel.
-    Channel,
-}
-
-/// What a bulk purge deletes and how its audit entry names the target.
-struct PurgeScope {
-    messages: Condition,
-    files: Condition,
-    audit_action: &'static str,
-    audit_id_key: &'static str,
-}
-
-impl PurgeTarget {
-    /// The scope of purging `id`; 404 when there is no such user or channel.
-    async fn scope(self, state: &AppState, id: Uuid) -> ApiResult<PurgeScope> {
-        match self {
-            Self::User => {
-                if users::Entity::find_by_id(id).one(&state.db).await?.is_none() {
-                    return Err(ApiError::not_found("user"));
-                }
-                Ok(PurgeScope {
-                    messages: Condition::all().add(messages::Column::SenderId.eq(id)),
-                    files: Condition::all().add(files::Column::UploaderId.eq(id)),
-                    audit_action: "admin_purge_user_messages",
-                    audit_id_key: "target_user_id",
-                })
-            }
-            Self::Channel => {
-                if channels::Entity::find_by_id(id).one(&state.db).await?.is_none() {
-                    return Err(ApiError::not_found("channel"));
-                }
-                Ok(PurgeScope {
-                    messages: Condition::all().add(messages::Column::ChannelId.eq(id)),
-                    files: Condition::all().add(files::Column::ChannelId.eq(id)),
-                    audit_action: "admin_purge_channel",
-                    audit_id_key: "channel_id",
-                })
-            }
-        }
-    }
-}
-
 /// The bulk purges share one shape: admin check, the target must exist (404), one purge
 /// transaction, live deletions, blob removal, then an audit entry with the counts.
 async fn purge_everything_of(
@@ -259,8 +127,10 @@ async fn purge_everything_of(
     admin_only(&caller)?;
     let id = id.get()?;
     let block = query.flag("block_hashes")?;
-    let scope = target.scope(state, id).await?;
-    let (result, live, blobs) = purge(state, &caller, scope.messages, scope.files, block).await?;
+    let scope = target.scope(&state.db, id).await?;
+    let (result, live, blobs) = purge(&state.db, &caller, scope.messages, scope.files, block).await?;
+    // The purge may reach any number of channels (`live` lists only the newest ones).
+    state.hub.all_history_changed();
     announce_deletions(state, &live).await;
     state.uploads.store.remove_blobs(&blobs).await;
     let meta = json!({
@@ -272,32 +142,6 @@ async fn purge_everything_of(
     });
     audit::record(&state.db, Some(caller.user_id), scope.audit_action, Some(client), Some(meta)).await;
     ok_json(&result)
-}
-
-type PurgeOutcome = (PurgeResult, HashMap<Uuid, Vec<Uuid>>, Vec<(String, Option<String>)>);
-
-/// One transaction: messages in `scope`, files in `file_scope` (and their hashes when
-/// `block`). Returns the counts, the live deletions to announce and the blobs to remove.
-async fn purge(
-    state: &AppState,
-    caller: &Caller,
-    scope: Condition,
-    file_scope: Condition,
-    block: bool,
-) -> ApiResult<PurgeOutcome> {
-    let txn = crate::db::begin_write(&state.db).await?;
-    let live = live_deletions(&txn, scope.clone()).await?;
-    let deleted = messages::Entity::delete_many().filter(scope).exec(&txn).await?;
-    let (blobs, hashes_blocked) = purge_files(&txn, file_scope, block, caller).await?;
-    txn.commit().await?;
-    // The purge may reach any number of channels (`live` lists only the newest ones).
-    state.hub.all_history_changed();
-    let result = PurgeResult {
-        messages_deleted: deleted.rows_affected,
-        files_deleted: blobs.len() as u64,
-        hashes_blocked,
-    };
-    Ok((result, live, blobs))
 }
 
 // ---------------------------------------------------------------------------------------
