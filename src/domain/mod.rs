@@ -15,6 +15,7 @@ pub mod file;
 pub mod gif;
 pub mod group;
 pub mod group_store;
+pub mod history;
 pub mod invite;
 pub mod keys;
 pub mod link_preview;

@@ -22,8 +22,9 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
 use crate::domain::channel_write::write_channel;
+use crate::domain::history::page_rows;
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
-use crate::domain::search::like_contains;
+use crate::domain::search::{like_contains, payload_len, searchable_text};
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
@@ -69,7 +70,7 @@ pub(crate) async fn list_messages(id: PathId, state: AppState, caller: Caller, q
         return newest_page(&state, id, &caller, PageKey { limit, root_only }).await;
     }
     require_member(&state.db, id, &caller).await?;
-    let rows = page_rows(&state, id, before, after, PageKey { limit, root_only }).await?;
+    let rows = page_rows(&state.db, id, before, after, PageKey { limit, root_only }).await?;
     ok_json(&message_views(&state.db, rows, true).await?)
 }
 
@@ -96,7 +97,7 @@ async fn newest_page(state: &AppState, id: Uuid, caller: &Caller, key: PageKey) 
     if version.is_none() {
         require_member(&state.db, id, caller).await?;
     }
-    let rows = page_rows(state, id, None, None, key).await?;
+    let rows = page_rows(&state.db, id, None, None, key).await?;
     let valid_until = rows.iter().filter_map(|m| m.expires_at).min();
     let views = message_views(&state.db, rows, true).await?;
     let body = bytes::Bytes::from(serde_json::to_vec(&views).map_err(ApiError::internal)?);
@@ -109,35 +110,6 @@ async fn newest_page(state: &AppState, id: Uuid, caller: &Caller, key: PageKey) 
         });
     }
     ok_json_bytes(body)
-}
-
-/// A history page's rows, newest first. With `after`, the `limit` messages right after it.
-async fn page_rows(
-    state: &AppState,
-    id: Uuid,
-    before: Option<Uuid>,
-    after: Option<Uuid>,
-    key: PageKey,
-) -> ApiResult<Vec<messages::Model>> {
-    let mut select = messages::Entity::find()
-        .filter(messages::Column::ChannelId.eq(id))
-        .filter(visible(palaver_entity::now()));
-    if let Some(before) = before {
-        select = select.filter(messages::Column::Id.lt(before));
-    }
-    if let Some(after) = after {
-        select = select.filter(messages::Column::Id.gt(after));
-    }
-    if key.root_only {
-        select = select.filter(messages::Column::ThreadId.is_null());
-    }
-    Ok(if after.is_some() {
-        let mut rows = select.order_by_asc(messages::Column::Id).limit(key.limit).all(&state.db).await?;
-        rows.reverse();
-        rows
-    } else {
-        select.order_by_desc(messages::Column::Id).limit(key.limit).all(&state.db).await?
-    })
 }
 
 /// GET /api/channels/{id}/threads/{msg_id}?before=&limit= — replies oldest first.
@@ -237,16 +209,6 @@ async fn parse_search(state: &AppState, query: &QueryParams) -> ApiResult<Search
     })
 }
 
-/// The text a message is searched by: its payload read as UTF-8 (lossy), or a webhook's content.
-fn searchable_text(m: &messages::Model) -> String {
-    if m.message_type == "webhook"
-        && let Some(serde_json::Value::String(content)) = MessageCore::from(m).content
-    {
-        return content.to_lowercase();
-    }
-    String::from_utf8_lossy(&m.ciphertext).to_lowercase()
-}
-
 /// Scans candidates in `scope` newest first, matching in Rust (portable, and a non-UTF-8
 /// payload can never fail the query). Pages are read on the async side; the matching
 /// (lowercasing up to 64 KiB per payload) runs on the blocking pool, one batch per core at a
@@ -326,11 +288,6 @@ struct Scan {
     bytes: usize,
     /// The budget ended the scan before the candidates or the wanted results did.
     truncated: bool,
-}
-
-/// The bytes a candidate costs to match.
-fn payload_len(m: &messages::Model) -> usize {
-    m.ciphertext.len() + m.webhook_content.as_ref().map_or(0, String::len)
 }
 
 /// The wire's bare array, with the scan's outcome in headers.
@@ -485,31 +442,4 @@ pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, c
     })
     .await?;
     ok_empty()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_utf8_payloads_are_searchable_without_failing() {
-        let m = messages::Model {
-            id: Uuid::nil(),
-            channel_id: Uuid::nil(),
-            sender_id: None,
-            ciphertext: vec![0xff, b'H', b'e', b'L', b'L', b'o', 0xfe],
-            nonce: vec![1],
-            message_type: "text".into(),
-            reply_to_id: None,
-            sender_key_id: None,
-            thread_id: None,
-            edited_at: None,
-            deleted_at: None,
-            quarantined_at: None,
-            expires_at: None,
-            webhook_content: None,
-            created_at: palaver_entity::now(),
-        };
-        assert!(searchable_text(&m).contains("hello"));
-    }
 }
