@@ -73,6 +73,16 @@ impl FileStore {
         })
     }
 
+    /// Removes committed-away blobs, each `(blob, thumbnail)`; a failure is logged (the rows
+    /// are gone already).
+    pub async fn remove_blobs(&self, paths: &[(String, Option<String>)]) {
+        for (blob, thumbnail) in paths {
+            for relative in std::iter::once(blob).chain(thumbnail.iter()) {
+                self.remove(relative).await;
+            }
+        }
+    }
+
     /// Deletes a stored blob; a blob that is already gone is fine.
     pub async fn remove(&self, relative: &str) {
         let result = match self.absolute(relative) {

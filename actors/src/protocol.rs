@@ -691,7 +691,13 @@ mod tests {
         assert_eq!(key(r#","client_nonce":null"#), Ok(None));
         assert_eq!(key(r#","client_nonce":"abc""#), Ok(Some("abc".into())));
         assert_eq!(key(&format!(r#","client_nonce":"{}""#, "x".repeat(64))), Ok(Some("x".repeat(64))));
-        for bad in [r#","client_nonce":5"#, r#","client_nonce":"""#, r#","client_nonce":[]"#, r#","client_nonce":{"a":[1,{"b":true}]}"#, r#","client_nonce":false"#] {
+        for bad in [
+            r#","client_nonce":5"#,
+            r#","client_nonce":"""#,
+            r#","client_nonce":[]"#,
+            r#","client_nonce":{"a":[1,{"b":true}]}"#,
+            r#","client_nonce":false"#,
+        ] {
             assert!(key(bad).is_err(), "{bad}");
         }
         assert!(key(&format!(r#","client_nonce":"{}""#, "x".repeat(65))).is_err());

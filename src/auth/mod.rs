@@ -3,6 +3,8 @@
 pub mod hashing;
 pub mod lockout;
 pub mod password;
+pub mod sessions;
+pub mod signup;
 pub mod tokens;
 pub mod totp;
 

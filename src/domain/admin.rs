@@ -11,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 
 /// Longest suspension reason, in bytes after trimming.
 pub const MAX_SUSPEND_REASON_BYTES: usize = 500;
@@ -185,7 +186,7 @@ pub const DEFAULT_PER_PAGE: i64 = 50;
 pub const MAX_PER_PAGE: i64 = 100;
 
 impl Page {
-    pub fn from_query(query: &HashMap<String, String>) -> ApiResult<Self> {
+    pub fn from_query(query: &QueryParams) -> ApiResult<Self> {
         let page = int_param(query, "page")?.unwrap_or(1).clamp(1, MAX_PAGE);
         let per_page = int_param(query, "per_page")?.unwrap_or(DEFAULT_PER_PAGE).clamp(1, MAX_PER_PAGE);
         Ok(Self { page: page as u64, per_page: per_page as u64 })
@@ -197,8 +198,8 @@ impl Page {
 }
 
 /// An optional integer query parameter; 400 when present but not an integer.
-pub fn int_param(query: &HashMap<String, String>, key: &str) -> ApiResult<Option<i64>> {
-    match query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+pub fn int_param(query: &QueryParams, key: &str) -> ApiResult<Option<i64>> {
+    match query.text(key) {
         None => Ok(None),
         Some(raw) => {
             raw.parse().map(Some).map_err(|_| ApiError::validation(format!("{key} must be an integer")))
@@ -207,8 +208,8 @@ pub fn int_param(query: &HashMap<String, String>, key: &str) -> ApiResult<Option
 }
 
 /// An optional UUID query parameter; 400 when malformed.
-pub fn uuid_param(query: &HashMap<String, String>, key: &str) -> ApiResult<Option<Uuid>> {
-    match query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+pub fn uuid_param(query: &QueryParams, key: &str) -> ApiResult<Option<Uuid>> {
+    match query.text(key) {
         None => Ok(None),
         Some(raw) => {
             Uuid::parse_str(raw).map(Some).map_err(|_| ApiError::validation(format!("{key} must be a UUID")))
@@ -220,8 +221,10 @@ pub fn uuid_param(query: &HashMap<String, String>, key: &str) -> ApiResult<Optio
 mod tests {
     use super::*;
 
-    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn query(pairs: &[(&str, &str)]) -> QueryParams {
+        QueryParams::from(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        )
     }
 
     #[test]

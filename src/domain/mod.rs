@@ -1,15 +1,21 @@
 //! Domain types: validated input and the wire views of stored rows.
 
 pub mod admin;
+pub mod admin_users;
 pub mod announcement;
 pub mod assets;
 pub mod bookmark;
 pub mod channel;
+pub mod channel_list;
+pub mod channel_write;
 pub mod community;
+pub mod community_store;
 pub mod feedback;
 pub mod file;
 pub mod gif;
 pub mod group;
+pub mod group_store;
+pub mod history;
 pub mod invite;
 pub mod keys;
 pub mod link_preview;
@@ -17,6 +23,7 @@ pub mod message;
 pub mod poll;
 pub mod posting;
 pub mod profile;
+pub mod purge;
 pub mod registration;
 pub mod report;
 pub mod scheduled;

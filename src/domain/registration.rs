@@ -218,3 +218,10 @@ mod tests {
         assert!(normalize_recovery_code("ABCD-EFGH").is_err());
     }
 }
+
+/// What a recovery (or a regenerated code) answers: the new code, shown once.
+#[derive(serde::Serialize)]
+pub struct RecoveryCodeResponse {
+    /// The new recovery code.
+    pub recovery_code: String,
+}

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use palaver_entity::messages;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
+
+use crate::domain::message::MessageCore;
 
 /// Running searches per user, and the matching pool shared by all of them.
 pub struct SearchGate {
@@ -62,9 +65,47 @@ impl Drop for SearchSlot {
     }
 }
 
+/// `raw` with `%`, `_` and the escape character (`\\`) escaped, to match literally in a
+/// LIKE pattern.
+pub fn like_escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A LIKE pattern matching any text that contains `needle` literally.
+pub fn like_contains(needle: &str) -> String {
+    format!("%{}%", like_escape(needle))
+}
+
+/// The text a message is searched by: its payload read as UTF-8 (lossy), or a webhook's content.
+pub fn searchable_text(m: &messages::Model) -> String {
+    if m.message_type == "webhook"
+        && let Some(serde_json::Value::String(content)) = MessageCore::from(m).content
+    {
+        return content.to_lowercase();
+    }
+    String::from_utf8_lossy(&m.ciphertext).to_lowercase()
+}
+
+/// The bytes a candidate costs to match.
+pub fn payload_len(m: &messages::Model) -> usize {
+    m.ciphertext.len() + m.webhook_content.as_ref().map_or(0, String::len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_contains("a%b_c"), "%a\\%b\\_c%");
+    }
 
     #[test]
     fn slots_are_per_user_and_freed_on_drop() {
@@ -83,5 +124,28 @@ mod tests {
         let gate = Arc::new(SearchGate::new(1));
         drop(gate.enter(Uuid::new_v4()).unwrap());
         assert!(gate.running.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn non_utf8_payloads_are_searchable_without_failing() {
+        let m = messages::Model {
+            id: Uuid::nil(),
+            channel_id: Uuid::nil(),
+            sender_id: None,
+            ciphertext: vec![0xff, b'H', b'e', b'L', b'L', b'o', 0xfe],
+            nonce: vec![1],
+            message_type: "text".into(),
+            reply_to_id: None,
+            sender_key_id: None,
+            thread_id: None,
+            edited_at: None,
+            deleted_at: None,
+            quarantined_at: None,
+            expires_at: None,
+            webhook_content: None,
+            created_at: palaver_entity::now(),
+            client_nonce: None,
+        };
+        assert!(searchable_text(&m).contains("hello"));
     }
 }

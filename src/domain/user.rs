@@ -1,9 +1,14 @@
 //! The User object of the wire (rest-auth-account-users.md) and user-related validation.
 
+use std::collections::HashMap;
+
 use palaver_actors::wire_time::rfc3339;
 use palaver_entity::users;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::error::ApiResult;
 
 /// The public User object: what login, `/account/me`, `/users/*` and DM listings return.
 #[derive(Debug, Clone, Serialize)]
@@ -58,4 +63,21 @@ pub fn profile_updated_frame(u: &users::Model) -> palaver_actors::protocol::Serv
         bio: u.bio.clone(),
         pronouns: u.pronouns.clone(),
     }
+}
+
+/// Users by id (for views that show names).
+pub async fn users_by_id(
+    db: &impl ConnectionTrait,
+    ids: Vec<Uuid>,
+) -> ApiResult<HashMap<Uuid, users::Model>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(users::Entity::find()
+        .filter(users::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect())
 }

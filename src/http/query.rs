@@ -25,6 +25,12 @@ pub struct Page {
     pub offset: u64,
 }
 
+impl From<HashMap<String, String>> for QueryParams {
+    fn from(map: HashMap<String, String>) -> Self {
+        Self(map)
+    }
+}
+
 impl QueryParams {
     /// The trimmed value of `key`; `None` when absent or blank.
     pub fn text(&self, key: &str) -> Option<&str> {

@@ -16,12 +16,13 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::auth::{RecoveryCodeResponse, end_logins, revoke_all_refresh_tokens};
 use crate::audit;
 use crate::auth::Caller;
 use crate::auth::password;
+use crate::auth::sessions::{current_user, end_logins, revoke_all_refresh_tokens};
 use crate::auth::tokens::hash_token;
 use crate::domain::profile::{ProfileRequest, ProfileUpdate};
+use crate::domain::registration::RecoveryCodeResponse;
 use crate::domain::registration::new_recovery_code;
 use crate::domain::session::SessionView;
 use crate::domain::user::{UserView, profile_updated_frame};
@@ -31,11 +32,6 @@ use crate::state::AppState;
 
 /// Largest stored preferences object, serialized (wire: 16 384 bytes).
 pub const PREFERENCES_MAX_BYTES: usize = 16 * 1024;
-
-/// The caller's own row; 401 when the account no longer exists.
-pub(crate) async fn current_user(state: &AppState, caller: &Caller) -> ApiResult<users::Model> {
-    users::Entity::find_by_id(caller.user_id).one(&state.db).await?.ok_or(ApiError::Unauthorized)
-}
 
 /// GET /api/account/me
 pub(crate) async fn get_me(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {

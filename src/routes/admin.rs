@@ -6,7 +6,7 @@
 //! overview. Users are in admin_users.rs, purges / quarantine / audit log / reports in
 //! admin_moderation.rs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use palaver_entity::{announcements, registration_invites, webhooks};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
@@ -21,6 +21,7 @@ use crate::domain::admin::{Page, WebhookOverview};
 use crate::domain::announcement::{self, AnnouncementView, announcement_frame};
 use crate::domain::invite::{self, RegistrationInviteView};
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
@@ -206,7 +207,7 @@ struct WebhookPage {
 pub(crate) async fn list_webhooks(
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> ApiResult<warp::reply::Response> {
     admin_only(&caller)?;
     let page = Page::from_query(&query)?;

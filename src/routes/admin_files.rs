@@ -5,8 +5,6 @@
 //!
 //! Kept apart from routes/admin.rs so the two grow without stepping on each other.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use palaver_entity::{blocked_hashes, files};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, LikeExpr};
@@ -21,13 +19,11 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
+use crate::domain::search::{like_contains, like_escape};
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::query_bool;
-use crate::routes::files::remove_blobs;
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
 
 /// Admin page/per_page pagination (wire README, style 3).
 const MAX_PAGE: u64 = 10_000;
@@ -38,9 +34,9 @@ const MAX_PER_PAGE: u64 = 100;
 // Query helpers
 
 /// `page` (1-based, clamped 1–10000) and `per_page` (1–100, default 50); 400 when not numbers.
-fn paging(query: &Params) -> ApiResult<(u64, u64)> {
+fn paging(query: &QueryParams) -> ApiResult<(u64, u64)> {
     let int = |key: &str| -> ApiResult<Option<i64>> {
-        match query.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        match query.text(key) {
             None => Ok(None),
             Some(raw) => {
                 raw.parse().map(Some).map_err(|_| ApiError::validation(format!("{key} must be an integer")))
@@ -50,22 +46,6 @@ fn paging(query: &Params) -> ApiResult<(u64, u64)> {
     let page = int("page")?.unwrap_or(1).clamp(1, MAX_PAGE as i64) as u64;
     let per_page = int("per_page")?.unwrap_or(DEFAULT_PER_PAGE as i64).clamp(1, MAX_PER_PAGE as i64) as u64;
     Ok((page, per_page))
-}
-
-/// An RFC 3339 bound; unparsable values are ignored (wire).
-fn query_time(query: &Params, key: &str) -> Option<DateTime<Utc>> {
-    query.get(key).and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok()).map(|t| t.with_timezone(&Utc))
-}
-
-fn like_escape(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -80,36 +60,36 @@ struct FilePage {
 }
 
 /// GET /api/admin/files
-pub(crate) async fn list_files(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_files(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
     let (page, per_page) = paging(&query)?;
     let mut select = files::Entity::find();
-    if let Some(raw) = query.get("user_id").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    if let Some(raw) = query.text("user_id") {
         let user_id = Uuid::parse_str(raw).map_err(|_| ApiError::validation("user_id must be a UUID"))?;
         select = select.filter(files::Column::UploaderId.eq(user_id));
     }
-    if let Some(search) = query.get("search").map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        let pattern = format!("%{}%", like_escape(&search.to_lowercase()));
+    if let Some(search) = query.text("search") {
+        let pattern = like_contains(&search.to_lowercase());
         select = select.filter(
             Expr::expr(Func::lower(Expr::col((files::Entity, files::Column::EncryptedName))))
                 .like(LikeExpr::new(pattern).escape('\\')),
         );
     }
-    if let Some(prefix) = query.get("content_type").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+    if let Some(prefix) = query.text("content_type") {
         let pattern = format!("{}%", like_escape(&prefix.to_ascii_lowercase()));
         select = select.filter(
             Expr::expr(Func::lower(Expr::col((files::Entity, files::Column::ContentType))))
                 .like(LikeExpr::new(pattern).escape('\\')),
         );
     }
-    if let Some(from) = query_time(&query, "date_from") {
+    if let Some(from) = query.time("date_from") {
         select = select.filter(files::Column::CreatedAt.gte(from));
     }
-    if let Some(to) = query_time(&query, "date_to") {
+    if let Some(to) = query.time("date_to") {
         select = select.filter(files::Column::CreatedAt.lte(to));
     }
     let total = select.clone().count(&state.db).await?;
-    if query.get("sort").map(|s| s.trim()) == Some("size") {
+    if query.text("sort") == Some("size") {
         select = select.order_by_desc(files::Column::SizeBytes);
     }
     let rows = select
@@ -128,11 +108,11 @@ pub(crate) async fn delete_file(
     state: AppState,
     caller: Caller,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     admin_only(&caller)?;
     let id = id.get()?;
-    let block = query_bool(&query, "block_hashes")?;
+    let block = query.flag("block_hashes")?;
     let txn = crate::db::begin_write(&state.db).await?;
     let file = find_file(&txn, id).await?;
     let deleted = files::Entity::delete_by_id(id).exec(&txn).await?;
@@ -146,7 +126,7 @@ pub(crate) async fn delete_file(
         false
     };
     txn.commit().await?;
-    remove_blobs(&state, &file).await;
+    state.uploads.store.remove_blobs(&[(file.storage_path.clone(), file.thumbnail_path.clone())]).await;
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -235,7 +215,7 @@ pub(crate) async fn storage_stats(state: AppState, caller: Caller) -> Reply {
 // Blocked hashes
 
 /// GET /api/admin/blocked-hashes
-pub(crate) async fn list_blocked_hashes(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_blocked_hashes(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
     let (page, per_page) = paging(&query)?;
     let rows = blocked_hashes::Entity::find()

@@ -4,20 +4,17 @@
 //!
 //! Purges differ from the mirror as the issue asks: subscribers of the affected channels get
 //! `message_deleted` for the purged messages (the mirror tells nobody). The number of live
-//! frames is bounded (see [`LIVE_DELETIONS_PER_CHANNEL`]) so a large purge cannot overflow a
+//! frames is bounded (see `domain::purge::LIVE_DELETIONS_PER_CHANNEL`) so a large purge cannot overflow a
 //! subscriber's outbound queue; history reads drop every purged message regardless.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use palaver_actors::channel::Effect;
 use palaver_actors::protocol::ServerFrame;
-use palaver_entity::{audit_log, blocked_hashes, channels, files, messages, reports, users};
+use palaver_entity::{audit_log, messages, reports};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -25,109 +22,16 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::{Caller, admin_only};
 use crate::domain::admin::{self, AuditEntryView, Page, PurgeResult, uuid_param};
+use crate::domain::channel_write::{apply_effects, write_channel};
+use crate::domain::purge::{PurgeTarget, purge};
 use crate::domain::report::ReportView;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{apply_effects, query_bool, write_channel};
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
-
-/// Most `message_deleted` frames one purge sends to a channel (the newest purged messages,
-/// which are the ones clients have loaded); kept well below the per-socket outbound queue.
-pub const LIVE_DELETIONS_PER_CHANNEL: u64 = 500;
-/// Most purged messages looked at for live frames in one purge (bounds memory).
-const LIVE_DELETIONS_SCAN: u64 = 5_000;
-/// Reason stored on hashes a purge blocks.
-const PURGE_BLOCK_REASON: &str = "blocked by an admin purge";
-
-// ---------------------------------------------------------------------------------------
-// File blobs
-
-/// Removes file blobs and thumbnails (after their rows are gone) through the file store,
-/// which refuses paths that would leave the storage directory; a missing blob is fine.
-pub async fn remove_blobs(state: &AppState, paths: &[(String, Option<String>)]) {
-    for (blob, thumbnail) in paths {
-        for relative in std::iter::once(blob).chain(thumbnail.iter()) {
-            state.uploads.store.remove(relative).await;
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Purge
-
-/// Deletes the file rows matching `condition` and (when `block`) adds their checksums to the
-/// blocklist. Returns the blobs to remove once committed, and how many hashes were new.
-async fn purge_files(
-    txn: &impl ConnectionTrait,
-    condition: Condition,
-    block: bool,
-    caller: &Caller,
-) -> ApiResult<(Vec<(String, Option<String>)>, u64)> {
-    let rows = files::Entity::find().filter(condition.clone()).all(txn).await?;
-    if rows.is_empty() {
-        return Ok((Vec::new(), 0));
-    }
-    files::Entity::delete_many().filter(condition).exec(txn).await?;
-    let mut blocked = 0;
-    if block {
-        let checksums: BTreeSet<String> = rows.iter().map(|f| f.checksum.to_ascii_lowercase()).collect();
-        let known: BTreeSet<String> = blocked_hashes::Entity::find()
-            .select_only()
-            .column(blocked_hashes::Column::Hash)
-            .filter(blocked_hashes::Column::Hash.is_in(checksums.iter().cloned().collect::<Vec<_>>()))
-            .into_tuple::<String>()
-            .all(txn)
-            .await?
-            .into_iter()
-            .collect();
-        let now = palaver_entity::now();
-        let new: Vec<blocked_hashes::ActiveModel> = checksums
-            .difference(&known)
-            .map(|hash| blocked_hashes::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                hash: Set(hash.clone()),
-                reason: Set(Some(PURGE_BLOCK_REASON.into())),
-                blocked_by: Set(Some(caller.user_id)),
-                created_at: Set(now),
-            })
-            .collect();
-        blocked = new.len() as u64;
-        if !new.is_empty() {
-            blocked_hashes::Entity::insert_many(new).exec_without_returning(txn).await?;
-        }
-    }
-    let blobs = rows.into_iter().map(|f| (f.storage_path, f.thumbnail_path)).collect();
-    Ok((blobs, blocked))
-}
-
-/// The newest purged messages per channel (at most [`LIVE_DELETIONS_PER_CHANNEL`] each), read
-/// before the delete so subscribers can be told afterwards.
-async fn live_deletions(
-    txn: &impl ConnectionTrait,
-    condition: Condition,
-) -> ApiResult<HashMap<Uuid, Vec<Uuid>>> {
-    let rows: Vec<(Uuid, Uuid)> = messages::Entity::find()
-        .select_only()
-        .column(messages::Column::Id)
-        .column(messages::Column::ChannelId)
-        .filter(condition)
-        .filter(messages::Column::DeletedAt.is_null())
-        .order_by_desc(messages::Column::Id)
-        .limit(LIVE_DELETIONS_SCAN)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let mut per_channel: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    for (id, channel) in rows {
-        let list = per_channel.entry(channel).or_default();
-        if (list.len() as u64) < LIVE_DELETIONS_PER_CHANNEL {
-            list.push(id);
-        }
-    }
-    Ok(per_channel)
-}
 
 /// Tells each channel's subscribers (if it is open anywhere) that its messages are gone,
 /// through the channel's actor (the purge spanned channels, so it committed outside their
@@ -140,7 +44,7 @@ async fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uu
                 Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id, channel_id: *channel_id })
             })
             .collect();
-        apply_effects(state, *channel_id, effects).await;
+        apply_effects(&state.hub, *channel_id, effects).await;
     }
 }
 
@@ -151,17 +55,17 @@ pub(crate) async fn purge_message(
     state: AppState,
     caller: Caller,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     admin_only(&caller)?;
     let id = id.get()?;
-    let block = query_bool(&query, "block_hashes")?;
+    let block = query.flag("block_hashes")?;
     let message = messages::Entity::find_by_id(id)
         .one(&state.db)
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     let db = state.db.clone();
-    write_channel(&state, message.channel_id, None, async move {
+    write_channel(&state.hub, message.channel_id, None, async move {
         let deleted = messages::Entity::delete_by_id(id).exec(&db).await?;
         if deleted.rows_affected == 0 {
             return Err(ApiError::not_found("message"));
@@ -197,7 +101,7 @@ pub(crate) async fn purge_user_messages(
     state: AppState,
     caller: ApiResult<Caller>,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     purge_everything_of(PurgeTarget::User, id, &state, caller, &client, &query).await
 }
@@ -209,56 +113,9 @@ pub(crate) async fn purge_channel(
     state: AppState,
     caller: ApiResult<Caller>,
     client: ClientInfo,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     purge_everything_of(PurgeTarget::Channel, id, &state, caller, &client, &query).await
-}
-
-/// Whose messages and files a bulk purge removes.
-#[derive(Clone, Copy)]
-enum PurgeTarget {
-    /// Everything a user sent or uploaded.
-    User,
-    /// Everything in a channel.
-    Channel,
-}
-
-/// What a bulk purge deletes and how its audit entry names the target.
-struct PurgeScope {
-    messages: Condition,
-    files: Condition,
-    audit_action: &'static str,
-    audit_id_key: &'static str,
-}
-
-impl PurgeTarget {
-    /// The scope of purging `id`; 404 when there is no such user or channel.
-    async fn scope(self, state: &AppState, id: Uuid) -> ApiResult<PurgeScope> {
-        match self {
-            Self::User => {
-                if users::Entity::find_by_id(id).one(&state.db).await?.is_none() {
-                    return Err(ApiError::not_found("user"));
-                }
-                Ok(PurgeScope {
-                    messages: Condition::all().add(messages::Column::SenderId.eq(id)),
-                    files: Condition::all().add(files::Column::UploaderId.eq(id)),
-                    audit_action: "admin_purge_user_messages",
-                    audit_id_key: "target_user_id",
-                })
-            }
-            Self::Channel => {
-                if channels::Entity::find_by_id(id).one(&state.db).await?.is_none() {
-                    return Err(ApiError::not_found("channel"));
-                }
-                Ok(PurgeScope {
-                    messages: Condition::all().add(messages::Column::ChannelId.eq(id)),
-                    files: Condition::all().add(files::Column::ChannelId.eq(id)),
-                    audit_action: "admin_purge_channel",
-                    audit_id_key: "channel_id",
-                })
-            }
-        }
-    }
 }
 
 /// The bulk purges share one shape: admin check, the target must exist (404), one purge
@@ -269,16 +126,18 @@ async fn purge_everything_of(
     state: &AppState,
     caller: ApiResult<Caller>,
     client: &ClientInfo,
-    query: &Params,
+    query: &QueryParams,
 ) -> Reply {
     let caller = caller?;
     admin_only(&caller)?;
     let id = id.get()?;
-    let block = query_bool(query, "block_hashes")?;
-    let scope = target.scope(state, id).await?;
-    let (result, live, blobs) = purge(state, &caller, scope.messages, scope.files, block).await?;
+    let block = query.flag("block_hashes")?;
+    let scope = target.scope(&state.db, id).await?;
+    let (result, live, blobs) = purge(&state.db, &caller, scope.messages, scope.files, block).await?;
+    // The purge may reach any number of channels (`live` lists only the newest ones).
+    state.hub.all_history_changed();
     announce_deletions(state, &live).await;
-    remove_blobs(state, &blobs).await;
+    state.uploads.store.remove_blobs(&blobs).await;
     let meta = json!({
         (scope.audit_id_key): id,
         "block_hashes": block,
@@ -288,32 +147,6 @@ async fn purge_everything_of(
     });
     audit::record(&state.db, Some(caller.user_id), scope.audit_action, Some(client), Some(meta)).await;
     ok_json(&result)
-}
-
-type PurgeOutcome = (PurgeResult, HashMap<Uuid, Vec<Uuid>>, Vec<(String, Option<String>)>);
-
-/// One transaction: messages in `scope`, files in `file_scope` (and their hashes when
-/// `block`). Returns the counts, the live deletions to announce and the blobs to remove.
-async fn purge(
-    state: &AppState,
-    caller: &Caller,
-    scope: Condition,
-    file_scope: Condition,
-    block: bool,
-) -> ApiResult<PurgeOutcome> {
-    let txn = crate::db::begin_write(&state.db).await?;
-    let live = live_deletions(&txn, scope.clone()).await?;
-    let deleted = messages::Entity::delete_many().filter(scope).exec(&txn).await?;
-    let (blobs, hashes_blocked) = purge_files(&txn, file_scope, block, caller).await?;
-    txn.commit().await?;
-    // The purge may reach any number of channels (`live` lists only the newest ones).
-    state.hub.all_history_changed();
-    let result = PurgeResult {
-        messages_deleted: deleted.rows_affected,
-        files_deleted: blobs.len() as u64,
-        hashes_blocked,
-    };
-    Ok((result, live, blobs))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -359,7 +192,7 @@ async fn set_quarantine(
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
     let db = state.db.clone();
-    write_channel(&state, channel_id, None, async move {
+    write_channel(&state.hub, channel_id, None, async move {
         let update = messages::Entity::update_many().filter(messages::Column::Id.eq(id));
         let update = if quarantine {
             update
@@ -393,28 +226,23 @@ struct AuditPage {
     per_page: u64,
 }
 
-/// An RFC 3339 bound, or `None` when absent or unparsable (ignored, like the files list).
-fn time_param(query: &Params, key: &str) -> Option<DateTime<Utc>> {
-    query.get(key).and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok()).map(|t| t.with_timezone(&Utc))
-}
-
 /// GET /api/admin/audit-log?page=&per_page=&action=&user_id=&date_from=&date_to= — newest
 /// first. `date_from` / `date_to` (inclusive, RFC 3339) are a Palaver extension.
-pub(crate) async fn list_audit_log(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_audit_log(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let user_id = uuid_param(&query, "user_id")?;
     let mut filter = Condition::all();
-    if let Some(action) = query.get("action").map(|a| a.trim()).filter(|a| !a.is_empty()) {
+    if let Some(action) = query.text("action") {
         filter = filter.add(audit_log::Column::Action.eq(action));
     }
     if let Some(user_id) = user_id {
         filter = filter.add(audit_log::Column::UserId.eq(user_id));
     }
-    if let Some(from) = time_param(&query, "date_from") {
+    if let Some(from) = query.time("date_from") {
         filter = filter.add(audit_log::Column::CreatedAt.gte(from));
     }
-    if let Some(to) = time_param(&query, "date_to") {
+    if let Some(to) = query.time("date_to") {
         filter = filter.add(audit_log::Column::CreatedAt.lte(to));
     }
     let total = audit_log::Entity::find().filter(filter.clone()).count(&state.db).await?;
@@ -446,11 +274,11 @@ struct ReportPage {
 }
 
 /// GET /api/admin/reports?status=&page=&per_page= — newest first.
-pub(crate) async fn list_reports(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_reports(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
     let page = Page::from_query(&query)?;
     let mut filter = Condition::all();
-    if let Some(status) = query.get("status").filter(|s| !s.trim().is_empty()) {
+    if let Some(status) = query.raw("status").filter(|s| !s.trim().is_empty()) {
         filter = filter.add(reports::Column::Status.eq(admin::report_status_filter(status)?));
     }
     let total = reports::Entity::find().filter(filter.clone()).count(&state.db).await?;

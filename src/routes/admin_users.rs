@@ -6,42 +6,29 @@
 //! open sockets at once (the mirror leaves them open), and the instance owner is protected
 //! from every admin action (suspend, delete, demote, password reset).
 
-use std::collections::{HashMap, HashSet};
-
 use palaver_actors::channel::{Effect, MemberChange};
 use palaver_actors::registry::Logins;
 use palaver_actors::roles::InstanceRole;
-use palaver_entity::{
-    channel_members, channels, communities, community_members, dm_pairs, files, group_members, groups, users,
-};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use palaver_entity::users;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit;
+use crate::auth::sessions::{end_logins, revoke_all_refresh_tokens};
 use crate::auth::{Caller, admin_only, owner_only, password};
-use crate::domain::admin::{self, AdminUserView, Membership, int_param, sort_memberships};
+use crate::domain::admin::{self, int_param};
+use crate::domain::admin_users::{Deletion, delete_account, find_user, search_users};
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::admin_moderation::remove_blobs;
-use crate::routes::auth::{end_logins, revoke_all_refresh_tokens};
-use crate::routes::messages::like_contains;
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
 
 /// `GET /admin/users`: default and largest page.
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 100;
-
-async fn find_user(db: &impl ConnectionTrait, id: Uuid) -> ApiResult<users::Model> {
-    users::Entity::find_by_id(id).one(db).await?.ok_or_else(|| ApiError::not_found("user"))
-}
 
 fn not_on_self(caller: &Caller, target: Uuid, what: &str) -> ApiResult<()> {
     if caller.user_id == target {
@@ -56,120 +43,16 @@ fn not_on_self(caller: &Caller, target: Uuid, what: &str) -> ApiResult<()> {
 /// GET /api/admin/users?search=&limit=&offset= (client) · ?q=&page= (seed; pages of `limit`)
 ///
 /// Newest account first; `search` matches username, display name or email, case-insensitively.
-pub(crate) async fn list_users(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_users(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
-    let search = query.get("search").or_else(|| query.get("q")).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let search = query.raw("search").or_else(|| query.raw("q")).map(|s| s.trim()).filter(|s| !s.is_empty());
     let limit = int_param(&query, "limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT) as u64;
     let offset = match (int_param(&query, "offset")?, int_param(&query, "page")?) {
         (Some(offset), _) => Ord::max(offset, 0) as u64,
         (None, Some(page)) => (page.clamp(1, admin::MAX_PAGE) as u64 - 1) * limit,
         (None, None) => 0,
     };
-    let mut select = users::Entity::find();
-    if let Some(search) = search {
-        let pattern = like_contains(&search.to_lowercase());
-        let matches = |column: users::Column| {
-            Expr::expr(Func::lower(Expr::col((users::Entity, column))))
-                .like(LikeExpr::new(pattern.clone()).escape('\\'))
-        };
-        select = select.filter(
-            Condition::any()
-                .add(matches(users::Column::Username))
-                .add(matches(users::Column::DisplayName))
-                .add(matches(users::Column::Email)),
-        );
-    }
-    let rows = select
-        .order_by_desc(users::Column::CreatedAt)
-        .order_by_desc(users::Column::Id)
-        .offset(offset)
-        .limit(limit)
-        .all(&state.db)
-        .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|u| u.id).collect();
-    let (mut groups_of, mut communities_of) = memberships(&state.db, &ids).await?;
-    let views: Vec<AdminUserView> = rows
-        .iter()
-        .map(|u| {
-            AdminUserView::new(
-                u,
-                groups_of.remove(&u.id).unwrap_or_default(),
-                communities_of.remove(&u.id).unwrap_or_default(),
-            )
-        })
-        .collect();
-    ok_json(&views)
-}
-
-type MembershipMap = HashMap<Uuid, Vec<Membership>>;
-
-/// user → groups and user → communities (`{id, name, role}`, by name) for `ids`.
-async fn memberships(db: &impl ConnectionTrait, ids: &[Uuid]) -> ApiResult<(MembershipMap, MembershipMap)> {
-    if ids.is_empty() {
-        return Ok(Default::default());
-    }
-    let group_rows = group_members::Entity::find()
-        .filter(group_members::Column::UserId.is_in(ids.to_vec()))
-        .all(db)
-        .await?;
-    let community_rows = community_members::Entity::find()
-        .filter(community_members::Column::UserId.is_in(ids.to_vec()))
-        .all(db)
-        .await?;
-    let group_names: HashMap<Uuid, String> = if group_rows.is_empty() {
-        HashMap::new()
-    } else {
-        groups::Entity::find()
-            .select_only()
-            .column(groups::Column::Id)
-            .column(groups::Column::Name)
-            .filter(groups::Column::Id.is_in(group_rows.iter().map(|m| m.group_id).collect::<Vec<_>>()))
-            .into_tuple::<(Uuid, String)>()
-            .all(db)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let community_names: HashMap<Uuid, String> = if community_rows.is_empty() {
-        HashMap::new()
-    } else {
-        communities::Entity::find()
-            .select_only()
-            .column(communities::Column::Id)
-            .column(communities::Column::Name)
-            .filter(
-                communities::Column::Id
-                    .is_in(community_rows.iter().map(|m| m.community_id).collect::<Vec<_>>()),
-            )
-            .into_tuple::<(Uuid, String)>()
-            .all(db)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let mut groups_of = MembershipMap::new();
-    for m in group_rows {
-        if let Some(name) = group_names.get(&m.group_id) {
-            groups_of.entry(m.user_id).or_default().push(Membership {
-                id: m.group_id,
-                name: name.clone(),
-                role: m.role,
-            });
-        }
-    }
-    let mut communities_of = MembershipMap::new();
-    for m in community_rows {
-        if let Some(name) = community_names.get(&m.community_id) {
-            communities_of.entry(m.user_id).or_default().push(Membership {
-                id: m.community_id,
-                name: name.clone(),
-                role: m.role,
-            });
-        }
-    }
-    sort_memberships(&mut groups_of);
-    sort_memberships(&mut communities_of);
-    Ok((groups_of, communities_of))
+    ok_json(&search_users(&state.db, search, offset, limit).await?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -271,39 +154,8 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
     if target.is_admin {
         return Err(ApiError::validation("revoke the user's admin role before deleting the account"));
     }
-    let heir: Option<Uuid> = users::Entity::find()
-        .select_only()
-        .column(users::Column::Id)
-        .filter(users::Column::IsOwner.eq(true))
-        .filter(users::Column::Id.ne(id))
-        .order_by_asc(users::Column::CreatedAt)
-        .into_tuple()
-        .one(&state.db)
-        .await?;
-
-    let txn = crate::db::begin_write(&state.db).await?;
-    let (owned_communities, owned_groups) = reassign_ownership(&txn, id, heir).await?;
-    let dm_deleted = delete_lonely_dms(&txn, id).await?;
-    let member_of: Vec<Uuid> = channel_members::Entity::find()
-        .select_only()
-        .column(channel_members::Column::ChannelId)
-        .filter(channel_members::Column::UserId.eq(id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    let blobs: Vec<(String, Option<String>)> = files::Entity::find()
-        .select_only()
-        .column(files::Column::StoragePath)
-        .column(files::Column::ThumbnailPath)
-        .filter(files::Column::UploaderId.eq(id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    let deleted = users::Entity::delete_by_id(id).exec(&txn).await?;
-    if deleted.rows_affected != 1 {
-        return Err(ApiError::not_found("user"));
-    }
-    txn.commit().await?;
+    let Deletion { heir, owned_communities, owned_groups, dm_deleted, member_of, blobs } =
+        delete_account(&state.db, id).await?;
 
     // Its tokens die now, and so do its sockets; live channels and presence forget the member.
     state.hub.bar_user(id);
@@ -318,9 +170,9 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
     }
     for channel_id in member_of.into_iter().filter(|c| !dm_deleted.contains(c)) {
         let effects = vec![Effect::Member(MemberChange::Left { user_id: id })];
-        crate::routes::channels::apply_effects(&state, channel_id, effects).await;
+        crate::domain::channel_write::apply_effects(&state.hub, channel_id, effects).await;
     }
-    remove_blobs(&state, &blobs).await;
+    state.uploads.store.remove_blobs(&blobs).await;
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -337,121 +189,6 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
     )
     .await;
     ok_empty()
-}
-
-/// Hands the user's communities and groups to `heir` (made their `owner` member). Returns
-/// the communities that moved and how many groups did.
-async fn reassign_ownership(
-    txn: &impl ConnectionTrait,
-    user_id: Uuid,
-    heir: Option<Uuid>,
-) -> ApiResult<(Vec<Uuid>, usize)> {
-    let owned_communities: Vec<Uuid> = communities::Entity::find()
-        .select_only()
-        .column(communities::Column::Id)
-        .filter(communities::Column::OwnerId.eq(user_id))
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let owned_groups: Vec<Uuid> = groups::Entity::find()
-        .select_only()
-        .column(groups::Column::Id)
-        .filter(groups::Column::OwnerId.eq(user_id))
-        .into_tuple()
-        .all(txn)
-        .await?;
-    if owned_communities.is_empty() && owned_groups.is_empty() {
-        return Ok((Vec::new(), 0));
-    }
-    let Some(heir) = heir else {
-        return Err(ApiError::validation(
-            "the user owns communities or groups and there is no instance owner to take them over",
-        ));
-    };
-    let now = palaver_entity::now();
-    if !owned_communities.is_empty() {
-        communities::Entity::update_many()
-            .col_expr(communities::Column::OwnerId, Expr::value(heir))
-            .filter(communities::Column::Id.is_in(owned_communities.clone()))
-            .exec(txn)
-            .await?;
-        let rows = owned_communities.iter().map(|c| community_members::ActiveModel {
-            community_id: Set(*c),
-            user_id: Set(heir),
-            role: Set("owner".into()),
-            nickname: Set(None),
-            joined_at: Set(now),
-        });
-        community_members::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([
-                    community_members::Column::CommunityId,
-                    community_members::Column::UserId,
-                ])
-                .update_column(community_members::Column::Role)
-                .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
-    if !owned_groups.is_empty() {
-        groups::Entity::update_many()
-            .col_expr(groups::Column::OwnerId, Expr::value(heir))
-            .filter(groups::Column::Id.is_in(owned_groups.clone()))
-            .exec(txn)
-            .await?;
-        let rows = owned_groups.iter().map(|g| group_members::ActiveModel {
-            group_id: Set(*g),
-            user_id: Set(heir),
-            role: Set("owner".into()),
-            joined_at: Set(now),
-        });
-        group_members::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([group_members::Column::GroupId, group_members::Column::UserId])
-                    .update_column(group_members::Column::Role)
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok((owned_communities, owned_groups.len()))
-}
-
-/// Deletes the user's DM channels in which nobody else is a member any more; returns them.
-async fn delete_lonely_dms(txn: &impl ConnectionTrait, user_id: Uuid) -> ApiResult<HashSet<Uuid>> {
-    let dms: Vec<Uuid> = dm_pairs::Entity::find()
-        .select_only()
-        .column(dm_pairs::Column::ChannelId)
-        .filter(
-            Condition::any()
-                .add(dm_pairs::Column::UserA.eq(user_id))
-                .add(dm_pairs::Column::UserB.eq(user_id)),
-        )
-        .into_tuple()
-        .all(txn)
-        .await?;
-    if dms.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let occupied: HashSet<Uuid> = channel_members::Entity::find()
-        .select_only()
-        .column(channel_members::Column::ChannelId)
-        .filter(channel_members::Column::ChannelId.is_in(dms.clone()))
-        .filter(channel_members::Column::UserId.ne(user_id))
-        .into_tuple::<Uuid>()
-        .all(txn)
-        .await?
-        .into_iter()
-        .collect();
-    let lonely: HashSet<Uuid> = dms.into_iter().filter(|c| !occupied.contains(c)).collect();
-    if !lonely.is_empty() {
-        channels::Entity::delete_many()
-            .filter(channels::Column::Id.is_in(lonely.iter().copied().collect::<Vec<_>>()))
-            .exec(txn)
-            .await?;
-    }
-    Ok(lonely)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 //! the seed's `POST|DELETE /bookmarks/{message_id}` and the web client's `POST /bookmarks`
 //! (body `{message_id, note}`) and `DELETE /bookmarks/{bookmark_id}`; `GET /bookmarks`.
 
-use std::collections::HashMap;
-
 use palaver_entity::{bookmarks, messages};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder,
@@ -17,8 +15,8 @@ use crate::domain::bookmark::{self, BookmarkView};
 use crate::domain::channel::require_member;
 use crate::domain::message::is_visible;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
 
 /// Either body: the client's `{message_id, note}`, or the seed's optional `{note}`.
@@ -84,9 +82,9 @@ async fn create_bookmark(
 }
 
 /// GET /api/bookmarks
-pub(crate) async fn list_bookmarks(state: AppState, caller: Caller, query: HashMap<String, String>) -> Reply {
-    let limit = query_limit(&query, bookmark::DEFAULT_LIMIT, bookmark::MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
+pub(crate) async fn list_bookmarks(state: AppState, caller: Caller, query: QueryParams) -> Reply {
+    let limit = query.limit(bookmark::DEFAULT_LIMIT, bookmark::MAX_LIMIT)?;
+    let offset = query.offset()?;
     let rows = bookmarks::Entity::find()
         .filter(bookmarks::Column::UserId.eq(caller.user_id))
         .order_by_desc(bookmarks::Column::CreatedAt)

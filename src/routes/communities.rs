@@ -9,17 +9,10 @@
 //! parses the input, applies the community gate, sends the command and maps the outcome.
 //! Icons, banners and emojis live in the image routes.
 
-use std::collections::HashMap;
-
 use palaver_actors::community::{Command, Outcome};
-use palaver_entity::{
-    channel_warnings, communities, community_bans, community_invites, community_members, group_members,
-    groups, users,
-};
-use sea_orm::sea_query::{Expr, Query};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
-};
+use palaver_entity::{channel_warnings, communities, community_invites, community_members};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -28,15 +21,17 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::auth::tokens::random_alphanumeric;
 use crate::domain::community::{
-    self, BanView, CommunityInviteView, CommunityMemberView, CommunityView, CreateCommunityRequest,
-    InvitePreview, NewCommunity, Standing, TimeoutView, UpdateCommunityRequest, WarningView, by,
-    find_community, member_count, require_member,
+    self, CommunityInviteView, CommunityView, CreateCommunityRequest, InvitePreview, NewCommunity, Standing,
+    TimeoutView, UpdateCommunityRequest, WarningView, by, find_community, member_count, require_member,
 };
-use crate::domain::group::{self, GroupView};
+use crate::domain::community_store::{
+    ban_views, groups_of_member, insert_community, member_views, usable_invite, views_of_member,
+};
+use crate::domain::group_store::views;
 use crate::domain::invite::expires_in_hours;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{query_limit, query_offset};
 use crate::state::AppState;
 
 /// `GET /communities`: default and largest page.
@@ -66,48 +61,14 @@ fn require(ok: bool) -> ApiResult<()> {
     if ok { Ok(()) } else { Err(ApiError::Forbidden) }
 }
 
-/// Users by id (for views that show names).
-async fn users_by_id(state: &AppState, ids: Vec<Uuid>) -> ApiResult<HashMap<Uuid, users::Model>> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    Ok(users::Entity::find()
-        .filter(users::Column::Id.is_in(ids))
-        .all(&state.db)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u))
-        .collect())
-}
-
 // ---------------------------------------------------------------------------------------
 // Communities
 
 /// GET /api/communities?limit=&offset=
-pub(crate) async fn list_communities(
-    state: AppState,
-    caller: Caller,
-    query: HashMap<String, String>,
-) -> Reply {
-    let limit = query_limit(&query, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
-    let mine = Query::select()
-        .column(community_members::Column::CommunityId)
-        .from(community_members::Entity)
-        .and_where(community_members::Column::UserId.eq(caller.user_id))
-        .to_owned();
-    let rows = communities::Entity::find()
-        .filter(communities::Column::Id.in_subquery(mine))
-        .order_by_asc(communities::Column::CreatedAt)
-        .order_by_asc(communities::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
-    let counts = community::member_counts(&state.db, &ids).await?;
-    let views: Vec<CommunityView> =
-        rows.iter().map(|c| CommunityView::new(c, counts.get(&c.id).copied().unwrap_or(0))).collect();
+pub(crate) async fn list_communities(state: AppState, caller: Caller, query: QueryParams) -> Reply {
+    let limit = query.limit(LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT)?;
+    let offset = query.offset()?;
+    let views = views_of_member(&state.db, caller.user_id, limit, offset).await?;
     ok_json(&views)
 }
 
@@ -136,18 +97,7 @@ pub(crate) async fn create_community(
         welcome_message: None,
         created_at: now,
     };
-    let txn = crate::db::begin_write(&state.db).await?;
-    communities::Entity::insert(community.clone().into_active_model()).exec_without_returning(&txn).await?;
-    community_members::Entity::insert(community_members::ActiveModel {
-        community_id: Set(community.id),
-        user_id: Set(caller.user_id),
-        role: Set("owner".into()),
-        nickname: Set(None),
-        joined_at: Set(now),
-    })
-    .exec_without_returning(&txn)
-    .await?;
-    txn.commit().await?;
+    insert_community(&state.db, &community).await?;
     state.hub.shared.roster.joined(community.id, caller.user_id);
     ok_json(&CommunityView::new(&community, 1))
 }
@@ -224,22 +174,8 @@ pub(crate) async fn leave_community(cid: PathId, state: AppState, caller: Caller
 /// GET /api/communities/{cid}/groups
 pub(crate) async fn list_my_groups(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
-    let mine = Query::select()
-        .column(group_members::Column::GroupId)
-        .from(group_members::Entity)
-        .and_where(group_members::Column::UserId.eq(caller.user_id))
-        .to_owned();
-    let rows = groups::Entity::find()
-        .filter(groups::Column::CommunityId.eq(standing.community.id))
-        .filter(groups::Column::Id.in_subquery(mine))
-        .order_by_asc(groups::Column::Name)
-        .order_by_asc(groups::Column::Id)
-        .all(&state.db)
-        .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
-    let counts = group::member_counts(&state.db, &ids).await?;
-    let views: Vec<GroupView> =
-        rows.iter().map(|g| GroupView::new(g, counts.get(&g.id).copied().unwrap_or(0))).collect();
+    let views =
+        views(&state.db, &groups_of_member(&state.db, standing.community.id, caller.user_id).await?).await?;
     ok_json(&views)
 }
 
@@ -247,26 +183,11 @@ pub(crate) async fn list_my_groups(cid: PathId, state: AppState, caller: Caller)
 // Members
 
 /// GET /api/communities/{cid}/members?limit=&offset=
-pub(crate) async fn list_members(
-    cid: PathId,
-    state: AppState,
-    caller: Caller,
-    query: HashMap<String, String>,
-) -> Reply {
+pub(crate) async fn list_members(cid: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
-    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
-    let rows = community_members::Entity::find()
-        .filter(community_members::Column::CommunityId.eq(standing.community.id))
-        .order_by_asc(community_members::Column::JoinedAt)
-        .order_by_asc(community_members::Column::UserId)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
-    let people = users_by_id(&state, rows.iter().map(|m| m.user_id).collect()).await?;
-    let views: Vec<CommunityMemberView> =
-        rows.iter().filter_map(|m| people.get(&m.user_id).map(|u| CommunityMemberView::new(m, u))).collect();
+    let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query.offset()?;
+    let views = member_views(&state.db, standing.community.id, limit, offset).await?;
     ok_json(&views)
 }
 
@@ -378,15 +299,7 @@ async fn moderate_member(
 pub(crate) async fn list_bans(cid: PathId, state: AppState, caller: Caller) -> Reply {
     let standing = gate(&state, &caller, cid).await?;
     require(standing.can_moderate())?;
-    let rows = community_bans::Entity::find()
-        .filter(community_bans::Column::CommunityId.eq(standing.community.id))
-        .order_by_asc(community_bans::Column::CreatedAt)
-        .order_by_asc(community_bans::Column::UserId)
-        .all(&state.db)
-        .await?;
-    let people = users_by_id(&state, rows.iter().map(|b| b.user_id).collect()).await?;
-    let views: Vec<BanView> =
-        rows.iter().filter_map(|b| people.get(&b.user_id).map(|u| BanView::new(b, u))).collect();
+    let views = ban_views(&state.db, standing.community.id).await?;
     ok_json(&views)
 }
 
@@ -489,26 +402,9 @@ pub(crate) async fn delete_invite(cid: PathId, iid: PathId, state: AppState, cal
     ok_empty()
 }
 
-/// The invite behind a code: 400 when the code is over-long, 404 when unknown, 400 when
-/// expired or used up.
-async fn usable_invite(state: &AppState, code: &str) -> ApiResult<community_invites::Model> {
-    if code.len() > community::INVITE_CODE_MAX {
-        return Err(ApiError::validation("invite code is too long"));
-    }
-    let invite = community_invites::Entity::find()
-        .filter(community_invites::Column::Code.eq(code))
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("invite"))?;
-    if !community::invite_usable(&invite) {
-        return Err(ApiError::validation("this invite has expired or been used up"));
-    }
-    Ok(invite)
-}
-
 /// GET /api/community-invites/{code}
 pub(crate) async fn invite_preview(code: String, state: AppState, _caller: Caller) -> Reply {
-    let invite = usable_invite(&state, &code).await?;
+    let invite = usable_invite(&state.db, &code).await?;
     let community = find_community(&state.db, invite.community_id).await?;
     let count = member_count(&state.db, community.id).await?;
     ok_json(&InvitePreview::new(&community, count, &invite.code))
@@ -522,7 +418,7 @@ struct Accepted {
 
 /// POST /api/community-invites/{code}/accept
 pub(crate) async fn accept_invite(code: String, state: AppState, caller: Caller) -> Reply {
-    let invite = usable_invite(&state, &code).await?;
+    let invite = usable_invite(&state.db, &code).await?;
     let joined =
         command(&state, invite.community_id, Command::Join { user_id: caller.user_id, invite_id: invite.id })
             .await?;

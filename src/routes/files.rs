@@ -316,7 +316,7 @@ pub(crate) async fn delete_file(id: PathId, state: AppState, caller: Caller, cli
     if deleted.rows_affected == 0 {
         return Err(ApiError::not_found("file"));
     }
-    remove_blobs(&state, &file).await;
+    state.uploads.store.remove_blobs(&[(file.storage_path.clone(), file.thumbnail_path.clone())]).await;
     audit::record(
         &state.db,
         Some(caller.user_id),
@@ -327,14 +327,6 @@ pub(crate) async fn delete_file(id: PathId, state: AppState, caller: Caller, cli
     )
     .await;
     ok_empty()
-}
-
-/// Removes a deleted file's blob and thumbnail from disk (the row is already gone).
-pub async fn remove_blobs(state: &AppState, file: &files::Model) {
-    state.uploads.store.remove(&file.storage_path).await;
-    if let Some(thumb) = &file.thumbnail_path {
-        state.uploads.store.remove(thumb).await;
-    }
 }
 
 struct BlobHeaders {

@@ -5,21 +5,15 @@
 //! Icon, banner and voice-background uploads live with the image routes.
 //!
 //! Group membership and deletions span channels in one transaction; their effects then reach
-//! each open channel's actor before the response is sent (`channels::apply_effects`), and
+//! each open channel's actor before the response is sent (`channel_write::apply_effects`), and
 //! deleted channels' actors are stopped before `channel_deleted` / `group_deleted` go out to
 //! the community.
-
-use std::collections::HashMap;
 
 use palaver_actors::channel::{Effect, MemberChange};
 use palaver_actors::protocol::ServerFrame;
 use palaver_actors::roles::Level;
-use palaver_entity::{channel_members, channels, communities, group_invites, group_members, groups, users};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
-};
+use palaver_entity::{channels, group_invites, groups};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -27,18 +21,22 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::auth::tokens::random_alphanumeric;
 use crate::domain::channel::{
-    ChannelMemberView, ChannelUpdate, ChannelView, CreateChannelRequest, NewChannel, UpdateChannelRequest,
+    ChannelUpdate, ChannelView, CreateChannelRequest, NewChannel, UpdateChannelRequest,
 };
+use crate::domain::channel_write::{apply_effects, save_channel_update};
 use crate::domain::community::{community_role, find_community};
 use crate::domain::group::{
     self, AcceptedInvite, ChannelScope, CreateGroupRequest, GroupInviteView, GroupUpdate, GroupView,
     InvitePreview, InviteState, NewGroup, UpdateGroupRequest,
 };
+use crate::domain::group_store::{
+    accept, delete, discoverable, initial_members, insert_channel, insert_group, member_views, save_update,
+    transfer, view, views, visible_channels,
+};
 use crate::domain::invite;
-use crate::domain::visibility::communities_of;
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::{apply_effects, query_limit, query_offset, save_channel_update};
 use crate::state::AppState;
 
 /// `GET /groups/{id}/members`: default and largest page.
@@ -46,31 +44,20 @@ const MEMBERS_DEFAULT_LIMIT: u64 = 200;
 const MEMBERS_MAX_LIMIT: u64 = 500;
 
 // ---------------------------------------------------------------------------------------
-// Helpers
-
-/// Group objects for rows, with their member counts.
-async fn views(state: &AppState, rows: &[groups::Model]) -> ApiResult<Vec<GroupView>> {
-    let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
-    let counts = group::member_counts(&state.db, &ids).await?;
-    Ok(rows.iter().map(|g| GroupView::new(g, counts.get(&g.id).copied().unwrap_or(0))).collect())
-}
-
-async fn view(state: &AppState, row: &groups::Model) -> ApiResult<GroupView> {
-    Ok(GroupView::new(row, group::member_count(&state.db, row.id).await?))
-}
+// Live side
 
 /// Live channels learn of new members (no event: joins are not announced on the wire).
 async fn announce_joins(state: &AppState, user_id: Uuid, channels: &[Uuid]) {
     for channel_id in channels {
         let change = MemberChange::Upsert { user_id, role: "member".into() };
-        apply_effects(state, *channel_id, vec![Effect::Member(change)]).await;
+        apply_effects(&state.hub, *channel_id, vec![Effect::Member(change)]).await;
     }
 }
 
 /// Stops the live actors of deleted channels: their subscribers hear nothing more.
 async fn stop_channels(state: &AppState, channels: &[Uuid]) {
     for channel_id in channels {
-        apply_effects(state, *channel_id, vec![Effect::Deleted]).await;
+        apply_effects(&state.hub, *channel_id, vec![Effect::Deleted]).await;
     }
 }
 
@@ -93,7 +80,7 @@ pub(crate) async fn list_groups(state: AppState, caller: Caller) -> Reply {
         .order_by_asc(groups::Column::Id)
         .all(&state.db)
         .await?;
-    ok_json(&views(&state, &rows).await?)
+    ok_json(&views(&state.db, &rows).await?)
 }
 
 /// POST /api/groups
@@ -121,128 +108,22 @@ pub(crate) async fn create_group(
             return Err(ApiError::validation("the assigned member must be a member of this community"));
         }
     }
-    let members = initial_members(&state, &community, &new, caller.user_id).await?;
+    let members = initial_members(&state.db, &community, &new, caller.user_id).await?;
 
-    let now = palaver_entity::now();
-    let row = groups::Model {
-        id: Uuid::now_v7(),
-        community_id: community.id,
-        name: new.name,
-        description: new.description,
-        icon_url: None,
-        banner_url: None,
-        accent_color: None,
-        owner_id: caller.user_id,
-        visibility: new.visibility.to_string(),
-        discoverable: true,
-        assigned_member_id: new.assigned_member_id,
-        allow_invites: true,
-        created_at: now,
-    };
-    let general = channels::Model {
-        id: Uuid::now_v7(),
-        name: Some("general".into()),
-        channel_type: "text".into(),
-        topic: None,
-        created_by: Some(new.assigned_member_id.unwrap_or(caller.user_id)),
-        group_id: Some(row.id),
-        read_only: false,
-        slow_mode_seconds: 0,
-        discoverable: true,
-        archived: false,
-        voice_background: None,
-        message_ttl_seconds: None,
-        created_at: now,
-    };
-    let txn = crate::db::begin_write(&state.db).await?;
-    // Counted under the community row's lock: concurrent creations cannot pass the limit together.
-    crate::db::lock_row::<communities::Entity>(&txn, community.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("community"))?;
-    let existing =
-        groups::Entity::find().filter(groups::Column::CommunityId.eq(community.id)).count(&txn).await?;
-    if existing >= group::MAX_GROUPS_PER_COMMUNITY {
-        return Err(ApiError::validation(format!(
-            "a community can have at most {} groups",
-            group::MAX_GROUPS_PER_COMMUNITY
-        )));
-    }
-    groups::Entity::insert(row.clone().into_active_model()).exec_without_returning(&txn).await?;
-    channels::Entity::insert(general.clone().into_active_model()).exec_without_returning(&txn).await?;
-    group_members::Entity::insert_many(members.iter().map(|m| group_members::ActiveModel {
-        group_id: Set(row.id),
-        user_id: Set(m.user_id),
-        role: Set(m.group_role.into()),
-        joined_at: Set(now),
-    }))
-    .exec_without_returning(&txn)
-    .await?;
-    channel_members::Entity::insert_many(members.iter().map(|m| channel_members::ActiveModel {
-        channel_id: Set(general.id),
-        user_id: Set(m.user_id),
-        role: Set(if Some(m.user_id) == general.created_by { "owner" } else { "member" }.into()),
-        joined_at: Set(now),
-    }))
-    .exec_without_returning(&txn)
-    .await?;
-    txn.commit().await?;
+    let row = insert_group(&state.db, &community, new, caller.user_id, &members).await?;
     ok_json(&GroupView::new(&row, members.len() as i64))
-}
-
-struct InitialMember {
-    user_id: Uuid,
-    group_role: &'static str,
-}
-
-/// Who a new group starts with: the creator (owner); for a personal group the assigned
-/// member; for a public group every community member; for a private one the community owner.
-async fn initial_members(
-    state: &AppState,
-    community: &communities::Model,
-    new: &NewGroup,
-    creator: Uuid,
-) -> ApiResult<Vec<InitialMember>> {
-    let mut others: Vec<Uuid> = match (new.assigned_member_id, new.visibility) {
-        (Some(assigned), _) => vec![assigned],
-        (None, "public") => {
-            let ids = group::community_member_ids(&state.db, community.id).await?;
-            if ids.len() > group::PUBLIC_AUTOJOIN_MAX {
-                return Err(ApiError::validation(
-                    "this community is too large for a public group; create a private group and use invites",
-                ));
-            }
-            ids
-        }
-        (None, _) => vec![community.owner_id],
-    };
-    others.retain(|u| *u != creator);
-    others.sort();
-    others.dedup();
-    let mut members = vec![InitialMember { user_id: creator, group_role: "owner" }];
-    members.extend(others.into_iter().map(|user_id| InitialMember { user_id, group_role: "member" }));
-    Ok(members)
 }
 
 /// GET /api/groups/discover
 pub(crate) async fn discover_groups(state: AppState, caller: Caller) -> Reply {
-    let mut query = groups::Entity::find();
-    if !caller.is_owner {
-        let open = Condition::all()
-            .add(groups::Column::CommunityId.in_subquery(communities_of(caller.user_id)))
-            .add(groups::Column::Visibility.eq("public"))
-            .add(groups::Column::Discoverable.eq(true));
-        let mine = groups::Column::Id.in_subquery(group::groups_of(caller.user_id));
-        query = query.filter(Condition::any().add(open).add(mine));
-    }
-    let rows =
-        query.order_by_asc(groups::Column::Name).order_by_asc(groups::Column::Id).all(&state.db).await?;
-    ok_json(&views(&state, &rows).await?)
+    let rows = discoverable(&state.db, &caller).await?;
+    ok_json(&views(&state.db, &rows).await?)
 }
 
 /// GET /api/groups/{id}
 pub(crate) async fn get_group(id: PathId, state: AppState, caller: Caller) -> Reply {
     let (row, _) = group::require_role(&state.db, id.get()?, &caller).await?;
-    ok_json(&view(&state, &row).await?)
+    ok_json(&view(&state.db, &row).await?)
 }
 
 /// PATCH /api/groups/{id}
@@ -254,32 +135,18 @@ pub(crate) async fn update_group(
 ) -> Reply {
     let id = id.get()?;
     let update = GroupUpdate::parse(body?)?;
-    let (mut row, _) = group::require_manager(&state.db, id, &caller).await?;
+    let (row, _) = group::require_manager(&state.db, id, &caller).await?;
     if update.allow_invites.is_some()
         && !group::is_community_moderator(&state.db, row.community_id, &caller).await?
     {
         return Err(ApiError::ForbiddenBecause("only community moderators can change allow_invites".into()));
     }
     if update.is_empty() {
-        return ok_json(&view(&state, &row).await?);
+        return ok_json(&view(&state.db, &row).await?);
     }
-    update.apply(&mut row);
-    let mut active = row.clone().into_active_model();
-    for col in [
-        groups::Column::Name,
-        groups::Column::Description,
-        groups::Column::Visibility,
-        groups::Column::Discoverable,
-        groups::Column::AllowInvites,
-        groups::Column::IconUrl,
-        groups::Column::BannerUrl,
-        groups::Column::AccentColor,
-    ] {
-        active.reset(col);
-    }
-    let row = active.update(&state.db).await?;
+    let row = save_update(&state.db, row, update).await?;
     to_community(&state, row.community_id, &group::group_updated_frame(&row)).await;
-    ok_json(&view(&state, &row).await?)
+    ok_json(&view(&state.db, &row).await?)
 }
 
 /// DELETE /api/groups/{id}
@@ -294,15 +161,7 @@ pub(crate) async fn delete_group(id: PathId, state: AppState, caller: Caller, cl
     if !allowed {
         return Err(ApiError::Forbidden);
     }
-    let channel_ids: Vec<Uuid> = channels::Entity::find()
-        .select_only()
-        .column(channels::Column::Id)
-        .filter(channels::Column::GroupId.eq(row.id))
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    // Channels, memberships and invites go with the group (ON DELETE CASCADE), atomically.
-    groups::Entity::delete_by_id(row.id).exec(&state.db).await?;
+    let channel_ids = delete(&state.db, row.id).await?;
     stop_channels(&state, &channel_ids).await;
     to_community(&state, row.community_id, &ServerFrame::GroupDeleted { group_id: row.id }).await;
     let meta =
@@ -338,21 +197,7 @@ pub(crate) async fn transfer_ownership(
     if group::membership(&state.db, id, target).await?.is_none() {
         return Err(ApiError::validation("the new owner must be a member of the group"));
     }
-    let set_role = |user: Uuid, role: &'static str| {
-        group_members::Entity::update_many()
-            .col_expr(group_members::Column::Role, Expr::value(role))
-            .filter(group_members::Column::GroupId.eq(id))
-            .filter(group_members::Column::UserId.eq(user))
-    };
-    let txn = crate::db::begin_write(&state.db).await?;
-    set_role(caller.user_id, "admin").exec(&txn).await?;
-    set_role(target, "owner").exec(&txn).await?;
-    groups::Entity::update_many()
-        .col_expr(groups::Column::OwnerId, Expr::value(target))
-        .filter(groups::Column::Id.eq(id))
-        .exec(&txn)
-        .await?;
-    txn.commit().await?;
+    transfer(&state.db, id, caller.user_id, target).await?;
     ok_empty()
 }
 
@@ -385,51 +230,22 @@ pub(crate) async fn leave_group(id: PathId, state: AppState, caller: Caller) -> 
     // The leaver's sessions stop receiving the channels at once; the others rotate keys.
     for channel_id in left {
         let change = MemberChange::Left { user_id: caller.user_id };
-        apply_effects(&state, channel_id, vec![Effect::Member(change)]).await;
+        apply_effects(&state.hub, channel_id, vec![Effect::Member(change)]).await;
     }
     for channel_id in all {
         let frame = ServerFrame::SenderKeyRotationRequired { channel_id, reason: "member_left".into() };
-        apply_effects(&state, channel_id, vec![Effect::Broadcast(frame)]).await;
+        apply_effects(&state.hub, channel_id, vec![Effect::Broadcast(frame)]).await;
     }
     ok_empty()
 }
 
 /// GET /api/groups/{id}/members?limit=&offset=
-pub(crate) async fn list_members(
-    id: PathId,
-    state: AppState,
-    caller: Caller,
-    query: HashMap<String, String>,
-) -> Reply {
+pub(crate) async fn list_members(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
-    let limit = query_limit(&query, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
-    let offset = query_offset(&query)?;
+    let limit = query.limit(MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT)?;
+    let offset = query.offset()?;
     group::require_role(&state.db, id, &caller).await?;
-    let page = group_members::Entity::find()
-        .filter(group_members::Column::GroupId.eq(id))
-        .order_by_asc(group_members::Column::JoinedAt)
-        .order_by_asc(group_members::Column::UserId)
-        .limit(limit)
-        .offset(offset)
-        .all(&state.db)
-        .await?;
-    let ids: Vec<Uuid> = page.iter().map(|m| m.user_id).collect();
-    let people: HashMap<Uuid, users::Model> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        users::Entity::find()
-            .filter(users::Column::Id.is_in(ids))
-            .all(&state.db)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect()
-    };
-    let views: Vec<ChannelMemberView> = page
-        .iter()
-        .filter_map(|m| people.get(&m.user_id).map(|u| ChannelMemberView::new(u, &m.role, &m.joined_at)))
-        .collect();
-    ok_json(&views)
+    ok_json(&member_views(&state.db, id, limit, offset).await?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -438,22 +254,7 @@ pub(crate) async fn list_members(
 /// GET /api/groups/{id}/channels
 pub(crate) async fn list_channels(id: PathId, state: AppState, caller: Caller) -> Reply {
     let (row, _) = group::require_role(&state.db, id.get()?, &caller).await?;
-    let mine = Query::select()
-        .column(channel_members::Column::ChannelId)
-        .from(channel_members::Entity)
-        .and_where(channel_members::Column::UserId.eq(caller.user_id))
-        .to_owned();
-    let rows = channels::Entity::find()
-        .filter(channels::Column::GroupId.eq(row.id))
-        .filter(
-            Condition::any()
-                .add(channels::Column::Discoverable.eq(true))
-                .add(channels::Column::Id.in_subquery(mine)),
-        )
-        .order_by_asc(channels::Column::CreatedAt)
-        .order_by_asc(channels::Column::Id)
-        .all(&state.db)
-        .await?;
+    let rows = visible_channels(&state.db, row.id, caller.user_id).await?;
     ok_json(&rows.iter().map(ChannelView::from).collect::<Vec<_>>())
 }
 
@@ -484,29 +285,7 @@ pub(crate) async fn create_channel(
         message_ttl_seconds: None,
         created_at: now,
     };
-    let mut members: Vec<Uuid> = group_members::Entity::find()
-        .select_only()
-        .column(group_members::Column::UserId)
-        .filter(group_members::Column::GroupId.eq(row.id))
-        .filter(group_members::Column::UserId.ne(caller.user_id))
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    members.insert(0, caller.user_id);
-    let txn = crate::db::begin_write(&state.db).await?;
-    // Counted under the group row's lock: concurrent creations cannot pass the limit together.
-    crate::db::lock_row::<groups::Entity>(&txn, row.id).await?.ok_or_else(|| ApiError::not_found("group"))?;
-    group::check_channel_room(&txn, row.id).await?;
-    channels::Entity::insert(channel.clone().into_active_model()).exec_without_returning(&txn).await?;
-    channel_members::Entity::insert_many(members.iter().map(|user_id| channel_members::ActiveModel {
-        channel_id: Set(channel.id),
-        user_id: Set(*user_id),
-        role: Set(if *user_id == caller.user_id { "owner" } else { "member" }.into()),
-        joined_at: Set(now),
-    }))
-    .exec_without_returning(&txn)
-    .await?;
-    txn.commit().await?;
+    insert_channel(&state.db, &channel, row.id, caller.user_id).await?;
     ok_json(&ChannelView::from(&channel))
 }
 
@@ -532,7 +311,7 @@ pub(crate) async fn update_channel(
     let update = ChannelUpdate::parse(UpdateChannelRequest { message_ttl_seconds: None, ..body? })?;
     group::require_manager(&state.db, group_id, &caller).await?;
     let channel = group_channel(&state, group_id, channel_id).await?;
-    save_channel_update(&state, channel, update).await
+    ok_json(&ChannelView::from(&save_channel_update(&state.hub, &state.db, channel, update).await?))
 }
 
 /// DELETE /api/groups/{group_id}/channels/{channel_id}
@@ -667,27 +446,7 @@ pub(crate) async fn accept_invite(code: String, state: AppState, caller: Caller)
     if group::membership(&state.db, row.id, caller.user_id).await?.is_some() {
         return Err(ApiError::conflict("you are already a member of this group"));
     }
-    let txn = crate::db::begin_write(&state.db).await?;
-    // Counted atomically: two accepts of the last use cannot both pass.
-    let counted =
-        group_invites::Entity::update_many()
-            .col_expr(group_invites::Column::UsedCount, Expr::col(group_invites::Column::UsedCount).add(1))
-            .filter(group_invites::Column::Id.eq(invite.id))
-            .filter(Condition::any().add(group_invites::Column::MaxUses.is_null()).add(
-                Expr::col(group_invites::Column::UsedCount).lt(Expr::col(group_invites::Column::MaxUses)),
-            ))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-    if counted == 0 {
-        return Err(ApiError::validation("this invite has been used up"));
-    }
-    let joined = group::add_member(&txn, row.id, caller.user_id, "member", ChannelScope::All).await?;
-    if !joined.new_member {
-        // Joined concurrently through another path; the use is not counted.
-        return Err(ApiError::conflict("you are already a member of this group"));
-    }
-    txn.commit().await?;
+    let joined = accept(&state.db, invite.id, row.id, caller.user_id).await?;
     announce_joins(&state, caller.user_id, &joined.channels).await;
     ok_json(&AcceptedInvite { group_id: row.id, group_name: row.name })
 }

@@ -19,10 +19,10 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::account::current_user;
-use super::channels::write_channel;
 use crate::auth::Caller;
+use crate::auth::sessions::current_user;
 use crate::domain::channel::{ChannelView, find_channel};
+use crate::domain::channel_write::write_channel;
 use crate::domain::community::{CommunityView, community_updated_frame, member_count, require_member};
 use crate::domain::group::{self, GroupView, group_updated_frame};
 use crate::domain::user::{UserView, profile_updated_frame};
@@ -309,7 +309,7 @@ async fn upload_voice_background(
     // announces `channel_updated`. The write answers the replaced URL with its own outcome, so
     // the files are settled as before.
     let (db, url) = (state.db.clone(), area.url(&file));
-    let written = write_channel(&state, channel_id, None, async move {
+    let written = write_channel(&state.hub, channel_id, None, async move {
         // Re-read: the channel may have changed while the image was processed.
         let channel = find_channel(&db, channel_id).await?;
         let old_url = channel.voice_background.clone();

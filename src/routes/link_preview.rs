@@ -2,23 +2,22 @@
 //! `POST /link-preview` with `{"url": …}` (seed). Both Bearer, one handler. The fetch is
 //! SSRF-safe (src/linkpreview/); every refusal and fetch failure is a 400.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::domain::link_preview::{LinkPreviewView, PreviewUrl};
 use crate::error::{ApiError, ApiResult};
 use crate::http::ok_json;
+use crate::http::query::QueryParams;
 use crate::state::AppState;
 
 /// GET /api/link-preview?url=
 pub(crate) async fn preview_get(
     state: AppState,
     _caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> ApiResult<warp::reply::Response> {
-    preview(&state, query.get("url").map(String::as_str)).await
+    preview(&state, query.raw("url")).await
 }
 
 #[derive(Deserialize)]

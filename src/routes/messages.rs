@@ -21,13 +21,14 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::domain::channel::{caller_level, require_member};
+use crate::domain::channel_write::write_channel;
+use crate::domain::history::page_rows;
 use crate::domain::message::{EditView, MessageCore, PinnedView, is_visible, message_views, visible};
+use crate::domain::search::{like_contains, payload_len, searchable_text};
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{PathId, Reply, ok_empty, ok_json, ok_json_bytes};
-use crate::routes::channels::{query_bool, query_limit, query_uuid, write_channel};
 use crate::state::AppState;
-
-type Params = HashMap<String, String>;
 
 /// History and threads: default and largest page.
 const HISTORY_DEFAULT_LIMIT: u64 = 50;
@@ -59,17 +60,17 @@ const QUERY_MAX_CHARS: usize = 256;
 /// Newest first. `before` / `after` are message ids (ids are UUIDv7 in commit order);
 /// with `after`, the page is the `limit` messages right after the cursor (so paging forward
 /// leaves no gap), still returned newest first.
-pub(crate) async fn list_messages(id: PathId, state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn list_messages(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
-    let before = query_uuid(&query, "before")?;
-    let after = query_uuid(&query, "after")?;
-    let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
-    let root_only = query_bool(&query, "root_only")?;
+    let before = query.message_id("before")?;
+    let after = query.message_id("after")?;
+    let limit = query.limit(HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    let root_only = query.flag("root_only")?;
     if before.is_none() && after.is_none() {
         return newest_page(&state, id, &caller, PageKey { limit, root_only }).await;
     }
     require_member(&state.db, id, &caller).await?;
-    let rows = page_rows(&state, id, before, after, PageKey { limit, root_only }).await?;
+    let rows = page_rows(&state.db, id, before, after, PageKey { limit, root_only }).await?;
     ok_json(&message_views(&state.db, rows, true).await?)
 }
 
@@ -96,7 +97,7 @@ async fn newest_page(state: &AppState, id: Uuid, caller: &Caller, key: PageKey) 
     if version.is_none() {
         require_member(&state.db, id, caller).await?;
     }
-    let rows = page_rows(state, id, None, None, key).await?;
+    let rows = page_rows(&state.db, id, None, None, key).await?;
     let valid_until = rows.iter().filter_map(|m| m.expires_at).min();
     let views = message_views(&state.db, rows, true).await?;
     let body = bytes::Bytes::from(serde_json::to_vec(&views).map_err(ApiError::internal)?);
@@ -111,46 +112,17 @@ async fn newest_page(state: &AppState, id: Uuid, caller: &Caller, key: PageKey) 
     ok_json_bytes(body)
 }
 
-/// A history page's rows, newest first. With `after`, the `limit` messages right after it.
-async fn page_rows(
-    state: &AppState,
-    id: Uuid,
-    before: Option<Uuid>,
-    after: Option<Uuid>,
-    key: PageKey,
-) -> ApiResult<Vec<messages::Model>> {
-    let mut select = messages::Entity::find()
-        .filter(messages::Column::ChannelId.eq(id))
-        .filter(visible(palaver_entity::now()));
-    if let Some(before) = before {
-        select = select.filter(messages::Column::Id.lt(before));
-    }
-    if let Some(after) = after {
-        select = select.filter(messages::Column::Id.gt(after));
-    }
-    if key.root_only {
-        select = select.filter(messages::Column::ThreadId.is_null());
-    }
-    Ok(if after.is_some() {
-        let mut rows = select.order_by_asc(messages::Column::Id).limit(key.limit).all(&state.db).await?;
-        rows.reverse();
-        rows
-    } else {
-        select.order_by_desc(messages::Column::Id).limit(key.limit).all(&state.db).await?
-    })
-}
-
 /// GET /api/channels/{id}/threads/{msg_id}?before=&limit= — replies oldest first.
 pub(crate) async fn list_thread(
     id: PathId,
     msg_id: PathId,
     state: AppState,
     caller: Caller,
-    query: Params,
+    query: QueryParams,
 ) -> Reply {
     let (id, root) = (id.get()?, msg_id.get()?);
-    let before = query_uuid(&query, "before")?;
-    let limit = query_limit(&query, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
+    let before = query.message_id("before")?;
+    let limit = query.limit(HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT)?;
     require_member(&state.db, id, &caller).await?;
     let now = palaver_entity::now();
     match messages::Entity::find_by_id(root).one(&state.db).await? {
@@ -198,36 +170,17 @@ struct Search {
     has_file: bool,
 }
 
-/// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
-pub(crate) fn like_contains(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
-/// An RFC 3339 time, or `None` when absent or unparsable (unparsable values are ignored).
-fn query_time(query: &Params, key: &str) -> Option<DateTime<Utc>> {
-    query.get(key).and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok()).map(|t| t.with_timezone(&Utc))
-}
-
-async fn parse_search(state: &AppState, query: &Params) -> ApiResult<Search> {
-    let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
+async fn parse_search(state: &AppState, query: &QueryParams) -> ApiResult<Search> {
+    let q = query.text("q").unwrap_or_default();
     let chars = q.chars().count();
     if !(QUERY_MIN_CHARS..=QUERY_MAX_CHARS).contains(&chars) {
         return Err(ApiError::validation(format!(
             "q must be {QUERY_MIN_CHARS}-{QUERY_MAX_CHARS} characters"
         )));
     }
-    let limit = query_limit(query, SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)?;
-    let has_file = query_bool(query, "has_file")?;
-    let senders = match query.get("sender").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+    let limit = query.limit(SEARCH_DEFAULT_LIMIT, SEARCH_MAX_LIMIT)?;
+    let has_file = query.flag("has_file")?;
+    let senders = match query.text("sender") {
         None => None,
         // Longer than any username: matches nobody, and no lookup is spent on it.
         Some(name) if name.chars().count() > SENDER_MAX_CHARS => Some(Vec::new()),
@@ -250,20 +203,10 @@ async fn parse_search(state: &AppState, query: &Params) -> ApiResult<Search> {
         needle: q.to_lowercase(),
         limit,
         senders,
-        after: query_time(query, "after"),
-        before: query_time(query, "before"),
+        after: query.time("after"),
+        before: query.time("before"),
         has_file,
     })
-}
-
-/// The text a message is searched by: its payload read as UTF-8 (lossy), or a webhook's content.
-fn searchable_text(m: &messages::Model) -> String {
-    if m.message_type == "webhook"
-        && let Some(serde_json::Value::String(content)) = MessageCore::from(m).content
-    {
-        return content.to_lowercase();
-    }
-    String::from_utf8_lossy(&m.ciphertext).to_lowercase()
 }
 
 /// Scans candidates in `scope` newest first, matching in Rust (portable, and a non-UTF-8
@@ -347,11 +290,6 @@ struct Scan {
     truncated: bool,
 }
 
-/// The bytes a candidate costs to match.
-fn payload_len(m: &messages::Model) -> usize {
-    m.ciphertext.len() + m.webhook_content.as_ref().map_or(0, String::len)
-}
-
 /// The wire's bare array, with the scan's outcome in headers.
 fn search_reply<T: serde::Serialize>(views: Vec<T>, scan: Scan) -> Reply {
     let mut response = ok_json(&views)?;
@@ -373,7 +311,7 @@ async fn search_slot(state: &AppState, caller: &Caller) -> ApiResult<crate::doma
 }
 
 /// GET /api/channels/{id}/messages/search?q=&limit=&sender=&after=&before=&has_file=
-pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, query: QueryParams) -> Reply {
     let id = id.get()?;
     let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
@@ -382,7 +320,7 @@ pub(crate) async fn search_channel(id: PathId, state: AppState, caller: Caller, 
 }
 
 /// GET /api/messages/search — the same, across every channel the caller is a member of.
-pub(crate) async fn search_everywhere(state: AppState, caller: Caller, query: Params) -> Reply {
+pub(crate) async fn search_everywhere(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     // The slot covers the whole request, the sender lookup included.
     let _slot = search_slot(&state, &caller).await?;
     let search = parse_search(&state, &query).await?;
@@ -451,7 +389,7 @@ pub(crate) async fn pin_message(id: PathId, msg_id: PathId, state: AppState, cal
     }
     let max = state.settings.max_pins_per_channel();
     let (db, pinned_by) = (state.db.clone(), caller.user_id);
-    write_channel(&state, id, None, async move {
+    write_channel(&state.hub, id, None, async move {
         // The count is checked under the same lock as the insert: the channel row
         // (PostgreSQL; SQLite's write transaction runs alone), so concurrent pins cannot pass
         // the limit together.
@@ -490,7 +428,7 @@ pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, c
         return Err(ApiError::Forbidden);
     }
     let db = state.db.clone();
-    write_channel(&state, id, None, async move {
+    write_channel(&state.hub, id, None, async move {
         let removed = pins::Entity::delete_many()
             .filter(pins::Column::ChannelId.eq(id))
             .filter(pins::Column::MessageId.eq(message_id))
@@ -504,37 +442,4 @@ pub(crate) async fn unpin_message(id: PathId, msg_id: PathId, state: AppState, c
     })
     .await?;
     ok_empty()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(like_contains("a%b_c"), "%a\\%b\\_c%");
-    }
-
-    #[test]
-    fn non_utf8_payloads_are_searchable_without_failing() {
-        let m = messages::Model {
-            id: Uuid::nil(),
-            channel_id: Uuid::nil(),
-            sender_id: None,
-            ciphertext: vec![0xff, b'H', b'e', b'L', b'L', b'o', 0xfe],
-            nonce: vec![1],
-            message_type: "text".into(),
-            reply_to_id: None,
-            sender_key_id: None,
-            thread_id: None,
-            edited_at: None,
-            deleted_at: None,
-            quarantined_at: None,
-            expires_at: None,
-            webhook_content: None,
-            created_at: palaver_entity::now(),
-            client_nonce: None,
-        };
-        assert!(searchable_text(&m).contains("hello"));
-    }
 }

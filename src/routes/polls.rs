@@ -15,11 +15,11 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::domain::channel::{channel_role, require_member};
+use crate::domain::channel_write::write_channel;
 use crate::domain::poll::{self, CreatePollRequest, NewPoll, PollView};
 use crate::domain::posting::as_poster;
 use crate::error::{ApiError, ApiResult};
 use crate::http::{PathId, Reply, ok_empty, ok_json};
-use crate::routes::channels::write_channel;
 use crate::state::AppState;
 
 /// The poll (404).
@@ -62,7 +62,7 @@ pub(crate) async fn create_poll(
     // A poll is content: the channel's send rules (timeouts, read-only, archived) apply, in
     // the channel's order.
     let (db, created_by) = (state.db.clone(), caller.user_id);
-    let row = write_channel(&state, channel_id, Some(as_poster(&caller)), async move {
+    let row = write_channel(&state.hub, channel_id, Some(as_poster(&caller)), async move {
         let now = palaver_entity::now();
         let row = polls::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -130,7 +130,7 @@ pub(crate) async fn vote(id: PathId, state: AppState, caller: Caller, body: ApiR
     // single-choice poll keeps exactly one. The row read under the lock also says whether the
     // poll is still open (a concurrent close wins).
     let (db, user_id) = (state.db.clone(), caller.user_id);
-    write_channel(&state, poll.channel_id, None, async move {
+    write_channel(&state.hub, poll.channel_id, None, async move {
         let txn = crate::db::begin_write(&db).await?;
         let poll = crate::db::lock_row::<polls::Entity>(&txn, poll.id)
             .await?
@@ -209,7 +209,7 @@ pub(crate) async fn remove_vote(id: PathId, idx: String, state: AppState, caller
     poll::require_open(&poll, palaver_entity::now())?;
     let index = poll::option_index(&poll, idx)?;
     let (db, user_id) = (state.db.clone(), caller.user_id);
-    write_channel(&state, poll.channel_id, None, async move {
+    write_channel(&state.hub, poll.channel_id, None, async move {
         poll_votes::Entity::delete_many()
             .filter(poll_votes::Column::PollId.eq(poll.id))
             .filter(poll_votes::Column::UserId.eq(user_id))
@@ -239,7 +239,7 @@ pub(crate) async fn close_poll(id: PathId, state: AppState, caller: Caller) -> R
         return Err(ApiError::Forbidden);
     }
     let db = state.db.clone();
-    write_channel(&state, poll.channel_id, None, async move {
+    write_channel(&state.hub, poll.channel_id, None, async move {
         let changed = polls::Entity::update_many()
             .col_expr(polls::Column::Closed, Expr::value(true))
             .filter(polls::Column::Id.eq(poll.id))

@@ -10,8 +10,8 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 
-use super::account::current_user;
 use crate::audit;
+use crate::auth::sessions::current_user;
 use crate::auth::{Caller, totp};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, ok_json};

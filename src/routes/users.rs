@@ -2,8 +2,6 @@
 //! `/users/blocked` (Bearer). Visibility: self, instance owner, or a shared community
 //! (`domain::visibility`); invisible users are answered 404 like missing ones.
 
-use std::collections::HashMap;
-
 use palaver_actors::protocol::rfc3339;
 use palaver_entity::{blocked_users, users};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
@@ -12,36 +10,24 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::domain::search::like_contains;
 use crate::domain::user::UserView;
 use crate::domain::visibility::{can_see_user, community_peers_of};
 use crate::error::{ApiError, ApiResult};
+use crate::http::query::QueryParams;
 use crate::http::{PathId, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Most users one search returns.
 const SEARCH_LIMIT: u64 = 20;
 
-/// `%`, `_` and the escape character itself matched literally in a LIKE pattern.
-fn like_contains(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
 /// GET /api/users/search?q=
 pub(crate) async fn search_users(
     state: AppState,
     caller: Caller,
-    query: HashMap<String, String>,
+    query: QueryParams,
 ) -> ApiResult<warp::reply::Response> {
-    let q = query.get("q").map(|q| q.trim()).unwrap_or_default();
+    let q = query.text("q").unwrap_or_default();
     if q.len() < 2 || q.len() > 256 {
         return Err(ApiError::validation("q must be 2-256 bytes"));
     }

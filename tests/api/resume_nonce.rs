@@ -235,7 +235,11 @@ async fn a_null_or_missing_key_sends_as_before_without_an_echo(backend: Backend)
         assert!(!fields.contains_key("client_nonce"), "no client_nonce field: {ack}");
         let mut keys: Vec<&str> = fields.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["channel_id", "created_at", "cseq", "id", "type"], "today's message_sent + cseq: {ack}");
+        assert_eq!(
+            keys,
+            ["channel_id", "created_at", "cseq", "id", "type"],
+            "today's message_sent + cseq: {ack}"
+        );
     }
     assert_ne!(with_null["id"], legacy["id"]);
 

@@ -57,7 +57,13 @@ impl Sent {
     /// describes the message is set here (and only here, with [`Sent::frame`]), so an original
     /// and its repeats always get the same answer.
     pub fn of(row: &messages::Model, cseq: Option<u64>) -> Self {
-        Self { id: row.id, channel_id: row.channel_id, created_at: row.created_at, thread_id: row.thread_id, cseq }
+        Self {
+            id: row.id,
+            channel_id: row.channel_id,
+            created_at: row.created_at,
+            thread_id: row.thread_id,
+            cseq,
+        }
     }
 
     /// The `message_sent` frame answering a send with key `client_nonce` (None: no key).
@@ -256,7 +262,12 @@ impl ChannelState {
 
     /// A committed row's key (if it had one) is remembered with `sent`; the repeats that
     /// waited for it get the same answer.
-    pub(super) fn nonce_committed(&mut self, sender: Option<Uuid>, client_nonce: Option<&String>, sent: &Sent) {
+    pub(super) fn nonce_committed(
+        &mut self,
+        sender: Option<Uuid>,
+        client_nonce: Option<&String>,
+        sent: &Sent,
+    ) {
         let (Some(sender), Some(client_nonce)) = (sender, client_nonce) else { return };
         let key = (sender, client_nonce.clone());
         for waiter in self.nonces.committed(key, sent.clone(), Instant::now()) {
