@@ -10,8 +10,10 @@ pub mod totp;
 
 use uuid::Uuid;
 
+use palaver_actors::Hub;
+
+use self::tokens::TokenKeys;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The authenticated user of a request, from a verified access token.
 #[derive(Clone, Debug)]
@@ -44,16 +46,16 @@ pub fn owner_only(caller: &Caller) -> Result<(), ApiError> {
 }
 
 /// Verifies an `Authorization` header value (`Bearer <jwt>`).
-pub fn caller_from_header(state: &AppState, header: Option<&str>) -> Result<Caller, ApiError> {
+pub fn caller_from_header(keys: &TokenKeys, hub: &Hub, header: Option<&str>) -> Result<Caller, ApiError> {
     let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or(ApiError::Unauthorized)?;
-    caller_from_token(state, token.trim())
+    caller_from_token(keys, hub, token.trim())
 }
 
 /// Verifies a raw access token (also used by the WebSocket handshake).
-pub fn caller_from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-    let claims = state.tokens.verify(token).ok_or(ApiError::Unauthorized)?;
+pub fn caller_from_token(keys: &TokenKeys, hub: &Hub, token: &str) -> Result<Caller, ApiError> {
+    let claims = keys.verify(token).ok_or(ApiError::Unauthorized)?;
     // Suspended and deleted users are refused at once, not when their token expires.
-    if state.hub.users.is_barred(claims.sub) {
+    if hub.users.is_barred(claims.sub) {
         return Err(ApiError::Unauthorized);
     }
     Ok(Caller {

@@ -48,7 +48,7 @@ pub fn state(
 pub fn auth(state: &AppState) -> impl Filter<Extract = (Caller,), Error = warp::Rejection> + Clone + use<> {
     let state = state.clone();
     warp::header::optional::<String>("authorization").and_then(move |header: Option<String>| {
-        let result = auth::caller_from_header(&state, header.as_deref());
+        let result = auth::caller_from_header(&state.tokens, &state.hub, header.as_deref());
         async move {
             result
                 .map_err(|error| warp::reject::custom(Refused { error: std::sync::Mutex::new(Some(error)) }))

@@ -59,7 +59,7 @@ pub fn caller(
 ) -> impl Filter<Extract = (ApiResult<Caller>,), Error = warp::Rejection> + Clone + use<> {
     let state = state.clone();
     warp::header::optional::<String>("authorization")
-        .map(move |h: Option<String>| auth::caller_from_header(&state, h.as_deref()))
+        .map(move |h: Option<String>| auth::caller_from_header(&state.tokens, &state.hub, h.as_deref()))
 }
 
 pub fn client_info() -> impl Filter<Extract = (ClientInfo,), Error = warp::Rejection> + Clone {

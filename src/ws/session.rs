@@ -57,7 +57,7 @@ async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (Err
         _ => return Err(TIMEOUT),
     };
     match decode(text.as_str()) {
-        Ok(ClientFrame::Authenticate { token }) => caller_from_token(state, &token)
+        Ok(ClientFrame::Authenticate { token }) => caller_from_token(&state.tokens, &state.hub, &token)
             .ok()
             .filter(|caller| !login_revoked(state, caller))
             .ok_or((ErrorCode::Unauthorized, "the token was rejected")),
