@@ -84,7 +84,9 @@ pub fn subscribe(channel_ids: &[Uuid]) -> String {
 /// or `{}` when it has none yet (still asks for a `subscribed` answer).
 pub fn subscribe_since(channel_id: Uuid, since: Option<(&str, u64)>) -> String {
     let since = match since {
-        Some((epoch, cseq)) => serde_json::json!({ channel_id.to_string(): { "epoch": epoch, "cseq": cseq } }),
+        Some((epoch, cseq)) => {
+            serde_json::json!({ channel_id.to_string(): { "epoch": epoch, "cseq": cseq } })
+        }
         None => serde_json::json!({}),
     };
     serde_json::json!({ "type": "subscribe", "channel_ids": [channel_id], "since": since }).to_string()
@@ -233,7 +235,8 @@ mod tests {
     #[test]
     fn subscribe_since_names_the_channel_position() {
         let ch = Uuid::new_v4();
-        let v: serde_json::Value = serde_json::from_str(&subscribe_since(ch, Some(("k3Jd9aQx", 41)))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribe_since(ch, Some(("k3Jd9aQx", 41)))).unwrap();
         assert_eq!(v["channel_ids"][0], ch.to_string());
         assert_eq!(v["since"][ch.to_string()]["epoch"], "k3Jd9aQx");
         assert_eq!(v["since"][ch.to_string()]["cseq"], 41);

@@ -195,10 +195,14 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
     }
     let frames_replayed: u64 = t.reconnects.iter().map(|r| r.frames).sum();
     let bytes_replayed: u64 = t.reconnects.iter().map(|r| r.bytes).sum();
-    let per_reconnect = |total: u64| if reconnects > 0 { round3(total as f64 / reconnects as f64) } else { 0.0 };
+    let per_reconnect =
+        |total: u64| if reconnects > 0 { round3(total as f64 / reconnects as f64) } else { 0.0 };
     let by_cause = |cause: Cause| t.reconnects.iter().filter(|r| r.cause == cause).count();
-    let steady_per_receiver =
-        if t.steady_receivers > 0 { t.steady_delivered as f64 / delivery_secs / t.steady_receivers as f64 } else { 0.0 };
+    let steady_per_receiver = if t.steady_receivers > 0 {
+        t.steady_delivered as f64 / delivery_secs / t.steady_receivers as f64
+    } else {
+        0.0
+    };
 
     Ok(json!({
         "receivers": a.receivers,
@@ -377,11 +381,13 @@ async fn open_receivers(ctx: &Ctx, tokens: &[String], channel: Uuid) -> Result<V
 /// Opens a socket, authenticates and subscribes to `channel` with `since` (`{}` without a
 /// position), returning once `subscribed` arrived; replayed frames follow on the socket.
 async fn join(target: &Target, token: &str, channel: Uuid, since: Option<&Position>) -> Result<Joined> {
-    let mut ws =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::connect(target)).await.context("timed out connecting")??;
+    let mut ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::connect(target))
+        .await
+        .context("timed out connecting")??;
     ws::authenticate(&mut ws, token).await?;
     let subscribe_sent_ns = clock::now_ns();
-    ws::send_text(&mut ws, frame::subscribe_since(channel, since.map(|p| (p.epoch.as_str(), p.cseq)))).await?;
+    ws::send_text(&mut ws, frame::subscribe_since(channel, since.map(|p| (p.epoch.as_str(), p.cseq))))
+        .await?;
     let f = ws::wait_for(&mut ws, "subscribed", |f| {
         matches!(f.kind.as_str(), "subscribed" | "subscribe_refused") && f.channel_id == Some(channel)
     })
@@ -557,7 +563,9 @@ fn on_text(
             rep.resync_required += 1;
             rep.unrecovered = true;
             match ServerFrame::parse(text) {
-                Ok(ServerFrame { epoch: Some(epoch), cseq: Some(cseq), .. }) => *pos = Position { epoch, cseq },
+                Ok(ServerFrame { epoch: Some(epoch), cseq: Some(cseq), .. }) => {
+                    *pos = Position { epoch, cseq }
+                }
                 _ => rep.errors.add("malformed_resync_required"),
             }
             return;
