@@ -52,6 +52,9 @@ pub enum ErrorCode {
     VoiceFull,
     /// Sent to a user's oldest session when a new one goes over the per-user cap.
     TooManySessions,
+    /// Messages of a channel may have been missed; sent before a 4008 close to sockets that
+    /// did not opt into stream positions (resume.md, "Loss signals").
+    OutOfSync,
 }
 
 impl ErrorCode {
@@ -79,6 +82,7 @@ impl ErrorCode {
             Self::Blocked => "blocked",
             Self::VoiceFull => "voice_full",
             Self::TooManySessions => "too_many_sessions",
+            Self::OutOfSync => "out_of_sync",
         }
     }
 }
@@ -118,6 +122,7 @@ mod tests {
             Blocked,
             VoiceFull,
             TooManySessions,
+            OutOfSync,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), serde_json::json!(code.as_str()));
         }

@@ -8,13 +8,17 @@
 //! through `push_ephemeral` and are dropped, not queued, once the queue is over half full, so
 //! a reader falling behind keeps receiving what matters for longer.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
-use crate::protocol::Frame;
+use crate::protocol::{Epoch, Frame};
+
+/// Most DM channels whose first live position one socket remembers (see `Outbox::dm_seen`).
+const MAX_DM_POSITIONS: usize = 1024;
 
 /// Default byte bound of one socket's queue (`PALAVER_WS_QUEUE_BYTES`).
 pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
@@ -57,6 +61,13 @@ pub struct Outbox {
     close_code: AtomicU16,
     /// Wakes the writer task when `close_code` is set.
     close_signal: Notify,
+    /// Set by the first `subscribe` with `since`: this client understands stream positions
+    /// and is told `resync_required` instead of being closed when frames may be missing.
+    resume_capable: AtomicBool,
+    /// DM channel → (epoch, first position) of the first durable frame this socket got live.
+    /// DM frames reach both participants' sockets whether subscribed or not, so a later
+    /// `subscribe` with `since` must not replay what this socket already received.
+    dm_first: Mutex<HashMap<uuid::Uuid, (Epoch, u64)>>,
 }
 
 /// The writer task's side of the queue.
@@ -107,6 +118,8 @@ impl Outbox {
             dropped: AtomicU64::new(0),
             close_code: AtomicU16::new(0),
             close_signal: Notify::new(),
+            resume_capable: AtomicBool::new(false),
+            dm_first: Mutex::new(HashMap::new()),
         });
         (outbox.clone(), OutboxReceiver { frames, outbox })
     }
@@ -145,6 +158,46 @@ impl Outbox {
             return false;
         }
         self.push(frame)
+    }
+
+    /// Frames and bytes the queue can still take now.
+    pub fn room(&self) -> (usize, usize) {
+        (self.queue.capacity(), self.max_bytes.saturating_sub(self.queued_bytes.load(Ordering::Acquire)))
+    }
+
+    /// The client subscribed with `since` once: it reads stream positions.
+    pub fn mark_resume_capable(&self) {
+        self.resume_capable.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_resume_capable(&self) -> bool {
+        self.resume_capable.load(Ordering::Relaxed)
+    }
+
+    /// Records that this socket got a DM channel's durable frame at `cseq` live.
+    pub fn dm_seen(&self, channel_id: Uuid, epoch: Epoch, cseq: u64) {
+        let mut first = self.dm_first.lock().unwrap_or_else(|p| p.into_inner());
+        let room = first.len() < MAX_DM_POSITIONS;
+        match first.get_mut(&channel_id) {
+            Some(held) if held.0 == epoch => {}
+            Some(held) => *held = (epoch, cseq),
+            None if room => {
+                first.insert(channel_id, (epoch, cseq));
+            }
+            None => {}
+        }
+    }
+
+    /// The first position of `epoch` this socket got live in a DM channel, if any.
+    pub fn dm_first(&self, channel_id: Uuid, epoch: Epoch) -> Option<u64> {
+        let first = self.dm_first.lock().unwrap_or_else(|p| p.into_inner());
+        first.get(&channel_id).filter(|held| held.0 == epoch).map(|held| held.1)
+    }
+
+    /// Whether this socket got durable frames of a DM channel in an epoch other than `epoch`.
+    pub fn dm_saw_other_epoch(&self, channel_id: Uuid, epoch: Epoch) -> bool {
+        let first = self.dm_first.lock().unwrap_or_else(|p| p.into_inner());
+        first.get(&channel_id).is_some_and(|held| held.0 != epoch)
     }
 
     /// Ephemeral frames dropped so far because the queue was over half full.

@@ -3,6 +3,8 @@
 //! Every frame is a JSON object with a snake_case `type` and its fields at the top level.
 //! Byte arrays travel as arrays of integers; timestamps as RFC 3339 strings.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, Serializer};
@@ -38,6 +40,14 @@ pub struct EditMessageFrame {
     pub nonce: Vec<u8>,
 }
 
+/// A position in a channel's stream, as a client holds it (resume.md, "Positions").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Position {
+    /// Compared for equality only; any other text simply does not match.
+    pub epoch: String,
+    pub cseq: u64,
+}
+
 /// Frames a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -49,7 +59,9 @@ pub enum ClientFrame {
     UpdatePresence { status: String },
     Typing { channel_id: Uuid },
     StopTyping { channel_id: Uuid },
-    Subscribe { channel_ids: Vec<Uuid> },
+    /// `since` present (even `{}`): answered per channel and the socket becomes
+    /// resume-capable (resume.md); absent: today's silent subscribe.
+    Subscribe { channel_ids: Vec<Uuid>, since: Option<HashMap<Uuid, Position>> },
     Unsubscribe { channel_ids: Vec<Uuid> },
     RtcOffer { target_user_id: Uuid, session_id: Uuid, sdp: String },
     RtcAnswer { target_user_id: Uuid, session_id: Uuid, sdp: String },
@@ -109,6 +121,10 @@ pub enum ServerFrame {
         channel_id: Uuid,
         #[serde(serialize_with = "ser_time")]
         created_at: DateTime<Utc>,
+        /// The message's position in its channel (absent only when it is not known, e.g. an
+        /// answer rebuilt from the database after a restart).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cseq: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         thread_id: Option<Uuid>,
     },
@@ -125,6 +141,7 @@ pub enum ServerFrame {
     },
     MessageDeleted {
         message_id: Uuid,
+        channel_id: Uuid,
     },
     PresenceUpdate {
         user_id: Uuid,
@@ -175,11 +192,13 @@ pub enum ServerFrame {
     },
     ReactionAdded {
         message_id: Uuid,
+        channel_id: Uuid,
         user_id: Uuid,
         emoji: String,
     },
     ReactionRemoved {
         message_id: Uuid,
+        channel_id: Uuid,
         user_id: Uuid,
         emoji: String,
     },
@@ -332,6 +351,58 @@ pub enum ServerFrame {
     KeysLow {
         remaining: i64,
     },
+    /// The answer to a `subscribe` with `since`, one per channel subscribed; exactly
+    /// `replayed` durable frames of the channel follow before any live one.
+    Subscribed {
+        channel_id: Uuid,
+        epoch: Epoch,
+        cseq: u64,
+        recovered: bool,
+        replayed: usize,
+    },
+    /// The answer to a `subscribe` with `since` for a channel not subscribed.
+    SubscribeRefused {
+        channel_id: Uuid,
+        code: ErrorCode,
+    },
+    /// To resume-capable sockets: durable frames of the channel may have been missed; live
+    /// frames continue above `cseq` of `epoch`.
+    ResyncRequired {
+        channel_id: Uuid,
+        epoch: Epoch,
+        cseq: u64,
+        reason: &'static str,
+    },
+}
+
+/// A channel stream's identity: 8 characters of `[A-Za-z0-9]`, new each time the channel's
+/// actor starts. Held as bytes so comparing and copying it costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Epoch([u8; 8]);
+
+impl Epoch {
+    /// A fresh random epoch.
+    pub fn random() -> Self {
+        const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let bits = Uuid::new_v4().as_u128();
+        Self(std::array::from_fn(|i| ALPHABET[((bits >> (i * 8)) as u8 % 62) as usize]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters and digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Whether a client's text names this epoch.
+    pub fn is(&self, text: &str) -> bool {
+        text.as_bytes() == self.0
+    }
+}
+
+impl Serialize for Epoch {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl ServerFrame {
@@ -344,6 +415,47 @@ impl ServerFrame {
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Error { code, message: message.into() }
+    }
+
+    /// Durable channel frames take a position in their channel's stream, are kept for replay
+    /// and are never dropped from a queue (resume.md's class table).
+    pub fn is_durable(&self) -> bool {
+        matches!(
+            self,
+            Self::NewMessage { .. }
+                | Self::MessageEdited { .. }
+                | Self::MessageDeleted { .. }
+                | Self::ReactionAdded { .. }
+                | Self::ReactionRemoved { .. }
+                | Self::MessagePinned { .. }
+                | Self::MessageUnpinned { .. }
+                | Self::MemberKicked { .. }
+                | Self::MemberBanned { .. }
+                | Self::MemberRoleUpdated { .. }
+                | Self::ChannelUpdated { .. }
+                | Self::PollCreated { .. }
+                | Self::PollVoted { .. }
+                | Self::PollVoteRemoved { .. }
+                | Self::PollClosed { .. }
+                | Self::SenderKeyUpdated { .. }
+                | Self::SenderKeyRotationRequired { .. }
+                | Self::UserTimedOut { .. }
+                | Self::UserWarned { .. }
+        )
+    }
+
+    /// Serializes once with `"cseq":N` right after the `type`, the shape resume.md shows.
+    /// Still one serialization shared by every recipient (and by the replay ring).
+    pub fn encode_at(&self, cseq: u64) -> Frame {
+        let mut text = serde_json::to_string(self).expect("server frames serialize");
+        // `{"type":"snake_case_name"` comes first and holds no comma, so the first comma (or
+        // the closing brace of a frame with no other field) is where the position goes.
+        let cseq_field = format!("\"cseq\":{cseq}");
+        match text.find(',') {
+            Some(at) => text.insert_str(at + 1, &format!("{cseq_field},")),
+            None => text.insert_str(text.len() - 1, &format!(",{cseq_field}")),
+        }
+        Frame::from(text)
     }
 }
 
@@ -387,7 +499,7 @@ pub fn decode(text: &str) -> Result<ClientFrame, String> {
         "update_presence" => variant!(UpdatePresence { status: String }),
         "typing" => variant!(Typing { channel_id: Uuid }),
         "stop_typing" => variant!(StopTyping { channel_id: Uuid }),
-        "subscribe" => variant!(Subscribe { channel_ids: Vec<Uuid> }),
+        "subscribe" => variant!(Subscribe { channel_ids: Vec<Uuid>, since: Option<HashMap<Uuid, Position>> }),
         "unsubscribe" => variant!(Unsubscribe { channel_ids: Vec<Uuid> }),
         "rtc_offer" => variant!(RtcOffer { target_user_id: Uuid, session_id: Uuid, sdp: String }),
         "rtc_answer" => variant!(RtcAnswer { target_user_id: Uuid, session_id: Uuid, sdp: String }),

@@ -8,7 +8,15 @@ use uuid::Uuid;
 
 use crate::error_code::ErrorCode;
 use crate::outbox::{CLOSE_EVICTED, Outbox};
-use crate::protocol::{Frame, ServerFrame};
+use crate::protocol::{Epoch, Frame, ServerFrame};
+
+/// Where a DM channel's durable frame stands in its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct DmPosition {
+    pub channel_id: Uuid,
+    pub epoch: Epoch,
+    pub cseq: u64,
+}
 
 #[derive(Default)]
 pub struct SessionRegistry {
@@ -83,6 +91,22 @@ impl SessionRegistry {
     /// Delivers to every session of `user_id` (optionally except one session).
     pub fn send_to_user(&self, user_id: Uuid, frame: &Frame, except_session: Option<Uuid>) {
         self.deliver(user_id, frame, except_session, Outbox::push);
+    }
+
+    /// `send_to_user` for a durable frame of a DM channel at `cseq`: each session notes the
+    /// first position it got live (so a later replay does not repeat it).
+    pub fn send_dm_frame(&self, user_id: Uuid, frame: &Frame, except_session: Option<Uuid>, at: DmPosition) {
+        if let Some(sessions) = self.by_user.get(&user_id) {
+            for session in sessions.iter().filter(|s| Some(s.session_id) != except_session) {
+                session.dm_seen(at.channel_id, at.epoch, at.cseq);
+                session.push(frame.clone());
+            }
+        }
+    }
+
+    /// Every open session of a user.
+    pub fn sessions_of(&self, user_id: Uuid) -> Vec<Arc<Outbox>> {
+        self.by_user.get(&user_id).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Like `send_to_user`, for frames of the droppable class (typing, receipts, presence):

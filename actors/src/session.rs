@@ -7,9 +7,9 @@
 //!
 //! Never: blocks on the socket, panics on client input.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,12 +19,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::channel::{ChannelMsg, Origin, Outgoing, VoiceAction};
+use crate::channel::{ChannelMsg, MAX_REPLAY_BYTES, Origin, Outgoing, Resume, VoiceAction};
 use crate::error_code::ErrorCode;
 use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
-use crate::protocol::{ClientFrame, EditMessageFrame, SendMessageFrame, ServerFrame, decode};
+use crate::protocol::{ClientFrame, EditMessageFrame, Position, SendMessageFrame, ServerFrame, decode};
 use crate::{HubError, store};
 
 /// Largest client frame (wire: 1 MiB of text).
@@ -292,7 +292,10 @@ impl SessionState {
                     self.hub_error(HubError::from_db(err));
                 }
             }
-            ClientFrame::Subscribe { channel_ids } => self.subscribe(channel_ids).await,
+            ClientFrame::Subscribe { channel_ids, since: None } => self.subscribe(channel_ids).await,
+            ClientFrame::Subscribe { channel_ids, since: Some(since) } => {
+                self.subscribe_resuming(channel_ids, since).await
+            }
             ClientFrame::Unsubscribe { channel_ids } => self.unsubscribe(channel_ids).await,
             ClientFrame::UpdatePresence { status } => match parse_status(&status) {
                 Some(status) => self.hub.presence.set(self.user_id(), status),
@@ -383,9 +386,12 @@ impl SessionState {
         }
     }
 
-    async fn subscribe(&mut self, channel_ids: Vec<Uuid>) {
+    /// The channels of a `subscribe` frame without repeats, if the frame is within the limits
+    /// (else the client is told why and nothing is subscribed).
+    fn subscribe_targets(&self, channel_ids: Vec<Uuid>) -> Option<Vec<Uuid>> {
         if channel_ids.len() > MAX_SUBSCRIBE_PER_FRAME {
-            return self.origin.error_frame(ErrorCode::ValidationError, "at most 200 channels per subscribe");
+            self.origin.error_frame(ErrorCode::ValidationError, "at most 200 channels per subscribe");
+            return None;
         }
         // Channels this session already follows are asked again too: a member removed and
         // re-added meanwhile was dropped by the channel, and the channel skips a session it
@@ -396,10 +402,80 @@ impl SessionState {
         };
         let added = fresh.iter().filter(|id| !self.subscriptions.contains(id)).count();
         if self.subscriptions.len() + added > MAX_SUBSCRIPTIONS {
-            return self
-                .origin
-                .error_frame(ErrorCode::ValidationError, "at most 500 subscriptions per connection");
+            self.origin.error_frame(ErrorCode::ValidationError, "at most 500 subscriptions per connection");
+            return None;
         }
+        Some(fresh)
+    }
+
+    /// A `subscribe` with `since` (resume.md): every channel is answered, `subscribed` (by the
+    /// channel, followed by its replay) or `subscribe_refused`. Channels the client holds a
+    /// position in are asked one at a time in the frame's order, since they share the
+    /// frame's replay budget; the others all at once, as a plain subscribe.
+    async fn subscribe_resuming(&mut self, channel_ids: Vec<Uuid>, mut since: HashMap<Uuid, Position>) {
+        let Some(targets) = self.subscribe_targets(channel_ids) else { return };
+        self.origin.outbox.mark_resume_capable();
+        let budget = Arc::new(AtomicUsize::new(MAX_REPLAY_BYTES));
+        let deadline = tokio::time::Instant::now() + SUBSCRIBE_DEADLINE;
+        let (positioned, fresh): (Vec<Uuid>, Vec<Uuid>) = targets.into_iter().partition(|id| since.contains_key(id));
+        let resume = |since: Option<Position>| Resume {
+            since,
+            budget: budget.clone(),
+            answered: Arc::new(AtomicBool::new(false)),
+        };
+        let mut asks = JoinSet::new();
+        let limit = Arc::new(Semaphore::new(SUBSCRIBE_CONCURRENCY));
+        let mut running = HashMap::new();
+        for channel_id in fresh {
+            let (hub, origin, limit, resume) = (self.hub.clone(), self.origin.clone(), limit.clone(), resume(None));
+            running.insert(channel_id, resume.answered.clone());
+            asks.spawn(async move {
+                let _turn = limit.acquire_owned().await;
+                let answered = resume.answered.clone();
+                (channel_id, answered, subscribe_one(&hub, channel_id, origin, Some(resume)).await)
+            });
+        }
+        let mut answers = Vec::new();
+        for channel_id in positioned {
+            let resume = resume(since.remove(&channel_id));
+            let answered = resume.answered.clone();
+            let ask = subscribe_one(&self.hub, channel_id, self.origin.clone(), Some(resume));
+            match tokio::time::timeout_at(deadline, ask).await {
+                Ok(answer) => answers.push((channel_id, answered, answer)),
+                Err(_) => answers.push((channel_id, answered, Err(HubError::Unavailable))),
+            }
+        }
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, asks.join_next()).await {
+            if let Ok(answer) = joined {
+                running.remove(&answer.0);
+                answers.push(answer);
+            }
+        }
+        asks.abort_all();
+        // Asks still running past the deadline: their channel may yet attach the session, unless
+        // the refusal below claims the answer first (see `Resume::answered`).
+        for (channel_id, answered) in running {
+            answers.push((channel_id, answered, Err(HubError::Unavailable)));
+        }
+        for (channel_id, answered, answer) in answers {
+            let code = match answer {
+                Ok(true) => {
+                    self.subscriptions.insert(channel_id);
+                    continue;
+                }
+                Ok(false) => ErrorCode::Forbidden,
+                Err(HubError::NotFound) => ErrorCode::NotFound,
+                Err(_) => ErrorCode::Unavailable,
+            };
+            if !answered.swap(true, Ordering::AcqRel) {
+                self.subscriptions.remove(&channel_id);
+                self.origin.reply(&ServerFrame::SubscribeRefused { channel_id, code });
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, channel_ids: Vec<Uuid>) {
+        let Some(fresh) = self.subscribe_targets(channel_ids) else { return };
         // The channels are asked concurrently under one deadline, so a slow channel (its
         // actor loading, a slow database) holds this session for SUBSCRIBE_DEADLINE at most,
         // not that long per channel.
@@ -409,7 +485,7 @@ impl SessionState {
             let (hub, origin, limit) = (self.hub.clone(), self.origin.clone(), limit.clone());
             asks.spawn(async move {
                 let _turn = limit.acquire_owned().await;
-                (channel_id, subscribe_one(&hub, channel_id, origin).await)
+                (channel_id, subscribe_one(&hub, channel_id, origin, None).await)
             });
         }
         let deadline = tokio::time::Instant::now() + SUBSCRIBE_DEADLINE;
@@ -479,10 +555,16 @@ impl SessionState {
 /// Asks one channel to attach the session; `Ok(false)` when the user is not a member. A
 /// channel actor stopping (idle) drops the question unanswered; it is asked again, and the
 /// hub routes it to a fresh actor.
-async fn subscribe_one(hub: &Hub, channel_id: Uuid, origin: Origin) -> Result<bool, HubError> {
+async fn subscribe_one(
+    hub: &Hub,
+    channel_id: Uuid,
+    origin: Origin,
+    resume: Option<Resume>,
+) -> Result<bool, HubError> {
     for _ in 0..3 {
         let (reply, answer) = ractor::concurrency::oneshot();
-        let message = ChannelMsg::Subscribe { origin: origin.clone(), reply: Some(reply.into()) };
+        let resume = resume.as_ref().map(Resume::again);
+        let message = ChannelMsg::Subscribe { origin: origin.clone(), resume, reply: Some(reply.into()) };
         hub.send_to_channel(channel_id, message).await?;
         if let Ok(subscribed) = answer.await {
             return Ok(subscribed);

@@ -111,6 +111,8 @@ impl Actor for ChannelSupervisor {
                         // use starts a fresh actor.
                         tracing::error!(channel = %channel_id, error = %err, "channel restart failed");
                         channels.slots.remove(&channel_id);
+                        // Its subscribers would hear nothing more from it: never a silent gap.
+                        slot.subscribers.close_all_out_of_sync();
                     }
                 }
             }

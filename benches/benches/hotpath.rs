@@ -89,6 +89,7 @@ fn encode_frames(c: &mut Criterion) {
                 id: Uuid::now_v7(),
                 channel_id: Uuid::now_v7(),
                 created_at,
+                cseq: Some(1_042),
                 thread_id: None,
             },
         ),

@@ -135,7 +135,7 @@ async fn live_deletions(
 async fn announce_deletions(state: &AppState, per_channel: &HashMap<Uuid, Vec<Uuid>>) {
     for (channel_id, ids) in per_channel {
         let effects =
-            ids.iter().map(|id| Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id })).collect();
+            ids.iter().map(|id| Effect::Broadcast(ServerFrame::MessageDeleted { message_id: *id, channel_id: *channel_id })).collect();
         apply_effects(state, *channel_id, effects).await;
     }
 }
@@ -164,7 +164,8 @@ pub(crate) async fn purge_message(
         }
         let mut effects = vec![Effect::HistoryChanged];
         if message.deleted_at.is_none() {
-            effects.push(Effect::Broadcast(ServerFrame::MessageDeleted { message_id: id }));
+            let channel_id = message.channel_id;
+            effects.push(Effect::Broadcast(ServerFrame::MessageDeleted { message_id: id, channel_id }));
         }
         Ok(((), effects))
     })

@@ -350,7 +350,7 @@ async fn role_changes_are_checked_and_broadcast(backend: Backend) {
     let role_path = |user: &TestUser| format!("/channels/{id}/members/{}/role", user.id);
 
     app.patch(&role_path(bob), &alice.token, json!({"role": "moderator"})).await.expect(200);
-    let frame = carol_ws.expect("member_role_updated").await;
+    let frame = carol_ws.expect_durable("member_role_updated").await;
     assert_eq!(
         frame,
         json!({"type": "member_role_updated", "channel_id": id, "user_id": bob.id, "role": "moderator"})
@@ -412,12 +412,12 @@ async fn kicked_member_hears_nothing_more(backend: Backend) {
 
     app.post(&kick(bob), &alice.token, json!({})).await.expect(200);
     let kicked = json!({"type": "member_kicked", "channel_id": id, "user_id": bob.id, "kicked_by": alice.id});
-    assert_eq!(bob_ws.expect("member_kicked").await, kicked);
-    assert_eq!(carol_ws.expect("member_kicked").await, kicked);
+    assert_eq!(bob_ws.expect_durable("member_kicked").await, kicked);
+    assert_eq!(carol_ws.expect_durable("member_kicked").await, kicked);
     let rotation = carol_ws.expect("sender_key_rotation_required").await;
     assert_eq!(rotation["reason"], "member_removed");
     assert_eq!(rotation["channel_id"], id.to_string());
-    assert_eq!(alice_ws.expect("member_kicked").await, kicked);
+    assert_eq!(alice_ws.expect_durable("member_kicked").await, kicked);
     alice_ws.expect("sender_key_rotation_required").await;
 
     // Others still get messages; bob gets nothing — not even after subscribing again.
@@ -465,8 +465,8 @@ async fn ban_blocks_rejoining_until_unbanned(backend: Backend) {
 
     app.post(&ban, &alice.token, json!({"reason": " spam "})).await.expect(200);
     let banned = json!({"type": "member_banned", "channel_id": id, "user_id": bob.id, "banned_by": alice.id});
-    assert_eq!(bob_ws.expect("member_banned").await, banned);
-    assert_eq!(carol_ws.expect("member_banned").await, banned);
+    assert_eq!(bob_ws.expect_durable("member_banned").await, banned);
+    assert_eq!(carol_ws.expect_durable("member_banned").await, banned);
     carol_ws.expect("sender_key_rotation_required").await;
     expect_quiet(&mut bob_ws, Duration::from_millis(200)).await;
     let row =
@@ -624,7 +624,7 @@ async fn sender_keys_upsert_and_broadcast(backend: Backend) {
     assert_eq!(k["chain_id"], 7);
     assert_eq!(k["distribution"], dist);
     assert!(k["id"].is_string() && k["created_at"].is_string());
-    let frame = alice_ws.expect("sender_key_updated").await;
+    let frame = alice_ws.expect_durable("sender_key_updated").await;
     assert_eq!(
         frame,
         json!({"type": "sender_key_updated", "channel_id": id, "user_id": bob.id, "chain_id": 7, "distribution": dist})

@@ -53,9 +53,9 @@ async fn kicked_member_stops_receiving_channel_events(backend: Backend) {
     // Every session of bob, and everyone else subscribed, gets member_kicked for the channel.
     let kicked =
         json!({"type": "member_kicked", "channel_id": channel, "user_id": bob.id, "kicked_by": carol.id});
-    assert_eq!(bob_ws.expect("member_kicked").await, kicked);
-    assert_eq!(bob_phone.expect("member_kicked").await, kicked);
-    assert_eq!(alice_ws.expect("member_kicked").await, kicked);
+    assert_eq!(bob_ws.expect_durable("member_kicked").await, kicked);
+    assert_eq!(bob_phone.expect_durable("member_kicked").await, kicked);
+    assert_eq!(alice_ws.expect_durable("member_kicked").await, kicked);
     let rotation = alice_ws.expect("sender_key_rotation_required").await;
     assert_eq!(rotation["reason"], "member_removed");
 
@@ -101,9 +101,9 @@ async fn banned_member_is_cut_off_and_cannot_return(backend: Backend) {
         .expect(200);
     let banned =
         json!({"type": "member_banned", "channel_id": channel, "user_id": bob.id, "banned_by": alice.id});
-    assert_eq!(bob_ws.expect("member_banned").await, banned);
-    assert_eq!(carol_ws.expect("member_banned").await, banned);
-    assert_eq!(alice_ws.expect("member_banned").await, banned);
+    assert_eq!(bob_ws.expect_durable("member_banned").await, banned);
+    assert_eq!(carol_ws.expect_durable("member_banned").await, banned);
+    assert_eq!(alice_ws.expect_durable("member_banned").await, banned);
     for ws in [&mut alice_ws, &mut carol_ws] {
         assert_eq!(ws.expect("sender_key_rotation_required").await["reason"], "member_removed");
     }
@@ -240,7 +240,7 @@ async fn warnings_are_counted_and_announced_on_both_paths(backend: Backend) {
     assert_eq!(w["issued_by"], carol.id.to_string());
     assert_eq!(w["channel_id"], channel.to_string());
     assert!(w["id"].is_string() && w["created_at"].is_string());
-    let frame = bob_ws.expect("user_warned").await;
+    let frame = bob_ws.expect_durable("user_warned").await;
     assert_eq!(
         frame,
         json!({"type": "user_warned", "channel_id": channel, "user_id": bob.id, "reason": "be kind", "warning_count": 1})

@@ -37,6 +37,7 @@ mod presence;
 mod push;
 mod realtime;
 mod reports;
+mod resume_positions;
 mod scheduled;
 mod seed_coverage;
 mod totp;

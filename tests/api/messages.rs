@@ -410,7 +410,7 @@ async fn pins_are_moderated_limited_and_broadcast(backend: Backend) {
     bob_ws.expect("member_role_updated").await;
     app.delete(&pin(m1), &bob.token).await.expect(200);
     assert_eq!(
-        bob_ws.expect("message_unpinned").await,
+        bob_ws.expect_durable("message_unpinned").await,
         json!({"type": "message_unpinned", "message_id": m1, "channel_id": id})
     );
     assert_eq!(app.delete(&pin(m1), &bob.token).await.expect_error(404), "not_found");

@@ -102,14 +102,15 @@ impl ChannelState {
             match effect {
                 Effect::Broadcast(frame) => {
                     self.history.invalidate();
-                    self.subscribers.broadcast(&frame.encode(), None);
+                    self.broadcast(&frame, None);
                 }
                 Effect::Member(change) => self.member_change(change),
                 Effect::Reload { announce } => match store::load_channel(&self.shared.db, self.id()).await {
                     Ok(Some(fresh)) => {
                         self.snapshot = fresh;
                         if announce {
-                            self.broadcast(&self.updated_frame(), None);
+                            let frame = self.updated_frame();
+                            self.broadcast(&frame, None);
                         }
                     }
                     Ok(None) => {}
@@ -144,9 +145,11 @@ impl ChannelState {
         while !self.pending.is_empty() {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
+            self.subscribers.set_unannounced(true);
             let result = commit_batch(&self.shared.db, &batch).await;
             self.settle(batch, result).await;
         }
+        self.subscribers.set_unannounced(false);
     }
 
     /// The channel was deleted: nobody hears from it again, voice and typing are cleared, and

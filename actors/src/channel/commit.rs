@@ -91,8 +91,10 @@ impl ChannelState {
         while !self.committing && !self.pending.is_empty() {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
+            self.subscribers.set_unannounced(true);
             let result = commit_batch(&self.shared.db, &batch).await;
             self.settle(batch, result).await;
+            self.subscribers.set_unannounced(false);
         }
     }
 
@@ -105,6 +107,7 @@ impl ChannelState {
         let take = self.pending.len().min(MAX_BATCH);
         let batch: Vec<Pending> = self.pending.drain(..take).collect();
         self.committing = true;
+        self.subscribers.set_unannounced(true);
         let db = self.shared.db.clone();
         let myself = myself.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
@@ -136,6 +139,9 @@ impl ChannelState {
             Err(tokio::sync::oneshot::error::TryRecvError::Closed) => self.committing = false,
         }
         self.start_commit(myself);
+        if !self.committing {
+            self.subscribers.set_unannounced(false);
+        }
     }
 
     /// A batch's commit is over: acks and `new_message` frames, or the error, to its senders.
@@ -189,22 +195,9 @@ impl ChannelState {
         {
             self.stop_typing(user_id);
         }
-        let (live_sender, except) = match author {
-            Author::Socket(origin) => {
-                origin.reply(&ServerFrame::MessageSent {
-                    id: row.id,
-                    channel_id: row.channel_id,
-                    created_at: row.created_at,
-                    thread_id: row.thread_id,
-                });
-                (row.sender_id, Some(origin.outbox.session_id))
-            }
-            Author::Server { live_sender_id, reply, .. } => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(row.id));
-                }
-                (live_sender_id, None)
-            }
+        let live_sender = match &author {
+            Author::Socket(_) => row.sender_id,
+            Author::Server { live_sender_id, .. } => *live_sender_id,
         };
         if let Some((a, b)) = self.snapshot.dm_pair
             && !self.snapshot.has_messages
@@ -226,19 +219,35 @@ impl ChannelState {
         }
         self.snapshot.has_messages = true;
         self.remember(row.id, row.thread_id);
+        let (id, channel_id, created_at, thread_id) = (row.id, row.channel_id, row.created_at, row.thread_id);
         let frame = ServerFrame::NewMessage {
-            id: row.id,
-            channel_id: row.channel_id,
+            id,
+            channel_id,
             sender_id: live_sender,
             ciphertext: Bytes::from(row.ciphertext),
             nonce: Bytes::from(row.nonce),
             message_type: row.message_type,
             reply_to: row.reply_to_id,
             sender_key_id: row.sender_key_id,
-            created_at: row.created_at,
-            thread_id: row.thread_id,
+            created_at,
+            thread_id,
         };
-        self.deliver(&frame.encode(), except);
+        // The position first: the sender's ack carries it, and is queued before anyone else
+        // hears of the message.
+        let (bytes, cseq) = self.stamp(&frame);
+        let except = match author {
+            Author::Socket(origin) => {
+                origin.reply(&ServerFrame::MessageSent { id, channel_id, created_at, cseq, thread_id });
+                Some(origin.outbox.session_id)
+            }
+            Author::Server { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(id));
+                }
+                None
+            }
+        };
+        self.deliver(&bytes, cseq, except);
     }
 
     pub(super) fn remember(&mut self, id: Uuid, thread: Option<Uuid>) {

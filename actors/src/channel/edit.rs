@@ -77,7 +77,9 @@ impl ChannelState {
         let deleted = store::soft_delete(db, message_id).await;
         self.history.invalidate();
         match deleted {
-            Ok(true) => self.broadcast(&ServerFrame::MessageDeleted { message_id }, None),
+            Ok(true) => {
+                self.broadcast(&ServerFrame::MessageDeleted { message_id, channel_id: self.id() }, None);
+            }
             Ok(false) => origin.error(ErrorCode::NotFound, "message not found"),
             Err(_) => origin.error(ErrorCode::Unavailable, "the database is unavailable, try again"),
         }
@@ -111,10 +113,12 @@ impl ChannelState {
         self.history.invalidate();
         match outcome {
             Ok(store::ReactionOutcome::Changed) | Ok(store::ReactionOutcome::AlreadyThere) if add => {
-                self.broadcast(&ServerFrame::ReactionAdded { message_id, user_id, emoji }, None)
+                let channel_id = self.id();
+                self.broadcast(&ServerFrame::ReactionAdded { message_id, channel_id, user_id, emoji }, None);
             }
             Ok(store::ReactionOutcome::Changed) => {
-                self.broadcast(&ServerFrame::ReactionRemoved { message_id, user_id, emoji }, None)
+                let channel_id = self.id();
+                self.broadcast(&ServerFrame::ReactionRemoved { message_id, channel_id, user_id, emoji }, None);
             }
             Ok(store::ReactionOutcome::TooManyEmoji) => {
                 origin.error(ErrorCode::ValidationError, "a message can carry at most 20 different reactions")

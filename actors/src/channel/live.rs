@@ -103,7 +103,7 @@ impl LiveChannels {
     /// Channel scope: every subscriber of a live channel (nobody to tell otherwise).
     pub fn broadcast(&self, channel_id: Uuid, frame: &ServerFrame) {
         if let Some(actor) = self.live(channel_id) {
-            let _ = actor.send_message(ChannelMsg::Broadcast { frame: frame.encode() });
+            let _ = actor.send_message(ChannelMsg::Broadcast { frame: frame.clone() });
         }
     }
 }

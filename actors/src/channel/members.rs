@@ -10,7 +10,11 @@ impl ChannelState {
     pub(super) fn member_change(&mut self, change: MemberChange) {
         match change {
             MemberChange::Upsert { user_id, role } => {
-                self.snapshot.members.insert(user_id, role);
+                if self.snapshot.members.insert(user_id, role).is_none() {
+                    // A replay from before this point would show them what they were not
+                    // there for.
+                    self.joined_at.insert(user_id, self.stream.cseq);
+                }
             }
             MemberChange::Left { user_id } => self.remove_member(user_id),
             MemberChange::Removed { user_id, event } => {
@@ -31,6 +35,7 @@ impl ChannelState {
 
     pub(super) fn remove_member(&mut self, user_id: Uuid) {
         self.snapshot.members.remove(&user_id);
+        self.joined_at.remove(&user_id);
         self.subscribers.remove_user(user_id);
         self.typing.remove(&user_id);
         self.leave_voice(user_id);

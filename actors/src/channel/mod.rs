@@ -20,6 +20,8 @@ mod live;
 mod members;
 mod post;
 mod read;
+mod resume;
+mod ring;
 mod subscribers;
 mod types;
 mod typing;
@@ -39,10 +41,13 @@ pub use self::commit::{CommitError, Pending};
 pub use self::live::{ChannelSlot, LiveChannels};
 use self::post::DmVerdict;
 pub use self::subscribers::Subscribers;
-pub use self::types::{MemberChange, Origin, Outgoing, PostError, Poster, ServerPost, VoiceAction};
+pub use self::ring::{MAX_REPLAY_BYTES, MAX_REPLAY_FRAMES, RING_AGE, RING_FRAMES};
+use self::ring::Stream;
+pub use self::types::{MemberChange, Origin, Outgoing, PostError, Poster, Resume, ServerPost, VoiceAction};
 pub use crate::config::IDLE_STOP;
 use crate::history::{HistoryAnswer, HistoryCache, PageKey};
 use crate::protocol::{Frame, ServerFrame};
+use crate::registry::DmPosition;
 use crate::roles::Level;
 use crate::shared::Shared;
 use crate::store;
@@ -52,8 +57,9 @@ const IDLE_CHECK_EVERY: Duration = Duration::from_secs(60);
 
 pub enum ChannelMsg {
     /// From a session: attach it to the channel's broadcast if the user is a member.
-    /// Replies whether it was subscribed.
-    Subscribe { origin: Origin, reply: Option<RpcReplyPort<bool>> },
+    /// Replies whether it was subscribed. With `resume` (a `subscribe` with `since`), the
+    /// session is first sent `subscribed` and the frames it missed.
+    Subscribe { origin: Origin, resume: Option<Resume>, reply: Option<RpcReplyPort<bool>> },
     /// From a session: detach it.
     Unsubscribe { session_id: Uuid },
     /// From a session: send a message (acked after commit).
@@ -86,9 +92,10 @@ pub enum ChannelMsg {
     MarkRead { origin: Origin, message_id: Uuid },
     /// From a session: voice join / leave / kick.
     Voice { origin: Origin, action: VoiceAction },
-    /// From REST or the hub: send this already-built frame to every subscriber. Such frames
-    /// announce changes made outside the actor (pins, polls…), so held history pages go too.
-    Broadcast { frame: Frame },
+    /// From the community actor: send this frame to the channel (a durable one takes its
+    /// place in the stream). Such frames announce changes made outside the actor, so held
+    /// history pages go too.
+    Broadcast { frame: ServerFrame },
     /// From REST: the newest history page for `user_id`, from memory if held.
     History { user_id: Uuid, key: PageKey, reply: RpcReplyPort<HistoryAnswer> },
     /// From REST after a `Miss`: the page read from the database at `version`.
@@ -158,6 +165,11 @@ pub struct ChannelState {
     recent: VecDeque<(Uuid, Option<Uuid>)>,
     /// The newest history pages, when enabled (`HubConfig::history_cache`).
     history: HistoryCache,
+    /// This actor's stream: epoch, position, and the ring replays are served from.
+    stream: Stream,
+    /// Members who joined during this epoch → the position they joined at: a replay from
+    /// before it would show them what was said before they were members.
+    joined_at: HashMap<Uuid, u64>,
 }
 
 impl Actor for ChannelActor {
@@ -174,7 +186,7 @@ impl Actor for ChannelActor {
         myself.send_interval(args.shared.config.channel_idle_stop.min(IDLE_CHECK_EVERY), || {
             ChannelMsg::IdleCheck
         });
-        Ok(ChannelState {
+        let state = ChannelState {
             shared: args.shared,
             subscribers: args.subscribers,
             snapshot,
@@ -191,7 +203,11 @@ impl Actor for ChannelActor {
             last_activity: Instant::now(),
             recent: VecDeque::new(),
             history: HistoryCache::default(),
-        })
+            stream: Stream::default(),
+            joined_at: HashMap::new(),
+        };
+        state.announce_epoch();
+        Ok(state)
     }
 
     async fn handle(
@@ -207,10 +223,10 @@ impl Actor for ChannelActor {
             // Asked after the idle stop began: left unanswered, so the session asks again and
             // reaches the fresh actor (a subscriber added here would be forgotten).
             ChannelMsg::Subscribe { .. } if state.draining => {}
-            ChannelMsg::Subscribe { origin, reply } => {
+            ChannelMsg::Subscribe { origin, resume, reply } => {
                 let ok = state.is_member(origin.user_id);
-                if ok && state.subscribers.insert(origin.outbox.clone()) && !state.voice.is_empty() {
-                    origin.reply(&state.voice_frame());
+                if ok {
+                    state.attach(&origin, resume);
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(ok);
@@ -241,7 +257,7 @@ impl Actor for ChannelActor {
             ChannelMsg::Voice { origin, action } => state.voice(origin, action),
             ChannelMsg::Broadcast { frame } => {
                 state.history.invalidate();
-                state.subscribers.broadcast(&frame, None)
+                state.broadcast(&frame, None);
             }
             ChannelMsg::History { user_id, key, reply } => {
                 let answer = if !state.is_member(user_id) {
@@ -272,7 +288,8 @@ impl Actor for ChannelActor {
                 if let Some(fresh) = store::load_channel(&state.shared.db, state.id()).await? {
                     state.snapshot = fresh;
                     if announce {
-                        state.broadcast(&state.updated_frame(), None);
+                        let frame = state.updated_frame();
+                        state.broadcast(&frame, None);
                     }
                 }
                 if let Some(reply) = reply {
@@ -349,18 +366,34 @@ impl ChannelState {
         self.shared.instance_roles.get(user_id).level()
     }
 
-    fn broadcast(&self, frame: &ServerFrame, except: Option<Uuid>) {
-        self.deliver(&frame.encode(), except);
+    /// Sends a frame to the channel; a durable one first takes the next position (see
+    /// `stamp`). Returns that position.
+    fn broadcast(&mut self, frame: &ServerFrame, except: Option<Uuid>) -> Option<u64> {
+        let (bytes, cseq) = self.stamp(frame);
+        self.deliver(&bytes, cseq, except);
+        cseq
     }
 
-    /// Channel scope: subscribers, or for DMs both participants' sessions.
-    fn deliver(&self, frame: &Frame, except: Option<Uuid>) {
-        match self.snapshot.dm_pair {
-            Some((a, b)) => {
+    /// The one place a channel frame is serialized: a durable frame takes the next position
+    /// in this channel's stream and is kept for replay, in the bytes every recipient shares.
+    fn stamp(&mut self, frame: &ServerFrame) -> (Frame, Option<u64>) {
+        self.stream.stamp(frame)
+    }
+
+    /// Channel scope: subscribers, or for DMs both participants' sessions (whether
+    /// subscribed or not, as the wire has always had it).
+    fn deliver(&self, frame: &Frame, cseq: Option<u64>, except: Option<Uuid>) {
+        match (self.snapshot.dm_pair, cseq) {
+            (Some((a, b)), Some(cseq)) => {
+                let at = DmPosition { channel_id: self.id(), epoch: self.stream.epoch, cseq };
+                self.shared.sessions.send_dm_frame(a, frame, except, at);
+                self.shared.sessions.send_dm_frame(b, frame, except, at);
+            }
+            (Some((a, b)), None) => {
                 self.shared.sessions.send_to_user(a, frame, except);
                 self.shared.sessions.send_to_user(b, frame, except);
             }
-            None => self.subscribers.broadcast(frame, except),
+            (None, _) => self.subscribers.broadcast(frame, except),
         }
     }
 

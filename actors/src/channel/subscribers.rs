@@ -4,21 +4,35 @@
 //! the actor; only the channel actor fans out from it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::outbox::Outbox;
-use crate::protocol::Frame;
+use crate::error_code::ErrorCode;
+use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox};
+use crate::protocol::{Frame, ServerFrame};
+
+/// One subscribed session.
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    /// The channel's position when it was attached: every durable frame above it (in the
+    /// current epoch) reached it live, so a replay never repeats those.
+    attached_at: u64,
+}
 
 /// The sessions subscribed to one channel. Only the channel actor fans out from it.
 #[derive(Default)]
 pub struct Subscribers {
-    sessions: Mutex<HashMap<Uuid, Arc<Outbox>>>,
+    sessions: Mutex<HashMap<Uuid, Subscriber>>,
+    /// True while messages are being committed and not yet announced. If the actor dies
+    /// then, stored messages may never have been sent to anyone: its successor must tell
+    /// the subscribers (kept here because the actor's own state dies with it).
+    unannounced: AtomicBool,
 }
 
 impl Subscribers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Outbox>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Subscriber>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removals), so a poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
@@ -36,12 +50,52 @@ impl Subscribers {
 
     fn fan_out(&self, frame: &Frame, except: Option<Uuid>, push: fn(&Outbox, Frame) -> bool) {
         let mut sessions = self.lock();
-        sessions.retain(|id, outbox| {
+        sessions.retain(|id, s| {
             if Some(*id) != except {
-                push(outbox, frame.clone());
+                push(&s.outbox, frame.clone());
             }
-            !outbox.is_closed()
+            !s.outbox.is_closed()
         });
+    }
+
+    /// Every subscribed session's outbox.
+    pub(super) fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.lock().values().map(|s| s.outbox.clone()).collect()
+    }
+
+    /// Where a session was attached, if it is subscribed.
+    pub(super) fn attached_at(&self, session_id: Uuid) -> Option<u64> {
+        self.lock().get(&session_id).map(|s| s.attached_at)
+    }
+
+    /// A new epoch began (the actor restarted): every subscriber gets its frames from the
+    /// start of it.
+    pub(super) fn reattach_all(&self) {
+        for s in self.lock().values_mut() {
+            s.attached_at = 0;
+        }
+    }
+
+    /// The channel can no longer serve its subscribers (its actor could not be restarted):
+    /// each is told and closed with 4008, so its client reconnects and catches up.
+    pub fn close_all_out_of_sync(&self) {
+        let frame = ServerFrame::error(
+            ErrorCode::OutOfSync,
+            "messages of a channel may have been missed: reconnect and refresh",
+        )
+        .encode();
+        for (_, s) in self.lock().drain() {
+            s.outbox.push(frame.clone());
+            s.outbox.close(CLOSE_SLOW_CONSUMER);
+        }
+    }
+
+    pub(super) fn set_unannounced(&self, unannounced: bool) {
+        self.unannounced.store(unannounced, Ordering::Release);
+    }
+
+    pub(super) fn unannounced(&self) -> bool {
+        self.unannounced.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,8 +106,15 @@ impl Subscribers {
         self.lock().len()
     }
 
-    pub(super) fn insert(&self, outbox: Arc<Outbox>) -> bool {
-        self.lock().insert(outbox.session_id, outbox).is_none()
+    /// Attaches a session at position `at`; false if it was already attached (then it
+    /// keeps its first position).
+    pub(super) fn insert(&self, outbox: Arc<Outbox>, at: u64) -> bool {
+        let mut sessions = self.lock();
+        if sessions.contains_key(&outbox.session_id) {
+            return false;
+        }
+        sessions.insert(outbox.session_id, Subscriber { outbox, attached_at: at });
+        true
     }
 
     pub(super) fn remove(&self, session_id: Uuid) {
@@ -65,6 +126,6 @@ impl Subscribers {
     }
 
     pub(super) fn remove_user(&self, user_id: Uuid) {
-        self.lock().retain(|_, o| o.user_id != user_id);
+        self.lock().retain(|_, s| s.outbox.user_id != user_id);
     }
 }

@@ -3,13 +3,14 @@
 //! of a server post (`PostError`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::error_code::ErrorCode;
 use crate::outbox::Outbox;
-use crate::protocol::ServerFrame;
+use crate::protocol::{Position, ServerFrame};
 use crate::roles::InstanceRole;
 
 /// Who sent a request: the session (for replies) and its user. The user's instance role is
@@ -27,6 +28,25 @@ impl Origin {
 
     pub(crate) fn error(&self, code: ErrorCode, message: impl Into<String>) {
         self.reply(&ServerFrame::error(code, message));
+    }
+}
+
+/// A `subscribe` with `since` (resume.md): answered with `subscribed` and a replay.
+pub struct Resume {
+    /// The last position the client holds in this channel, if it named one.
+    pub since: Option<Position>,
+    /// Bytes the whole `subscribe` frame may still replay (shared by its channels, which
+    /// are asked one at a time in the frame's order).
+    pub budget: Arc<AtomicUsize>,
+    /// Taken by whoever answers the client first: the channel (`subscribed`) or the session
+    /// giving up at its deadline (`subscribe_refused`). A late channel then attaches nothing.
+    pub answered: Arc<AtomicBool>,
+}
+
+impl Resume {
+    /// The same request, to ask again (the same budget and the same answer flag).
+    pub fn again(&self) -> Self {
+        Self { since: self.since.clone(), budget: self.budget.clone(), answered: self.answered.clone() }
     }
 }
 

@@ -442,6 +442,20 @@ impl WsClient {
         }
     }
 
+    /// `expect` for a durable channel frame: checks it carries its stream position (a
+    /// positive `cseq`, resume.md) and returns it without that field, so a test can compare
+    /// the rest of the frame exactly.
+    #[track_caller]
+    pub fn expect_durable(&mut self, kind: &str) -> impl Future<Output = Value> + '_ {
+        let expected = self.expect(kind);
+        async move {
+            let mut frame = expected.await;
+            let cseq = frame.as_object_mut().and_then(|f| f.remove("cseq"));
+            assert!(cseq.as_ref().and_then(Value::as_u64).is_some_and(|c| c >= 1), "no cseq in {frame}");
+            frame
+        }
+    }
+
     /// The next frame of `kind`, skipping frames of any other kind.
     pub async fn expect_eventually(&mut self, kind: &str) -> Value {
         loop {
