@@ -21,13 +21,17 @@
 #   CONNECT_CONCURRENCY=200 HISTORY_CLIENTS=64 HISTORY_SEED=200 INGEST_CHANNELS=200
 #   PRESENCE_CONNECTIONS=5000 (one user per socket, all in one community)
 #   REGISTRATIONS=200 REGISTER_CONCURRENCY=8 (register: argon2 per account, then server RSS)
+#   RECOVERY_WAVE_SHARE=0.1 RECOVERY_WAVE_EVERY=10 (recovery: the fanout-s$SENDERS load while
+#        this share of the receivers drops and resumes with `since` every N seconds)
 #   SCENARIO_TIMEOUT=900 (seconds per loadgen run) SKIP_BUILD=1 PALAVER_RUST_LOG=warn
 #   PALAVER_BIN=path (default: the release build in the target dir)
 #   LOADGEN_BIN=path (default: the release build in the target dir)
 #   ONLY=history,ingest (run only these scenario labels: fanout-sN, idle, history,
-#        history-nocache, ingest, presence, register; the ceiling runs only where it has a
-#        counterpart). RSS after 200 registrations alone:
+#        history-nocache, ingest, presence, register, recovery; the ceiling runs only where it
+#        has a counterpart). RSS after 200 registrations alone:
 #        ONLY=register benches/run.sh
+#        Resume waves against plain fan-out at the same load:
+#        ONLY=fanout-s20,recovery benches/run.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,6 +55,8 @@ INGEST_CHANNELS=${INGEST_CHANNELS:-200}
 PRESENCE_CONNECTIONS=${PRESENCE_CONNECTIONS:-5000}
 REGISTRATIONS=${REGISTRATIONS:-200}
 REGISTER_CONCURRENCY=${REGISTER_CONCURRENCY:-8}
+RECOVERY_WAVE_SHARE=${RECOVERY_WAVE_SHARE:-0.1}
+RECOVERY_WAVE_EVERY=${RECOVERY_WAVE_EVERY:-10}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
 
 PG_ADMIN_URL=""
@@ -238,6 +244,10 @@ run_all() { # $1 = ceiling | palaver
         # Password hashing's memory: RSS after N registrations (argon2, 19 MiB each).
         run_scenario "$kind" register --scenario register --registrations "$REGISTRATIONS" \
             --setup-concurrency "$REGISTER_CONCURRENCY"
+        # Needs stream positions: Palaver only. Compare its steady receivers with fanout-s$SENDERS.
+        run_scenario "$kind" recovery --scenario recovery "${common[@]}" \
+            --receivers "$RECEIVERS" --senders "$SENDERS" \
+            --wave-share "$RECOVERY_WAVE_SHARE" --wave-every "$RECOVERY_WAVE_EVERY"
     fi
 }
 
@@ -280,6 +290,18 @@ jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
     row("ingest"; "committed msgs/s"; .committed_per_s),
     row("ingest"; "missing after"; .missing_after),
     row("presence"; "quiet after s"; .quiet_after_s),
-    row("presence"; "max presence frames/socket"; .presence_frames_per_socket.max)
+    row("presence"; "max presence frames/socket"; .presence_frames_per_socket.max),
+    row("recovery"; "replay p50 ms"; .replay_latency_ms.p50),
+    row("recovery"; "replay p99 ms"; .replay_latency_ms.p99),
+    row("recovery"; "recovered share"; .recovered_share),
+    row("recovery"; "bytes replayed per reconnect"; .replayed_bytes.per_reconnect),
+    row("recovery"; "gaps + duplicates"; .gaps + .duplicates + .cseq_not_rising),
+    row("recovery"; "steady recv p99 ms"; .steady.recv_latency_ms.p99),
+    (pick("palaver"; $s1) as $plain | pick("palaver"; "recovery") as $waves
+        | if $plain == null or $waves == null or $plain.error or $waves.error then empty
+          else ["recovery", "steady recv p99 / \($s1) recv p99", "-", "-",
+                ($waves.steady.recv_latency_ms.p99 / $plain.recv_latency_ms.p99 | num)],
+               ["recovery", "steady deliveries/s per receiver / \($s1)", "-", "-",
+                ($waves.steady.deliveries_per_s_per_receiver / ($plain.deliveries_per_s / $plain.receivers) | num)] end)
     | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"
 log "results: $RESULTS, summary: $SUMMARY"

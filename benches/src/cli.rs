@@ -12,6 +12,7 @@ pub enum Scenario {
     Ingest,
     Presence,
     Register,
+    Recovery,
 }
 
 impl Scenario {
@@ -23,6 +24,7 @@ impl Scenario {
             Scenario::Ingest => "ingest",
             Scenario::Presence => "presence",
             Scenario::Register => "register",
+            Scenario::Recovery => "recovery",
         }
     }
 }
@@ -48,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     pub ceiling: bool,
 
-    /// Measured phase length in seconds (fanout, history, ingest).
+    /// Measured phase length in seconds (fanout, recovery, history, ingest).
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
 
@@ -82,11 +84,11 @@ pub struct Args {
     pub sockets_per_user: usize,
 
     // ---- fanout ----
-    /// fanout: receiving sockets subscribed to the channel.
+    /// fanout/recovery: receiving sockets subscribed to the channel.
     #[arg(long, default_value_t = 1000)]
     pub receivers: usize,
 
-    /// fanout: sending sockets (separate users from the receivers).
+    /// fanout/recovery: sending sockets (separate users from the receivers).
     #[arg(long, default_value_t = 20)]
     pub senders: usize,
 
@@ -97,6 +99,16 @@ pub struct Args {
     /// fanout/ingest/history seeding: ciphertext size in bytes (min 24).
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
+
+    // ---- recovery ----
+    /// recovery: seconds between waves of receivers that drop and resume (first wave after
+    /// this long, none at or after the end of the send phase).
+    #[arg(long, default_value_t = 10)]
+    pub wave_every: u64,
+
+    /// recovery: share of the receivers that drop and resume in each wave (0–1).
+    #[arg(long, default_value_t = 0.1)]
+    pub wave_share: f64,
 
     // ---- idle ----
     /// idle/presence: sockets to open and authenticate (idle also subscribes them).
@@ -143,6 +155,8 @@ impl Args {
             self.connect_concurrency > 0 && self.setup_concurrency > 0,
             "concurrency must be > 0"
         );
+        anyhow::ensure!(self.wave_every > 0, "--wave-every must be > 0");
+        anyhow::ensure!((0.0..=1.0).contains(&self.wave_share), "--wave-share must be in [0, 1]");
         for ip in &self.source_ips {
             anyhow::ensure!(ip.is_loopback(), "--source-ips must be loopback addresses, got {ip}");
         }

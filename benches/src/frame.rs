@@ -80,6 +80,18 @@ pub fn subscribe(channel_ids: &[Uuid]) -> String {
     serde_json::json!({ "type": "subscribe", "channel_ids": channel_ids }).to_string()
 }
 
+/// `subscribe` to one channel with `since` (resume.md): the client's last position in it,
+/// or `{}` when it has none yet (still asks for a `subscribed` answer).
+pub fn subscribe_since(channel_id: Uuid, since: Option<(&str, u64)>) -> String {
+    let since = match since {
+        Some((epoch, cseq)) => {
+            serde_json::json!({ channel_id.to_string(): { "epoch": epoch, "cseq": cseq } })
+        }
+        None => serde_json::json!({}),
+    };
+    serde_json::json!({ "type": "subscribe", "channel_ids": [channel_id], "since": since }).to_string()
+}
+
 pub fn ping(timestamp: i64) -> String {
     serde_json::json!({ "type": "ping", "timestamp": timestamp }).to_string()
 }
@@ -103,6 +115,12 @@ fn value_after_key<'a>(text: &'a str, quoted_key: &str) -> Option<&'a str> {
 pub fn frame_type(text: &str) -> Option<&str> {
     let v = value_after_key(text, "\"type\"")?.strip_prefix('"')?;
     Some(&v[..v.find('"')?])
+}
+
+/// The frame's `cseq` (stream position, resume.md), without a full parse.
+pub fn cseq(text: &str) -> Option<u64> {
+    let v = value_after_key(text, "\"cseq\"")?;
+    v[..v.bytes().take_while(u8::is_ascii_digit).count()].parse().ok()
 }
 
 /// The bench stamp at the start of a frame's `ciphertext` array, without a full parse.
@@ -139,6 +157,21 @@ pub struct ServerFrame {
     pub message: Option<String>,
     #[serde(default)]
     pub timestamp: Option<i64>,
+    /// `subscribed` / `resync_required`: the channel's stream (resume.md).
+    #[serde(default)]
+    pub epoch: Option<String>,
+    /// `subscribed` / `resync_required`: the channel's current position.
+    #[serde(default)]
+    pub cseq: Option<u64>,
+    /// `subscribed`: every durable frame after `since` follows.
+    #[serde(default)]
+    pub recovered: Option<bool>,
+    /// `subscribed`: how many replayed frames follow.
+    #[serde(default)]
+    pub replayed: Option<u64>,
+    /// `resync_required`: `gap` or `restarted`.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl ServerFrame {
@@ -190,5 +223,24 @@ mod tests {
         assert_eq!(stamp(&text), Some(st));
         assert_eq!(frame_type(r#"{"type":"pong","timestamp":5}"#), Some("pong"));
         assert_eq!(stamp(r#"{"type":"new_message","ciphertext":[1,2]}"#), None);
+    }
+
+    #[test]
+    fn cseq_scanner_reads_positions() {
+        assert_eq!(cseq(r#"{"type":"new_message","cseq":1042,"id":"x"}"#), Some(1042));
+        assert_eq!(cseq(r#"{"type":"new_message", "cseq" : 7}"#), Some(7));
+        assert_eq!(cseq(r#"{"type":"user_typing","channel_id":"x"}"#), None);
+    }
+
+    #[test]
+    fn subscribe_since_names_the_channel_position() {
+        let ch = Uuid::new_v4();
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribe_since(ch, Some(("k3Jd9aQx", 41)))).unwrap();
+        assert_eq!(v["channel_ids"][0], ch.to_string());
+        assert_eq!(v["since"][ch.to_string()]["epoch"], "k3Jd9aQx");
+        assert_eq!(v["since"][ch.to_string()]["cseq"], 41);
+        let v: serde_json::Value = serde_json::from_str(&subscribe_since(ch, None)).unwrap();
+        assert_eq!(v["since"], serde_json::json!({}));
     }
 }

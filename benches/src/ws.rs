@@ -67,7 +67,7 @@ pub async fn send_text(ws: &mut WsStream, text: String) -> Result<()> {
 
 /// Reads frames until one satisfies `want` (returns its parsed form); `error` frames
 /// abort. Other frames (heartbeat `pong`, presence, ...) are skipped.
-async fn wait_for(
+pub async fn wait_for(
     ws: &mut WsStream,
     what: &str,
     mut want: impl FnMut(&ServerFrame) -> bool,

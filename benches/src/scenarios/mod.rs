@@ -6,6 +6,7 @@ mod history;
 mod idle;
 mod ingest;
 mod presence;
+mod recovery;
 mod register;
 mod sender;
 
@@ -48,6 +49,7 @@ pub async fn run(args: Args) -> Result<Value> {
         Scenario::Ingest => ingest::run(&ctx).await?,
         Scenario::Presence => presence::run(&ctx).await?,
         Scenario::Register => register::run(&ctx).await?,
+        Scenario::Recovery => recovery::run(&ctx).await?,
     };
     let mut line = json!({
         "scenario": scenario.name(),
