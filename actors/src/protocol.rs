@@ -530,6 +530,12 @@ impl ServerFrame {
         Self::Error { code, message: message.into() }
     }
 
+    /// Sent before a 4008 close when messages of a channel may have been missed by a socket
+    /// that does not read stream positions (resume.md, "Loss signals").
+    pub fn out_of_sync() -> Self {
+        Self::error(ErrorCode::OutOfSync, "messages of a channel may have been missed: reconnect and refresh")
+    }
+
     /// Durable channel frames take a position in their channel's stream, are kept for replay
     /// and are never dropped from a queue (resume.md's class table).
     pub fn is_durable(&self) -> bool {
@@ -563,10 +569,9 @@ impl ServerFrame {
         let mut text = serde_json::to_string(self).expect("server frames serialize");
         // `{"type":"snake_case_name"` comes first and holds no comma, so the first comma (or
         // the closing brace of a frame with no other field) is where the position goes.
-        let cseq_field = format!("\"cseq\":{cseq}");
         match text.find(',') {
-            Some(at) => text.insert_str(at + 1, &format!("{cseq_field},")),
-            None => text.insert_str(text.len() - 1, &format!(",{cseq_field}")),
+            Some(at) => text.insert_str(at + 1, &format!("\"cseq\":{cseq},")),
+            None => text.insert_str(text.len() - 1, &format!(",\"cseq\":{cseq}")),
         }
         Frame::from(text)
     }

@@ -2,10 +2,10 @@
 //! channels, a new channel with its owner, member listings, unread counts, read cursors and
 //! sender keys.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use palaver_actors::protocol::rfc3339;
-use palaver_entity::{channel_members, channels, group_members, messages, read_cursors, sender_keys, users};
+use palaver_entity::{channel_members, channels, group_members, messages, read_cursors, sender_keys};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
@@ -15,6 +15,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::channel::ChannelMemberView;
+use crate::domain::user::users_by_id;
 use crate::error::ApiResult;
 
 /// The channels `user_id` is a member of, oldest first.
@@ -86,17 +87,7 @@ pub async fn member_views(
     }
     let page: Vec<_> = entries.into_iter().skip(offset as usize).take(limit as usize).collect();
     let ids: Vec<Uuid> = page.iter().map(|(u, _, _)| *u).collect();
-    let people: HashMap<Uuid, users::Model> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        users::Entity::find()
-            .filter(users::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect()
-    };
+    let people = users_by_id(db, ids).await?;
     let views: Vec<ChannelMemberView> = page
         .iter()
         .filter_map(|(user_id, role, joined_at)| {

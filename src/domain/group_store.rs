@@ -2,9 +2,7 @@
 //! `general` channel, group views with member counts, settings, deletion, ownership, member
 //! listings, the group's channels and accepting invites.
 
-use std::collections::HashMap;
-
-use palaver_entity::{channel_members, channels, communities, group_invites, group_members, groups, users};
+use palaver_entity::{channel_members, channels, communities, group_invites, group_members, groups};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, EntityTrait,
@@ -15,6 +13,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::domain::channel::ChannelMemberView;
 use crate::domain::group::{self, ChannelScope, GroupUpdate, GroupView, NewGroup};
+use crate::domain::user::users_by_id;
 use crate::domain::visibility::communities_of;
 use crate::error::{ApiError, ApiResult};
 
@@ -230,17 +229,7 @@ pub(crate) async fn member_views(
         .all(db)
         .await?;
     let ids: Vec<Uuid> = page.iter().map(|m| m.user_id).collect();
-    let people: HashMap<Uuid, users::Model> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        users::Entity::find()
-            .filter(users::Column::Id.is_in(ids))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u))
-            .collect()
-    };
+    let people = users_by_id(db, ids).await?;
     let views: Vec<ChannelMemberView> = page
         .iter()
         .filter_map(|m| people.get(&m.user_id).map(|u| ChannelMemberView::new(u, &m.role, &m.joined_at)))

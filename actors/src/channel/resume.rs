@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 
 use super::ring::{MAX_REPLAY_FRAMES, Unrecoverable};
 use super::{ChannelState, Origin, Resume};
-use crate::error_code::ErrorCode;
 use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox};
 use crate::protocol::ServerFrame;
 
@@ -87,11 +86,7 @@ impl ChannelState {
         }
         .encode();
         let messages_lost = self.subscribers.unannounced();
-        let out_of_sync = ServerFrame::error(
-            ErrorCode::OutOfSync,
-            "messages of a channel may have been missed: reconnect and refresh",
-        )
-        .encode();
+        let out_of_sync = ServerFrame::out_of_sync().encode();
         let tell = |outbox: &Outbox| {
             if outbox.is_resume_capable() {
                 outbox.push(resync.clone());

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::error_code::ErrorCode;
 use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox};
 use crate::protocol::{Frame, ServerFrame};
 
@@ -79,11 +78,7 @@ impl Subscribers {
     /// The channel can no longer serve its subscribers (its actor could not be restarted):
     /// each is told and closed with 4008, so its client reconnects and catches up.
     pub fn close_all_out_of_sync(&self) {
-        let frame = ServerFrame::error(
-            ErrorCode::OutOfSync,
-            "messages of a channel may have been missed: reconnect and refresh",
-        )
-        .encode();
+        let frame = ServerFrame::out_of_sync().encode();
         for (_, s) in self.lock().drain() {
             s.outbox.push(frame.clone());
             s.outbox.close(CLOSE_SLOW_CONSUMER);
