@@ -44,6 +44,30 @@ impl FromStr for RegistrationMode {
     }
 }
 
+/// How log lines are written to stdout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers (`tracing-subscriber`'s json format).
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("log_format {other:?}: use text or json")),
+        }
+    }
+}
+
+/// Longest accepted `drain_delay`: the whole shutdown must fit in 10 s.
+pub const MAX_DRAIN_DELAY: Duration = Duration::from_secs(5);
+
 /// A token bucket: `burst` tokens, refilled at `per_second`. Written `BURST/PER_SECOND`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
@@ -222,6 +246,13 @@ pub struct Cli {
     /// Base URL of the GitHub API.
     #[arg(long, env = "PALAVER_GITHUB_API_URL")]
     pub github_api_url: Option<String>,
+    /// `text` or `json` (one JSON object per line) for the log lines on stdout.
+    #[arg(long, env = "PALAVER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds `/api/health` answers 503 `draining` before the listener closes on SIGTERM, so a
+    /// load balancer stops sending new clients first (0–5).
+    #[arg(long, env = "PALAVER_DRAIN_DELAY")]
+    pub drain_delay: Option<u64>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -259,6 +290,8 @@ struct FileConfig {
     github_token: Option<String>,
     github_repo: Option<String>,
     github_api_url: Option<String>,
+    log_format: Option<String>,
+    drain_delay: Option<u64>,
 }
 
 /// Hash requests that may wait per hashing worker. A waiting request holds no argon2 memory
@@ -326,6 +359,11 @@ pub struct Config {
     pub github_repo: Option<String>,
     /// GitHub API base URL (tests point it at a local stand-in).
     pub github_api_url: String,
+    /// Log lines as text or JSON (`main.rs` installs the subscriber).
+    pub log_format: LogFormat,
+    /// On SIGTERM/SIGINT, how long health answers `draining` while still serving, before the
+    /// listener closes and the drain begins (at most `MAX_DRAIN_DELAY`).
+    pub drain_delay: Duration,
     /// Link-preview fetch limits (not settable from flags, environment or file).
     pub link_preview: LinkPreviewLimits,
     /// Message-search budget (not settable from flags, environment or file).
@@ -379,6 +417,8 @@ impl Config {
             github_token: None,
             github_repo: None,
             github_api_url: "https://api.github.com".into(),
+            log_format: LogFormat::Text,
+            drain_delay: Duration::ZERO,
             link_preview: LinkPreviewLimits::default(),
             search: SearchLimits::default(),
             allow_loopback_previews_for_tests: Vec::new(),
@@ -497,6 +537,16 @@ impl Config {
         if let Some(v) = cli.github_api_url.or(file.github_api_url) {
             config.github_api_url = v.trim_end_matches('/').to_string();
         }
+        if let Some(v) = cli.log_format.or(file.log_format) {
+            config.log_format = v.parse()?;
+        }
+        if let Some(v) = cli.drain_delay.or(file.drain_delay) {
+            let delay = Duration::from_secs(v);
+            if delay > MAX_DRAIN_DELAY {
+                return Err(format!("drain_delay {v}: at most {} seconds", MAX_DRAIN_DELAY.as_secs()));
+            }
+            config.drain_delay = delay;
+        }
         Ok(config)
     }
 
@@ -612,6 +662,18 @@ mod tests {
         assert!(
             Config::from_cli(Cli { client_ip_header: Some("bad header".into()), ..Cli::default() }).is_err()
         );
+    }
+
+    #[test]
+    fn log_format_and_drain_delay_are_checked() {
+        assert_eq!(Config::from_cli(Cli::default()).unwrap().log_format, LogFormat::Text);
+        let config =
+            Config::from_cli(Cli { log_format: Some("json".into()), drain_delay: Some(2), ..Cli::default() })
+                .unwrap();
+        assert_eq!((config.log_format, config.drain_delay), (LogFormat::Json, Duration::from_secs(2)));
+        let err = Config::from_cli(Cli { log_format: Some("xml".into()), ..Cli::default() }).unwrap_err();
+        assert!(err.contains("text or json"), "{err}");
+        assert!(Config::from_cli(Cli { drain_delay: Some(30), ..Cli::default() }).is_err());
     }
 
     #[test]

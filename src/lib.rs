@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod images;
@@ -44,15 +45,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Stops accepting, closes sockets, stops actors, waits for the accept loop to end.
+    /// The graceful drain (see `drain.rs` for the order and why): health says `draining`,
+    /// the listener closes, channel actors answer every send they accepted, sockets close with
+    /// 1012, the pool closes.
     pub async fn shutdown(self) {
+        self.state.drain.begin();
+        if !self.state.config.drain_delay.is_zero() {
+            tokio::time::sleep(self.state.config.drain_delay).await;
+        }
         let _ = self.shutdown.send(());
         // The delivery task stops between messages; a delivery in flight is one transaction,
         // so stopping at any point neither loses nor repeats a scheduled message.
         let _ = self.scheduler.await;
         let _ = self.housekeeping.await;
-        self.state.hub.shutdown().await;
         let _ = self.task.await;
+        if !self.state.hub.drain_channels(drain::CHANNEL_FLUSH_LIMIT).await {
+            tracing::warn!("some channels did not finish their commits in time");
+        }
+        self.state.hub.shutdown().await;
+        if !self.state.drain.sockets_closed(drain::SOCKET_CLOSE_LIMIT).await {
+            tracing::warn!("some sockets did not take their close frame in time");
+        }
         self.state.db.clone().close().await.ok();
     }
 
@@ -110,6 +123,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         webhook_limits: Arc::new(webhook_limits),
         gifs: Arc::new(gifs),
         github_issues,
+        drain: Arc::new(drain::Drain::default()),
     };
 
     let listener =

@@ -51,6 +51,8 @@ pub struct AppState {
     pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
     /// Message search admission: per-user concurrency and the matching pool.
     pub search: Arc<crate::domain::search::SearchGate>,
+    /// Graceful-shutdown state: health's `draining`, the sockets shutdown waits for.
+    pub drain: Arc<crate::drain::Drain>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4

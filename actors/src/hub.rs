@@ -17,7 +17,7 @@ use crate::channel::{
 use crate::community::{Answer, Command, CommunityMsg, CommunitySlot, LiveCommunities, Refusal};
 pub use crate::config::{HubConfig, SIGNAL_RATE_BURST, SIGNAL_RATE_PER_SECOND};
 use crate::error_code::ErrorCode;
-use crate::outbox::{CLOSE_GOING_AWAY, CLOSE_UNAUTHORIZED};
+use crate::outbox::{CLOSE_SERVICE_RESTART, CLOSE_UNAUTHORIZED};
 use crate::presence::Presence;
 use crate::protocol::ServerFrame;
 use crate::registry::{Logins, SessionRegistry};
@@ -53,6 +53,9 @@ pub struct Hub {
     /// Most frames any one socket has had handed to its session and not yet handled
     /// (bounded by `session::MAX_FRAMES_IN_FLIGHT`; metrics, tests).
     pub frames_in_flight_peak: std::sync::atomic::AtomicUsize,
+    /// Set when shutdown begins (`drain_channels`): no channel actor starts any more, and a
+    /// send that finds its actor stopped is answered `Stopped` instead of starting a new one.
+    stopping: std::sync::atomic::AtomicBool,
     supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
     community_supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
 }
@@ -123,14 +126,46 @@ impl Hub {
             presence,
             voice_cooldowns: DashMap::new(),
             frames_in_flight_peak: Default::default(),
+            stopping: Default::default(),
             supervisor,
             community_supervisor,
         }))
     }
 
-    /// Closes every session and stops every actor.
+    /// First step of a graceful shutdown: from now on nothing reaches a channel actor, and
+    /// every live one commits and answers what it accepted (ack if committed, error otherwise),
+    /// handles what is already in its mailbox, and stops. Returns once all have stopped or
+    /// `deadline` passed (false then: an actor stuck on the database is left to the process exit,
+    /// its senders get no ack, which never means a lost ack).
+    pub async fn drain_channels(&self, deadline: Duration) -> bool {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let actors: Vec<ActorRef<ChannelMsg>> =
+            self.channels.slots.iter().filter_map(|cell| cell.get().map(|slot| slot.actor())).collect();
+        for actor in &actors {
+            let _ = actor.send_message(ChannelMsg::Shutdown);
+        }
+        // They drain concurrently; waiting for them one by one only observes it.
+        let until = tokio::time::Instant::now() + deadline;
+        for actor in &actors {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if actor.get_cell().wait(Some(left)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// True once shutdown began: sockets that authenticate now are closed at once.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes every session (1012, "service restart": clients reconnect elsewhere or later)
+    /// and stops every actor. After `drain_channels`, every send a socket had made was
+    /// answered before its close.
     pub async fn shutdown(&self) {
-        self.shared.sessions.close_all(CLOSE_GOING_AWAY);
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.sessions.close_all(CLOSE_SERVICE_RESTART);
         self.presence.stop();
         self.supervisor.stop(Some("shutdown".into()));
         self.community_supervisor.stop(Some("shutdown".into()));
@@ -274,6 +309,9 @@ impl Hub {
 
     /// The live slot of a channel, starting its actor if needed.
     pub async fn channel(&self, channel_id: Uuid) -> Result<Arc<ChannelSlot>, HubError> {
+        if self.is_stopping() {
+            return Err(HubError::Stopped);
+        }
         let cell = self.channels.slots.entry(channel_id).or_default().clone();
         let result = cell
             .get_or_try_init(|| async move {
@@ -303,6 +341,8 @@ impl Hub {
             let restarted = slot.restarted();
             match slot.actor().send_message(message) {
                 Ok(()) => return Ok(()),
+                // Drained for shutdown: no fresh actor will take it.
+                Err(ractor::MessagingErr::SendErr(_)) if self.is_stopping() => return Err(HubError::Stopped),
                 Err(ractor::MessagingErr::SendErr(back)) => {
                     message = back;
                     // Dead actor: either the supervisor is restarting it, or it stopped idle.

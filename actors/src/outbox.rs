@@ -31,6 +31,9 @@ pub const CLOSE_EVICTED: u16 = 4009;
 pub const CLOSE_UNAUTHORIZED: u16 = 4001;
 /// Close code: the server is shutting down (standard "going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: the server is restarting after a graceful drain (standard "service restart"):
+/// everything this socket sent was answered first; reconnect and resume.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 
 /// Why a session was told to close, with the text the client sees.
 pub fn close_reason(code: u16) -> &'static str {
@@ -39,6 +42,7 @@ pub fn close_reason(code: u16) -> &'static str {
         CLOSE_EVICTED => "too many sessions: the oldest was closed",
         CLOSE_UNAUTHORIZED => "unauthorized",
         CLOSE_GOING_AWAY => "server shutting down",
+        CLOSE_SERVICE_RESTART => "service restart",
         _ => "closed",
     }
 }

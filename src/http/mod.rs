@@ -3,6 +3,7 @@
 //! Filters here never reject once a route's path and method matched: they yield
 //! `ApiResult<…>` values so the handler turns every problem into the one error body.
 
+pub mod access_log;
 pub mod extract;
 pub mod multipart;
 pub mod query;

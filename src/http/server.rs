@@ -115,10 +115,7 @@ where
             HeaderValue::from_static("Retry-After, X-Search-Truncated, X-Search-Scanned"),
         );
     }
-    tracing::debug!(
-        %method, path, status = response.status().as_u16(), ip = %client_ip,
-        micros = started.elapsed().as_micros() as u64, "request"
-    );
+    super::access_log::request(&method, &path, response.status(), started.elapsed(), client_ip);
     response
 }
 

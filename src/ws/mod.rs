@@ -45,7 +45,9 @@ pub fn upgrade(state: AppState, mut req: Request<Incoming>, client_ip: IpAddr) -
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    // Tracked, so a graceful shutdown waits for the socket's close frame (`drain.rs`).
+    let drain = state.drain.clone();
+    drain.spawn_socket(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let socket = WebSocketStream::from_raw_socket(

@@ -4,12 +4,16 @@
 //! outbox into the socket.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use palaver_actors::error_code::ErrorCode;
-use palaver_actors::outbox::{CLOSE_UNAUTHORIZED, Outbox, OutboxReceiver, close_reason};
+use palaver_actors::outbox::{
+    CLOSE_SERVICE_RESTART, CLOSE_UNAUTHORIZED, Outbox, OutboxReceiver, close_reason,
+};
 use palaver_actors::protocol::{ClientFrame, ServerFrame, decode};
 use palaver_actors::session::{FrameGate, MAX_FRAME_BYTES, SessionActor, SessionArgs, SessionMsg};
 use ractor::Actor;
@@ -28,9 +32,12 @@ pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(state: AppState, mut socket: Socket, ip: IpAddr) {
+    let started = Instant::now();
     let caller = match handshake(&state, &mut socket).await {
         Ok(caller) => caller,
         Err((code, message)) => {
+            let end = SessionEnd { frames_in: 1, frames_out: 1, close_code: CLOSE_UNAUTHORIZED, by: "server" };
+            end.log(None, ip, started);
             let frame = ServerFrame::error(code, message).encode();
             let _ = socket.send(Message::Text(frame)).await;
             let _ = socket
@@ -42,10 +49,38 @@ pub async fn run(state: AppState, mut socket: Socket, ip: IpAddr) {
             return;
         }
     };
-    let span = tracing::debug_span!("ws", user = %caller.user_id, %ip);
-    let _enter = span.enter();
-    drop(_enter);
-    serve(state, socket, caller).await;
+    let user_id = caller.user_id;
+    let end = serve(state, socket, caller).await;
+    end.log(Some(user_id), ip, started);
+}
+
+/// How a session ended: one access-log line per WebSocket (`PALAVER_LOG_FORMAT`).
+struct SessionEnd {
+    /// Text frames read from the client (the `authenticate` frame included).
+    frames_in: u64,
+    /// Text frames written to the client.
+    frames_out: u64,
+    /// The close code: the one the server sent, else the client's (1005 when its close frame
+    /// had none, 1006 when the connection dropped without one).
+    close_code: u16,
+    /// `server` or `client`: who ended it.
+    by: &'static str,
+}
+
+impl SessionEnd {
+    fn log(&self, user: Option<Uuid>, ip: IpAddr, started: Instant) {
+        tracing::info!(
+            target: "palaver::access",
+            user = user.map(tracing::field::display),
+            client_ip = %ip,
+            duration_ms = started.elapsed().as_millis() as u64,
+            frames_in = self.frames_in,
+            frames_out = self.frames_out,
+            close_code = self.close_code,
+            closed_by = self.by,
+            "websocket session ended"
+        );
+    }
 }
 
 /// Reads the first frame: it must be `authenticate` with a valid token, within 10 s.
@@ -70,7 +105,7 @@ fn login_revoked(state: &AppState, caller: &Caller) -> bool {
     caller.login.is_some_and(|login| state.hub.revoked_logins.is_revoked(login))
 }
 
-async fn serve(state: AppState, socket: Socket, caller: Caller) {
+async fn serve(state: AppState, socket: Socket, caller: Caller) -> SessionEnd {
     let hub = state.hub.clone();
     let session_id = Uuid::new_v4();
     let (outbox, receiver) = Outbox::for_login(
@@ -94,13 +129,18 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
     if login_revoked(&state, &caller) {
         outbox.close(CLOSE_UNAUTHORIZED);
     }
+    // Authenticated after shutdown began: the registry's sockets were (or are being) closed
+    // for the restart, and this one may have been registered too late to be among them.
+    if hub.is_stopping() {
+        outbox.close(CLOSE_SERVICE_RESTART);
+    }
     let args = SessionArgs { hub: hub.clone(), outbox: outbox.clone() };
     let actor = match Actor::spawn(None, SessionActor, args).await {
         Ok((actor, _)) => actor,
         Err(err) => {
             tracing::error!(error = %err, "could not start session actor");
             hub.sessions().unregister(caller.user_id, session_id);
-            return;
+            return SessionEnd { frames_in: 1, frames_out: 0, close_code: 1011, by: "server" };
         }
     };
     if registered.first_session {
@@ -113,7 +153,11 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
     outbox.push(ServerFrame::Pong { timestamp: chrono::Utc::now().timestamp() }.encode());
 
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, receiver));
+    let frames_out = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_loop(sink, receiver, frames_out.clone()));
+    // The `authenticate` frame was the first one in.
+    let mut frames_in: u64 = 1;
+    let mut client_close = None;
 
     // Reader: hand text frames to the actor until the socket or the session closes. Each
     // frame needs a permit first: when the session is behind, the reader stops reading and
@@ -129,6 +173,7 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
         tokio::select! {
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
+                    frames_in += 1;
                     let msg = if text.len() > MAX_FRAME_BYTES {
                         SessionMsg::TooLarge(permit)
                     } else {
@@ -138,7 +183,11 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
                         break;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Message::Close(frame))) => {
+                    client_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                    break;
+                }
+                None | Some(Err(_)) => break,
                 // Binary frames are ignored; pings are answered by tungstenite.
                 Some(Ok(_)) => {}
             },
@@ -146,6 +195,11 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
         }
     }
     let _ = actor.send_message(SessionMsg::Closed);
+    let (close_code, by) = match (outbox.close_requested(), client_close) {
+        (0, Some(code)) => (code, "client"),
+        (0, None) => (1006, "client"),
+        (code, _) => (code, "server"),
+    };
     // The writer sends the close frame (if a close was requested) and ends; don't wait long.
     if outbox.close_requested() == 0 {
         outbox.close(1000);
@@ -154,11 +208,12 @@ async fn serve(state: AppState, socket: Socket, caller: Caller) {
     if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
         abort.abort();
     }
+    SessionEnd { frames_in, frames_out: frames_out.load(Ordering::Relaxed), close_code, by }
 }
 
 /// Drains the outbox into the socket, batching whatever is queued into one flush.
 /// A close request interrupts even a write blocked on a peer that stopped reading.
-async fn write_loop<S>(mut sink: S, mut receiver: OutboxReceiver)
+async fn write_loop<S>(mut sink: S, mut receiver: OutboxReceiver, frames_out: Arc<AtomicU64>)
 where
     S: futures_util::Sink<Message> + Unpin,
 {
@@ -178,8 +233,10 @@ where
         };
         let write = async {
             sink.feed(Message::Text(frame)).await?;
+            frames_out.fetch_add(1, Ordering::Relaxed);
             while let Some(more) = receiver.try_recv() {
                 sink.feed(Message::Text(more)).await?;
+                frames_out.fetch_add(1, Ordering::Relaxed);
             }
             sink.flush().await
         };
@@ -205,7 +262,9 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         if code != palaver_actors::outbox::CLOSE_SLOW_CONSUMER {
             while let Some(more) = receiver.try_recv() {
-                let _ = sink.feed(Message::Text(more)).await;
+                if sink.feed(Message::Text(more)).await.is_ok() {
+                    frames_out.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         let _ = sink.send(Message::Close(Some(frame))).await;

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod access_log;
 mod account;
 mod admin;
 mod admin_api;
@@ -14,6 +15,7 @@ mod channels;
 mod communities;
 mod community_moderation;
 mod dms;
+mod drain;
 mod durability;
 mod files;
 mod fuzz_bodies;

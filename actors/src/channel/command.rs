@@ -135,7 +135,7 @@ impl ChannelState {
 
     /// Commits and announces every send accepted so far: the in-flight batch (awaited through
     /// its oneshot, not the mailbox) and then whatever is pending.
-    async fn flush(&mut self) {
+    pub(super) async fn flush(&mut self) {
         if let Some(outcome) = self.in_flight.take() {
             match outcome.await {
                 Ok((batch, result)) => self.settle(batch, result).await,

@@ -122,6 +122,9 @@ pub enum ChannelMsg {
     VoiceGrace { user_id: Uuid },
     /// Internal, periodic: stop when idle with no subscribers.
     IdleCheck,
+    /// From the hub at shutdown (`Hub::drain_channels`): commit and answer every send accepted
+    /// so far, then handle what is already queued and stop, taking nothing new.
+    Shutdown,
     /// Test hook: panic inside the actor (proves supervision restarts it).
     #[cfg(feature = "test-hooks")]
     Crash,
@@ -345,6 +348,18 @@ impl Actor for ChannelActor {
                     // neither `message_sent` nor an error). Draining refuses new messages
                     // (the hub then starts a fresh actor) and handles the queued ones first.
                     state.draining = true;
+                    let _ = myself.drain();
+                }
+            }
+            ChannelMsg::Shutdown => {
+                // Like the idle stop, but whether or not a commit is in flight: its outcome is
+                // awaited here (its `Committed` wake-up would be refused by the draining
+                // mailbox), so every accepted send is acked or refused before the actor ends.
+                // Sends queued behind this message are still handled (committed inline while
+                // draining); later ones are refused by the mailbox and answered by the hub.
+                if !state.draining {
+                    state.draining = true;
+                    state.flush().await;
                     let _ = myself.drain();
                 }
             }
