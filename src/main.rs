@@ -46,7 +46,9 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         // Fields at the top level of each object (`"route": …`, not `"fields": {"route": …}`),
         // no span lists: one flat object per line is what log shippers index best.
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init()
+        }
     }
 }
 

@@ -97,7 +97,10 @@ mod tests {
             route_template(&Method::DELETE, &format!("/api/account/sessions/{id}")),
             "/api/account/sessions/{id}"
         );
-        assert_eq!(route_template(&Method::POST, "/api/webhooks/execute/tok3n"), "/api/webhooks/execute/{name}");
+        assert_eq!(
+            route_template(&Method::POST, "/api/webhooks/execute/tok3n"),
+            "/api/webhooks/execute/{name}"
+        );
         assert_eq!(route_template(&Method::GET, "/ws"), "/ws");
         assert_eq!(route_template(&Method::GET, "/api/no/such/route"), UNMATCHED);
         assert_eq!(route_template(&Method::PATCH, "/api/health"), UNMATCHED);

@@ -36,7 +36,9 @@ pub async fn run(state: AppState, mut socket: Socket, ip: IpAddr) {
     let caller = match handshake(&state, &mut socket).await {
         Ok(caller) => caller,
         Err((code, message)) => {
-            let end = SessionEnd { frames_in: 1, frames_out: 1, close_code: CLOSE_UNAUTHORIZED, by: "server" };
+            // A timeout read no text frame; the other refusals read one.
+            let frames_in = u64::from(code != ErrorCode::AuthTimeout);
+            let end = SessionEnd { frames_in, frames_out: 1, close_code: CLOSE_UNAUTHORIZED, by: "server" };
             end.log(None, ip, started);
             let frame = ServerFrame::error(code, message).encode();
             let _ = socket.send(Message::Text(frame)).await;

@@ -50,7 +50,9 @@ async fn json_logs_have_one_line_per_request_and_socket(backend: Backend) {
             break;
         }
     }
-    ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() }))).await.unwrap();
+    ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })))
+        .await
+        .unwrap();
     while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {}
 
     let socket_line = wait_for_line(&server, |line| line["message"] == "websocket session ended").await;

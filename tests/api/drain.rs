@@ -144,7 +144,8 @@ async fn health_says_draining_and_sockets_close_with_1012(backend: Backend) {
 async fn alice_with_channel(http: &reqwest::Client, server: &ServerProcess) -> (String, Uuid) {
     let identity = ed25519_dalek::SigningKey::from_bytes(&crate::common::rand_bytes());
     let registered =
-        post_json(http, server.api("/auth/register"), None, TestApp::registration_body("alice", &identity)).await;
+        post_json(http, server.api("/auth/register"), None, TestApp::registration_body("alice", &identity))
+            .await;
     let token = registered["access_token"].as_str().expect("registered").to_string();
     let channel = post_json(
         http,
@@ -157,7 +158,12 @@ async fn alice_with_channel(http: &reqwest::Client, server: &ServerProcess) -> (
 }
 
 /// The channel's message ids, oldest first.
-async fn history(http: &reqwest::Client, server: &ServerProcess, token: &str, channel_id: Uuid) -> Vec<String> {
+async fn history(
+    http: &reqwest::Client,
+    server: &ServerProcess,
+    token: &str,
+    channel_id: Uuid,
+) -> Vec<String> {
     let mut stored: Vec<String> = Vec::new();
     loop {
         let mut url = server.api(&format!("/channels/{channel_id}/messages?limit=100"));
@@ -182,4 +188,7 @@ pub async fn post_json(http: &reqwest::Client, url: String, token: Option<&str>,
     request.send().await.unwrap().json().await.unwrap()
 }
 
-crate::both_backends!(sigterm_mid_burst_acks_only_what_is_stored, health_says_draining_and_sockets_close_with_1012);
+crate::both_backends!(
+    sigterm_mid_burst_acks_only_what_is_stored,
+    health_says_draining_and_sockets_close_with_1012
+);
