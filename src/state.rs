@@ -51,6 +51,8 @@ pub struct AppState {
     pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
     /// Message search admission: per-user concurrency and the matching pool.
     pub search: Arc<crate::domain::search::SearchGate>,
+    /// The HTTP side's counters (`GET /metrics`; the live side's are the hub's).
+    pub metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4

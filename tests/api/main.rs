@@ -30,6 +30,7 @@ mod keys;
 mod legal;
 mod link_preview;
 mod messages;
+mod metrics;
 mod misc_features;
 mod outage;
 mod polls;
