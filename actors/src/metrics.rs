@@ -100,8 +100,10 @@ pub struct Histogram {
 }
 
 /// Latency buckets in microseconds: 0.5 ms … 5 s.
-pub const LATENCY_MICROS: &[u64] =
-    &[500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000];
+pub const LATENCY_MICROS: &[u64] = &[
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000,
+];
 
 /// Group-commit batch sizes: powers of two up to the batch cap (256).
 pub const BATCH_ROWS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -299,7 +301,11 @@ impl HubMetrics {
 
     /// Writes every family this registry holds.
     pub fn write(&self, out: &mut Exposition) {
-        out.gauge("palaver_ws_sockets_open", "Upgraded WebSocket connections (authenticated or not)", self.sockets_open.get());
+        out.gauge(
+            "palaver_ws_sockets_open",
+            "Upgraded WebSocket connections (authenticated or not)",
+            self.sockets_open.get(),
+        );
         out.family_by(
             "palaver_ws_frames_in_total",
             "Client frames received, by type",
@@ -314,7 +320,11 @@ impl HubMetrics {
             "type",
             &self.frames_out,
         );
-        out.counter("palaver_ws_bytes_out_total", "Bytes of frames handed to sockets (JSON text)", self.bytes_out.get());
+        out.counter(
+            "palaver_ws_bytes_out_total",
+            "Bytes of frames handed to sockets (JSON text)",
+            self.bytes_out.get(),
+        );
         out.family_by(
             "palaver_ws_closes_total",
             "WebSocket sessions ended, by close code",
@@ -328,7 +338,11 @@ impl HubMetrics {
             self.ephemeral_dropped.get(),
         );
         out.header("palaver_channel_resync_total", "Sockets told about a channel actor restart", "counter");
-        out.sample("palaver_channel_resync_total", &[("action", "resync_required")], self.resync_required.get());
+        out.sample(
+            "palaver_channel_resync_total",
+            &[("action", "resync_required")],
+            self.resync_required.get(),
+        );
         out.sample("palaver_channel_resync_total", &[("action", "closed")], self.resync_closes.get());
         out.counter(
             "palaver_channel_actors_started_total",
@@ -341,7 +355,11 @@ impl HubMetrics {
             self.channel_actors_restarted.get(),
         );
         out.histogram("palaver_commit_batch_rows", "Messages per group commit", &self.commit_batch_rows);
-        out.histogram("palaver_commit_duration_seconds", "Duration of one group commit", &self.commit_seconds);
+        out.histogram(
+            "palaver_commit_duration_seconds",
+            "Duration of one group commit",
+            &self.commit_seconds,
+        );
         out.histogram(
             "palaver_ack_latency_seconds",
             "send_message received to message_sent queued",

@@ -152,14 +152,24 @@ async fn counters_move_by_exactly_the_traffic_made(backend: Backend) {
 
     // REST: two answered, one refused, all by the route's template.
     let route = r#"method="GET",route="/api/channels/{id}/messages""#;
-    assert_eq!(delta(&before, &after, &format!(r#"palaver_http_requests_total{{{route},status="200"}}"#)), 2.0);
-    assert_eq!(delta(&before, &after, &format!(r#"palaver_http_requests_total{{{route},status="401"}}"#)), 1.0);
+    assert_eq!(
+        delta(&before, &after, &format!(r#"palaver_http_requests_total{{{route},status="200"}}"#)),
+        2.0
+    );
+    assert_eq!(
+        delta(&before, &after, &format!(r#"palaver_http_requests_total{{{route},status="401"}}"#)),
+        1.0
+    );
     assert_eq!(
         delta(&before, &after, &format!(r#"palaver_http_request_duration_seconds_count{{{route}}}"#)),
         3.0
     );
     assert_eq!(
-        delta(&before, &after, &format!(r#"palaver_http_request_duration_seconds_bucket{{{route},le="+Inf"}}"#)),
+        delta(
+            &before,
+            &after,
+            &format!(r#"palaver_http_request_duration_seconds_bucket{{{route},le="+Inf"}}"#)
+        ),
         3.0
     );
     // The first scrape is counted too, under its own route.
@@ -234,7 +244,8 @@ async fn metrics_stay_off_the_public_side(backend: Backend) {
     app.stop().await;
 
     // With a metrics listener of its own, only that one serves it.
-    let app = spawn_app_with(backend, |config| config.metrics_bind = Some("127.0.0.1:0".parse().unwrap())).await;
+    let app =
+        spawn_app_with(backend, |config| config.metrics_bind = Some("127.0.0.1:0".parse().unwrap())).await;
     let main = app.client.get(format!("http://{}/metrics", app.addr)).send().await.unwrap();
     assert_eq!(main.status().as_u16(), 404);
     let metrics_addr = app.server.as_ref().and_then(|s| s.metrics_addr).expect("a metrics listener");

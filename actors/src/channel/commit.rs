@@ -79,7 +79,10 @@ pub(super) async fn commit_batch(
     result
 }
 
-async fn insert_batch(db: &sea_orm::DatabaseConnection, batch: &[Pending]) -> Result<Vec<usize>, CommitError> {
+async fn insert_batch(
+    db: &sea_orm::DatabaseConnection,
+    batch: &[Pending],
+) -> Result<Vec<usize>, CommitError> {
     let rows: Vec<messages::Model> = batch.iter().map(|p| p.row.clone()).collect();
     let claims: Vec<(usize, Uuid)> = batch
         .iter()

@@ -68,7 +68,11 @@ impl ChannelState {
             self.nonces.accepted((user_id, key.clone()));
         }
         row.client_nonce = msg.client_nonce;
-        self.pending.push(Pending { author: Author::Socket(origin), row, received_at: Some(msg.received_at) });
+        self.pending.push(Pending {
+            author: Author::Socket(origin),
+            row,
+            received_at: Some(msg.received_at),
+        });
         self.commit_pending(myself).await;
     }
 
