@@ -153,6 +153,10 @@ pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "PALAVER_BIND")]
     pub bind: Option<SocketAddr>,
+    /// A separate address serving `GET /metrics` (Prometheus). Unset: the main listener
+    /// serves it to loopback clients only.
+    #[arg(long, env = "PALAVER_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Directory for the SQLite database, the signing key and uploads.
     #[arg(long, env = "PALAVER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -260,6 +264,7 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     bind: Option<SocketAddr>,
+    metrics_bind: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     registration: Option<RegistrationMode>,
@@ -307,6 +312,9 @@ pub const MIN_WS_QUEUE_BYTES: usize = 512 * 1024;
 pub struct Config {
     /// Listen address; port 0 picks a free port (tests do this).
     pub bind: SocketAddr,
+    /// Where `GET /metrics` is served on its own (then not on `bind`); `None`: on `bind`, to
+    /// loopback clients only. Operators keep it off the public listener either way.
+    pub metrics_bind: Option<SocketAddr>,
     /// Holds the SQLite file, `signing_key.pem` and uploads.
     pub data_dir: PathBuf,
     /// SQLite or PostgreSQL URL.
@@ -385,6 +393,7 @@ impl Config {
         let data_dir = data_dir.as_ref().to_path_buf();
         Self {
             bind: "127.0.0.1:8080".parse().expect("static address"),
+            metrics_bind: None,
             database_url: sqlite_url(&data_dir),
             data_dir,
             registration: RegistrationMode::Open,
@@ -445,6 +454,7 @@ impl Config {
         if let Some(v) = cli.bind.or(file.bind) {
             config.bind = v;
         }
+        config.metrics_bind = cli.metrics_bind.or(file.metrics_bind);
         if let Some(v) = cli.database_url.or(file.database_url) {
             config.database_url = v;
         }

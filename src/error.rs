@@ -131,6 +131,8 @@ impl ApiError {
             .unwrap_or_default();
         let mut response = Response::new(body.into());
         *response.status_mut() = self.status();
+        // For the front door's counters (`unavailable` answers); never sent to the client.
+        response.extensions_mut().insert(self.code());
         let headers = response.headers_mut();
         headers.insert(
             warp::http::header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod images;
 pub mod linkpreview;
+pub mod metrics;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;
@@ -35,6 +36,8 @@ use state::{AppState, HttpLimits};
 pub struct Server {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The separate metrics listener's address, when `metrics_bind` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: broadcast::Sender<()>,
     task: JoinHandle<()>,
@@ -124,6 +127,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         gifs: Arc::new(gifs),
         github_issues,
         drain: Arc::new(drain::Drain::default()),
+        metrics: Arc::new(metrics::HttpMetrics::new(routes::ROUTES)),
     };
 
     let listener =
@@ -132,10 +136,19 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     let (shutdown, _) = broadcast::channel(1);
     let routes = routes::all(&state);
     let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
+    let metrics_addr = match state.config.metrics_bind {
+        Some(bind) => {
+            let listener = listen(bind).map_err(|e| format!("cannot listen on {bind} (metrics): {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            tokio::spawn(metrics::serve_separate(listener, state.clone(), shutdown.subscribe()));
+            Some(addr)
+        }
+        None => None,
+    };
     let scheduler = scheduler::start(state.clone(), shutdown.subscribe());
     let housekeeping = state::spawn_housekeeping(state.clone(), shutdown.subscribe());
     tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
-    Ok(Server { addr, state, shutdown, task, scheduler, housekeeping })
+    Ok(Server { addr, metrics_addr, state, shutdown, task, scheduler, housekeeping })
 }
 
 /// Binds with a deep accept backlog: a burst of reconnecting clients (hundreds at once) must

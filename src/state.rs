@@ -53,6 +53,8 @@ pub struct AppState {
     pub search: Arc<crate::domain::search::SearchGate>,
     /// Graceful-shutdown state: health's `draining`, the sockets shutdown waits for.
     pub drain: Arc<crate::drain::Drain>,
+    /// The HTTP side's counters (`GET /metrics`; the live side's are the hub's).
+    pub metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4

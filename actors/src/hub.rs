@@ -99,6 +99,7 @@ impl Hub {
             instance_roles,
             roster,
             voice: DashMap::new(),
+            metrics: Default::default(),
         });
         let registries = Registries {
             shared: shared.clone(),
@@ -173,6 +174,19 @@ impl Hub {
 
     pub fn sessions(&self) -> &SessionRegistry {
         &self.shared.sessions
+    }
+
+    /// Writes the live side's metrics: the counters of `Shared::metrics` and what is read
+    /// from the registries at scrape time (sessions, live actors), which costs nothing between
+    /// scrapes.
+    pub fn write_metrics(&self, out: &mut crate::metrics::Exposition) {
+        self.shared.metrics.write(out);
+        out.gauge(
+            "palaver_ws_sessions_authenticated",
+            "Authenticated WebSocket sessions",
+            self.shared.sessions.session_count(),
+        );
+        out.gauge("palaver_channel_actors_live", "Channel actors running", self.channels.live_count());
     }
 
     /// User scope: every session of one user.

@@ -11,6 +11,7 @@ pub mod db;
 pub mod error_code;
 pub mod history;
 pub mod hub;
+pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod protocol;

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
 
+use crate::metrics::{HubMetrics, Tally};
 use crate::protocol::{Epoch, Frame};
 
 /// Most DM channels whose first live position one socket remembers (see `Outbox::dm_seen`).
@@ -72,27 +73,44 @@ pub struct Outbox {
     /// DM frames reach both participants' sockets whether subscribed or not, so a later
     /// `subscribe` with `since` must not replay what this socket already received.
     dm_first: Mutex<HashMap<uuid::Uuid, (Epoch, u64)>>,
+    /// The server's counters (drops, closes, frames out).
+    pub(crate) metrics: Arc<HubMetrics>,
 }
 
 /// The writer task's side of the queue.
 pub struct OutboxReceiver {
     frames: mpsc::Receiver<Frame>,
     pub outbox: Arc<Outbox>,
+    /// Frames taken and not yet added to the shared counters (published per batch).
+    tally: Tally,
 }
 
 impl OutboxReceiver {
-    /// The next queued frame (`None` once every producer is gone).
+    /// The next queued frame (`None` once every producer is gone). What the previous batch
+    /// took is counted first: the writer calls this after each flush, before it waits.
     pub async fn recv(&mut self) -> Option<Frame> {
+        self.tally.publish(&self.outbox.metrics);
         let frame = self.frames.recv().await?;
-        self.outbox.taken(&frame);
+        self.taken(&frame);
         Some(frame)
     }
 
     /// A queued frame if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<Frame> {
         let frame = self.frames.try_recv().ok()?;
-        self.outbox.taken(&frame);
+        self.taken(&frame);
         Some(frame)
+    }
+
+    fn taken(&mut self, frame: &Frame) {
+        self.outbox.taken(frame);
+        self.tally.add(&self.outbox.metrics, frame.as_str());
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.tally.publish(&self.outbox.metrics);
     }
 }
 
@@ -104,12 +122,25 @@ impl Outbox {
 
     /// A socket opened with an access token of `login`: a queue of at most `capacity` frames
     /// and `max_bytes` bytes (one frame is always accepted into an empty queue, whatever its size).
+    /// It counts into a registry of its own (tests, benches); servers use `for_session`.
     pub fn for_login(
         session_id: Uuid,
         user_id: Uuid,
         login: Option<Uuid>,
         capacity: usize,
         max_bytes: usize,
+    ) -> (Arc<Self>, OutboxReceiver) {
+        Self::for_session(session_id, user_id, login, capacity, max_bytes, Arc::default())
+    }
+
+    /// `for_login`, counting into the server's `metrics`.
+    pub fn for_session(
+        session_id: Uuid,
+        user_id: Uuid,
+        login: Option<Uuid>,
+        capacity: usize,
+        max_bytes: usize,
+        metrics: Arc<HubMetrics>,
     ) -> (Arc<Self>, OutboxReceiver) {
         let (queue, frames) = mpsc::channel(capacity.max(1));
         let outbox = Arc::new(Self {
@@ -124,8 +155,9 @@ impl Outbox {
             close_signal: Notify::new(),
             resume_capable: AtomicBool::new(false),
             dm_first: Mutex::new(HashMap::new()),
+            metrics,
         });
-        (outbox.clone(), OutboxReceiver { frames, outbox })
+        (outbox.clone(), OutboxReceiver { frames, outbox, tally: Tally::default() })
     }
 
     /// Queues a frame without waiting. A full queue (frames or bytes) closes the session
@@ -159,6 +191,7 @@ impl Outbox {
             || self.queued_bytes.load(Ordering::Acquire) > self.max_bytes / 2
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.ephemeral_dropped.inc();
             return false;
         }
         self.push(frame)
@@ -218,6 +251,7 @@ impl Outbox {
     pub fn close(&self, code: u16) {
         if self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             tracing::debug!(session = %self.session_id, code, "closing session");
+            self.metrics.closed(code);
             // Every waiter: the socket's reader and writer both wait on `closed()` (with
             // `notify_one` only one of them woke, and a close with nothing queued left the
             // writer asleep, so the socket stayed open). `closed()` creates its `Notified`

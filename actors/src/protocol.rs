@@ -187,6 +187,32 @@ pub enum ClientFrame {
 }
 
 impl ClientFrame {
+    /// The frame's `type` as sent (metrics count frames by it).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Authenticate { .. } => "authenticate",
+            Self::SendMessage(_) => "send_message",
+            Self::EditMessage(_) => "edit_message",
+            Self::DeleteMessage { .. } => "delete_message",
+            Self::UpdatePresence { .. } => "update_presence",
+            Self::Typing { .. } => "typing",
+            Self::StopTyping { .. } => "stop_typing",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::RtcOffer { .. } => "rtc_offer",
+            Self::RtcAnswer { .. } => "rtc_answer",
+            Self::RtcIceCandidate { .. } => "rtc_ice_candidate",
+            Self::JoinVoice { .. } => "join_voice",
+            Self::LeaveVoice { .. } => "leave_voice",
+            Self::KickFromVoice { .. } => "kick_from_voice",
+            Self::AddReaction { .. } => "add_reaction",
+            Self::RemoveReaction { .. } => "remove_reaction",
+            Self::MarkRead { .. } => "mark_read",
+            Self::MarkAllRead => "mark_all_read",
+            Self::Ping { .. } => "ping",
+        }
+    }
+
     /// WebRTC signalling relayed to a peer (rate-limited by their own bucket).
     pub fn is_signalling(&self) -> bool {
         matches!(self, Self::RtcOffer { .. } | Self::RtcAnswer { .. } | Self::RtcIceCandidate { .. })

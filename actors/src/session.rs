@@ -117,24 +117,29 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SessionMsg::Text(text, _permit) => {
+                let received_at = Instant::now();
                 let frame = decode(&text);
                 drop(text);
+                let metrics = &state.hub.shared.metrics;
+                metrics.frames_in.inc(frame.as_ref().map_or("invalid", ClientFrame::type_name));
                 // Signalling relays draw on their own bucket: a call's setup burst gets through
                 // after other traffic, and a signalling flood is still limited.
-                let bucket = match &frame {
-                    Ok(frame) if frame.is_signalling() => &mut state.signal_bucket,
-                    _ => &mut state.bucket,
+                let (bucket, bucket_name) = match &frame {
+                    Ok(frame) if frame.is_signalling() => (&mut state.signal_bucket, "ws_signalling"),
+                    _ => (&mut state.bucket, "ws_frames"),
                 };
                 if !bucket.take() {
+                    metrics.rate_limited.inc(bucket_name);
                     state.origin.error_frame(ErrorCode::RateLimited, "too many frames, slow down");
                     return Ok(());
                 }
                 match frame {
-                    Ok(frame) => state.dispatch(frame).await,
+                    Ok(frame) => state.dispatch(frame, received_at).await,
                     Err(err) => state.origin.error_frame(ErrorCode::InvalidMessage, err),
                 }
             }
             SessionMsg::TooLarge(_permit) => {
+                state.hub.shared.metrics.frames_in.inc("too_large");
                 let _ = state.bucket.take();
                 state.origin.error_frame(ErrorCode::ValidationError, "frame too large (max 1 MiB)");
             }
@@ -144,12 +149,6 @@ impl Actor for SessionActor {
             }
         }
         Ok(())
-    }
-}
-
-impl Origin {
-    pub fn error_frame(&self, code: ErrorCode, message: impl Into<String>) {
-        self.outbox.push(ServerFrame::error(code, message).encode());
     }
 }
 
@@ -200,7 +199,7 @@ impl SessionState {
         }
     }
 
-    async fn dispatch(&mut self, frame: ClientFrame) {
+    async fn dispatch(&mut self, frame: ClientFrame, received_at: Instant) {
         let origin = self.origin.clone();
         match frame {
             // Later `authenticate` frames are ignored (wire).
@@ -240,6 +239,7 @@ impl SessionState {
                     sender_key_id,
                     thread_id,
                     client_nonce,
+                    received_at,
                 };
                 self.to_channel(channel_id, ChannelMsg::Send { origin, message }).await;
             }

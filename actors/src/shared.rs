@@ -6,12 +6,15 @@
 //! [`LiveChannels`](crate::channel::LiveChannels) and
 //! [`LiveCommunities`](crate::community::LiveCommunities), beside their actors.
 
+use std::sync::Arc;
+
 use dashmap::DashMap;
 use palaver_entity::users;
 use sea_orm::{DatabaseConnection, EntityTrait, QuerySelect};
 use uuid::Uuid;
 
 use crate::config::HubConfig;
+use crate::metrics::HubMetrics;
 use crate::registry::SessionRegistry;
 use crate::roster::Roster;
 use crate::users::InstanceRoles;
@@ -30,6 +33,8 @@ pub struct Shared {
     pub roster: Roster,
     /// user → the channel whose voice session they are in.
     pub voice: DashMap<Uuid, Uuid>,
+    /// This hub's counters (one registry per server: see `metrics.rs`).
+    pub metrics: Arc<HubMetrics>,
 }
 
 impl Shared {

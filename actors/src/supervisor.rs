@@ -35,6 +35,7 @@ pub(crate) async fn spawn_channel(
         .await
         .map_err(|e| HubError::Internal(format!("spawn channel actor: {e}")))?;
     channels.index(&actor, channel_id);
+    shared.metrics.channel_actors_started.inc();
     Ok(actor)
 }
 
@@ -105,7 +106,10 @@ impl Actor for ChannelSupervisor {
                 };
                 match spawn_channel(&registries.shared, channels, channel_id, slot.subscribers.clone()).await
                 {
-                    Ok(actor) => slot.replace(actor),
+                    Ok(actor) => {
+                        registries.shared.metrics.channel_actors_restarted.inc();
+                        slot.replace(actor)
+                    }
                     Err(err) => {
                         // Could not reload (e.g. database down): forget the slot; the next
                         // use starts a fresh actor.

@@ -28,6 +28,9 @@ pub struct HashPool {
     /// One permit per job running or waiting (`workers + queue`): taken before a job is
     /// handed over, given back when it has run.
     admitted: Arc<Semaphore>,
+    /// Worker threads, and permits in all (`workers + queue`): what `load` reads against.
+    workers: usize,
+    capacity: usize,
 }
 
 impl HashPool {
@@ -44,7 +47,14 @@ impl HashPool {
                 tracing::error!(error = %err, "could not start a password-hashing thread");
             }
         }
-        Self { jobs, admitted: Arc::new(Semaphore::new(capacity)) }
+        Self { jobs, admitted: Arc::new(Semaphore::new(capacity)), workers: workers.max(1), capacity }
+    }
+
+    /// (hashes running, hashes waiting for a worker) now (metrics).
+    pub fn load(&self) -> (usize, usize) {
+        let admitted = self.capacity.saturating_sub(self.admitted.available_permits());
+        let running = admitted.min(self.workers);
+        (running, admitted - running)
     }
 
     /// The default: one worker per core, twice as many waiting.

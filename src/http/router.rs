@@ -24,6 +24,11 @@ pub struct RouteInfo {
     pub handler: &'static str,
 }
 
+/// Put on every response a table route answered (refusals by its extractors included), so
+/// the front door can count requests by route template (`crate::metrics`).
+#[derive(Clone, Copy, Debug)]
+pub struct MatchedRoute(pub &'static RouteInfo);
+
 /// Joins routes so that earlier ones are tried first, as a balanced tree (depth log2 n).
 pub fn join(mut routes: Vec<Route>) -> Route {
     while routes.len() > 1 {
@@ -97,6 +102,15 @@ macro_rules! route_filter {
             .map($crate::http::respond)
             .recover($crate::http::extract::answer_refusal)
             .unify()
+            .map(|mut response: warp::reply::Response| {
+                static ROUTE: $crate::http::router::RouteInfo = $crate::http::router::RouteInfo {
+                    method: $crate::route_method!($method),
+                    path: concat!($("/", $crate::route_segment!($segment)),+),
+                    handler: stringify!($handler),
+                };
+                response.extensions_mut().insert($crate::http::router::MatchedRoute(&ROUTE));
+                response
+            })
             .boxed()
     }};
 }

@@ -20,6 +20,7 @@ use warp::reply::Response;
 
 use crate::error::ApiError;
 use crate::http::{ClientAddr, Route, limit_key, resolve_client_ip};
+use crate::metrics::FrontBucket;
 use crate::state::AppState;
 
 /// Any request body larger than this is refused before it is read (seed: 110 MB).
@@ -90,6 +91,10 @@ where
 
     let response = if method == Method::OPTIONS && allowed_origin.is_some() {
         preflight()
+    } else if path == "/metrics" {
+        // Before the per-IP buckets: a scraper on loopback must not spend the budget of the
+        // clients a local reverse proxy forwards (anyone else is answered 404 at once).
+        crate::metrics::answer_on_main(&state, &method, client_ip)
     } else if let Some(refusal) = rate_limit(&state, client_ip, &path) {
         refusal
     } else if content_length(&req).is_some_and(|n| n > MAX_BODY_BYTES) {
@@ -116,6 +121,7 @@ where
         );
     }
     super::access_log::request(&method, &path, response.status(), started.elapsed(), client_ip);
+    state.metrics.record(&path, &response, started.elapsed());
     response
 }
 
@@ -130,12 +136,14 @@ fn rate_limit(state: &AppState, ip: std::net::IpAddr, path: &str) -> Option<Resp
     if let Some(general) = &limits.general
         && general.check_key(&ip).is_err()
     {
+        state.metrics.refused_by(FrontBucket::General);
         return Some(ApiError::RateLimited { retry_after: limits.general_retry_after }.into_response());
     }
     if path.starts_with("/api/auth/")
         && let Some(auth) = &limits.auth
         && auth.check_key(&ip).is_err()
     {
+        state.metrics.refused_by(FrontBucket::Auth);
         return Some(ApiError::RateLimited { retry_after: limits.auth_retry_after }.into_response());
     }
     None

@@ -31,6 +31,24 @@ fn socket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_BYTES * 2))
 }
 
+/// One upgraded connection in `palaver_ws_sockets_open`, for as long as it lives (a guard,
+/// so a session that ends any way at all is uncounted).
+struct OpenSocket(std::sync::Arc<palaver_actors::metrics::HubMetrics>);
+
+impl OpenSocket {
+    fn count(state: &AppState) -> Self {
+        let metrics = state.hub.shared.metrics.clone();
+        metrics.sockets_open.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.sockets_open.dec();
+    }
+}
+
 /// Answers the upgrade (101) and starts the session once hyper hands over the socket.
 pub fn upgrade(state: AppState, mut req: Request<Incoming>, client_ip: IpAddr) -> Response {
     let headers = req.headers();
@@ -50,6 +68,7 @@ pub fn upgrade(state: AppState, mut req: Request<Incoming>, client_ip: IpAddr) -
     drain.spawn_socket(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                let _open = OpenSocket::count(&state);
                 let socket = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

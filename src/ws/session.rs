@@ -40,6 +40,7 @@ pub async fn run(state: AppState, mut socket: Socket, ip: IpAddr) {
             let frames_in = u64::from(code != ErrorCode::AuthTimeout);
             let end = SessionEnd { frames_in, frames_out: 1, close_code: CLOSE_UNAUTHORIZED, by: "server" };
             end.log(None, ip, started);
+            state.hub.shared.metrics.closed(CLOSE_UNAUTHORIZED);
             let frame = ServerFrame::error(code, message).encode();
             let _ = socket.send(Message::Text(frame)).await;
             let _ = socket
@@ -93,7 +94,10 @@ async fn handshake(state: &AppState, socket: &mut Socket) -> Result<Caller, (Err
         Some(Ok(Message::Text(text))) => text,
         _ => return Err(TIMEOUT),
     };
-    match decode(text.as_str()) {
+    // The first frame never reaches a session actor: counted here.
+    let frame = decode(text.as_str());
+    state.hub.shared.metrics.frames_in.inc(frame.as_ref().map_or("invalid", ClientFrame::type_name));
+    match frame {
         Ok(ClientFrame::Authenticate { token }) => caller_from_token(&state.tokens, &state.hub, &token)
             .ok()
             .filter(|caller| !login_revoked(state, caller))
@@ -110,12 +114,13 @@ fn login_revoked(state: &AppState, caller: &Caller) -> bool {
 async fn serve(state: AppState, socket: Socket, caller: Caller) -> SessionEnd {
     let hub = state.hub.clone();
     let session_id = Uuid::new_v4();
-    let (outbox, receiver) = Outbox::for_login(
+    let (outbox, receiver) = Outbox::for_session(
         session_id,
         caller.user_id,
         caller.login,
         hub.config.outbound_queue,
         hub.config.outbound_queue_bytes,
+        hub.shared.metrics.clone(),
     );
 
     // `authenticated` first, then registration (which may evict the user's oldest session).

@@ -32,6 +32,7 @@ mod keys;
 mod legal;
 mod link_preview;
 mod messages;
+mod metrics;
 mod misc_features;
 mod outage;
 mod polls;

@@ -2,6 +2,8 @@
 //! scheduled-message claims), then acknowledged to their authors and announced to everyone
 //! else. Nothing is acknowledged before its commit.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use palaver_entity::{messages, users};
 use ractor::{ActorRef, RpcReplyPort};
@@ -11,6 +13,7 @@ use uuid::Uuid;
 use super::nonce::Sent;
 use super::{ChannelMsg, ChannelState, Origin, PostError};
 use crate::error_code::ErrorCode;
+use crate::metrics::HubMetrics;
 use crate::protocol::ServerFrame;
 use crate::store;
 
@@ -48,6 +51,8 @@ pub struct Pending {
     pub(super) author: Author,
     /// The row to insert.
     pub(super) row: messages::Model,
+    /// When its session got the `send_message` (socket sends): the ack latency's start.
+    pub(super) received_at: Option<Instant>,
 }
 
 /// A finished group commit: its batch and what the database said.
@@ -60,8 +65,21 @@ pub enum CommitError {
 }
 
 /// Stores one batch of pending messages (with their scheduled-message claims) in one
-/// transaction; `Ok` lists the entries whose claim was already taken.
+/// transaction; `Ok` lists the entries whose claim was already taken. Its size and duration
+/// are counted.
 pub(super) async fn commit_batch(
+    db: &sea_orm::DatabaseConnection,
+    metrics: &HubMetrics,
+    batch: &[Pending],
+) -> Result<Vec<usize>, CommitError> {
+    let started = Instant::now();
+    let result = insert_batch(db, batch).await;
+    metrics.commit_batch_rows.observe(batch.len() as u64);
+    metrics.commit_seconds.observe_duration(started.elapsed());
+    result
+}
+
+async fn insert_batch(
     db: &sea_orm::DatabaseConnection,
     batch: &[Pending],
 ) -> Result<Vec<usize>, CommitError> {
@@ -93,7 +111,7 @@ impl ChannelState {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
             self.subscribers.set_unannounced(true);
-            let result = commit_batch(&self.shared.db, &batch).await;
+            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch).await;
             self.settle(batch, result).await;
             self.subscribers.set_unannounced(false);
         }
@@ -110,11 +128,12 @@ impl ChannelState {
         self.committing = true;
         self.subscribers.set_unannounced(true);
         let db = self.shared.db.clone();
+        let metrics = self.shared.metrics.clone();
         let myself = myself.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
         self.in_flight = Some(outcome);
         tokio::spawn(async move {
-            let result = commit_batch(&db, &batch).await;
+            let result = commit_batch(&db, &metrics, &batch).await;
             // If the actor died meanwhile, its restart reloads state; these senders get no
             // ack (their socket sees nothing) and will resend: nothing acked is lost.
             let _ = done.send((batch, result));
@@ -194,7 +213,7 @@ impl ChannelState {
     /// After commit: stop-typing (if typing), the ack to the sender (socket sends) or the
     /// poster's reply (server posts), then the message to everyone else.
     pub(super) async fn announce(&mut self, pending: Pending) {
-        let Pending { author, mut row } = pending;
+        let Pending { author, mut row, received_at } = pending;
         let client_nonce = row.client_nonce.take();
         if let Some(user_id) = row.sender_id
             && self.typing.contains_key(&user_id)
@@ -248,6 +267,9 @@ impl ChannelState {
                     self.nonce_committed(live_sender, client_nonce.as_ref(), &sent);
                 }
                 origin.reply(&sent.frame(client_nonce));
+                if let Some(received_at) = received_at {
+                    self.shared.metrics.ack_seconds.observe_duration(received_at.elapsed());
+                }
                 Some(origin.outbox.session_id)
             }
             Author::Server { reply, .. } => {

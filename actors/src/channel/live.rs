@@ -77,6 +77,11 @@ impl LiveChannels {
         self.slots.get(&channel_id).and_then(|c| c.get().cloned())
     }
 
+    /// Channel actors running now (metrics).
+    pub fn live_count(&self) -> usize {
+        self.actor_index.len()
+    }
+
     /// Records which channel an actor serves (the supervisor's events name only actors).
     pub(crate) fn index(&self, actor: &ActorRef<ChannelMsg>, channel_id: Uuid) {
         self.actor_index.insert(actor.get_id(), channel_id);

@@ -68,7 +68,11 @@ impl ChannelState {
             self.nonces.accepted((user_id, key.clone()));
         }
         row.client_nonce = msg.client_nonce;
-        self.pending.push(Pending { author: Author::Socket(origin), row });
+        self.pending.push(Pending {
+            author: Author::Socket(origin),
+            row,
+            received_at: Some(msg.received_at),
+        });
         self.commit_pending(myself).await;
     }
 
@@ -88,7 +92,7 @@ impl ChannelState {
         let mut row = self.new_row(post.sender_id, post.ciphertext, post.nonce, post.message_type);
         row.webhook_content = post.webhook_content;
         let author = Author::Server { live_sender_id: post.live_sender_id, claim: post.claim, reply };
-        self.pending.push(Pending { author, row });
+        self.pending.push(Pending { author, row, received_at: None });
         self.commit_pending(myself).await;
     }
 

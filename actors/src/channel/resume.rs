@@ -87,10 +87,13 @@ impl ChannelState {
         .encode();
         let messages_lost = self.subscribers.unannounced();
         let out_of_sync = ServerFrame::out_of_sync().encode();
+        let metrics = &self.shared.metrics;
         let tell = |outbox: &Outbox| {
             if outbox.is_resume_capable() {
+                metrics.resync_required.inc();
                 outbox.push(resync.clone());
             } else if messages_lost {
+                metrics.resync_closes.inc();
                 outbox.push(out_of_sync.clone());
                 outbox.close(CLOSE_SLOW_CONSUMER);
             }

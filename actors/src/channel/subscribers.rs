@@ -80,6 +80,7 @@ impl Subscribers {
     pub fn close_all_out_of_sync(&self) {
         let frame = ServerFrame::out_of_sync().encode();
         for (_, s) in self.lock().drain() {
+            s.outbox.metrics.resync_closes.inc();
             s.outbox.push(frame.clone());
             s.outbox.close(CLOSE_SLOW_CONSUMER);
         }

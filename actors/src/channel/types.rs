@@ -27,7 +27,16 @@ impl Origin {
     }
 
     pub(crate) fn error(&self, code: ErrorCode, message: impl Into<String>) {
-        self.reply(&ServerFrame::error(code, message));
+        self.error_frame(code, message);
+    }
+
+    /// An `error` frame to this session (every one goes through here, so `unavailable`
+    /// answers are counted once).
+    pub fn error_frame(&self, code: ErrorCode, message: impl Into<String>) {
+        if code == ErrorCode::Unavailable {
+            self.outbox.metrics.unavailable.inc();
+        }
+        self.outbox.push(ServerFrame::error(code, message).encode());
     }
 }
 
@@ -61,6 +70,8 @@ pub struct Outgoing {
     /// The client's idempotency key (1–64 bytes), if it sent one: repeats within
     /// `nonce::REMEMBER_FOR` get the original's answer instead of a new message.
     pub client_nonce: Option<String>,
+    /// When the session got the frame (the ack latency is measured from here).
+    pub received_at: std::time::Instant,
 }
 
 /// A membership change made through REST (join, leave, kick, ban, role change).
