@@ -51,6 +51,8 @@ pub struct AppState {
     pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
     /// Message search admission: per-user concurrency and the matching pool.
     pub search: Arc<crate::domain::search::SearchGate>,
+    /// This node's cluster membership (`PALAVER_NATS_URL`); `None` on a single node.
+    pub cluster: Option<Arc<palaver_actors::cluster::Cluster>>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4
