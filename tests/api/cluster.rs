@@ -48,7 +48,7 @@ async fn three_nodes_started_together_share_every_shard_once() {
     // Nodes starting together on an empty data dir end up with the same keys: a token one
     // node issued is accepted by another.
     let user = cluster.nodes[0].register("alice").await;
-    let me = cluster.nodes[2].get("/users/me", &user.token).await.expect(200);
+    let me = cluster.nodes[2].get(&format!("/users/{}", user.id), &user.token).await.expect(200);
     assert_eq!(me["username"], "alice");
     cluster.stop().await;
 }
