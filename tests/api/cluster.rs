@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::common::cluster::{nats_url, spawn_cluster};
+use crate::common::proxy::CuttableProxy;
 use crate::common::test_config;
 
 macro_rules! cluster_tests {
@@ -145,8 +146,80 @@ async fn nodes_with_different_keys_refuse_to_join() {
     cluster.stop().await;
 }
 
+async fn an_owner_whose_lock_connection_dies_loses_its_shards_to_a_new_epoch() {
+    use sea_orm::{ConnectionTrait, Database};
+    let cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let before = cluster.owners().await;
+    // The database ends n2's lock connection (as a network cut or a failover would): every
+    // advisory lock it held is gone at once.
+    let db = Database::connect(&cluster.database_url).await.unwrap();
+    let killed = db
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND objsubid = 2 AND classid = {} AND objid = {}",
+            palaver_actors::cluster::locks::NODE_LOCK_CLASS,
+            palaver_actors::cluster::shards::node_lock_key("n2"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.rows_affected(), 1, "n2's lock connection was found");
+    db.close().await.ok();
+    // n2 notices, reconnects and rejoins; whoever holds its old shards now took them under a
+    // new fencing epoch, so a write n2 began before the cut cannot commit.
+    cluster.settle(Duration::from_secs(15)).await;
+    let after = cluster.owners().await;
+    for ((shard, was, epoch_before), (_, _, epoch_after)) in before.iter().zip(&after) {
+        if was.as_deref() == Some("n2") {
+            assert!(epoch_after > epoch_before, "shard {shard} kept epoch {epoch_before}");
+        } else {
+            assert_eq!(epoch_after, epoch_before, "shard {shard} of n1 changed hands");
+        }
+    }
+    cluster.stop().await;
+}
+
+async fn a_node_cut_from_nats_detaches_and_its_shards_move() {
+    let mut cluster = spawn_cluster(1).await;
+    let nats: std::net::SocketAddr =
+        nats_url().trim_start_matches("nats://").parse().expect("TEST_NATS_URL is nats://host:port");
+    let proxy = CuttableProxy::start(nats).await;
+    cluster
+        .start_node_with("n2", |settings| {
+            settings.nats_url = format!("nats://{}", proxy.addr);
+            settings.detach_after = Duration::from_secs(1);
+        })
+        .await
+        .expect("n2 joins through the proxy");
+    cluster.settle(Duration::from_secs(15)).await;
+    proxy.cut().await;
+    // n2 detaches: 503, no shards; n1 takes everything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let n1 = cluster.nodes[0].get_public("/health").await;
+        let n2 = cluster.nodes[1].get_public("/health").await;
+        if n2.status == 503
+            && n2.body["cluster"]["state"] == "detached"
+            && n2.body["cluster"]["shards_owned"] == 0
+            && n1.body["cluster"]["shards_owned"] == 1024
+            && n1.body["cluster"]["state"] == "settled"
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "n1 {:?} / n2 {} {:?}", n1.body, n2.status, n2.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // NATS back: n2 rejoins and takes its share again.
+    proxy.restore();
+    let statuses = cluster.settle(Duration::from_secs(30)).await;
+    assert!(statuses.iter().all(|s| s["nodes"] == 2));
+    cluster.stop().await;
+}
+
 mod cluster_suite {
     cluster_tests!(
+        an_owner_whose_lock_connection_dies_loses_its_shards_to_a_new_epoch,
+        a_node_cut_from_nats_detaches_and_its_shards_move,
         three_nodes_started_together_share_every_shard_once,
         a_node_that_leaves_hands_its_shards_to_the_others,
         a_node_that_joins_takes_about_a_quarter,

@@ -76,18 +76,21 @@ impl LockConnection {
 
     /// Takes whichever of `shards` are free and bumps their fencing epochs; answers the
     /// shards taken with their new epochs.
-    pub async fn acquire(&mut self, node_id: &str, shards: &[Shard]) -> Result<Vec<(Shard, i64)>, sqlx::Error> {
+    pub async fn acquire(
+        &mut self,
+        node_id: &str,
+        shards: &[Shard],
+    ) -> Result<Vec<(Shard, i64)>, sqlx::Error> {
         if shards.is_empty() {
             return Ok(Vec::new());
         }
         let wanted: Vec<i32> = shards.iter().map(|s| i32::from(*s)).collect();
-        let won: Vec<i32> = sqlx::query_scalar(
-            "SELECT s FROM unnest($1::int4[]) AS s WHERE pg_try_advisory_lock($2, s)",
-        )
-        .bind(&wanted)
-        .bind(SHARD_LOCK_CLASS)
-        .fetch_all(&mut self.conn)
-        .await?;
+        let won: Vec<i32> =
+            sqlx::query_scalar("SELECT s FROM unnest($1::int4[]) AS s WHERE pg_try_advisory_lock($2, s)")
+                .bind(&wanted)
+                .bind(SHARD_LOCK_CLASS)
+                .fetch_all(&mut self.conn)
+                .await?;
         if won.is_empty() {
             return Ok(Vec::new());
         }
@@ -152,7 +155,10 @@ impl LockConnection {
     }
 
     /// The key fingerprints recorded by other nodes that are live now (node lock held).
-    pub async fn live_fingerprints(&mut self, except_node: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    pub async fn live_fingerprints(
+        &mut self,
+        except_node: &str,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
         let keys = self.live_node_keys().await?;
         let rows = sqlx::query("SELECT node_id, key_fingerprint FROM cluster_nodes WHERE node_id <> $1")
             .bind(except_node)

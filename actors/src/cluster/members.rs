@@ -64,7 +64,8 @@ impl Members {
     }
 
     pub async fn publish(&self, nats: &async_nats::Client, message: &ControlMessage) -> Result<(), String> {
-        let envelope = Envelope { node: self.node_id.clone(), boot: self.boot_id.clone(), message: message.clone() };
+        let envelope =
+            Envelope { node: self.node_id.clone(), boot: self.boot_id.clone(), message: message.clone() };
         let body = serde_json::to_vec(&envelope).map_err(|e| e.to_string())?;
         nats.publish(self.subject.clone(), body.into()).await.map_err(|e| e.to_string())
     }
@@ -99,7 +100,11 @@ impl Members {
 }
 
 /// Reads `ctl` until shutdown.
-pub async fn listen(cluster: Arc<Cluster>, mut control: async_nats::Subscriber, mut stop: watch::Receiver<bool>) {
+pub async fn listen(
+    cluster: Arc<Cluster>,
+    mut control: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             message = control.next() => {

@@ -137,11 +137,13 @@ impl Cluster {
         if !nats.server_info().headers {
             return Err(format!("the NATS server at {} does not support headers", config.nats_url));
         }
-        let mut lock = LockConnection::open(&config.lock_database_url, &config.node_id, config.timers.keepalives)
-            .await
-            .map_err(|e| format!("lock database (PALAVER_LOCK_DATABASE_URL): {e}"))?
-            .ok_or_else(|| format!("node id {} is already live (PALAVER_NODE_ID)", config.node_id))?;
-        let others = lock.live_fingerprints(&config.node_id).await.map_err(|e| format!("cluster_nodes: {e}"))?;
+        let mut lock =
+            LockConnection::open(&config.lock_database_url, &config.node_id, config.timers.keepalives)
+                .await
+                .map_err(|e| format!("lock database (PALAVER_LOCK_DATABASE_URL): {e}"))?
+                .ok_or_else(|| format!("node id {} is already live (PALAVER_NODE_ID)", config.node_id))?;
+        let others =
+            lock.live_fingerprints(&config.node_id).await.map_err(|e| format!("cluster_nodes: {e}"))?;
         if let Some((node, _)) = others.iter().find(|(_, theirs)| *theirs != fingerprint) {
             lock.close().await;
             return Err(format!(
@@ -153,10 +155,8 @@ impl Cluster {
             .await
             .map_err(|e| format!("cluster_nodes: {e}"))?;
         let members = Members::new(&config, boot_id);
-        let control = nats
-            .subscribe(members.control_subject())
-            .await
-            .map_err(|e| format!("NATS subscribe: {e}"))?;
+        let control =
+            nats.subscribe(members.control_subject()).await.map_err(|e| format!("NATS subscribe: {e}"))?;
         let (stop, _) = watch::channel(false);
         let cluster = Arc::new(Self {
             status: Mutex::new(ClusterStatus {
@@ -175,7 +175,8 @@ impl Cluster {
         });
         tokio::spawn(members::listen(cluster.clone(), control, cluster.stop.subscribe()));
         tokio::spawn(members::heartbeats(cluster.clone(), cluster.stop.subscribe()));
-        let ownership = tokio::spawn(ownership_loop(cluster.clone(), lock, fingerprint, cluster.stop.subscribe()));
+        let ownership =
+            tokio::spawn(ownership_loop(cluster.clone(), lock, fingerprint, cluster.stop.subscribe()));
         *cluster.ownership.lock().unwrap_or_else(|e| e.into_inner()) = Some(ownership);
         tracing::info!(node = %cluster.config.node_id, "joined the cluster");
         Ok(cluster)
@@ -237,10 +238,14 @@ async fn ownership_loop(
         let Some(conn) = lock.as_mut() else {
             // The lock connection died: every lock went with it. Reconnect and start over.
             cluster.owned.clear();
-            lock = LockConnection::open(&cluster.config.lock_database_url, &cluster.config.node_id, timers.keepalives)
-                .await
-                .ok()
-                .flatten();
+            lock = LockConnection::open(
+                &cluster.config.lock_database_url,
+                &cluster.config.node_id,
+                timers.keepalives,
+            )
+            .await
+            .ok()
+            .flatten();
             cluster.set_status(|s| {
                 s.state = ClusterState::Joining;
                 s.shards_owned = 0;
@@ -255,7 +260,9 @@ async fn ownership_loop(
         }
         if last_seen_write.elapsed() >= timers.heartbeat {
             last_seen_write = Instant::now();
-            let _ = conn.record_seen(&cluster.config.node_id, cluster.members.boot_id(), &fingerprint, nats_ok).await;
+            let _ = conn
+                .record_seen(&cluster.config.node_id, cluster.members.boot_id(), &fingerprint, nats_ok)
+                .await;
         }
         if nats_down_since.is_some_and(|since| since.elapsed() >= cluster.config.detach_after) {
             // Cut off: give everything up so live nodes can take it.
@@ -274,20 +281,23 @@ async fn ownership_loop(
             continue;
         }
         let Ok(holders) = conn.live_node_keys().await else { continue };
-        let live = cluster.members.live(timers.dead_after, |node| holders.contains(&i64::from(node_lock_key(node))));
+        let live =
+            cluster.members.live(timers.dead_after, |node| holders.contains(&i64::from(node_lock_key(node))));
         let live: Vec<&str> = live.iter().map(String::as_str).collect();
         let me = cluster.config.node_id.as_str();
         let mine: BTreeSet<Shard> = (0..SHARDS).filter(|s| placement(*s, &live) == Some(me)).collect();
         let joining = started.elapsed() < timers.join_grace;
         if !joining {
-            let to_take: Vec<Shard> = mine.iter().copied().filter(|s| !cluster.owned.contains_key(s)).collect();
+            let to_take: Vec<Shard> =
+                mine.iter().copied().filter(|s| !cluster.owned.contains_key(s)).collect();
             if let Ok(taken) = conn.acquire(me, &to_take).await {
                 for (shard, epoch) in &taken {
                     cluster.owned.insert(*shard, *epoch);
                 }
                 if !taken.is_empty() {
                     let shards = taken.iter().map(|(s, _)| *s).collect();
-                    let _ = cluster.members.publish(&cluster.nats, &ControlMessage::Acquired { shards }).await;
+                    let _ =
+                        cluster.members.publish(&cluster.nats, &ControlMessage::Acquired { shards }).await;
                 }
             }
             let to_give: Vec<Shard> = cluster
@@ -301,7 +311,10 @@ async fn ownership_loop(
                 for shard in &to_give {
                     cluster.owned.remove(shard);
                 }
-                let _ = cluster.members.publish(&cluster.nats, &ControlMessage::Released { shards: to_give }).await;
+                let _ = cluster
+                    .members
+                    .publish(&cluster.nats, &ControlMessage::Released { shards: to_give })
+                    .await;
             }
         }
         let owned: BTreeSet<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();

@@ -52,9 +52,20 @@ impl TestCluster {
 
     /// Starts another node (or tries to: the error is the server's refusal).
     pub async fn start_node(&mut self, node_id: &str) -> Result<&TestApp, String> {
+        self.start_node_with(node_id, |_| {}).await
+    }
+
+    /// `start_node` with its cluster settings changed first.
+    pub async fn start_node_with(
+        &mut self,
+        node_id: &str,
+        tweak: impl FnOnce(&mut ClusterSettings),
+    ) -> Result<&TestApp, String> {
         let mut config = test_config(self.data_dir.path());
         config.database_url = self.database_url.clone();
-        config.cluster = Some(self.settings(node_id));
+        let mut settings = self.settings(node_id);
+        tweak(&mut settings);
+        config.cluster = Some(settings);
         let server = palaver::serve(config.clone()).await?;
         self.nodes.push(TestApp::borrowing(server, config, Backend::Postgres(postgres_url())));
         Ok(self.nodes.last().expect("just pushed"))
