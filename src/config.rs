@@ -257,6 +257,21 @@ pub struct Cli {
     /// load balancer stops sending new clients first (0–5).
     #[arg(long, env = "PALAVER_DRAIN_DELAY")]
     pub drain_delay: Option<u64>,
+    /// Enables the cluster: comma-separated `nats://` URLs (needs PostgreSQL).
+    #[arg(long, env = "PALAVER_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// This node's id in the cluster (default: the host name).
+    #[arg(long, env = "PALAVER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// NATS subject prefix (several deployments on one NATS).
+    #[arg(long, env = "PALAVER_NATS_PREFIX")]
+    pub nats_prefix: Option<String>,
+    /// Connection for the cluster's advisory locks (default: DATABASE_URL).
+    #[arg(long, env = "PALAVER_LOCK_DATABASE_URL")]
+    pub lock_database_url: Option<String>,
+    /// NATS disconnection before a node detaches, in seconds (`10` or `10s`).
+    #[arg(long, env = "PALAVER_DETACH_AFTER")]
+    pub detach_after: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -297,6 +312,11 @@ struct FileConfig {
     github_api_url: Option<String>,
     log_format: Option<String>,
     drain_delay: Option<u64>,
+    nats_url: Option<String>,
+    node_id: Option<String>,
+    nats_prefix: Option<String>,
+    lock_database_url: Option<String>,
+    detach_after: Option<String>,
 }
 
 /// Hash requests that may wait per hashing worker. A waiting request holds no argon2 memory
@@ -372,6 +392,8 @@ pub struct Config {
     /// On SIGTERM/SIGINT, how long health answers `draining` while still serving, before the
     /// listener closes and the drain begins (at most `MAX_DRAIN_DELAY`).
     pub drain_delay: Duration,
+    /// Several nodes over NATS (`PALAVER_NATS_URL`); `None`: a single node, no NATS.
+    pub cluster: Option<ClusterSettings>,
     /// Link-preview fetch limits (not settable from flags, environment or file).
     pub link_preview: LinkPreviewLimits,
     /// Message-search budget (not settable from flags, environment or file).
@@ -428,6 +450,7 @@ impl Config {
             github_api_url: "https://api.github.com".into(),
             log_format: LogFormat::Text,
             drain_delay: Duration::ZERO,
+            cluster: None,
             link_preview: LinkPreviewLimits::default(),
             search: SearchLimits::default(),
             allow_loopback_previews_for_tests: Vec::new(),
@@ -556,12 +579,76 @@ impl Config {
                 return Err(format!("drain_delay {v}: at most {} seconds", MAX_DRAIN_DELAY.as_secs()));
             }
             config.drain_delay = delay;
+        if let Some(nats_url) = non_empty(cli.nats_url.or(file.nats_url)) {
+            let mut cluster = ClusterSettings::new(nats_url, &config.database_url);
+            if let Some(node_id) = non_empty(cli.node_id.or(file.node_id)) {
+                cluster.node_id = node_id;
+            }
+            if let Some(prefix) = non_empty(cli.nats_prefix.or(file.nats_prefix)) {
+                cluster.prefix = prefix;
+            }
+            if let Some(url) = non_empty(cli.lock_database_url.or(file.lock_database_url)) {
+                cluster.lock_database_url = url;
+            }
+            if let Some(v) = non_empty(cli.detach_after.or(file.detach_after)) {
+                cluster.detach_after = parse_seconds(&v).map_err(|e| format!("detach_after: {e}"))?;
+            }
+            config.cluster = Some(cluster);
         }
         Ok(config)
     }
 
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres://") || self.database_url.starts_with("postgresql://")
+    }
+}
+
+/// The cluster options (see `palaver_actors::cluster`). The lock URL defaults to the
+/// database URL; the node id to the host name.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub nats_url: String,
+    pub node_id: String,
+    pub prefix: String,
+    pub lock_database_url: String,
+    pub detach_after: Duration,
+    /// Heartbeat, liveness and placement clocks (tests shorten them; no flag).
+    pub timers: palaver_actors::cluster::ClusterTimers,
+}
+
+impl ClusterSettings {
+    pub fn new(nats_url: String, database_url: &str) -> Self {
+        Self {
+            nats_url,
+            node_id: host_name(),
+            prefix: "palaver".into(),
+            lock_database_url: database_url.to_string(),
+            detach_after: Duration::from_secs(10),
+            timers: Default::default(),
+        }
+    }
+}
+
+/// The machine's host name, as a node id (characters a node id may not hold become `-`).
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_else(|_| "palaver".into());
+    let id: String = raw
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .take(64)
+        .collect();
+    if id.is_empty() { "palaver".into() } else { id }
+}
+
+/// `10` or `10s` → ten seconds.
+fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    let digits = raw.trim().trim_end_matches('s');
+    match digits.parse::<u64>() {
+        Ok(secs) if (1..=3600).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("expected whole seconds between 1 and 3600, got {raw:?}")),
     }
 }
 

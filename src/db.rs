@@ -29,11 +29,30 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
     Database::connect(options).await
 }
 
-/// Connects and brings the schema up to date.
+/// Advisory lock key held while migrating PostgreSQL ('PALM').
+const MIGRATION_LOCK: i64 = 1346456653;
+
+/// Connects and brings the schema up to date. On PostgreSQL the migration runs under an
+/// advisory lock, so nodes starting together on an empty database migrate one at a time
+/// (the later ones then find nothing to do).
 pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    use sea_orm::sqlx::{Connection, PgConnection};
     let db = connect(url).await?;
-    Migrator::up(&db, None).await?;
-    Ok(db)
+    if url.starts_with("sqlite:") {
+        Migrator::up(&db, None).await?;
+        return Ok(db);
+    }
+    let sqlx_err = |e: sea_orm::sqlx::Error| sea_orm::DbErr::Custom(format!("migration lock: {e}"));
+    let mut lock = PgConnection::connect(url).await.map_err(sqlx_err)?;
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut lock)
+        .await
+        .map_err(sqlx_err)?;
+    let migrated = Migrator::up(&db, None).await;
+    // Closing the connection frees the lock even if the unlock fails.
+    let _ = lock.close().await;
+    migrated.map(|()| db)
 }
 
 /// Every write transaction starts here (see `palaver_actors::db`): on SQLite it takes the write

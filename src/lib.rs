@@ -69,6 +69,10 @@ impl Server {
         if !self.state.drain.sockets_closed(drain::SOCKET_CLOSE_LIMIT).await {
             tracing::warn!("some sockets did not take their close frame in time");
         }
+        // Shards are handed over only once every channel committed what it accepted.
+        if let Some(cluster) = &self.state.cluster {
+            cluster.leave().await;
+        }
         self.state.db.clone().close().await.ok();
     }
 
@@ -92,11 +96,18 @@ impl Server {
 pub async fn serve(config: Config) -> Result<Server, String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    if config.cluster.is_some() && !config.is_postgres() {
+        return Err("a cluster needs PostgreSQL: PALAVER_NATS_URL is set but DATABASE_URL is SQLite".into());
+    }
     let db = db::connect_and_migrate(&config.database_url)
         .await
         .map_err(|e| format!("database {}: {e}", redact(&config.database_url)))?;
     let tokens = auth::tokens::TokenKeys::load_or_create(&config.data_dir)?;
     let totp_keys = auth::totp::TotpKeys::load_or_create(&config.data_dir)?;
+    let cluster = match &config.cluster {
+        Some(settings) => Some(join_cluster(settings, &config.data_dir).await?),
+        None => None,
+    };
     let settings = settings::Settings::load(&db).await.map_err(|e| format!("load settings: {e}"))?;
     let hub = palaver_actors::Hub::start(db.clone(), hub_config(&config))
         .await
@@ -128,6 +139,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         github_issues,
         drain: Arc::new(drain::Drain::default()),
         metrics: Arc::new(metrics::HttpMetrics::new(routes::ROUTES)),
+        cluster,
     };
 
     let listener =
@@ -149,6 +161,34 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     let housekeeping = state::spawn_housekeeping(state.clone(), shutdown.subscribe());
     tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
     Ok(Server { addr, metrics_addr, state, shutdown, task, scheduler, housekeeping })
+}
+
+/// Joins the cluster named by the configuration (see `palaver_actors::cluster`).
+async fn join_cluster(
+    settings: &config::ClusterSettings,
+    data_dir: &std::path::Path,
+) -> Result<Arc<palaver_actors::cluster::Cluster>, String> {
+    let config = palaver_actors::cluster::ClusterConfig {
+        nats_url: settings.nats_url.clone(),
+        node_id: settings.node_id.clone(),
+        prefix: settings.prefix.clone(),
+        lock_database_url: settings.lock_database_url.clone(),
+        detach_after: settings.detach_after,
+        timers: settings.timers,
+    };
+    palaver_actors::cluster::Cluster::start(config, key_fingerprint(data_dir)).await
+}
+
+/// Identifies the token-signing and TOTP keys, so nodes with different keys refuse to join
+/// one cluster (a token signed by one would fail on another).
+fn key_fingerprint(data_dir: &std::path::Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for file in ["signing_key.pem", "totp.key"] {
+        hash.update(std::fs::read(data_dir.join(file)).unwrap_or_default());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..8])
 }
 
 /// Binds with a deep accept backlog: a burst of reconnecting clients (hundreds at once) must

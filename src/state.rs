@@ -55,6 +55,8 @@ pub struct AppState {
     pub drain: Arc<crate::drain::Drain>,
     /// The HTTP side's counters (`GET /metrics`; the live side's are the hub's).
     pub metrics: Arc<crate::metrics::HttpMetrics>,
+    /// This node's cluster membership (`PALAVER_NATS_URL`); `None` on a single node.
+    pub cluster: Option<Arc<palaver_actors::cluster::Cluster>>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4

@@ -5,6 +5,7 @@
 //! `Utf8Bytes` (a reference-counted buffer) with every recipient.
 
 pub mod channel;
+pub mod cluster;
 pub mod community;
 pub mod config;
 pub mod db;

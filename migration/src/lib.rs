@@ -11,6 +11,7 @@ mod m20261128_000003_messages;
 mod m20261128_000004_content;
 mod m20261205_000008_usernames_unique_ignoring_case;
 mod m20261205_000009_messages_client_nonce;
+mod m20261206_000010_cluster;
 mod util;
 
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_content::Migration),
             Box::new(m20261205_000008_usernames_unique_ignoring_case::Migration),
             Box::new(m20261205_000009_messages_client_nonce::Migration),
+            Box::new(m20261206_000010_cluster::Migration),
         ]
     }
 }

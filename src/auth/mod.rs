@@ -67,6 +67,25 @@ pub fn caller_from_token(keys: &TokenKeys, hub: &Hub, token: &str) -> Result<Cal
     })
 }
 
+/// Creates a secret file (0600) unless it exists, and answers what the file holds: ours, or
+/// the bytes of whoever created it first. Written to a temporary file and linked into place,
+/// so nodes starting together on one shared data dir never read a half-written key and all
+/// end up with the same one.
+pub(crate) fn create_private_once(path: &std::path::Path, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    write_private(&temp, bytes)?;
+    let linked = std::fs::hard_link(&temp, path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(bytes.to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("create {}: {e}", path.display())),
+    }
+}
+
 /// Writes a new secret file readable only by this user (0600 on Unix); never overwrites.
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     #[cfg(unix)]

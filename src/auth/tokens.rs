@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::write_private;
+use super::create_private_once;
 
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
@@ -57,8 +57,10 @@ impl TokenKeys {
             rand::rng().fill_bytes(&mut seed);
             let key = SigningKey::from_bytes(&seed);
             let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| format!("encode key: {e}"))?;
-            write_private(&path, pem.as_bytes())?;
-            key
+            // Another node sharing the data dir may have created it first: use theirs.
+            let pem = create_private_once(&path, pem.as_bytes())?;
+            let pem = String::from_utf8(pem).map_err(|_| format!("{} is not PEM", path.display()))?;
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| format!("parse {}: {e}", path.display()))?
         };
         Self::from_signing_key(&signing)
     }

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::write_private;
+use super::create_private_once;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -55,8 +55,9 @@ impl TotpKeys {
         } else {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
-            write_private(&path, &key)?;
-            key
+            // Another node sharing the data dir may have created it first: use theirs.
+            let bytes = create_private_once(&path, &key)?;
+            bytes.try_into().map_err(|_| format!("{} must hold exactly 32 bytes", path.display()))?
         };
         Ok(Self::from_key(key))
     }

@@ -12,6 +12,7 @@ mod auth;
 mod bookmarks;
 mod channel_write_model;
 mod channels;
+mod cluster;
 mod communities;
 mod community_moderation;
 mod dms;

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fixtures;
 pub mod process;
 pub mod proxy;
@@ -132,8 +133,9 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub config: Config,
     pub backend: Backend,
-    // Kept for their Drop: the data dir and the PostgreSQL database.
-    data_dir: tempfile::TempDir,
+    // Kept for their Drop: the data dir and the PostgreSQL database (a cluster's nodes
+    // share both, held by the cluster instead).
+    data_dir: Option<tempfile::TempDir>,
     pg: Option<PgDatabase>,
 }
 
@@ -185,8 +187,24 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         server: Some(server),
         config,
         backend,
-        data_dir,
+        data_dir: Some(data_dir),
         pg,
+    }
+}
+
+impl TestApp {
+    /// A server started elsewhere (a cluster node) whose data dir and database belong to
+    /// its caller.
+    pub fn borrowing(server: Server, config: Config, backend: Backend) -> Self {
+        Self {
+            addr: server.addr,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            server: Some(server),
+            config,
+            backend,
+            data_dir: None,
+            pg: None,
+        }
     }
 }
 

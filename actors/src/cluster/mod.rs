@@ -1,0 +1,333 @@
+//! Several nodes on one PostgreSQL, talking over core NATS (docs: "Running several nodes";
+//! design: ../shared/design/scale-out.md).
+//!
+//! Built so far: joining (start-up refusals, node lock, heartbeats), shard ownership
+//! (rendezvous placement over live nodes, advisory locks, fencing epochs) and the health
+//! view. Not built yet: routing channel traffic to shard owners and relaying their frames
+//! (see the README's status line) — until then each node still serves its own sockets only.
+//!
+//! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
+//! `members` (heartbeats and the live set), this file (configuration, start, the ownership
+//! loop and the status view).
+
+pub mod locks;
+pub mod members;
+pub mod shards;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use self::locks::{Keepalives, LockConnection};
+use self::members::{ControlMessage, Members};
+use self::shards::{SHARDS, Shard, node_lock_key, placement, valid_node_id};
+
+/// How a node joins a cluster (every field has a configuration option, except the timers,
+/// which tests shorten).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Comma-separated `nats://` URLs (`PALAVER_NATS_URL`).
+    pub nats_url: String,
+    /// `[A-Za-z0-9_-]{1,64}`, unique among live nodes (`PALAVER_NODE_ID`).
+    pub node_id: String,
+    /// Subject prefix, so several deployments can share one NATS (`PALAVER_NATS_PREFIX`).
+    pub prefix: String,
+    /// Where the advisory locks are held (`PALAVER_LOCK_DATABASE_URL`).
+    pub lock_database_url: String,
+    /// NATS disconnection tolerated before the node detaches (`PALAVER_DETACH_AFTER`).
+    pub detach_after: Duration,
+    pub timers: ClusterTimers,
+}
+
+/// The cluster's clocks. Production values are the defaults; tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterTimers {
+    /// How often a node announces itself on `ctl`.
+    pub heartbeat: Duration,
+    /// Silence after which a node is no longer counted live.
+    pub dead_after: Duration,
+    /// How often placement is recomputed and shards taken or given up.
+    pub tick: Duration,
+    /// A starting node listens this long before taking shards, so nodes starting together
+    /// see each other first instead of taking everything and handing it back.
+    pub join_grace: Duration,
+    /// Most shards handed to another node per tick (moves are gradual).
+    pub moves_per_tick: usize,
+    pub keepalives: Keepalives,
+}
+
+impl Default for ClusterTimers {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(3),
+            dead_after: Duration::from_secs(7),
+            tick: Duration::from_secs(1),
+            join_grace: Duration::from_secs(5),
+            moves_per_tick: 32,
+            keepalives: Keepalives::default(),
+        }
+    }
+}
+
+/// Where this node stands, as `/api/health` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterState {
+    /// Listening before taking shards, or shards still moving.
+    Joining,
+    /// Owns exactly what placement gives it; nothing moving.
+    Settled,
+    /// NATS is unreachable; shards are held, nothing is taken.
+    Degraded,
+    /// Cut off from NATS longer than `detach_after`: every shard given up.
+    Detached,
+}
+
+/// The `cluster` section of `/api/health`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub state: ClusterState,
+    pub node_id: String,
+    /// Live nodes, this one included.
+    pub nodes: usize,
+    pub shards_owned: usize,
+    /// Shards this node should take or give up but has not yet.
+    pub moving: usize,
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    nats: async_nats::Client,
+    /// Owned shards → their fencing epoch (checked by every owner write).
+    owned: DashMap<Shard, i64>,
+    members: Members,
+    status: Mutex<ClusterStatus>,
+    /// Fires once on shutdown; every cluster task ends.
+    stop: watch::Sender<bool>,
+    /// The ownership loop, awaited on leave (it frees the locks as it ends).
+    ownership: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One line, for the operator: why this node may not join.
+pub type StartRefusal = String;
+
+impl Cluster {
+    /// Joins the cluster: checks the configuration, connects to NATS and takes the node lock,
+    /// then starts heartbeats and the ownership loop. `fingerprint` identifies the token and
+    /// TOTP keys: every node must use the same ones (a shared data dir).
+    pub async fn start(config: ClusterConfig, fingerprint: String) -> Result<Arc<Self>, StartRefusal> {
+        if !valid_node_id(&config.node_id) {
+            return Err(format!(
+                "node id {:?} is not [A-Za-z0-9_-]{{1,64}} (PALAVER_NODE_ID)",
+                config.node_id
+            ));
+        }
+        let nats = async_nats::ConnectOptions::new()
+            .no_echo()
+            .connection_timeout(Duration::from_secs(3))
+            .max_reconnects(None)
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| format!("cannot reach NATS at {} (PALAVER_NATS_URL): {e}", config.nats_url))?;
+        if !nats.server_info().headers {
+            return Err(format!("the NATS server at {} does not support headers", config.nats_url));
+        }
+        let mut lock =
+            LockConnection::open(&config.lock_database_url, &config.node_id, config.timers.keepalives)
+                .await
+                .map_err(|e| format!("lock database (PALAVER_LOCK_DATABASE_URL): {e}"))?
+                .ok_or_else(|| format!("node id {} is already live (PALAVER_NODE_ID)", config.node_id))?;
+        let others =
+            lock.live_fingerprints(&config.node_id).await.map_err(|e| format!("cluster_nodes: {e}"))?;
+        if let Some((node, _)) = others.iter().find(|(_, theirs)| *theirs != fingerprint) {
+            lock.close().await;
+            return Err(format!(
+                "node {node} uses other signing/TOTP keys: every node must share PALAVER_DATA_DIR"
+            ));
+        }
+        let boot_id = uuid::Uuid::new_v4().simple().to_string();
+        lock.record_seen(&config.node_id, &boot_id, &fingerprint, true)
+            .await
+            .map_err(|e| format!("cluster_nodes: {e}"))?;
+        let members = Members::new(&config, boot_id);
+        let control =
+            nats.subscribe(members.control_subject()).await.map_err(|e| format!("NATS subscribe: {e}"))?;
+        let (stop, _) = watch::channel(false);
+        let cluster = Arc::new(Self {
+            status: Mutex::new(ClusterStatus {
+                state: ClusterState::Joining,
+                node_id: config.node_id.clone(),
+                nodes: 1,
+                shards_owned: 0,
+                moving: 0,
+            }),
+            config,
+            nats,
+            owned: DashMap::new(),
+            members,
+            stop,
+            ownership: Mutex::new(None),
+        });
+        tokio::spawn(members::listen(cluster.clone(), control, cluster.stop.subscribe()));
+        tokio::spawn(members::heartbeats(cluster.clone(), cluster.stop.subscribe()));
+        let ownership =
+            tokio::spawn(ownership_loop(cluster.clone(), lock, fingerprint, cluster.stop.subscribe()));
+        *cluster.ownership.lock().unwrap_or_else(|e| e.into_inner()) = Some(ownership);
+        tracing::info!(node = %cluster.config.node_id, "joined the cluster");
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// The health view.
+    pub fn status(&self) -> ClusterStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether this node owns the shard, and under which fencing epoch.
+    pub fn owner_epoch(&self, shard: Shard) -> Option<i64> {
+        self.owned.get(&shard).map(|e| *e)
+    }
+
+    /// Leaves: tells the others at once (they need not wait for silence), then frees every
+    /// lock by closing the lock connection.
+    pub async fn leave(&self) {
+        let _ = self.members.publish(&self.nats, &ControlMessage::Leaving).await;
+        let _ = self.nats.flush().await;
+        let _ = self.stop.send(true);
+        let ownership = self.ownership.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ownership) = ownership {
+            let _ = ownership.await;
+        }
+    }
+
+    fn set_status(&self, update: impl FnOnce(&mut ClusterStatus)) {
+        update(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Every tick: check the lock connection, compute the live set, take the shards placement
+/// gives this node and hand over the ones it gives others.
+async fn ownership_loop(
+    cluster: Arc<Cluster>,
+    lock: LockConnection,
+    fingerprint: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let timers = cluster.config.timers;
+    let mut lock = Some(lock);
+    let mut ticker = tokio::time::interval(timers.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen_write = Instant::now();
+    let mut nats_down_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let nats_ok = matches!(cluster.nats.connection_state(), async_nats::connection::State::Connected);
+        nats_down_since = if nats_ok { None } else { nats_down_since.or(Some(Instant::now())) };
+        let Some(conn) = lock.as_mut() else {
+            // The lock connection died: every lock went with it. Reconnect and start over.
+            cluster.owned.clear();
+            lock = LockConnection::open(
+                &cluster.config.lock_database_url,
+                &cluster.config.node_id,
+                timers.keepalives,
+            )
+            .await
+            .ok()
+            .flatten();
+            cluster.set_status(|s| {
+                s.state = ClusterState::Joining;
+                s.shards_owned = 0;
+            });
+            continue;
+        };
+        if conn.ping().await.is_err() {
+            tracing::warn!("lock connection lost: every shard given up");
+            lock = None;
+            cluster.owned.clear();
+            continue;
+        }
+        if last_seen_write.elapsed() >= timers.heartbeat {
+            last_seen_write = Instant::now();
+            let _ = conn
+                .record_seen(&cluster.config.node_id, cluster.members.boot_id(), &fingerprint, nats_ok)
+                .await;
+        }
+        if nats_down_since.is_some_and(|since| since.elapsed() >= cluster.config.detach_after) {
+            // Cut off: give everything up so live nodes can take it.
+            let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
+            if !held.is_empty() && conn.release(&held).await.is_ok() {
+                cluster.owned.clear();
+            }
+            cluster.set_status(|s| {
+                s.state = ClusterState::Detached;
+                s.shards_owned = cluster.owned.len();
+            });
+            continue;
+        }
+        if !nats_ok {
+            cluster.set_status(|s| s.state = ClusterState::Degraded);
+            continue;
+        }
+        let Ok(holders) = conn.live_node_keys().await else { continue };
+        let live =
+            cluster.members.live(timers.dead_after, |node| holders.contains(&i64::from(node_lock_key(node))));
+        let live: Vec<&str> = live.iter().map(String::as_str).collect();
+        let me = cluster.config.node_id.as_str();
+        let mine: BTreeSet<Shard> = (0..SHARDS).filter(|s| placement(*s, &live) == Some(me)).collect();
+        let joining = started.elapsed() < timers.join_grace;
+        if !joining {
+            let to_take: Vec<Shard> =
+                mine.iter().copied().filter(|s| !cluster.owned.contains_key(s)).collect();
+            if let Ok(taken) = conn.acquire(me, &to_take).await {
+                for (shard, epoch) in &taken {
+                    cluster.owned.insert(*shard, *epoch);
+                }
+                if !taken.is_empty() {
+                    let shards = taken.iter().map(|(s, _)| *s).collect();
+                    let _ =
+                        cluster.members.publish(&cluster.nats, &ControlMessage::Acquired { shards }).await;
+                }
+            }
+            let to_give: Vec<Shard> = cluster
+                .owned
+                .iter()
+                .map(|e| *e.key())
+                .filter(|s| !mine.contains(s))
+                .take(timers.moves_per_tick)
+                .collect();
+            if !to_give.is_empty() && conn.release(&to_give).await.is_ok() {
+                for shard in &to_give {
+                    cluster.owned.remove(shard);
+                }
+                let _ = cluster
+                    .members
+                    .publish(&cluster.nats, &ControlMessage::Released { shards: to_give })
+                    .await;
+            }
+        }
+        let owned: BTreeSet<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
+        let moving = mine.symmetric_difference(&owned).count();
+        cluster.set_status(|s| {
+            s.state = if joining || moving > 0 { ClusterState::Joining } else { ClusterState::Settled };
+            s.nodes = live.len();
+            s.shards_owned = owned.len();
+            s.moving = moving;
+        });
+    }
+    if let Some(conn) = lock {
+        conn.close().await;
+    }
+    cluster.owned.clear();
+}

@@ -1,0 +1,231 @@
+//! Several nodes on one PostgreSQL and NATS (`actors/src/cluster`): joining, start-up
+//! refusals, shard ownership and its movement when nodes come and go.
+//!
+//! Runs when `TEST_POSTGRES_URL` and `TEST_NATS_URL` are both set (CI sets them) and fails,
+//! rather than skips, when either is unreachable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::common::cluster::{nats_url, spawn_cluster};
+use crate::common::proxy::CuttableProxy;
+use crate::common::test_config;
+
+macro_rules! cluster_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(not(palaver_cluster), ignore = "set TEST_POSTGRES_URL and TEST_NATS_URL to run the cluster suite")]
+            async fn $name() {
+                super::$name().await
+            }
+        )*
+    };
+}
+
+async fn three_nodes_started_together_share_every_shard_once() {
+    let cluster = spawn_cluster(3).await;
+    let statuses = cluster.settle(Duration::from_secs(15)).await;
+    for (i, status) in statuses.iter().enumerate() {
+        assert_eq!(status["node_id"], format!("n{}", i + 1));
+        assert_eq!(status["moving"], 0);
+        // Rendezvous placement over three nodes: about a third each.
+        let owned = status["shards_owned"].as_u64().unwrap();
+        assert!((250..=430).contains(&owned), "{status}");
+    }
+    // The database agrees with what the nodes say: every shard has exactly one owner, each
+    // took its shards once (fencing epoch 1), and the counts match.
+    let owners = cluster.owners().await;
+    assert_eq!(owners.len(), 1024);
+    let mut per_node: HashMap<String, u64> = HashMap::new();
+    for (shard, node, epoch) in &owners {
+        let node = node.clone().unwrap_or_else(|| panic!("shard {shard} has no owner"));
+        assert_eq!(*epoch, 1, "shard {shard} changed hands while settling");
+        *per_node.entry(node).or_default() += 1;
+    }
+    for status in &statuses {
+        assert_eq!(per_node[status["node_id"].as_str().unwrap()], status["shards_owned"].as_u64().unwrap());
+    }
+    // Nodes starting together on an empty data dir end up with the same keys: a token one
+    // node issued is accepted by another.
+    let user = cluster.nodes[0].register("alice").await;
+    let me = cluster.nodes[2].get(&format!("/users/{}", user.id), &user.token).await.expect(200);
+    assert_eq!(me["username"], "alice");
+    cluster.stop().await;
+}
+
+async fn a_node_that_leaves_hands_its_shards_to_the_others() {
+    let mut cluster = spawn_cluster(3).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let before = cluster.owners().await;
+    cluster.stop_node(1).await;
+    let statuses = cluster.settle(Duration::from_secs(15)).await;
+    assert!(statuses.iter().all(|s| s["nodes"] == 2));
+    let after = cluster.owners().await;
+    for ((shard, was, epoch_before), (_, now, epoch_after)) in before.iter().zip(&after) {
+        let (was, now) = (was.as_deref().unwrap(), now.as_deref().unwrap());
+        assert_ne!(now, "n2", "shard {shard} still owned by the node that left");
+        if was == "n2" {
+            // Taken over: a new fencing epoch, so n2 could not have committed after.
+            assert!(epoch_after > epoch_before, "shard {shard}");
+        } else {
+            // Rendezvous moves only the leaver's shards.
+            assert_eq!(was, now, "shard {shard} moved between nodes that stayed");
+            assert_eq!(epoch_after, epoch_before);
+        }
+    }
+    cluster.stop().await;
+}
+
+async fn a_node_that_joins_takes_about_a_quarter() {
+    let mut cluster = spawn_cluster(3).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let before = cluster.owners().await;
+    cluster.start_node("n4").await.expect("n4 joins");
+    let statuses = cluster.settle(Duration::from_secs(15)).await;
+    assert!(statuses.iter().all(|s| s["nodes"] == 4));
+    let after = cluster.owners().await;
+    let mut moved = 0;
+    for ((shard, was, _), (_, now, _)) in before.iter().zip(&after) {
+        if was != now {
+            assert_eq!(now.as_deref(), Some("n4"), "shard {shard} moved between old nodes");
+            moved += 1;
+        }
+    }
+    assert!((180..=340).contains(&moved), "{moved} shards moved to the new node");
+    cluster.stop().await;
+}
+
+async fn duplicate_node_id_refuses_to_start() {
+    let mut cluster = spawn_cluster(1).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let err = cluster.start_node("n1").await.err().expect("a second n1 must not start");
+    assert!(err.contains("node id n1 is already live"), "{err}");
+    // Once the first n1 is gone, the id is free again.
+    cluster.stop_node(0).await;
+    cluster.start_node("n1").await.expect("n1 starts again after the first one left");
+    cluster.settle(Duration::from_secs(15)).await;
+    cluster.stop().await;
+}
+
+async fn cluster_on_sqlite_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.cluster = Some(palaver::config::ClusterSettings::new(nats_url(), &config.database_url));
+    let err = palaver::serve(config).await.err().expect("a cluster on SQLite must not start");
+    assert_eq!(err, "a cluster needs PostgreSQL: PALAVER_NATS_URL is set but DATABASE_URL is SQLite");
+}
+
+async fn unreachable_nats_refuses_to_start() {
+    let mut cluster = spawn_cluster(0).await;
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = test_config(cluster.data_dir.path());
+    config.database_url = cluster.database_url.clone();
+    let mut settings = cluster.settings("n1");
+    settings.nats_url = format!("nats://{closed}");
+    config.cluster = Some(settings);
+    let err = palaver::serve(config).await.err().expect("no NATS, no cluster");
+    assert!(err.starts_with(&format!("cannot reach NATS at nats://{closed} (PALAVER_NATS_URL)")), "{err}");
+    // A bad node id is refused before anything is contacted.
+    let err = cluster.start_node("not a node").await.err().expect("bad node id");
+    assert!(err.contains("PALAVER_NODE_ID"), "{err}");
+    cluster.stop().await;
+}
+
+async fn nodes_with_different_keys_refuse_to_join() {
+    let cluster = spawn_cluster(1).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    // n2 has a data dir of its own: other signing and TOTP keys.
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(other_dir.path());
+    config.database_url = cluster.database_url.clone();
+    config.cluster = Some(cluster.settings("n2"));
+    let err = palaver::serve(config).await.err().expect("other keys must not join");
+    assert!(err.contains("node n1 uses other signing/TOTP keys"), "{err}");
+    cluster.stop().await;
+}
+
+async fn an_owner_whose_lock_connection_dies_loses_its_shards_to_a_new_epoch() {
+    use sea_orm::{ConnectionTrait, Database};
+    let cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let before = cluster.owners().await;
+    // The database ends n2's lock connection (as a network cut or a failover would): every
+    // advisory lock it held is gone at once.
+    let db = Database::connect(&cluster.database_url).await.unwrap();
+    let killed = db
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND objsubid = 2 AND classid = {} AND objid = {}",
+            palaver_actors::cluster::locks::NODE_LOCK_CLASS,
+            palaver_actors::cluster::shards::node_lock_key("n2"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.rows_affected(), 1, "n2's lock connection was found");
+    db.close().await.ok();
+    // n2 notices, reconnects and rejoins; whoever holds its old shards now took them under a
+    // new fencing epoch, so a write n2 began before the cut cannot commit.
+    cluster.settle(Duration::from_secs(15)).await;
+    let after = cluster.owners().await;
+    for ((shard, was, epoch_before), (_, _, epoch_after)) in before.iter().zip(&after) {
+        if was.as_deref() == Some("n2") {
+            assert!(epoch_after > epoch_before, "shard {shard} kept epoch {epoch_before}");
+        } else {
+            assert_eq!(epoch_after, epoch_before, "shard {shard} of n1 changed hands");
+        }
+    }
+    cluster.stop().await;
+}
+
+async fn a_node_cut_from_nats_detaches_and_its_shards_move() {
+    let mut cluster = spawn_cluster(1).await;
+    let nats: std::net::SocketAddr =
+        nats_url().trim_start_matches("nats://").parse().expect("TEST_NATS_URL is nats://host:port");
+    let proxy = CuttableProxy::start(nats).await;
+    cluster
+        .start_node_with("n2", |settings| {
+            settings.nats_url = format!("nats://{}", proxy.addr);
+            settings.detach_after = Duration::from_secs(1);
+        })
+        .await
+        .expect("n2 joins through the proxy");
+    cluster.settle(Duration::from_secs(15)).await;
+    proxy.cut().await;
+    // n2 detaches: 503, no shards; n1 takes everything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let n1 = cluster.nodes[0].get_public("/health").await;
+        let n2 = cluster.nodes[1].get_public("/health").await;
+        if n2.status == 503
+            && n2.body["cluster"]["state"] == "detached"
+            && n2.body["cluster"]["shards_owned"] == 0
+            && n1.body["cluster"]["shards_owned"] == 1024
+            && n1.body["cluster"]["state"] == "settled"
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "n1 {:?} / n2 {} {:?}", n1.body, n2.status, n2.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // NATS back: n2 rejoins and takes its share again.
+    proxy.restore();
+    let statuses = cluster.settle(Duration::from_secs(30)).await;
+    assert!(statuses.iter().all(|s| s["nodes"] == 2));
+    cluster.stop().await;
+}
+
+mod cluster_suite {
+    cluster_tests!(
+        an_owner_whose_lock_connection_dies_loses_its_shards_to_a_new_epoch,
+        a_node_cut_from_nats_detaches_and_its_shards_move,
+        three_nodes_started_together_share_every_shard_once,
+        a_node_that_leaves_hands_its_shards_to_the_others,
+        a_node_that_joins_takes_about_a_quarter,
+        duplicate_node_id_refuses_to_start,
+        cluster_on_sqlite_refuses_to_start,
+        unreachable_nats_refuses_to_start,
+        nodes_with_different_keys_refuse_to_join,
+    );
+}
