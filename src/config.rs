@@ -579,6 +579,7 @@ impl Config {
                 return Err(format!("drain_delay {v}: at most {} seconds", MAX_DRAIN_DELAY.as_secs()));
             }
             config.drain_delay = delay;
+        }
         if let Some(nats_url) = non_empty(cli.nats_url.or(file.nats_url)) {
             let mut cluster = ClusterSettings::new(nats_url, &config.database_url);
             if let Some(node_id) = non_empty(cli.node_id.or(file.node_id)) {
