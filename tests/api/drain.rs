@@ -108,7 +108,10 @@ async fn sigterm_mid_burst_acks_only_what_is_stored(backend: Backend) {
     .await;
     let token = login["access_token"].as_str().expect("logged in after restart").to_string();
     let stored = history(&http, &server, &token, channel_id).await;
-    assert_eq!(stored, acked, "every acked send is stored (in ack order), and no unacked one");
+    assert_eq!(
+        stored, acked,
+        "every acked send is stored (in ack order), and no unacked one (refused: {refused:?})"
+    );
     server.kill().await;
 }
 
