@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod images;
 pub mod linkpreview;
+pub mod openapi;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;

@@ -22,6 +22,9 @@ pub struct RouteInfo {
     pub path: &'static str,
     /// The handler, as written in the table (`channels::kick_member`).
     pub handler: &'static str,
+    /// The extractors of the line as written (`auth`, `json`, `header("range")`, …): what the
+    /// OpenAPI document derives security, parameters and request bodies from.
+    pub extractors: &'static [&'static str],
 }
 
 /// Joins routes so that earlier ones are tried first, as a balanced tree (depth log2 n).
@@ -127,6 +130,7 @@ macro_rules! route_table {
                 method: $crate::route_method!($method),
                 path: concat!($("/", $crate::route_segment!($segment)),+),
                 handler: concat!(stringify!($first) $(, "::", stringify!($rest))*),
+                extractors: &[$(stringify!($extractor $(($($argument),*))?)),*],
             }
         ),*),*];
     };

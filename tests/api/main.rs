@@ -31,6 +31,7 @@ mod legal;
 mod link_preview;
 mod messages;
 mod misc_features;
+mod openapi;
 mod outage;
 mod polls;
 mod presence;
