@@ -41,8 +41,8 @@ use crate::domain::session::SessionView;
 use crate::domain::user::UserView;
 use crate::domain::webhook::{CreateWebhookRequest, ExecuteRequest, UpdateWebhookRequest, WebhookView};
 use crate::routes::{
-    account, admin, admin_files, admin_moderation, admin_users, auth, bookmarks, channels, communities,
-    dms, feedback, groups, health, images, keys, legal, link_preview, polls, push, reports, totp, users,
+    account, admin, admin_files, admin_moderation, admin_users, auth, bookmarks, channels, communities, dms,
+    feedback, groups, health, images, keys, legal, link_preview, polls, push, reports, totp, users,
 };
 
 /// Writes the schema of a type into the generator and answers its `$ref`.
@@ -198,7 +198,9 @@ pub fn spec_of(handler: &str) -> Spec {
             .reply::<std::collections::BTreeMap<String, String>>(),
         "admin::list_webhooks" => s.query(PAGE).reply::<admin::WebhookPage>(),
 
-        "admin_users::list_users" => s.query(&["q", "search", "limit", "offset"]).reply::<Vec<AdminUserView>>(),
+        "admin_users::list_users" => {
+            s.query(&["q", "search", "limit", "offset"]).reply::<Vec<AdminUserView>>()
+        }
         "admin_users::suspend_user" => s.body::<admin_users::SuspendRequest>().empty(),
         "admin_users::unsuspend_user" => s.empty(),
         "admin_users::delete_user" => s.empty(),
@@ -215,7 +217,9 @@ pub fn spec_of(handler: &str) -> Spec {
         "admin_moderation::list_reports" => {
             s.query(&["status", "limit", "offset"]).reply::<admin_moderation::ReportPage>()
         }
-        "admin_moderation::review_report" => s.body::<admin_moderation::ReviewRequest>().reply::<ReportView>(),
+        "admin_moderation::review_report" => {
+            s.body::<admin_moderation::ReviewRequest>().reply::<ReportView>()
+        }
 
         "admin_files::list_files" => s
             .query(&["search", "user_id", "content_type", "date_from", "date_to", "sort", "limit", "offset"])
@@ -224,7 +228,9 @@ pub fn spec_of(handler: &str) -> Spec {
         "admin_files::set_quarantine" => s.empty(),
         "admin_files::storage_stats" => s.reply::<admin_files::StorageStats>(),
         "admin_files::list_blocked_hashes" => s.query(&["limit"]).reply::<Vec<BlockedHashView>>(),
-        "admin_files::add_blocked_hash" => s.body::<admin_files::BlockHashRequest>().reply::<BlockedHashView>(),
+        "admin_files::add_blocked_hash" => {
+            s.body::<admin_files::BlockHashRequest>().reply::<BlockedHashView>()
+        }
         "admin_files::remove_blocked_hash" => s.empty(),
 
         "legal::legal_document" => s.reply::<legal::LegalText>(),
@@ -270,12 +276,13 @@ pub fn spec_of(handler: &str) -> Spec {
             .reply_with(either::<WarningView, communities::WarningWithCount>),
         "communities::list_warnings" => s.reply::<Vec<WarningView>>(),
 
-        "messages::search_everywhere" | "messages::search_channel" => {
-            s.summary("Search message metadata (the scan's outcome is in headers)")
-                .query(&["q", "sender", "has_file", "after", "before", "limit"])
-                .reply::<Vec<MessageView>>()
+        "messages::search_everywhere" | "messages::search_channel" => s
+            .summary("Search message metadata (the scan's outcome is in headers)")
+            .query(&["q", "sender", "has_file", "after", "before", "limit"])
+            .reply::<Vec<MessageView>>(),
+        "messages::list_messages" => {
+            s.query(&["before", "after", "limit", "root_only"]).reply::<Vec<MessageView>>()
         }
-        "messages::list_messages" => s.query(&["before", "after", "limit", "root_only"]).reply::<Vec<MessageView>>(),
         "messages::edit_history" => s.reply::<Vec<EditView>>(),
         "messages::list_thread" => s.query(&["limit"]).reply::<Vec<MessageView>>(),
         "messages::list_pins" => s.reply::<Vec<PinnedView>>(),
@@ -304,7 +311,9 @@ pub fn spec_of(handler: &str) -> Spec {
         "webhooks::list_webhooks" => s.reply::<Vec<WebhookView>>(),
         "webhooks::update_webhook" => s.body::<UpdateWebhookRequest>().reply::<WebhookView>(),
         "webhooks::delete_webhook" => s.empty(),
-        "webhooks::execute_webhook" => s.body::<ExecuteRequest>().empty().summary("Post as the webhook (its token is the credential)"),
+        "webhooks::execute_webhook" => {
+            s.body::<ExecuteRequest>().empty().summary("Post as the webhook (its token is the credential)")
+        }
 
         "polls::create_poll" => s.body::<CreatePollRequest>().reply::<PollView>(),
         "polls::list_polls" => s.reply::<Vec<PollView>>(),

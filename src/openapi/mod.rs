@@ -30,8 +30,10 @@ pub fn document(routes: &[RouteInfo]) -> Value {
         settings.definitions_path = "/components/schemas".into();
         settings.meta_schema = None;
     });
-    let mut generators =
-        Generators { requests: settings.clone().for_deserialize().into_generator(), responses: settings.for_serialize().into_generator() };
+    let mut generators = Generators {
+        requests: settings.clone().for_deserialize().into_generator(),
+        responses: settings.for_serialize().into_generator(),
+    };
     let mut paths = Map::new();
     let mut operation_ids: HashMap<&str, usize> = HashMap::new();
     for route in routes {
@@ -95,7 +97,10 @@ struct Generators {
 /// Adds the request-side definitions to `schemas`. A type whose request view equals its
 /// response view is kept once; one that differs is added as `<Name>Input`. Answers the
 /// renames, to be applied to the request-side `$ref`s.
-fn merge_request_schemas(schemas: &mut Map<String, Value>, requests: Map<String, Value>) -> HashMap<String, String> {
+fn merge_request_schemas(
+    schemas: &mut Map<String, Value>,
+    requests: Map<String, Value>,
+) -> HashMap<String, String> {
     let mut renames = HashMap::new();
     for (name, schema) in &requests {
         match schemas.get(name) {
@@ -126,7 +131,8 @@ fn rename_refs(value: &mut Value, renames: &HashMap<String, String>) {
     match value {
         Value::Object(map) => {
             if let Some(Value::String(reference)) = map.get_mut("$ref")
-                && let Some(new) = reference.strip_prefix("#/components/schemas/").and_then(|name| renames.get(name))
+                && let Some(new) =
+                    reference.strip_prefix("#/components/schemas/").and_then(|name| renames.get(name))
             {
                 *reference = format!("#/components/schemas/{new}");
             }
@@ -219,7 +225,8 @@ fn operation(
     let mut parameters: Vec<Value> = path_parameters
         .iter()
         .map(|p| {
-            let schema = if p.uuid { json!({"type": "string", "format": "uuid"}) } else { json!({"type": "string"}) };
+            let schema =
+                if p.uuid { json!({"type": "string", "format": "uuid"}) } else { json!({"type": "string"}) };
             json!({ "name": p.name, "in": "path", "required": true, "schema": schema })
         })
         .collect();
@@ -233,7 +240,9 @@ fn operation(
     for header in extractor_arguments(route, "header") {
         // The body's content type is part of the request body, not a parameter.
         if !header.eq_ignore_ascii_case("content-type") {
-            parameters.push(json!({ "name": header, "in": "header", "required": false, "schema": {"type": "string"} }));
+            parameters.push(
+                json!({ "name": header, "in": "header", "required": false, "schema": {"type": "string"} }),
+            );
         }
     }
 
@@ -379,12 +388,13 @@ fn error_responses() -> Value {
             "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
         })
     };
-    let mut too_many = error("Rate limited (`rate_limited`): the per-IP limiters; wait `Retry-After` seconds.");
-    too_many["headers"] = json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait." } });
+    let mut too_many =
+        error("Rate limited (`rate_limited`): the per-IP limiters; wait `Retry-After` seconds.");
+    too_many["headers"] =
+        json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait." } });
     let mut unavailable =
         error("`unavailable`: the database or another dependency is unreachable, or a bounded pool is full.");
-    unavailable["headers"] =
-        json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait, when known." } });
+    unavailable["headers"] = json!({ "Retry-After": { "schema": { "type": "integer" }, "description": "Seconds to wait, when known." } });
     json!({
         "BadRequest": error("`validation_error`: malformed input (body, query, a path id that is not a UUID) or a business rule refused it."),
         "Unauthorized": error("`unauthorized`: missing, invalid or expired bearer token, or wrong credentials."),
@@ -411,6 +421,9 @@ mod tests {
         let (path, parameters) = openapi_path("/polls/{id}/vote/{name}");
         assert_eq!(path, "/polls/{poll_id}/vote/{vote_key}");
         assert!(!parameters[1].uuid);
-        assert_eq!(openapi_path("/group-invites/{name}/accept").0, "/group-invites/{group_invite_key}/accept");
+        assert_eq!(
+            openapi_path("/group-invites/{name}/accept").0,
+            "/group-invites/{group_invite_key}/accept"
+        );
     }
 }

@@ -128,12 +128,19 @@ async fn every_ref_resolves_and_every_body_has_a_schema(backend: Backend) {
             let schema = &operation["requestBody"]["content"]["multipart/form-data"]["schema"];
             assert_eq!(schema["type"], "object", "{name}: the form body has no schema");
         }
-        if !extractors.iter().any(|e| ["json", "upload", "multipart_form", "body_stream", "raw_body"].contains(e)) {
+        if !extractors
+            .iter()
+            .any(|e| ["json", "upload", "multipart_form", "body_stream", "raw_body"].contains(e))
+        {
             assert!(operation.get("requestBody").is_none(), "{name}: reads no body");
         }
 
         // Bearer auth exactly where the line takes the caller.
-        let bearer = operation["security"].as_array().expect("security list").iter().any(|s| s.get("bearer").is_some());
+        let bearer = operation["security"]
+            .as_array()
+            .expect("security list")
+            .iter()
+            .any(|s| s.get("bearer").is_some());
         let takes_caller = extractors.contains(&"auth") || extractors.contains(&"maybe_auth");
         assert_eq!(bearer, takes_caller, "{name}: bearer security");
         assert_eq!(operation["responses"]["401"].is_object(), takes_caller, "{name}: 401");
@@ -195,8 +202,8 @@ async fn real_answers_fit_the_described_bodies(backend: Backend) {
         .await
         .expect(200);
     assert_fits(&document, &success(route("POST", "/channels")), &channel, "POST /channels");
-    let request = &operation_of(&document, &route("POST", "/channels"))["requestBody"]["content"]
-        ["application/json"]["schema"];
+    let request = &operation_of(&document, &route("POST", "/channels"))["requestBody"]["content"]["application/json"]
+        ["schema"];
     assert_fits(
         &document,
         request,
