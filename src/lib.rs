@@ -14,6 +14,7 @@ pub mod http;
 pub mod images;
 pub mod linkpreview;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;

@@ -28,7 +28,7 @@ pub(crate) async fn current_user(state: &AppState, caller: &Caller) -> ApiResult
 }
 
 /// What login and register answer.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(crate) struct AuthResponse {
     pub access_token: String,
     pub refresh_token: String,

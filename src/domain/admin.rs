@@ -23,7 +23,7 @@ pub const REPORT_STATUSES: [&str; 4] = ["pending", "reviewed", "resolved", "dism
 pub const REVIEW_STATUSES: [&str; 3] = ["reviewed", "resolved", "dismissed"];
 
 /// `{id, name, role}`: one group or community the user belongs to.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Membership {
     pub id: Uuid,
     pub name: String,
@@ -31,7 +31,7 @@ pub struct Membership {
 }
 
 /// The wire's Admin user object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AdminUserView {
     pub id: Uuid,
     pub username: String,
@@ -76,7 +76,7 @@ pub fn sort_memberships(map: &mut HashMap<Uuid, Vec<Membership>>) {
 }
 
 /// The wire's Audit entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditEntryView {
     pub id: Uuid,
     pub user_id: Option<Uuid>,
@@ -106,7 +106,7 @@ impl From<&audit_log::Model> for AuditEntryView {
 }
 
 /// What every purge answers.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct PurgeResult {
     pub messages_deleted: u64,
     pub files_deleted: u64,
@@ -114,7 +114,7 @@ pub struct PurgeResult {
 }
 
 /// One entry of `GET /admin/webhooks` (never the token).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WebhookOverview {
     pub id: Uuid,
     pub channel_id: Uuid,

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 pub const MAX_TITLE_BYTES: usize = 200;
 pub const MAX_BODY_BYTES: usize = 5000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AnnouncementView {
     pub id: Uuid,
     pub title: String,

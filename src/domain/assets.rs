@@ -44,7 +44,7 @@ impl Shortcode {
 }
 
 /// The wire's Custom emoji object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EmojiView {
     pub id: Uuid,
     pub community_id: Uuid,

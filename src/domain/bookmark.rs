@@ -14,7 +14,7 @@ pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 500;
 
 /// The wire's Bookmark object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BookmarkView {
     pub id: Uuid,
     pub message_id: Uuid,

@@ -39,7 +39,7 @@ pub const CREATED_TOTAL_MAX: u64 = 500;
 pub const ASSIGNABLE_ROLES: [&str; 3] = ["admin", "moderator", "member"];
 
 /// The wire's Channel object. The message TTL is stored but not shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ChannelView {
     pub id: Uuid,
     pub name: Option<String>,
@@ -76,7 +76,7 @@ impl From<&channels::Model> for ChannelView {
 }
 
 /// The wire's Channel member (same shape as Group member).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ChannelMemberView {
     pub user_id: Uuid,
     pub username: String,
@@ -100,7 +100,7 @@ impl ChannelMemberView {
 }
 
 /// The wire's Sender-key distribution.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SenderKeyView {
     pub id: Uuid,
     pub channel_id: Uuid,
@@ -170,7 +170,7 @@ pub async fn caller_level(db: &impl ConnectionTrait, channel_id: Uuid, caller: &
 }
 
 /// `POST /channels` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateChannelRequest {
     pub name: String,
     pub channel_type: String,
@@ -209,7 +209,7 @@ impl NewChannel {
 }
 
 /// `PATCH /channels/{id}` as sent: absent or `null` = unchanged.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct UpdateChannelRequest {
     #[serde(default)]
     pub name: Option<String>,

@@ -97,7 +97,7 @@ pub async fn member_views(
     Ok(views)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 /// A channel with messages the caller has not read.
 pub struct UnreadView {
     /// The channel.
@@ -154,7 +154,7 @@ pub async fn unread_counts_of(db: &DatabaseConnection, me: Uuid) -> ApiResult<Ve
     Ok(out)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 /// The wire's read cursor of one member.
 pub struct ReadCursorView {
     /// The member.

@@ -149,7 +149,7 @@ impl From<HubError> for ApiError {
 // Wire views
 
 /// The wire's Community object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CommunityView {
     pub id: Uuid,
     pub name: String,
@@ -206,7 +206,7 @@ pub fn community_updated_frame(c: &communities::Model) -> ServerFrame {
 }
 
 /// The wire's Community member.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CommunityMemberView {
     pub user_id: Uuid,
     pub username: String,
@@ -232,7 +232,7 @@ impl CommunityMemberView {
 }
 
 /// The wire's Community invite.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CommunityInviteView {
     pub id: Uuid,
     pub code: String,
@@ -265,7 +265,8 @@ pub fn invite_usable(i: &community_invites::Model) -> bool {
 }
 
 /// `GET /community-invites/{code}`: the preview (redacted when not discoverable).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "CommunityInvitePreview")]
 pub struct InvitePreview {
     pub community_name: String,
     pub community_description: Option<String>,
@@ -285,7 +286,7 @@ impl InvitePreview {
 }
 
 /// An entry of `GET /communities/{cid}/bans`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BanView {
     pub user_id: Uuid,
     pub username: String,
@@ -307,7 +308,7 @@ impl BanView {
 }
 
 /// The wire's Timeout object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TimeoutView {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -333,7 +334,7 @@ impl From<&channel_timeouts::Model> for TimeoutView {
 }
 
 /// The wire's Warning object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WarningView {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -378,7 +379,7 @@ pub const THEME_COLOURS: [&str; 7] =
     ["accent", "accentHover", "bgPrimary", "bgSecondary", "bgTertiary", "textPrimary", "textSecondary"];
 
 /// `POST /communities` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateCommunityRequest {
     pub name: String,
     #[serde(default)]
@@ -408,7 +409,7 @@ impl NewCommunity {
 }
 
 /// `PATCH /communities/{cid}` as sent: absent or `null` = unchanged.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct UpdateCommunityRequest {
     #[serde(default)]
     pub name: Option<String>,

@@ -19,7 +19,7 @@ pub const DEFAULT_NAME: &str = "unnamed";
 pub const MAX_BLOCK_REASON_BYTES: usize = 500;
 
 /// File upload result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct UploadView {
     pub id: Uuid,
     pub size_bytes: i64,
@@ -33,7 +33,7 @@ impl From<&files::Model> for UploadView {
 }
 
 /// File metadata (`GET /files/{id}/meta`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FileMetaView {
     pub id: Uuid,
     pub uploader_id: Uuid,
@@ -59,7 +59,7 @@ impl From<&files::Model> for FileMetaView {
 }
 
 /// Admin file entry (`GET /admin/files`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AdminFileView {
     pub id: Uuid,
     pub uploader_id: Uuid,
@@ -93,7 +93,7 @@ impl From<&files::Model> for AdminFileView {
 }
 
 /// Blocked hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BlockedHashView {
     pub id: Uuid,
     pub hash: String,

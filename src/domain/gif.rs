@@ -24,7 +24,7 @@ pub const MAX_QUERY: usize = 256;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The wire's GIF result.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct GifResult {
     pub id: String,
     pub title: String,
@@ -35,7 +35,7 @@ pub struct GifResult {
 }
 
 /// `{results, next}`: `next` is the offset to pass as `pos`, null at the end.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GifPage {
     pub results: Vec<GifResult>,
     pub next: Option<String>,

@@ -50,7 +50,7 @@ pub const PRIVATE_GROUP_NAME: &str = "Private Group";
 // Views
 
 /// The wire's Group object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupView {
     pub id: Uuid,
     pub name: String,
@@ -103,7 +103,7 @@ pub fn group_updated_frame(g: &groups::Model) -> ServerFrame {
 }
 
 /// The wire's Group invite.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupInviteView {
     pub id: Uuid,
     pub code: String,
@@ -129,7 +129,8 @@ impl From<&group_invites::Model> for GroupInviteView {
 }
 
 /// `GET /invites/{code}`: a preview, redacted for non-discoverable groups.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "GroupInvitePreview")]
 pub struct InvitePreview {
     pub group_name: String,
     pub group_description: Option<String>,
@@ -149,7 +150,7 @@ impl InvitePreview {
 }
 
 /// `POST /invites/{code}/accept`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AcceptedInvite {
     pub group_id: Uuid,
     pub group_name: String,
@@ -209,7 +210,7 @@ fn optional_image(field: &str, raw: &str) -> ApiResult<Option<String>> {
 }
 
 /// `POST /groups` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateGroupRequest {
     pub community_id: Uuid,
     pub name: String,
@@ -250,7 +251,7 @@ impl NewGroup {
 }
 
 /// `PATCH /groups/{id}` as sent: absent or `null` = unchanged.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct UpdateGroupRequest {
     #[serde(default)]
     pub name: Option<String>,

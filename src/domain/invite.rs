@@ -12,7 +12,7 @@ pub const CODE_LEN: usize = 12;
 /// Longest lifetime an admin may give an invite: one year.
 pub const MAX_EXPIRES_IN_HOURS: i64 = 8760;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RegistrationInviteView {
     pub id: Uuid,
     pub code: String,

@@ -16,7 +16,7 @@ pub const MAX_ONE_TIME_PREKEYS: usize = 200;
 pub const MAX_SENDER_KEY_DISTRIBUTION_BYTES: usize = 16 * 1024;
 
 /// `{key_id, public_key, signature}` as sent by clients.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct SignedPrekeyInput {
     pub key_id: i32,
     pub public_key: Vec<u8>,
@@ -24,7 +24,7 @@ pub struct SignedPrekeyInput {
 }
 
 /// `{key_id, public_key}` as sent by clients (and returned in bundles).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct OneTimePrekeyInput {
     pub key_id: i32,
     pub public_key: Vec<u8>,

@@ -45,7 +45,7 @@ impl PreviewUrl {
 }
 
 /// `GET /link-preview` response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LinkPreviewView {
     pub url: String,
     pub title: Option<String>,

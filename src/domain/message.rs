@@ -35,14 +35,14 @@ pub fn is_visible(m: &messages::Model, now: DateTime<Utc>) -> bool {
 }
 
 /// `{emoji, user_ids}`: one entry per emoji on a message.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ReactionSummary {
     pub emoji: String,
     pub user_ids: Vec<Uuid>,
 }
 
 /// The fields the Message object and the Pinned message object share.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MessageCore {
     pub id: Uuid,
     pub channel_id: Uuid,
@@ -90,7 +90,7 @@ impl From<&messages::Model> for MessageCore {
 }
 
 /// The wire's Message object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MessageView {
     #[serde(flatten)]
     pub core: MessageCore,
@@ -103,7 +103,7 @@ pub struct MessageView {
 }
 
 /// The wire's Pinned message object: a Message without reactions and thread counters.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PinnedView {
     #[serde(flatten)]
     pub core: MessageCore,
@@ -112,7 +112,7 @@ pub struct PinnedView {
 }
 
 /// One entry of `GET …/messages/{id}/history`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EditView {
     pub id: Uuid,
     pub old_ciphertext: Vec<u8>,
@@ -132,7 +132,7 @@ impl From<&message_edits::Model> for EditView {
 }
 
 /// The wire's DM object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DmView {
     pub channel: ChannelView,
     pub other_user: UserView,

@@ -20,7 +20,7 @@ pub const EXPIRY_MAX_MINUTES: i64 = 10_080;
 
 /// One option's tally. `voter_ids` is always sent (empty for anonymous polls), which the
 /// wire allows and the web client's type requires.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct VoteTally {
     pub option_index: i32,
     pub count: i64,
@@ -28,7 +28,7 @@ pub struct VoteTally {
 }
 
 /// The wire's Poll object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PollView {
     pub id: Uuid,
     pub channel_id: Uuid,
@@ -100,7 +100,7 @@ pub fn option_index(poll: &polls::Model, index: i64) -> ApiResult<i32> {
 }
 
 /// `POST /channels/{id}/polls` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreatePollRequest {
     pub question: String,
     pub options: Vec<String>,

@@ -14,7 +14,7 @@ pub const BIO_MAX: usize = 500;
 pub const PRONOUNS_MAX: usize = 50;
 
 /// The body as clients send it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ProfileRequest {
     #[serde(default)]
     pub display_name: Option<String>,

@@ -15,7 +15,7 @@ pub const INVITE_CODE_MAX: usize = 64;
 pub const DISPLAY_NAME_MAX: usize = 64;
 
 /// The register body as clients send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct RegisterRequest {
     pub username: String,
     pub email: String,
@@ -220,7 +220,7 @@ mod tests {
 }
 
 /// What a recovery (or a regenerated code) answers: the new code, shown once.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, schemars::JsonSchema)]
 pub struct RecoveryCodeResponse {
     /// The new recovery code.
     pub recovery_code: String,

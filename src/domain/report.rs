@@ -12,7 +12,7 @@ pub const REPORT_TYPES: [&str; 3] = ["message", "user", "file"];
 /// Longest reason, in bytes after trimming.
 pub const MAX_REASON_BYTES: usize = 2000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ReportView {
     pub id: Uuid,
     pub reporter_id: Uuid,

@@ -24,7 +24,7 @@ pub const MAX_PENDING: u64 = 50;
 pub const LIST_MAX: u64 = 200;
 
 /// The wire's Scheduled message object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ScheduledView {
     pub id: Uuid,
     pub channel_id: Uuid,
@@ -47,7 +47,7 @@ impl From<&scheduled_messages::Model> for ScheduledView {
 }
 
 /// `POST /messages/schedule` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ScheduleRequest {
     pub channel_id: Uuid,
     pub ciphertext: String,

@@ -6,7 +6,7 @@ use palaver_entity::refresh_tokens;
 use serde::Serialize;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SessionView {
     pub id: Uuid,
     pub device_name: Option<String>,

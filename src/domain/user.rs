@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::error::ApiResult;
 
 /// The public User object: what login, `/account/me`, `/users/*` and DM listings return.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub username: String,

@@ -22,7 +22,7 @@ pub const USERNAME_MAX: usize = 64;
 pub const TOKEN_LEN: usize = 64;
 
 /// The wire's Webhook object; `token` only in the create response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WebhookView {
     pub id: Uuid,
     pub channel_id: Uuid,
@@ -83,7 +83,7 @@ pub fn avatar(raw: Option<&str>) -> ApiResult<Option<String>> {
 }
 
 /// `POST /channels/{id}/webhooks` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct CreateWebhookRequest {
     pub name: String,
     #[serde(default)]
@@ -91,7 +91,7 @@ pub struct CreateWebhookRequest {
 }
 
 /// `PATCH /webhooks/{id}` as sent: absent or null = unchanged.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct UpdateWebhookRequest {
     #[serde(default)]
     pub name: Option<String>,
@@ -132,7 +132,7 @@ impl WebhookUpdate {
 }
 
 /// `POST /webhooks/execute/{token}` as sent.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ExecuteRequest {
     pub content: String,
     #[serde(default)]

@@ -22,6 +22,9 @@ pub struct RouteInfo {
     pub path: &'static str,
     /// The handler, as written in the table (`channels::kick_member`).
     pub handler: &'static str,
+    /// The extractors of the line as written (`auth`, `json`, `header("range")`, …): what the
+    /// OpenAPI document derives security, parameters and request bodies from.
+    pub extractors: &'static [&'static str],
 }
 
 /// Put on every response a table route answered (refusals by its extractors included), so
@@ -141,6 +144,7 @@ macro_rules! route_table {
                 method: $crate::route_method!($method),
                 path: concat!($("/", $crate::route_segment!($segment)),+),
                 handler: concat!(stringify!($first) $(, "::", stringify!($rest))*),
+                extractors: &[$(stringify!($extractor $(($($argument),*))?)),*],
             }
         ),*),*];
     };

@@ -75,7 +75,7 @@ pub(crate) async fn update_profile(
     ok_json(&UserView::from(&user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct ChangePasswordRequest {
     current_password: String,
     new_password: String,
@@ -136,7 +136,7 @@ pub(crate) async fn regenerate_recovery_code(
     ok_json(&RecoveryCodeResponse { recovery_code: code })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct DeleteAccountRequest {
     password: String,
 }
@@ -191,8 +191,8 @@ fn still_owner() -> ApiError {
     ApiError::validation("you still own a group or community: transfer or delete it first")
 }
 
-#[derive(Serialize)]
-struct RevokedCount {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct RevokedCount {
     revoked_count: u64,
 }
 
@@ -215,7 +215,7 @@ pub(crate) async fn logout_all(
     ok_json(&RevokedCount { revoked_count })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 pub(crate) struct RevokeOthersRequest {
     #[serde(default)]
     refresh_token: Option<String>,
@@ -344,12 +344,12 @@ pub(crate) async fn revoke_session(
     ok_empty()
 }
 
-#[derive(Serialize)]
-struct PreferencesResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct PreferencesResponse {
     preferences: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct PreferencesRequest {
     preferences: serde_json::Value,
 }

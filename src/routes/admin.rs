@@ -42,7 +42,7 @@ pub(crate) async fn list_invites(state: AppState, caller: Caller) -> ApiResult<w
     ok_json(&rows.iter().map(RegistrationInviteView::from).collect::<Vec<_>>())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct CreateInvite {
     #[serde(default)]
     max_uses: Option<i64>,
@@ -125,7 +125,7 @@ pub(crate) async fn list_announcements(state: AppState, caller: Caller) -> ApiRe
     ok_json(&rows.iter().map(AnnouncementView::from).collect::<Vec<_>>())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct CreateAnnouncement {
     title: String,
     body: String,
@@ -197,8 +197,8 @@ pub(crate) async fn put_settings(
 // ---------------------------------------------------------------------------------------
 // Webhooks overview
 
-#[derive(Serialize)]
-struct WebhookPage {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct WebhookPage {
     webhooks: Vec<WebhookOverview>,
     total: u64,
 }

@@ -51,8 +51,8 @@ fn paging(query: &QueryParams) -> ApiResult<(u64, u64)> {
 // ---------------------------------------------------------------------------------------
 // Files
 
-#[derive(Serialize)]
-struct FilePage {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct FilePage {
     files: Vec<AdminFileView>,
     total: u64,
     page: u64,
@@ -171,15 +171,15 @@ pub(crate) async fn set_quarantine(
     ok_empty()
 }
 
-#[derive(Serialize)]
-struct UserUsage {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct UserUsage {
     user_id: Uuid,
     file_count: i64,
     total_bytes: i64,
 }
 
-#[derive(Serialize)]
-struct StorageStats {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct StorageStats {
     total_files: i64,
     total_bytes: i64,
     per_user: Vec<UserUsage>,
@@ -228,7 +228,7 @@ pub(crate) async fn list_blocked_hashes(state: AppState, caller: Caller, query: 
     ok_json(&rows.iter().map(BlockedHashView::from).collect::<Vec<_>>())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct BlockHashRequest {
     hash: String,
     #[serde(default)]

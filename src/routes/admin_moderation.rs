@@ -218,8 +218,8 @@ async fn set_quarantine(
 // ---------------------------------------------------------------------------------------
 // Audit log
 
-#[derive(Serialize)]
-struct AuditPage {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct AuditPage {
     entries: Vec<AuditEntryView>,
     total: u64,
     page: u64,
@@ -265,8 +265,8 @@ pub(crate) async fn list_audit_log(state: AppState, caller: Caller, query: Query
 // ---------------------------------------------------------------------------------------
 // Reports
 
-#[derive(Serialize)]
-struct ReportPage {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct ReportPage {
     reports: Vec<ReportView>,
     total: u64,
     page: u64,
@@ -298,7 +298,7 @@ pub(crate) async fn list_reports(state: AppState, caller: Caller, query: QueryPa
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct ReviewRequest {
     status: String,
     #[serde(default)]

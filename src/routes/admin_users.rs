@@ -58,7 +58,7 @@ pub(crate) async fn list_users(state: AppState, caller: Caller, query: QueryPara
 // ---------------------------------------------------------------------------------------
 // Suspension
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct SuspendRequest {
     #[serde(default)]
     reason: Option<String>,
@@ -194,7 +194,7 @@ pub(crate) async fn delete_user(id: PathId, state: AppState, caller: Caller, cli
 // ---------------------------------------------------------------------------------------
 // Admin role and password
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct SetAdminRequest {
     is_admin: bool,
 }
@@ -236,7 +236,7 @@ pub(crate) async fn set_admin(
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct ResetPasswordRequest {
     new_password: String,
 }

@@ -37,8 +37,8 @@ const BAD_RECOVERY: &str = "invalid username or recovery code";
 // ---------------------------------------------------------------------------------------------
 // GET /auth/config
 
-#[derive(Serialize)]
-struct AuthConfig {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct AuthConfig {
     registration_mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     public_url: Option<String>,
@@ -98,7 +98,7 @@ pub(crate) async fn register(
 // ---------------------------------------------------------------------------------------------
 // POST /auth/login
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct LoginRequest {
     username: String,
     password: String,
@@ -183,13 +183,13 @@ fn locked(seconds: u64) -> ApiError {
 // ---------------------------------------------------------------------------------------------
 // POST /auth/refresh
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct RefreshRequest {
     refresh_token: String,
 }
 
-#[derive(Serialize)]
-struct RefreshResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct RefreshResponse {
     access_token: String,
     refresh_token: String,
 }
@@ -211,7 +211,7 @@ pub(crate) async fn refresh(
 // ---------------------------------------------------------------------------------------------
 // POST /auth/recover
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct RecoverRequest {
     username: String,
     recovery_code: String,

@@ -20,7 +20,7 @@ use crate::http::{PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
 
 /// Either body: the client's `{message_id, note}`, or the seed's optional `{note}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct CreateBookmark {
     #[serde(default)]
     message_id: Option<Uuid>,

@@ -190,7 +190,8 @@ pub(crate) async fn list_members(id: PathId, state: AppState, caller: Caller, qu
     ok_json(&member_views(&state.db, id, open_group, offset, limit).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ChannelRoleRequest")]
 pub(crate) struct RoleRequest {
     role: String,
 }
@@ -256,7 +257,8 @@ pub(crate) async fn kick_member(
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ChannelBanRequest")]
 pub(crate) struct BanRequest {
     #[serde(default)]
     reason: Option<String>,
@@ -305,7 +307,8 @@ pub(crate) async fn unban_member(
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "ChannelTransferRequest")]
 pub(crate) struct TransferRequest {
     new_owner_id: Uuid,
 }
@@ -358,7 +361,7 @@ pub(crate) async fn list_read_cursors(id: PathId, state: AppState, caller: Calle
 // ---------------------------------------------------------------------------------------
 // Sender keys
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct SenderKeyRequest {
     chain_id: i64,
     #[serde(default)]

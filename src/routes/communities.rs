@@ -145,7 +145,8 @@ pub(crate) async fn delete_community(
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CommunityTransferRequest")]
 pub(crate) struct TransferRequest {
     new_owner_id: Uuid,
 }
@@ -191,7 +192,8 @@ pub(crate) async fn list_members(cid: PathId, state: AppState, caller: Caller, q
     ok_json(&views)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CommunityRoleRequest")]
 pub(crate) struct RoleRequest {
     role: String,
 }
@@ -212,7 +214,7 @@ pub(crate) async fn set_member_role(
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct NicknameRequest {
     #[serde(default)]
     nickname: Option<String>,
@@ -303,7 +305,8 @@ pub(crate) async fn list_bans(cid: PathId, state: AppState, caller: Caller) -> R
     ok_json(&views)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "CommunityBanRequest")]
 pub(crate) struct BanRequest {
     #[serde(default)]
     reason: Option<String>,
@@ -348,7 +351,7 @@ pub(crate) async fn list_invites(cid: PathId, state: AppState, caller: Caller) -
     ok_json(&rows.iter().map(CommunityInviteView::from).collect::<Vec<_>>())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct InviteRequest {
     #[serde(default)]
     max_uses: Option<i64>,
@@ -410,8 +413,8 @@ pub(crate) async fn invite_preview(code: String, state: AppState, _caller: Calle
     ok_json(&InvitePreview::new(&community, count, &invite.code))
 }
 
-#[derive(Serialize)]
-struct Accepted {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Accepted {
     community_id: Uuid,
     community_name: String,
 }
@@ -431,7 +434,7 @@ pub(crate) async fn accept_invite(code: String, state: AppState, caller: Caller)
 // ---------------------------------------------------------------------------------------
 // Channel moderation
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct TimeoutRequest {
     user_id: Uuid,
     duration_seconds: i64,
@@ -485,7 +488,7 @@ pub(crate) async fn remove_timeout(
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct WarnRequest {
     user_id: Uuid,
     reason: String,
@@ -498,8 +501,8 @@ pub(crate) enum WarnReply {
     WithCount,
 }
 
-#[derive(Serialize)]
-struct WarningWithCount {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct WarningWithCount {
     warning: WarningView,
     warning_count: i64,
 }

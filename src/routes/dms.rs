@@ -64,7 +64,7 @@ pub(crate) async fn list_dms(state: AppState, caller: Caller) -> Reply {
     ok_json(&views)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct OpenDmRequest {
     target_user_id: Uuid,
 }

@@ -26,8 +26,8 @@ const TEXT_FIELD_MAX: usize = 64 * 1024;
 /// Largest whole form: a screenshot plus the text fields.
 const FORM_MAX: u64 = (SCREENSHOT_MAX + 4 * TEXT_FIELD_MAX) as u64;
 
-#[derive(Serialize)]
-struct FeedbackResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct FeedbackResponse {
     success: bool,
     issue_number: Option<i64>,
     message: String,

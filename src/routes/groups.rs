@@ -170,7 +170,8 @@ pub(crate) async fn delete_group(id: PathId, state: AppState, caller: Caller, cl
     ok_empty()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "GroupTransferRequest")]
 pub(crate) struct TransferRequest {
     new_owner_id: Uuid,
 }
@@ -337,7 +338,7 @@ pub(crate) async fn delete_channel(
 // ---------------------------------------------------------------------------------------
 // Invites
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct CreateInviteRequest {
     #[serde(default)]
     max_uses: Option<i64>,

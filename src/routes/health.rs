@@ -9,8 +9,8 @@ use crate::error::ApiResult;
 use crate::http::ok_json;
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Health {
     status: &'static str,
     version: &'static str,
     uptime_secs: u64,

@@ -122,8 +122,8 @@ impl UserImage {
     }
 }
 
-#[derive(Serialize)]
-struct UrlResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct UrlResponse {
     url: String,
 }
 

@@ -26,15 +26,15 @@ pub const KEYS_LOW_THRESHOLD: u64 = 25;
 /// Lost races tolerated while claiming a one-time prekey before serving the bundle without one.
 const CLAIM_ATTEMPTS: usize = 100;
 
-#[derive(Serialize)]
-struct SignedPrekeyView {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct SignedPrekeyView {
     key_id: i32,
     public_key: Vec<u8>,
     signature: Vec<u8>,
 }
 
-#[derive(Serialize)]
-struct KeyBundle {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct KeyBundle {
     identity_key: Vec<u8>,
     signed_prekey: SignedPrekeyView,
     one_time_prekey: Option<OneTimePrekeyInput>,
@@ -131,8 +131,8 @@ async fn count_one_time_prekeys(db: &impl ConnectionTrait, owner: Uuid) -> ApiRe
     Ok(one_time_prekeys::Entity::find().filter(one_time_prekeys::Column::UserId.eq(owner)).count(db).await?)
 }
 
-#[derive(Serialize)]
-struct Count {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Count {
     count: u64,
 }
 
@@ -141,7 +141,7 @@ pub(crate) async fn prekey_count(state: AppState, caller: Caller) -> ApiResult<w
     ok_json(&Count { count: count_one_time_prekeys(&state.db, caller.user_id).await? })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct RegisterKeys {
     identity_key: Vec<u8>,
     signed_prekey: SignedPrekeyInput,

@@ -22,8 +22,8 @@ pub(crate) const PRIVACY: Document =
 pub(crate) const TERMS: Document =
     Document { title: "Terms of Service", file: "terms.md", default_body: include_str!("legal/terms.md") };
 
-#[derive(Serialize)]
-struct LegalText {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct LegalText {
     title: &'static str,
     body: String,
 }

@@ -20,7 +20,7 @@ pub(crate) async fn preview_get(
     preview(&state, query.raw("url")).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct PreviewBody {
     url: Option<String>,
 }

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod legal;
 pub mod link_preview;
 pub mod messages;
+pub mod openapi;
 pub mod polls;
 pub mod push;
 pub mod reports;
@@ -46,6 +47,10 @@ crate::route_table! {
     // Health (health.rs)
     health {
         get ("health") => health::health [],
+    }
+    // This API's OpenAPI document, built from this table (openapi.rs)
+    openapi {
+        get ("openapi.json") => openapi::document [],
     }
     // Authentication: register, login, refresh, recovery (auth.rs)
     auth {

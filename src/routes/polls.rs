@@ -113,7 +113,7 @@ pub(crate) async fn get_poll(id: PathId, state: AppState, caller: Caller) -> Rep
     ok_json(&view)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct VoteRequest {
     option_index: i64,
 }

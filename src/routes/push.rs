@@ -29,7 +29,7 @@ pub(crate) async fn vapid_key(_state: AppState) -> ApiResult<warp::reply::Respon
     Ok(status_only(StatusCode::NOT_FOUND))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct Subscribe {
     endpoint: String,
     p256dh_key: String,
@@ -72,7 +72,7 @@ pub(crate) async fn subscribe(
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct Unsubscribe {
     endpoint: String,
 }

@@ -14,7 +14,7 @@ use crate::error::ApiResult;
 use crate::http::{ClientInfo, ok_json};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct CreateReport {
     report_type: String,
     /// The reported message, user or file; not checked for existence (wire).

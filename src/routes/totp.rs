@@ -20,8 +20,8 @@ use crate::state::AppState;
 /// Lockout purpose for wrong codes on these endpoints (keyed by user id).
 const TOTP_LOCK: &str = "totp";
 
-#[derive(Serialize)]
-struct SetupResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct SetupResponse {
     otpauth_url: String,
     secret: String,
 }
@@ -71,20 +71,20 @@ pub(crate) async fn setup(state: AppState, caller: Caller) -> ApiResult<warp::re
     ok_json(&SetupResponse { otpauth_url, secret: generator.secret().to_base32() })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct CodeRequest {
     code: String,
 }
 
-#[derive(Serialize)]
-struct EnabledResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct EnabledResponse {
     enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     backup_codes: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
-struct BackupCodesResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct BackupCodesResponse {
     backup_codes: Vec<String>,
 }
 
@@ -159,7 +159,7 @@ pub(crate) async fn verify(
     ok_json(&EnabledResponse { enabled: true, backup_codes: Some(backup_codes) })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct DisableRequest {
     #[serde(default)]
     code: Option<String>,
@@ -219,8 +219,8 @@ pub(crate) async fn regenerate_backup_codes(
     ok_json(&BackupCodesResponse { backup_codes })
 }
 
-#[derive(Serialize)]
-struct RemainingResponse {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct RemainingResponse {
     remaining: u64,
 }
 

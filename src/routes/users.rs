@@ -63,7 +63,7 @@ pub(crate) async fn get_user(
     ok_json(&UserView::from(&user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct BlockRequest {
     user_id: Uuid,
 }
@@ -109,8 +109,8 @@ pub(crate) async fn unblock_user(
     ok_empty()
 }
 
-#[derive(Serialize)]
-struct BlockedEntry {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct BlockedEntry {
     blocked_id: Uuid,
     created_at: String,
 }

@@ -35,6 +35,7 @@ mod link_preview;
 mod messages;
 mod metrics;
 mod misc_features;
+mod openapi;
 mod outage;
 mod polls;
 mod presence;
