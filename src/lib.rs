@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod images;
 pub mod linkpreview;
+pub mod push;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;
@@ -86,6 +87,10 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         .await
         .map_err(|e| format!("start actors: {e}"))?;
 
+    let (shutdown, _) = broadcast::channel(1);
+    let push = push::PushService::start(db.clone(), &config, &shutdown)?;
+    hub.set_offline_dm_sink(push.clone());
+
     let webhook_limits = governor::DefaultKeyedRateLimiter::keyed(state::quota(config.webhook_rate_limit));
     let gifs = domain::gif::GifProxy::new(&config)?;
     let github_issues = domain::feedback::GithubIssues::from_config(&config)?.map(Arc::new);
@@ -96,6 +101,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         hashing: Arc::new(auth::hashing::HashPool::new(config.hash_workers, config.hash_queue)),
         uploads: Arc::new(storage::Uploads::new(&config)),
         search: Arc::new(domain::search::SearchGate::new(config.search.per_user)),
+        push,
         link_previews: Arc::new(linkpreview::LinkPreviews::new(
             config.link_preview,
             config.allow_loopback_previews_for_tests.clone(),
@@ -115,7 +121,6 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     let listener =
         listen(state.config.bind).map_err(|e| format!("cannot listen on {}: {e}", state.config.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (shutdown, _) = broadcast::channel(1);
     let routes = routes::all(&state);
     let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
     let scheduler = scheduler::start(state.clone(), shutdown.subscribe());

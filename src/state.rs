@@ -51,6 +51,8 @@ pub struct AppState {
     pub link_previews: Arc<crate::linkpreview::LinkPreviews>,
     /// Message search admission: per-user concurrency and the matching pool.
     pub search: Arc<crate::domain::search::SearchGate>,
+    /// Web Push: the VAPID key and the delivery workers.
+    pub push: Arc<crate::push::PushService>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4
@@ -115,6 +117,7 @@ pub fn spawn_housekeeping(state: AppState, mut shutdown: broadcast::Receiver<()>
             state.webhook_limits.retain_recent();
             state.webhook_limits.shrink_to_fit();
             state.lockouts.purge_expired();
+            state.push.purge_idle();
         }
     })
 }
