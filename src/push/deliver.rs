@@ -262,7 +262,10 @@ impl Sender {
             .await;
         match response {
             Ok(response) => classify(response.status(), response.headers().get(RETRY_AFTER)),
-            Err(e) => Outcome::Retry(None, format!("request failed: {e}")),
+            Err(e) => match endpoint::refused_by_resolver(&e) {
+                Some(blocked) => Outcome::Gone(blocked.to_string()),
+                None => Outcome::Retry(None, format!("request failed: {e}")),
+            },
         }
     }
 }
@@ -272,10 +275,8 @@ fn encrypt(delivery: &Delivery) -> Result<Vec<u8>, String> {
     let p256dh = decode_b64url(&delivery.p256dh_key).ok_or("p256dh_key is not base64url")?;
     let public = PublicKey::from_sec1_bytes(&p256dh).map_err(|_| "p256dh_key is not a P-256 point")?;
     let auth = decode_b64url(&delivery.auth_key).ok_or("auth_key is not base64url")?;
-    if auth.len() != 16 {
-        return Err("auth_key is not 16 bytes".into());
-    }
-    let auth = web_push_native::Auth::clone_from_slice(&auth);
+    let auth: [u8; 16] = auth.try_into().map_err(|_| "auth_key is not 16 bytes")?;
+    let auth = web_push_native::Auth::from(auth);
     web_push_native::encrypt(delivery.payload.to_vec(), &public, &auth).map_err(|e| format!("encrypt: {e}"))
 }
 

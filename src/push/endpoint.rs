@@ -61,6 +61,34 @@ pub fn check_literal_host(url: &Url, loopback_ports: &[u16]) -> Result<(), Block
     }
 }
 
+/// A name that resolves to a non-public address: no request to it can ever be sent.
+#[derive(Debug)]
+pub struct BlockedName {
+    name: String,
+    addr: std::net::IpAddr,
+    why: Blocked,
+}
+
+impl std::fmt::Display for BlockedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "push endpoint {} resolves to {}, {}", self.name, self.addr, self.why)
+    }
+}
+
+impl std::error::Error for BlockedName {}
+
+/// Whether a request failed because the resolver refused the endpoint's name.
+pub fn refused_by_resolver(error: &(dyn std::error::Error + 'static)) -> Option<&BlockedName> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(blocked) = e.downcast_ref::<BlockedName>() {
+            return Some(blocked);
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// The push client's only resolver: one lookup per name, refused if any answer is not a
 /// globally routable address (so a name cannot mix public and internal records). The
 /// test-only loopback allowance never applies to names, only to literal addresses.
@@ -76,7 +104,7 @@ impl Resolve for CheckedResolver {
             }
             for addr in &found {
                 if let Err(why) = addr::check(addr.ip()) {
-                    return Err(format!("push endpoint {name} resolves to {} ({why})", addr.ip()).into());
+                    return Err(Box::new(BlockedName { name, addr: addr.ip(), why }) as _);
                 }
             }
             let addrs: Addrs = Box::new(found.into_iter());
@@ -142,5 +170,8 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("loopback"), "{err}");
+        let client = reqwest::Client::builder().no_proxy().dns_resolver(std::sync::Arc::new(CheckedResolver)).build().unwrap();
+        let err = client.get("http://localhost:9/").send().await.unwrap_err();
+        assert!(refused_by_resolver(&err).is_some(), "found through the error chain: {err:?}");
     }
 }

@@ -44,8 +44,9 @@ impl VapidKey {
         }
         let pem = std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
         let secret = SecretKey::from_pkcs8_pem(&pem).map_err(|e| format!("parse {}: {e}", path.display()))?;
-        let signing = EncodingKey::from_ec_pem(pem.as_bytes())
-            .map_err(|e| format!("load {} for signing: {e}", path.display()))?;
+        // jsonwebtoken takes the PKCS#8 document (DER) for ES256 signing.
+        let der = secret.to_pkcs8_der().map_err(|e| format!("encode VAPID key: {e}"))?;
+        let signing = EncodingKey::from_ec_der(der.as_bytes());
         let public = secret.public_key().to_encoded_point(false);
         Ok(Self { signing, public_b64: URL_SAFE_NO_PAD.encode(public.as_bytes()) })
     }
