@@ -78,7 +78,7 @@ impl std::fmt::Display for BlockedName {
 impl std::error::Error for BlockedName {}
 
 /// Whether a request failed because the resolver refused the endpoint's name.
-pub fn refused_by_resolver(error: &(dyn std::error::Error + 'static)) -> Option<&BlockedName> {
+pub fn refused_by_resolver<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BlockedName> {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if let Some(blocked) = e.downcast_ref::<BlockedName>() {
