@@ -180,7 +180,8 @@ impl Sender {
         let Some(channel) = channels::Entity::find_by_id(dm.channel_id).one(&self.db).await? else {
             return Ok(None);
         };
-        let sender_name = if sender.display_name.trim().is_empty() { &sender.username } else { &sender.display_name };
+        let sender_name =
+            if sender.display_name.trim().is_empty() { &sender.username } else { &sender.display_name };
         // A DM has no name of its own; clients title it with the other person, so does the
         // notification.
         let channel_name = channel.name.as_deref().filter(|n| !n.is_empty()).unwrap_or(sender_name);
@@ -196,7 +197,8 @@ impl Sender {
             Outcome::Delivered => {}
             Outcome::Gone(why) => {
                 tracing::info!(subscription = %delivery.subscription_id, %why, "push subscription removed");
-                if let Err(e) = push_subscriptions::Entity::delete_by_id(delivery.subscription_id).exec(&self.db).await
+                if let Err(e) =
+                    push_subscriptions::Entity::delete_by_id(delivery.subscription_id).exec(&self.db).await
                 {
                     tracing::warn!(error = %e, "push: cannot delete a gone subscription");
                 }
@@ -207,7 +209,8 @@ impl Sender {
                 if delivery.attempts < self.limits.max_attempts
                     && after.is_none_or(|after| after <= self.limits.retry_max) =>
             {
-                let wait = after.unwrap_or_else(|| backoff(&self.limits, delivery.attempts).min(self.limits.retry_max));
+                let wait = after
+                    .unwrap_or_else(|| backoff(&self.limits, delivery.attempts).min(self.limits.retry_max));
                 tracing::debug!(subscription = %delivery.subscription_id, %why, ?wait, "push retry scheduled");
                 self.retry_later(delivery, wait);
             }
@@ -289,11 +292,12 @@ fn classify(status: StatusCode, retry_after: Option<&reqwest::header::HeaderValu
     match status.as_u16() {
         200..=299 => Outcome::Delivered,
         404 | 410 => Outcome::Gone(format!("push service answered {status}")),
-        429 => Outcome::Retry(retry_after.and_then(parse_retry_after), format!("push service answered {status}")),
-        500..=599 => Outcome::Retry(
-            retry_after.and_then(parse_retry_after),
-            format!("push service answered {status}"),
-        ),
+        429 => {
+            Outcome::Retry(retry_after.and_then(parse_retry_after), format!("push service answered {status}"))
+        }
+        500..=599 => {
+            Outcome::Retry(retry_after.and_then(parse_retry_after), format!("push service answered {status}"))
+        }
         _ => Outcome::Failed(format!("push service answered {status}")),
     }
 }

@@ -29,11 +29,7 @@ pub fn parse(raw: &str, loopback_ports: &[u16]) -> Result<Url, &'static str> {
         return Err("endpoint must not carry credentials");
     }
     let https = url.scheme() == "https" && raw.starts_with("https://");
-    if (https && url.host().is_some()) || test_loopback(&url, loopback_ports) {
-        Ok(url)
-    } else {
-        Err(RULE)
-    }
+    if (https && url.host().is_some()) || test_loopback(&url, loopback_ports) { Ok(url) } else { Err(RULE) }
 }
 
 fn test_loopback(url: &Url, loopback_ports: &[u16]) -> bool {
@@ -158,8 +154,14 @@ mod tests {
 
     #[test]
     fn the_audience_is_the_origin_with_a_non_default_port() {
-        assert_eq!(origin(&Url::parse("https://push.example.com/a/b?c").unwrap()), "https://push.example.com");
-        assert_eq!(origin(&Url::parse("https://push.example.com:443/a").unwrap()), "https://push.example.com");
+        assert_eq!(
+            origin(&Url::parse("https://push.example.com/a/b?c").unwrap()),
+            "https://push.example.com"
+        );
+        assert_eq!(
+            origin(&Url::parse("https://push.example.com:443/a").unwrap()),
+            "https://push.example.com"
+        );
         assert_eq!(origin(&Url::parse("http://127.0.0.1:4000/a").unwrap()), "http://127.0.0.1:4000");
     }
 
@@ -170,7 +172,11 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("loopback"), "{err}");
-        let client = reqwest::Client::builder().no_proxy().dns_resolver(std::sync::Arc::new(CheckedResolver)).build().unwrap();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .dns_resolver(std::sync::Arc::new(CheckedResolver))
+            .build()
+            .unwrap();
         let err = client.get("http://localhost:9/").send().await.unwrap_err();
         assert!(refused_by_resolver(&err).is_some(), "found through the error chain: {err:?}");
     }

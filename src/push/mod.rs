@@ -60,7 +60,8 @@ impl PushService {
         let limits = config.push;
         let (queue, jobs) = mpsc::channel(limits.queue.max(1));
         let per_user = DefaultKeyedRateLimiter::keyed(per_user_quota(&limits));
-        let sender = deliver::Sender::new(db, vapid.clone(), contact, loopback_ports.clone(), limits, queue.clone())?;
+        let sender =
+            deliver::Sender::new(db, vapid.clone(), contact, loopback_ports.clone(), limits, queue.clone())?;
         deliver::spawn_workers(sender, jobs, limits.workers.max(1), shutdown);
         Ok(Arc::new(Self { vapid, loopback_ports, queue, per_user }))
     }

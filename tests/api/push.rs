@@ -255,7 +255,11 @@ impl PushService {
     }
 }
 
-async fn answer(req: Request<Incoming>, received: &Mutex<Vec<Received>>, script: &Mutex<Script>) -> Response<Full<Bytes>> {
+async fn answer(
+    req: Request<Incoming>,
+    received: &Mutex<Vec<Received>>,
+    script: &Mutex<Script>,
+) -> Response<Full<Bytes>> {
     let device = req.uri().path().rsplit('/').next().unwrap_or_default().to_string();
     let headers = req.headers().clone();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -327,17 +331,14 @@ impl Device {
         info.extend_from_slice(&self.public_point());
         info.extend_from_slice(key_id);
         let mut ikm = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(&self.auth), shared.raw_secret_bytes().as_slice())
+        Hkdf::<Sha256>::new(Some(&self.auth), &shared.raw_secret_bytes()[..])
             .expand(&info, &mut ikm)
             .unwrap();
         let content = Hkdf::<Sha256>::new(Some(salt), &ikm);
         let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
         content.expand(b"Content-Encoding: aes128gcm\0", &mut cek).unwrap();
         content.expand(b"Content-Encoding: nonce\0", &mut nonce).unwrap();
-        let mut plain = Aes128Gcm::new_from_slice(&cek)
-            .unwrap()
-            .decrypt(Nonce::from_slice(&nonce), record)
-            .ok()?;
+        let mut plain = Aes128Gcm::new_from_slice(&cek).unwrap().decrypt(&Nonce::from(nonce), record).ok()?;
         while plain.last() == Some(&0) {
             plain.pop();
         }
@@ -354,8 +355,7 @@ fn open(push: &Received, device: &Device, vapid_key: &str, service: &PushService
     assert!(header("ttl").parse::<u64>().is_ok_and(|ttl| ttl > 0), "TTL: {}", header("ttl"));
 
     let params = header("authorization").strip_prefix("vapid ").expect("vapid scheme");
-    let params: HashMap<&str, &str> =
-        params.split(',').filter_map(|p| p.trim().split_once('=')).collect();
+    let params: HashMap<&str, &str> = params.split(',').filter_map(|p| p.trim().split_once('=')).collect();
     assert_eq!(params.get("k"), Some(&vapid_key), "k= is the served key");
     let point = URL_SAFE_NO_PAD.decode(vapid_key).unwrap();
     let key = DecodingKey::from_ec_components(
@@ -383,7 +383,11 @@ fn open(push: &Received, device: &Device, vapid_key: &str, service: &PushService
 // Scenarios
 
 /// An app whose push endpoints may be the local service, with `tweak` on top.
-async fn push_app(backend: Backend, service: &PushService, tweak: impl FnOnce(&mut palaver::Config)) -> TestApp {
+async fn push_app(
+    backend: Backend,
+    service: &PushService,
+    tweak: impl FnOnce(&mut palaver::Config),
+) -> TestApp {
     let port = service.port();
     spawn_app_with(backend, |c| {
         c.allow_loopback_push_for_tests = vec![port];
@@ -480,7 +484,8 @@ async fn gone_subscriptions_are_deleted(backend: Backend) {
     let service = PushService::start().await;
     let app = push_app(backend, &service, |_| {}).await;
     let (alice, bob, dm) = dm_pair(&app).await;
-    let (old, missing, current) = (Device::new("bob-old"), Device::new("bob-missing"), Device::new("bob-new"));
+    let (old, missing, current) =
+        (Device::new("bob-old"), Device::new("bob-missing"), Device::new("bob-new"));
     for device in [&old, &missing, &current] {
         device.subscribe(&app, &bob, &service).await;
     }
@@ -492,7 +497,8 @@ async fn gone_subscriptions_are_deleted(backend: Backend) {
     service.wait_for(3, PUSH_WAIT).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left: Vec<String> = subscriptions_of(&app, bob.id).await.into_iter().map(|s| s.endpoint).collect();
+        let left: Vec<String> =
+            subscriptions_of(&app, bob.id).await.into_iter().map(|s| s.endpoint).collect();
         if left.len() == 1 {
             assert!(left[0].ends_with("/push/bob-new"), "{left:?}");
             break;
@@ -535,7 +541,10 @@ async fn throttled_and_failing_pushes_are_retried_later(backend: Backend) {
     let flaky_tries = of("bob-flaky");
     assert_eq!(flaky_tries.iter().map(|p| p.answered).collect::<Vec<_>>(), vec![503, 502, 201]);
     let (first, second) = (flaky_tries[1].at - flaky_tries[0].at, flaky_tries[2].at - flaky_tries[1].at);
-    assert!(first >= Duration::from_millis(90) && second >= Duration::from_millis(190), "backoff doubles: {first:?}, {second:?}");
+    assert!(
+        first >= Duration::from_millis(90) && second >= Duration::from_millis(190),
+        "backoff doubles: {first:?}, {second:?}"
+    );
     // The retried pushes are complete notifications.
     assert_eq!(open(&throttled_tries[1], &throttled, &key, &service)["channel_id"], dm.to_string());
     assert_eq!(open(&flaky_tries[2], &flaky, &key, &service)["sender_name"], "alice display");
@@ -595,14 +604,16 @@ async fn endpoints_into_internal_networks_get_nothing(backend: Backend) {
         "https://[::ffff:127.0.0.1]/push/bob".to_string(),
         "https://localhost/push/bob".to_string(),
     ] {
-        let body = json!({"endpoint": endpoint, "p256dh_key": keys["p256dh_key"], "auth_key": keys["auth_key"]});
+        let body =
+            json!({"endpoint": endpoint, "p256dh_key": keys["p256dh_key"], "auth_key": keys["auth_key"]});
         assert_eq!(app.post("/push/subscribe", &bob.token, body).await.status.as_u16(), 204, "{endpoint}");
     }
     let mut ws = live(&app, &alice, dm).await;
     send_text(&mut ws, dm, "hi").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left: Vec<String> = subscriptions_of(&app, bob.id).await.into_iter().map(|s| s.endpoint).collect();
+        let left: Vec<String> =
+            subscriptions_of(&app, bob.id).await.into_iter().map(|s| s.endpoint).collect();
         if left.is_empty() {
             break;
         }
