@@ -115,6 +115,42 @@ pub struct LinkPreviewLimits {
     pub max_redirects: usize,
 }
 
+/// Web Push delivery: the queue, the workers, retries and the per-user rate limit. Fixed in
+/// production; tests shorten the times.
+#[derive(Clone, Copy, Debug)]
+pub struct PushLimits {
+    /// Deliveries waiting for a worker; more are dropped (and logged), never waited for.
+    pub queue: usize,
+    /// Deliveries in flight at once (one HTTP request each).
+    pub workers: usize,
+    /// Attempts per delivery (the first included) on network errors, 5xx and 429.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled for each further one (429's Retry-After wins).
+    pub retry_base: Duration,
+    /// Longest wait before a retry, `Retry-After` included.
+    pub retry_max: Duration,
+    /// One HTTP request to a push service, connecting included.
+    pub request_timeout: Duration,
+    /// Notifications per user in a burst, then one per `per_user_period`.
+    pub per_user_burst: u32,
+    pub per_user_period: Duration,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        Self {
+            queue: 4096,
+            workers: 8,
+            max_attempts: 4,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(10 * 60),
+            request_timeout: Duration::from_secs(15),
+            per_user_burst: 10,
+            per_user_period: Duration::from_secs(6),
+        }
+    }
+}
+
 impl Default for LinkPreviewLimits {
     fn default() -> Self {
         Self { timeout: Duration::from_secs(10), max_body_bytes: 512_000, max_redirects: 3 }
@@ -272,6 +308,10 @@ pub struct Cli {
     /// NATS disconnection before a node detaches, in seconds (`10` or `10s`).
     #[arg(long, env = "PALAVER_DETACH_AFTER")]
     pub detach_after: Option<String>,
+    /// Contact sent to push services in the VAPID token (`sub`): a `mailto:` or `https://`
+    /// URI. Default: the public URL when it is `https://`, else `mailto:postmaster@localhost`.
+    #[arg(long, env = "PALAVER_PUSH_CONTACT")]
+    pub push_contact: Option<String>,
 }
 
 /// The same keys, read from the optional TOML file.
@@ -317,6 +357,7 @@ struct FileConfig {
     nats_prefix: Option<String>,
     lock_database_url: Option<String>,
     detach_after: Option<String>,
+    push_contact: Option<String>,
 }
 
 /// Hash requests that may wait per hashing worker. A waiting request holds no argon2 memory
@@ -396,6 +437,11 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// Link-preview fetch limits (not settable from flags, environment or file).
     pub link_preview: LinkPreviewLimits,
+    /// The VAPID contact (`sub`) for Web Push: `mailto:` or `https://`; `None`: the public URL
+    /// when it is `https://`, else `mailto:postmaster@localhost`.
+    pub push_contact: Option<String>,
+    /// Web Push delivery limits (not settable from flags, environment or file).
+    pub push: PushLimits,
     /// Message-search budget (not settable from flags, environment or file).
     pub search: SearchLimits,
     /// TEST ONLY. Loopback ports (`127.0.0.0/8` or `::1`, never mapped forms) the link previewer
@@ -407,6 +453,10 @@ pub struct Config {
     /// test can hold searches in flight and see the per-user limit. Zero (no wait) unless code
     /// that builds a `Config` sets it; no flag, environment variable or config-file key.
     pub search_hold_for_tests: Duration,
+    /// TEST ONLY. Loopback ports a push subscription endpoint may point at, with `http://`, so
+    /// black-box tests can run a push service themselves. Like the preview allowance: no flag,
+    /// environment variable or config-file key; empty unless code that builds a `Config` sets it.
+    pub allow_loopback_push_for_tests: Vec<u16>,
 }
 
 impl Config {
@@ -452,9 +502,12 @@ impl Config {
             drain_delay: Duration::ZERO,
             cluster: None,
             link_preview: LinkPreviewLimits::default(),
+            push_contact: None,
+            push: PushLimits::default(),
             search: SearchLimits::default(),
             allow_loopback_previews_for_tests: Vec::new(),
             search_hold_for_tests: Duration::ZERO,
+            allow_loopback_push_for_tests: Vec::new(),
         }
     }
 
@@ -595,6 +648,12 @@ impl Config {
                 cluster.detach_after = parse_seconds(&v).map_err(|e| format!("detach_after: {e}"))?;
             }
             config.cluster = Some(cluster);
+        }
+        config.push_contact = non_empty(cli.push_contact.or(file.push_contact));
+        if let Some(contact) = &config.push_contact
+            && !(contact.starts_with("mailto:") || contact.starts_with("https://"))
+        {
+            return Err(format!("push_contact {contact:?} must be a mailto: or https:// URI"));
         }
         Ok(config)
     }

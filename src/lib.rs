@@ -15,6 +15,7 @@ pub mod images;
 pub mod linkpreview;
 pub mod metrics;
 pub mod openapi;
+pub mod push;
 pub mod routes;
 pub mod scheduler;
 pub mod settings;
@@ -114,6 +115,10 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         .await
         .map_err(|e| format!("start actors: {e}"))?;
 
+    let (shutdown, _) = broadcast::channel(1);
+    let push = push::PushService::start(db.clone(), &config, &shutdown)?;
+    hub.set_offline_dm_sink(push.clone());
+
     let webhook_limits = governor::DefaultKeyedRateLimiter::keyed(state::quota(config.webhook_rate_limit));
     let gifs = domain::gif::GifProxy::new(&config)?;
     let github_issues = domain::feedback::GithubIssues::from_config(&config)?.map(Arc::new);
@@ -124,6 +129,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         hashing: Arc::new(auth::hashing::HashPool::new(config.hash_workers, config.hash_queue)),
         uploads: Arc::new(storage::Uploads::new(&config)),
         search: Arc::new(domain::search::SearchGate::new(config.search.per_user)),
+        push,
         link_previews: Arc::new(linkpreview::LinkPreviews::new(
             config.link_preview,
             config.allow_loopback_previews_for_tests.clone(),
@@ -146,7 +152,6 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     let listener =
         listen(state.config.bind).map_err(|e| format!("cannot listen on {}: {e}", state.config.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (shutdown, _) = broadcast::channel(1);
     let routes = routes::all(&state);
     let task = tokio::spawn(http::server::run(listener, state.clone(), routes, shutdown.subscribe()));
     let metrics_addr = match state.config.metrics_bind {

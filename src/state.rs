@@ -57,6 +57,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::HttpMetrics>,
     /// This node's cluster membership (`PALAVER_NATS_URL`); `None` on a single node.
     pub cluster: Option<Arc<palaver_actors::cluster::Cluster>>,
+    /// Web Push: the VAPID key and the delivery workers.
+    pub push: Arc<crate::push::PushService>,
 }
 
 /// The general and the `/auth/*` token buckets, keyed by client (`http::limit_key`: an IPv4
@@ -121,6 +123,7 @@ pub fn spawn_housekeeping(state: AppState, mut shutdown: broadcast::Receiver<()>
             state.webhook_limits.retain_recent();
             state.webhook_limits.shrink_to_fit();
             state.lockouts.purge_expired();
+            state.push.purge_idle();
         }
     })
 }

@@ -61,6 +61,12 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// Installs the listener for DMs to users with no open socket (once; later calls are
+    /// ignored).
+    pub fn set_offline_dm_sink(&self, sink: Arc<dyn crate::shared::OfflineDmSink>) {
+        let _ = self.shared.offline_dm.set(sink);
+    }
+
     /// Loads what must be known before serving (barred users) and starts the supervisors.
     pub async fn start(db: DatabaseConnection, config: HubConfig) -> Result<Arc<Self>, String> {
         let barred = BarredUsers::default();
@@ -100,6 +106,7 @@ impl Hub {
             roster,
             voice: DashMap::new(),
             metrics: Default::default(),
+            offline_dm: std::sync::OnceLock::new(),
         });
         let registries = Registries {
             shared: shared.clone(),

@@ -6,7 +6,7 @@
 //! [`LiveChannels`](crate::channel::LiveChannels) and
 //! [`LiveCommunities`](crate::community::LiveCommunities), beside their actors.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use palaver_entity::users;
@@ -35,6 +35,23 @@ pub struct Shared {
     pub voice: DashMap<Uuid, Uuid>,
     /// This hub's counters (one registry per server: see `metrics.rs`).
     pub metrics: Arc<HubMetrics>,
+    /// Told of each committed DM whose recipient has no open socket (Web Push lives in the
+    /// server crate; unset means nobody listens).
+    pub offline_dm: OnceLock<Arc<dyn OfflineDmSink>>,
+}
+
+/// A committed DM whose recipient had no open socket when it was announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OfflineDm {
+    pub recipient: Uuid,
+    pub sender: Uuid,
+    pub channel_id: Uuid,
+}
+
+/// Where channel actors report [`OfflineDm`]s. Called from the actor right after the announce:
+/// it must return at once (queue the work, never wait on it).
+pub trait OfflineDmSink: Send + Sync {
+    fn offline_dm(&self, dm: OfflineDm);
 }
 
 impl Shared {

@@ -1,10 +1,8 @@
 //! Mirror-only section "Push notifications": `GET /push/vapid-key` (public),
 //! `POST /push/subscribe`, `POST /push/unsubscribe` (Bearer).
 //!
-//! Palaver does not send Web Push yet: no VAPID key is configured, so `/push/vapid-key`
-//! answers 404 with an empty body (the web client then skips push). Subscriptions are still
-//! accepted and stored, so clients work unchanged and stored subscriptions can be used once
-//! sending lands.
+//! The VAPID key pair is generated on first start (`crate::push::vapid`), so the key is always
+//! served; sending lives in `crate::push`.
 
 use palaver_entity::push_subscriptions;
 use sea_orm::sea_query::OnConflict;
@@ -15,18 +13,16 @@ use warp::http::StatusCode;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::http::status_only;
+use crate::http::{ok_json, status_only};
+use crate::push::endpoint::{self, MAX_ENDPOINT_BYTES};
 use crate::state::AppState;
 
-/// Longest accepted push endpoint URL.
-const MAX_ENDPOINT_BYTES: usize = 2048;
 /// Longest accepted key (base64url of a 65-byte P-256 point is 87 chars; auth is 22).
 const MAX_KEY_BYTES: usize = 512;
 
 /// GET /api/push/vapid-key
-pub(crate) async fn vapid_key(_state: AppState) -> ApiResult<warp::reply::Response> {
-    // No VAPID key pair: Web Push is not offered (404, empty body, as the wire says).
-    Ok(status_only(StatusCode::NOT_FOUND))
+pub(crate) async fn vapid_key(state: AppState) -> ApiResult<warp::reply::Response> {
+    ok_json(&serde_json::json!({ "public_key": state.push.vapid_public_key() }))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -43,11 +39,7 @@ pub(crate) async fn subscribe(
     body: ApiResult<Subscribe>,
 ) -> ApiResult<warp::reply::Response> {
     let body = body?;
-    if !body.endpoint.starts_with("https://") || body.endpoint.len() > MAX_ENDPOINT_BYTES {
-        return Err(ApiError::validation(format!(
-            "endpoint must be an https:// URL of at most {MAX_ENDPOINT_BYTES} bytes"
-        )));
-    }
+    endpoint::parse(&body.endpoint, state.push.loopback_ports()).map_err(ApiError::validation)?;
     for (name, key) in [("p256dh_key", &body.p256dh_key), ("auth_key", &body.auth_key)] {
         if key.trim().is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(ApiError::validation(format!("{name} must be 1-{MAX_KEY_BYTES} bytes")));

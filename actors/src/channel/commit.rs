@@ -215,6 +215,7 @@ impl ChannelState {
     pub(super) async fn announce(&mut self, pending: Pending) {
         let Pending { author, mut row, received_at } = pending;
         let client_nonce = row.client_nonce.take();
+        let sender_id = row.sender_id;
         if let Some(user_id) = row.sender_id
             && self.typing.contains_key(&user_id)
         {
@@ -280,6 +281,18 @@ impl ChannelState {
             }
         };
         self.deliver(&bytes, cseq, except);
+        self.report_offline_recipient(sender_id, channel_id);
+    }
+
+    /// A DM whose recipient has no open socket is reported (Web Push). Checked after the
+    /// delivery, so a recipient who had a socket at that moment got the frame instead.
+    fn report_offline_recipient(&self, sender: Option<Uuid>, channel_id: Uuid) {
+        let (Some((a, b)), Some(sender)) = (self.snapshot.dm_pair, sender) else { return };
+        let Some(sink) = self.shared.offline_dm.get() else { return };
+        let recipient = if a == sender { b } else { a };
+        if recipient != sender && !self.shared.sessions.is_online(recipient) {
+            sink.offline_dm(crate::shared::OfflineDm { recipient, sender, channel_id });
+        }
     }
 
     /// A commit ended without an outcome: the keys of its sends are no longer pending (their
