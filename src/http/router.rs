@@ -110,6 +110,7 @@ macro_rules! route_filter {
                     method: $crate::route_method!($method),
                     path: concat!($("/", $crate::route_segment!($segment)),+),
                     handler: stringify!($handler),
+                    extractors: &[$(stringify!($extractor $(($($argument),*))?)),*],
                 };
                 response.extensions_mut().insert($crate::http::router::MatchedRoute(&ROUTE));
                 response

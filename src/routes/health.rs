@@ -1,8 +1,8 @@
 //! Seed section "Health": `GET /health` (public).
 
+use palaver_actors::cluster::{ClusterState, ClusterStatus};
 use sea_orm::ConnectionTrait;
 use serde::Serialize;
-use palaver_actors::cluster::ClusterState;
 use warp::http::StatusCode;
 
 use crate::error::ApiResult;
@@ -17,7 +17,37 @@ pub(crate) struct Health {
     db_healthy: bool,
     /// Only on a cluster node: its state, the live nodes and the shards it owns.
     #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<palaver_actors::cluster::ClusterStatus>,
+    cluster: Option<ClusterView>,
+}
+
+/// The `cluster` section (the actors crate's `ClusterStatus`, described for the API document).
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct ClusterView {
+    /// `joining`, `settled`, `degraded` or `detached`.
+    state: &'static str,
+    node_id: String,
+    /// Live nodes, this one included.
+    nodes: usize,
+    shards_owned: usize,
+    /// Shards this node should take or give up but has not yet.
+    moving: usize,
+}
+
+impl From<ClusterStatus> for ClusterView {
+    fn from(status: ClusterStatus) -> Self {
+        Self {
+            state: match status.state {
+                ClusterState::Joining => "joining",
+                ClusterState::Settled => "settled",
+                ClusterState::Degraded => "degraded",
+                ClusterState::Detached => "detached",
+            },
+            node_id: status.node_id,
+            nodes: status.nodes,
+            shards_owned: status.shards_owned,
+            moving: status.moving,
+        }
+    }
 }
 
 /// GET /api/health — 503 `draining` once a graceful shutdown began (see `drain.rs`), so a load
@@ -28,6 +58,7 @@ pub(crate) async fn health(state: AppState) -> ApiResult<warp::reply::Response> 
     let cluster = state.cluster.as_ref().map(|c| c.status());
     // A detached cluster node sends load balancers elsewhere, as a draining one does.
     let detached = cluster.as_ref().is_some_and(|c| c.state == ClusterState::Detached);
+    let cluster = cluster.map(ClusterView::from);
     let status = match (draining, db_healthy && !detached) {
         (true, _) => "draining",
         (false, true) => "ok",
