@@ -115,6 +115,11 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         .await
         .map_err(|e| format!("start actors: {e}"))?;
 
+    if let Some(cluster) = &cluster {
+        let bus = cluster.start_bus(hub.clone()).await?;
+        hub.join_cluster_bus(bus);
+    }
+
     let (shutdown, _) = broadcast::channel(1);
     let push = push::PushService::start(db.clone(), &config, &shutdown)?;
     hub.set_offline_dm_sink(push.clone());
@@ -165,6 +170,9 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     };
     let scheduler = scheduler::start(state.clone(), shutdown.subscribe());
     let housekeeping = state::spawn_housekeeping(state.clone(), shutdown.subscribe());
+    if state.cluster.is_some() {
+        state::spawn_cluster_cache_sync(state.clone(), shutdown.subscribe());
+    }
     tracing::info!(url = %format!("http://{addr}"), database = %redact(&state.config.database_url), "palaver is serving");
     Ok(Server { addr, metrics_addr, state, shutdown, task, scheduler, housekeeping })
 }

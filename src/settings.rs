@@ -27,6 +27,15 @@ impl Settings {
     /// The map, even if a writer panicked while holding the lock: a panic mid-`extend` leaves
     /// a map that is still valid (some pairs applied), and the database holds the truth. This
     /// is the actors' rule too; a poisoned lock must not turn every request into a 500.
+    /// Replaces the cache with what the database holds (another node changed the settings,
+    /// or the periodic reload of a cluster node).
+    pub async fn reload(&self, db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+        let rows = instance_settings::Entity::find().all(db).await?;
+        *self.stored.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            rows.into_iter().map(|r| (r.key, r.value)).collect();
+        Ok(())
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, String>> {
         self.stored.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

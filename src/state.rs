@@ -151,3 +151,33 @@ impl SchedulerWake {
         self.0.notified().await
     }
 }
+
+/// On a cluster node: reloads the admin settings when another node changed them, and every
+/// `CACHE_RELOAD` reloads them and the hub's barred users and instance roles anyway (the
+/// cluster bus is at-most-once: a change this node missed is repaired within that time).
+pub fn spawn_cluster_cache_sync(state: AppState, mut shutdown: broadcast::Receiver<()>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = state.hub.settings_changes();
+        let mut tick = tokio::time::interval(palaver_actors::cluster::bus::CACHE_RELOAD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let everything = tokio::select! {
+                _ = tick.tick() => true,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+                _ = shutdown.recv() => return,
+            };
+            if let Err(err) = state.settings.reload(&state.db).await {
+                tracing::warn!(%err, "could not reload the admin settings");
+            }
+            if everything && let Err(err) = state.hub.reload_user_caches().await {
+                tracing::warn!(%err, "could not reload barred users and instance roles");
+            }
+        }
+    })
+}

@@ -14,6 +14,7 @@ use crate::channel::{
     CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelSlot, ChannelWrite, CommandAnswer, Effect,
     LiveChannels, PostError, Poster, ServerPost, Subscribers,
 };
+use crate::cluster::bus::{Bus, BusEvent, RemoteEvents, role_of};
 use crate::community::{Answer, Command, CommunityMsg, CommunitySlot, LiveCommunities, Refusal};
 pub use crate::config::{HubConfig, SIGNAL_RATE_BURST, SIGNAL_RATE_PER_SECOND};
 use crate::error_code::ErrorCode;
@@ -56,6 +57,14 @@ pub struct Hub {
     /// Set when shutdown begins (`drain_channels`): no channel actor starts any more, and a
     /// send that finds its actor stopped is answered `Stopped` instead of starting a new one.
     stopping: std::sync::atomic::AtomicBool,
+    /// The other nodes of a cluster (unset on a single node): revocations, role and settings
+    /// changes made here are published to them.
+    bus: std::sync::OnceLock<Arc<Bus>>,
+    /// Bumped by every change to barred users or instance roles, so a reload that read the
+    /// database before such a change does not undo it (`reload_user_caches`).
+    cache_changes: std::sync::atomic::AtomicU64,
+    /// Bumped when another node changed the admin settings (the server crate reloads them).
+    settings_changes: tokio::sync::watch::Sender<u64>,
     supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
     community_supervisor: ActorRef<crate::supervisor::SupervisorMsg>,
 }
@@ -70,33 +79,11 @@ impl Hub {
     /// Loads what must be known before serving (barred users) and starts the supervisors.
     pub async fn start(db: DatabaseConnection, config: HubConfig) -> Result<Arc<Self>, String> {
         let barred = BarredUsers::default();
-        let suspended: Vec<Uuid> = users::Entity::find()
-            .select_only()
-            .column(users::Column::Id)
-            .filter(users::Column::SuspendedAt.is_not_null())
-            .into_tuple()
-            .all(&db)
-            .await
-            .map_err(|e| e.to_string())?;
-        for id in suspended {
+        for id in suspended_users(&db).await.map_err(|e| e.to_string())? {
             barred.bar(id);
         }
         let instance_roles = InstanceRoles::default();
-        let staff: Vec<(Uuid, bool, bool)> = users::Entity::find()
-            .select_only()
-            .columns([users::Column::Id, users::Column::IsAdmin, users::Column::IsOwner])
-            .filter(
-                sea_orm::Condition::any()
-                    .add(users::Column::IsAdmin.eq(true))
-                    .add(users::Column::IsOwner.eq(true)),
-            )
-            .into_tuple()
-            .all(&db)
-            .await
-            .map_err(|e| e.to_string())?;
-        for (id, is_admin, is_owner) in staff {
-            instance_roles.set(id, InstanceRole { is_admin, is_owner });
-        }
+        instance_roles.replace(instance_staff(&db).await.map_err(|e| e.to_string())?);
         let roster = Roster::load(&db).await.map_err(|e| format!("load community memberships: {e}"))?;
         let shared = Arc::new(Shared {
             db: db.clone(),
@@ -135,6 +122,9 @@ impl Hub {
             voice_cooldowns: DashMap::new(),
             frames_in_flight_peak: Default::default(),
             stopping: Default::default(),
+            bus: std::sync::OnceLock::new(),
+            cache_changes: Default::default(),
+            settings_changes: tokio::sync::watch::channel(0).0,
             supervisor,
             community_supervisor,
         }))
@@ -294,10 +284,7 @@ impl Hub {
 
     /// Every session of each listed user; the frame is serialized once.
     pub fn send_to_users(&self, user_ids: &[Uuid], frame: &ServerFrame) {
-        let bytes = frame.encode();
-        for user_id in user_ids {
-            self.shared.sessions.send_to_user(*user_id, &bytes, None);
-        }
+        self.shared.sessions.send_to_users(user_ids, &frame.encode());
     }
 
     /// Everyone scope: every connected session (profile updates, announcements).
@@ -305,27 +292,151 @@ impl Hub {
         self.shared.sessions.send_to_everyone(&frame.encode());
     }
 
-    /// Refuses a user's tokens from now on and closes their sockets (suspension, deletion).
+    /// Refuses a user's tokens from now on and closes their sockets (suspension, deletion), on
+    /// every node.
     pub fn bar_user(&self, user_id: Uuid) {
-        self.users.bar(user_id);
-        self.shared.sessions.close_user(user_id, CLOSE_UNAUTHORIZED);
+        self.apply_here(&BusEvent::Bar { user: user_id });
+        self.publish(&BusEvent::Bar { user: user_id });
     }
 
     /// A user's logins were revoked (password change, logout, session revoke): their sockets
     /// close as if their session expired (4001), so the client refreshes, fails, and signs in.
     pub fn end_logins(&self, user_id: Uuid, logins: Logins) {
-        self.shared.sessions.close_logins(user_id, logins, CLOSE_UNAUTHORIZED);
+        let event = BusEvent::EndLogins { user: user_id, logins: logins.into(), code: CLOSE_UNAUTHORIZED };
+        self.apply_here(&event);
+        self.publish(&event);
     }
 
-    /// A user's instance role changed (committed): every open socket of theirs decides with
-    /// the new one from its next frame.
+    /// A revoked login's access tokens open no socket for `for_at_least` (on every node).
+    pub fn revoke_login(&self, login: Uuid, for_at_least: Duration) {
+        let event = BusEvent::RevokeLogin { login, secs: for_at_least.as_secs().max(1) };
+        self.apply_here(&event);
+        self.publish(&event);
+    }
+
+    /// A user's instance role changed (committed): every open socket of theirs, on every node,
+    /// decides with the new one from its next frame.
     pub fn set_instance_role(&self, user_id: Uuid, role: InstanceRole) {
-        self.shared.instance_roles.set(user_id, role);
+        let event = BusEvent::InstanceRole { user: user_id, role: Some((role.is_admin, role.is_owner)) };
+        self.apply_here(&event);
+        self.publish(&event);
     }
 
-    /// Accepts a user's tokens again (unsuspension).
+    /// The account is gone: it has no instance role any more.
+    pub fn forget_instance_role(&self, user_id: Uuid) {
+        let event = BusEvent::InstanceRole { user: user_id, role: None };
+        self.apply_here(&event);
+        self.publish(&event);
+    }
+
+    /// Accepts a user's tokens again (unsuspension), on every node.
     pub fn unbar_user(&self, user_id: Uuid) {
-        self.users.unbar(user_id);
+        self.apply_here(&BusEvent::Unbar { user: user_id });
+        self.publish(&BusEvent::Unbar { user: user_id });
+    }
+
+    /// The admin settings changed here (committed): the other nodes reload theirs.
+    pub fn settings_changed(&self) {
+        self.publish(&BusEvent::SettingsChanged);
+    }
+
+    /// Ticks when another node changed the admin settings.
+    pub fn settings_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.settings_changes.subscribe()
+    }
+
+    /// Joins the other nodes of a cluster: from now on user-scoped frames, revocations and
+    /// role changes made here reach them too (once; later calls are ignored).
+    pub fn join_cluster_bus(&self, bus: Arc<Bus>) {
+        self.shared.sessions.set_elsewhere(bus.clone());
+        self.shared.roster.set_elsewhere(bus.clone());
+        self.presence.set_elsewhere(bus.clone());
+        let _ = self.bus.set(bus);
+    }
+
+    /// Reloads the caches the cluster bus keeps in step (barred users, instance roles) from
+    /// the database: the bus is at-most-once, so a change a node missed is repaired here.
+    /// A reload that raced a change (made here or heard from the bus) is skipped: its read may
+    /// predate the change, and the next reload comes soon.
+    pub async fn reload_user_caches(&self) -> Result<(), sea_orm::DbErr> {
+        use std::sync::atomic::Ordering;
+        let before = self.cache_changes.load(Ordering::SeqCst);
+        let barred = self.users.all();
+        let suspended = suspended_users(&self.db).await?;
+        let cleared: Vec<Uuid> = if barred.is_empty() {
+            Vec::new()
+        } else {
+            // Barred ids that exist and are not suspended (a deleted account stays barred).
+            users::Entity::find()
+                .select_only()
+                .column(users::Column::Id)
+                .filter(users::Column::Id.is_in(barred))
+                .filter(users::Column::SuspendedAt.is_null())
+                .into_tuple()
+                .all(&self.db)
+                .await?
+        };
+        let staff = instance_staff(&self.db).await?;
+        if self.cache_changes.load(Ordering::SeqCst) != before {
+            return Ok(());
+        }
+        for id in suspended {
+            if !self.users.is_barred(id) {
+                self.users.bar(id);
+                self.shared.sessions.close_user(id, CLOSE_UNAUTHORIZED);
+            }
+        }
+        for id in cleared {
+            self.users.unbar(id);
+        }
+        self.shared.instance_roles.replace(staff);
+        Ok(())
+    }
+
+    fn publish(&self, event: &BusEvent) {
+        if let Some(bus) = self.bus.get() {
+            bus.publish(event, None);
+        }
+    }
+
+    /// Applies a revocation or role change to this node's caches and sockets.
+    fn apply_here(&self, event: &BusEvent) {
+        use std::sync::atomic::Ordering;
+        match event {
+            BusEvent::Bar { user } => {
+                self.cache_changes.fetch_add(1, Ordering::SeqCst);
+                self.users.bar(*user);
+                self.shared.sessions.close_user(*user, CLOSE_UNAUTHORIZED);
+            }
+            BusEvent::Unbar { user } => {
+                self.cache_changes.fetch_add(1, Ordering::SeqCst);
+                self.users.unbar(*user);
+            }
+            BusEvent::EndLogins { user, logins, code } => {
+                self.shared.sessions.close_logins(*user, (*logins).into(), *code);
+            }
+            BusEvent::RevokeLogin { login, secs } => {
+                self.revoked_logins.revoke(*login, Duration::from_secs(*secs));
+            }
+            BusEvent::InstanceRole { user, role } => {
+                self.cache_changes.fetch_add(1, Ordering::SeqCst);
+                match role {
+                    Some(pair) => self.shared.instance_roles.set(*user, role_of(*pair)),
+                    None => self.shared.instance_roles.forget(*user),
+                }
+            }
+            BusEvent::SettingsChanged => {
+                self.settings_changes.send_modify(|n| *n += 1);
+            }
+            // Deliveries, memberships and presence come only from other nodes: see
+            // `apply_remote`.
+            BusEvent::Users { .. }
+            | BusEvent::Everyone
+            | BusEvent::Roster { .. }
+            | BusEvent::Presence { .. }
+            | BusEvent::PresenceDigest { .. }
+            | BusEvent::PresenceDigestPlease { .. } => {}
+        }
     }
 
     /// The live slot of a channel, starting its actor if needed.
@@ -519,4 +630,69 @@ impl Hub {
         let write: ChannelWrite = Box::pin(async move { effects });
         self.channel_command(channel_id, ChannelCommand { poster: None, write }).await
     }
+}
+
+impl RemoteEvents for Hub {
+    /// What another node published: delivered to this node's sockets or applied to its caches
+    /// (never published again).
+    fn apply_remote(&self, event: BusEvent, frame: Option<crate::protocol::Frame>) {
+        match (event, frame) {
+            (BusEvent::Users { users }, Some(frame)) => {
+                self.shared.sessions.send_to_users_here(&users, &frame)
+            }
+            (BusEvent::Everyone, Some(frame)) => self.shared.sessions.send_to_everyone_here(&frame),
+            (BusEvent::Roster { change }, _) => self.shared.roster.apply(change),
+            (BusEvent::Presence { node, user, status }, _) => {
+                if let Some(status) = remote_status(&status) {
+                    self.presence.remote_changed(&node, user, status);
+                }
+            }
+            (BusEvent::PresenceDigest { node, statuses }, _) => {
+                let statuses =
+                    statuses.iter().filter_map(|(user, s)| Some((*user, remote_status(s)?))).collect();
+                self.presence.remote_digest(&node, statuses);
+            }
+            (event, _) => self.apply_here(&event),
+        }
+    }
+
+    fn local_presence(&self) -> Vec<(Uuid, &'static str)> {
+        self.presence.local_statuses()
+    }
+
+    fn expire_remote_presence(&self, ttl: Duration) {
+        self.presence.expire_remote(ttl);
+    }
+}
+
+/// A status another node announced (`invisible` is never sent; shown as offline if it were).
+fn remote_status(status: &str) -> Option<&'static str> {
+    crate::presence::parse_status(status).map(|s| if s == "invisible" { "offline" } else { s })
+}
+
+/// Suspended users (their tokens are refused).
+async fn suspended_users(db: &DatabaseConnection) -> Result<Vec<Uuid>, sea_orm::DbErr> {
+    users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::SuspendedAt.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Instance admins and owners with their roles.
+async fn instance_staff(db: &DatabaseConnection) -> Result<Vec<(Uuid, InstanceRole)>, sea_orm::DbErr> {
+    let staff: Vec<(Uuid, bool, bool)> = users::Entity::find()
+        .select_only()
+        .columns([users::Column::Id, users::Column::IsAdmin, users::Column::IsOwner])
+        .filter(
+            sea_orm::Condition::any()
+                .add(users::Column::IsAdmin.eq(true))
+                .add(users::Column::IsOwner.eq(true)),
+        )
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(staff.into_iter().map(|(id, is_admin, is_owner)| (id, InstanceRole { is_admin, is_owner })).collect())
 }

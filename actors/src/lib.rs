@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod community;
 pub mod config;
 pub mod db;
+pub mod elsewhere;
 pub mod error_code;
 pub mod history;
 pub mod hub;

@@ -14,9 +14,15 @@
 //! minimum. 5,000 sockets joining one community thus cost each socket a bulk and a few batch
 //! frames, not one frame per 250 ms of the ramp, and the last batch of a storm still goes
 //! out [`LULL`] after its last change.
+//!
+//! In a cluster a user is present while any node lists them (the latest status told wins).
+//! Each node tells the others the status it announces for its own users (a delta per change,
+//! and a digest of all of them now and then); the roster and this flush are driven by that
+//! union, and presence frames are built by each node for its own sockets only. A node not heard
+//! from for the TTL has its users dropped (`expire_remote`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -24,6 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::elsewhere::Elsewhere;
 use crate::protocol::ServerFrame;
 use crate::shared::Shared;
 
@@ -51,10 +58,54 @@ struct Change {
 pub struct Presence {
     shared: Arc<Shared>,
     changes: mpsc::UnboundedSender<Change>,
-    /// Announcements update the roster and the queue in one order, so a reconnect racing
-    /// the previous session's close ends online.
-    announcing: Mutex<()>,
+    /// Who is present where. Announcements update it, the roster and the queue in one order
+    /// under this lock, so a reconnect racing the previous session's close ends online.
+    book: Mutex<Book>,
+    /// The other nodes of a cluster (unset on a single node): told of this node's statuses.
+    elsewhere: OnceLock<Arc<dyn Elsewhere>>,
     task: JoinHandle<()>,
+}
+
+/// Statuses by where they were announced.
+#[derive(Default)]
+struct Book {
+    /// Users with a session here → the status this node announces for them (not `offline`).
+    local: HashMap<Uuid, &'static str>,
+    /// Other nodes → what they announce for their users.
+    remote: HashMap<String, RemoteNode>,
+    /// Orders remote statuses: the latest told wins.
+    told: u64,
+}
+
+struct RemoteNode {
+    /// user → (status, when it was told).
+    users: HashMap<Uuid, (&'static str, u64)>,
+    /// Last delta or digest from that node.
+    heard: Instant,
+}
+
+impl Book {
+    /// The status shown for a user: this node's, else the latest another node told, else
+    /// offline.
+    fn shown(&self, user_id: Uuid) -> &'static str {
+        if let Some(status) = self.local.get(&user_id) {
+            return status;
+        }
+        self.remote
+            .values()
+            .filter_map(|node| node.users.get(&user_id))
+            .max_by_key(|(_, told)| *told)
+            .map_or("offline", |(status, _)| *status)
+    }
+
+    fn listed_elsewhere(&self, user_id: Uuid) -> bool {
+        self.remote.values().any(|node| node.users.contains_key(&user_id))
+    }
+
+    fn next_told(&mut self) -> u64 {
+        self.told += 1;
+        self.told
+    }
 }
 
 /// The wire's statuses; `invisible` is announced as `offline`.
@@ -73,11 +124,16 @@ impl Presence {
     pub fn start(shared: Arc<Shared>) -> Self {
         let (changes, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(flush_loop(shared.clone(), rx));
-        Self { shared, changes, announcing: Mutex::new(()), task }
+        Self { shared, changes, book: Mutex::new(Book::default()), elsewhere: OnceLock::new(), task }
     }
 
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// Tells the other nodes of this node's statuses from now on (once).
+    pub fn set_elsewhere(&self, elsewhere: Arc<dyn Elsewhere>) {
+        let _ = self.elsewhere.set(elsewhere);
     }
 
     /// A user came online (first session).
@@ -103,11 +159,110 @@ impl Presence {
         mates.into_iter().map(|m| (m, "online".to_string())).collect()
     }
 
+    /// What this node announces for its users (the digest other nodes get).
+    pub fn local_statuses(&self) -> Vec<(Uuid, &'static str)> {
+        self.book().local.iter().map(|(user, status)| (*user, *status)).collect()
+    }
+
+    /// Another node's delta: the status it now announces for one of its users.
+    pub fn remote_changed(&self, node: &str, user_id: Uuid, status: &'static str) {
+        let mut book = self.book();
+        let before = book.shown(user_id);
+        let told = book.next_told();
+        let entry = book
+            .remote
+            .entry(node.to_string())
+            .or_insert_with(|| RemoteNode { users: HashMap::new(), heard: Instant::now() });
+        entry.heard = Instant::now();
+        if status == "offline" {
+            entry.users.remove(&user_id);
+        } else {
+            entry.users.insert(user_id, (status, told));
+        }
+        self.show_if_changed(&book, user_id, before);
+    }
+
+    /// Another node's digest: every status it announces, replacing what it told before.
+    pub fn remote_digest(&self, node: &str, statuses: Vec<(Uuid, &'static str)>) {
+        let mut book = self.book();
+        let told = book.next_told();
+        let old = book.remote.remove(node).map(|n| n.users).unwrap_or_default();
+        let mut users = HashMap::with_capacity(statuses.len());
+        for (user, status) in statuses {
+            // An unchanged status keeps its age: a digest does not outrank a newer delta
+            // from another node.
+            let kept = old.get(&user).filter(|(was, _)| *was == status).map_or(told, |(_, at)| *at);
+            users.insert(user, (status, kept));
+        }
+        let affected: HashSet<Uuid> = old.keys().chain(users.keys()).copied().collect();
+        book.remote.insert(node.to_string(), RemoteNode { users: old, heard: Instant::now() });
+        let before: Vec<(Uuid, &'static str)> = affected.iter().map(|u| (*u, book.shown(*u))).collect();
+        if let Some(entry) = book.remote.get_mut(node) {
+            entry.users = users;
+        }
+        for (user_id, was) in before {
+            self.show_if_changed(&book, user_id, was);
+        }
+    }
+
+    /// Drops what nodes silent for `ttl` told (a dead or cut-off node's users go offline).
+    pub fn expire_remote(&self, ttl: Duration) {
+        let mut book = self.book();
+        let now = Instant::now();
+        let silent: Vec<String> = book
+            .remote
+            .iter()
+            .filter(|(_, n)| now.duration_since(n.heard) >= ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for node in silent {
+            let users: Vec<Uuid> =
+                book.remote.get(&node).map(|n| n.users.keys().copied().collect()).unwrap_or_default();
+            let before: Vec<(Uuid, &'static str)> = users.iter().map(|u| (*u, book.shown(*u))).collect();
+            book.remote.remove(&node);
+            tracing::info!(node, users = users.len(), "presence: a silent node's users are no longer listed");
+            for (user_id, was) in before {
+                self.show_if_changed(&book, user_id, was);
+            }
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A change on this node: always told to local mates (as on a single node), unless another
+    /// node still shows the user and the status shown stays the same.
     fn announce(&self, user_id: Uuid, status: &'static str, still_applies: impl FnOnce(&Shared) -> bool) {
-        let _in_order = self.announcing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut book = self.book();
         if !still_applies(&self.shared) {
             return;
         }
+        let before = book.shown(user_id);
+        if status == "offline" {
+            book.local.remove(&user_id);
+        } else {
+            book.local.insert(user_id, status);
+        }
+        if let Some(elsewhere) = self.elsewhere.get() {
+            elsewhere.presence_changed(user_id, status);
+        }
+        let shown = book.shown(user_id);
+        if shown != before || !book.listed_elsewhere(user_id) {
+            self.show(user_id, shown);
+        }
+    }
+
+    fn show_if_changed(&self, book: &Book, user_id: Uuid, before: &'static str) {
+        let shown = book.shown(user_id);
+        if shown != before {
+            self.show(user_id, shown);
+        }
+    }
+
+    /// Updates the roster and queues the change for the user's communities (called with the
+    /// book locked, so roster and queue follow the book's order).
+    fn show(&self, user_id: Uuid, status: &'static str) {
         let communities = self.shared.roster.set_present(user_id, status != "offline");
         if !communities.is_empty() {
             let _ = self.changes.send(Change { user_id, status, communities });
@@ -253,5 +408,22 @@ mod tests {
             window = next_window(window, 1);
         }
         assert_eq!(window, MIN_WINDOW);
+    }
+
+    fn remote(users: &[(Uuid, &'static str, u64)]) -> RemoteNode {
+        RemoteNode { users: users.iter().map(|(u, s, t)| (*u, (*s, *t))).collect(), heard: Instant::now() }
+    }
+
+    #[test]
+    fn a_local_status_wins_else_the_latest_told_by_another_node() {
+        let (user, nobody) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = Book::default();
+        book.remote.insert("n2".into(), remote(&[(user, "away", 1)]));
+        book.remote.insert("n3".into(), remote(&[(user, "dnd", 2)]));
+        assert_eq!(book.shown(user), "dnd");
+        assert_eq!(book.shown(nobody), "offline");
+        assert!(book.listed_elsewhere(user) && !book.listed_elsewhere(nobody));
+        book.local.insert(user, "online");
+        assert_eq!(book.shown(user), "online");
     }
 }

@@ -1,11 +1,12 @@
 //! Live sessions by user: who is online, where to deliver user-scoped and instance-wide
 //! frames, and the per-user session cap (a newer session evicts the oldest).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use crate::elsewhere::Elsewhere;
 use crate::error_code::ErrorCode;
 use crate::outbox::{CLOSE_EVICTED, Outbox};
 use crate::protocol::{Epoch, Frame, ServerFrame};
@@ -22,6 +23,9 @@ pub struct DmPosition {
 pub struct SessionRegistry {
     /// user id → that user's open sessions, oldest first.
     by_user: DashMap<Uuid, Vec<Arc<Outbox>>>,
+    /// Sessions on the other nodes of a cluster (unset on a single node): user-scoped and
+    /// instance-wide frames reach them too.
+    elsewhere: OnceLock<Arc<dyn Elsewhere>>,
 }
 
 /// Which of a user's logins (refresh-token families) a revocation reaches.
@@ -53,6 +57,11 @@ pub struct Registered {
 }
 
 impl SessionRegistry {
+    /// Joins the sessions of the other nodes (once; later calls are ignored).
+    pub fn set_elsewhere(&self, elsewhere: Arc<dyn Elsewhere>) {
+        let _ = self.elsewhere.set(elsewhere);
+    }
+
     /// Adds a session. Over `cap`, the user's oldest sessions are told to close
     /// (`CLOSE_EVICTED`) and removed at once, so the new one always gets in.
     pub fn register(&self, outbox: Arc<Outbox>, cap: usize) -> Registered {
@@ -89,8 +98,27 @@ impl SessionRegistry {
     }
 
     /// Delivers to every session of `user_id` (optionally except one session).
+    /// In a cluster, the user's sessions on other nodes get it too.
     pub fn send_to_user(&self, user_id: Uuid, frame: &Frame, except_session: Option<Uuid>) {
         self.deliver(user_id, frame, except_session, Outbox::push);
+        if let Some(elsewhere) = self.elsewhere.get() {
+            elsewhere.send_to_users(&[user_id], frame);
+        }
+    }
+
+    /// `send_to_user` for many users: one message to the other nodes, not one per user.
+    pub fn send_to_users(&self, user_ids: &[Uuid], frame: &Frame) {
+        self.send_to_users_here(user_ids, frame);
+        if let Some(elsewhere) = self.elsewhere.get() {
+            elsewhere.send_to_users(user_ids, frame);
+        }
+    }
+
+    /// `send_to_users` on this node only (what another node asked for).
+    pub fn send_to_users_here(&self, user_ids: &[Uuid], frame: &Frame) {
+        for user_id in user_ids {
+            self.deliver(*user_id, frame, None, Outbox::push);
+        }
     }
 
     /// `send_to_user` for a durable frame of a DM channel at `cseq`: each session notes the
@@ -135,8 +163,16 @@ impl SessionRegistry {
         self.by_user.get(&user_id).map_or(0, |s| s.iter().map(|o| o.ephemeral_dropped()).sum())
     }
 
-    /// Delivers to every connected session on this node.
+    /// Delivers to every connected session (in a cluster, on every node).
     pub fn send_to_everyone(&self, frame: &Frame) {
+        self.send_to_everyone_here(frame);
+        if let Some(elsewhere) = self.elsewhere.get() {
+            elsewhere.send_to_everyone(frame);
+        }
+    }
+
+    /// Delivers to every connected session on this node.
+    pub fn send_to_everyone_here(&self, frame: &Frame) {
         for sessions in self.by_user.iter() {
             for session in sessions.iter() {
                 session.push(frame.clone());

@@ -6,18 +6,46 @@
 //! connect (5,000 connects × 5,000 rows for one big community). The roster is loaded once at
 //! start and kept exact by whatever commits a membership change, right after the commit:
 //! the community actors (join, leave, kick, ban, delete) and the routes that create
-//! communities or delete users.
+//! communities or delete users. In a cluster each such change is also published, and the
+//! other nodes apply it to their rosters (`apply`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use palaver_entity::community_members;
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QuerySelect};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::elsewhere::Elsewhere;
 
 #[derive(Default)]
 pub struct Roster {
     index: RwLock<Index>,
+    /// The other nodes of a cluster (unset on a single node): told of every change made here.
+    elsewhere: OnceLock<Arc<dyn Elsewhere>>,
+}
+
+/// A committed membership change (what the other nodes of a cluster are told).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum RosterChange {
+    Joined {
+        community: Uuid,
+        user: Uuid,
+    },
+    /// Left, kicked or banned.
+    Left {
+        community: Uuid,
+        user: Uuid,
+    },
+    CommunityDeleted {
+        community: Uuid,
+    },
+    /// Every membership went with the account.
+    UserDeleted {
+        user: Uuid,
+    },
 }
 
 #[derive(Default)]
@@ -64,35 +92,61 @@ impl Roster {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Tells the other nodes of every change made here from now on (once).
+    pub fn set_elsewhere(&self, elsewhere: Arc<dyn Elsewhere>) {
+        let _ = self.elsewhere.set(elsewhere);
+    }
+
     /// A user became a member (committed).
     pub fn joined(&self, community_id: Uuid, user_id: Uuid) {
-        self.write().join(community_id, user_id);
+        self.record(RosterChange::Joined { community: community_id, user: user_id });
     }
 
     /// A user stopped being a member: left, kicked or banned (committed).
     pub fn left(&self, community_id: Uuid, user_id: Uuid) {
-        self.write().leave(community_id, user_id);
+        self.record(RosterChange::Left { community: community_id, user: user_id });
     }
 
     /// A community was deleted (committed).
     pub fn community_deleted(&self, community_id: Uuid) {
-        let mut index = self.write();
-        let Some(community) = index.communities.remove(&community_id) else { return };
-        for member in community.members {
-            index.forget_membership(member, community_id);
-        }
+        self.record(RosterChange::CommunityDeleted { community: community_id });
     }
 
     /// A user was deleted (committed): every membership went with it.
     pub fn user_deleted(&self, user_id: Uuid) {
+        self.record(RosterChange::UserDeleted { user: user_id });
+    }
+
+    /// A change made here: applied, then told to the other nodes.
+    fn record(&self, change: RosterChange) {
+        self.apply(change);
+        if let Some(elsewhere) = self.elsewhere.get() {
+            elsewhere.roster_changed(change);
+        }
+    }
+
+    /// Applies a change, made here or on another node.
+    pub fn apply(&self, change: RosterChange) {
         let mut index = self.write();
-        for community_id in index.communities_of.remove(&user_id).unwrap_or_default() {
-            if let Some(community) = index.communities.get_mut(&community_id) {
-                community.members.remove(&user_id);
-                community.present.remove(&user_id);
+        match change {
+            RosterChange::Joined { community, user } => index.join(community, user),
+            RosterChange::Left { community, user } => index.leave(community, user),
+            RosterChange::CommunityDeleted { community } => {
+                let Some(gone) = index.communities.remove(&community) else { return };
+                for member in gone.members {
+                    index.forget_membership(member, community);
+                }
+            }
+            RosterChange::UserDeleted { user } => {
+                for community_id in index.communities_of.remove(&user).unwrap_or_default() {
+                    if let Some(community) = index.communities.get_mut(&community_id) {
+                        community.members.remove(&user);
+                        community.present.remove(&user);
+                    }
+                }
+                index.present.remove(&user);
             }
         }
-        index.present.remove(&user_id);
     }
 
     /// Shows or hides a user; returns their communities (whose members are to be told).

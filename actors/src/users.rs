@@ -25,6 +25,11 @@ impl BarredUsers {
     pub fn unbar(&self, user_id: Uuid) {
         self.ids.remove(&user_id);
     }
+
+    /// Every barred id (cache reloads).
+    pub fn all(&self) -> Vec<Uuid> {
+        self.ids.iter().map(|id| *id).collect()
+    }
 }
 
 /// The instance role of every user, as the database has it now (only staff are stored).
@@ -54,6 +59,15 @@ impl InstanceRoles {
     /// The account is gone.
     pub fn forget(&self, user_id: Uuid) {
         self.staff.remove(&user_id);
+    }
+
+    /// Replaces every role with the database's (cache reloads).
+    pub fn replace(&self, staff: impl IntoIterator<Item = (Uuid, InstanceRole)>) {
+        let staff: std::collections::HashMap<Uuid, InstanceRole> = staff.into_iter().collect();
+        self.staff.retain(|id, _| staff.contains_key(id));
+        for (id, role) in staff {
+            self.set(id, role);
+        }
     }
 }
 

@@ -107,7 +107,7 @@ pub(crate) async fn end_logins(state: &AppState, user_id: Uuid, logins: Logins) 
     match families {
         Ok(families) => {
             for login in families.into_iter().filter(|login| logins.includes(Some(*login))) {
-                state.hub.revoked_logins.revoke(login, std::time::Duration::from_secs(token_life as u64));
+                state.hub.revoke_login(login, std::time::Duration::from_secs(token_life as u64));
             }
         }
         // The sockets are closed; only a reconnect with a still-valid token slips through.

@@ -175,7 +175,7 @@ pub(crate) async fn delete_account(
     // Their messages now show no sender and their reactions are gone.
     state.hub.all_history_changed();
     state.hub.shared.roster.user_deleted(user.id);
-    state.hub.shared.instance_roles.forget(user.id);
+    state.hub.forget_instance_role(user.id);
     audit::record(
         &state.db,
         None,

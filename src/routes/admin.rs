@@ -182,6 +182,7 @@ pub(crate) async fn put_settings(
     let changes = body?;
     state.settings.update(&state.db, changes.clone()).await?;
     if !changes.is_empty() {
+        state.hub.settings_changed();
         audit::record(
             &state.db,
             Some(caller.user_id),

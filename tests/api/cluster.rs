@@ -7,9 +7,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::common::cluster::{nats_url, spawn_cluster};
+use crate::common::fixtures;
 use crate::common::proxy::CuttableProxy;
 use crate::common::test_config;
+use crate::presence::{expect_no_presence, expect_presence};
 
 macro_rules! cluster_tests {
     ($($name:ident),* $(,)?) => {
@@ -216,8 +220,170 @@ async fn a_node_cut_from_nats_detaches_and_its_shards_move() {
     cluster.stop().await;
 }
 
+/// Polls `check` every 50 ms until it holds; panics with `what` after 5 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within 5 s: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn revocations_made_on_one_node_reach_every_node() {
+    let cluster = spawn_cluster(3).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let (n1, n2, n3) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let owner = n1.register("owner").await;
+    let alice = n1.register("alice").await;
+    let bob = n1.register("bob").await;
+    let mut alice_ws = n2.ws(&alice.token).await;
+    let mut bob_ws = n3.ws(&bob.token).await;
+
+    // Suspended on n1: her socket on n2 closes at once and n2 refuses her unexpired token.
+    n1.post(&format!("/admin/users/{}/suspend", alice.id), &owner.token, json!({"reason": null}))
+        .await
+        .expect(200);
+    assert_eq!(alice_ws.expect_close(Duration::from_secs(5)).await, Some(4001));
+    assert_eq!(n2.get("/account/me", &alice.token).await.expect_error(401), "unauthorized");
+    eventually("n3 refuses the suspended token", || async {
+        n3.get("/account/me", &alice.token).await.status == 401
+    })
+    .await;
+    // Lifted on n3: n2 takes the token again.
+    n3.post(&format!("/admin/users/{}/unsuspend", alice.id), &owner.token, json!({})).await.expect(200);
+    eventually("n2 accepts the unsuspended token", || async {
+        n2.get("/account/me", &alice.token).await.status == 200
+    })
+    .await;
+
+    // Bob changes his password on n1: his socket on n3 closes, and his old access token opens
+    // no socket on n2 (REST keeps taking it until it expires, as on one node).
+    n1.put(
+        "/account/password",
+        &bob.token,
+        json!({"current_password": bob.password, "new_password": "Battery-Staple-7"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(bob_ws.expect_close(Duration::from_secs(5)).await, Some(4001));
+    eventually("n2 refuses a socket to the revoked login", || async {
+        let mut ws = n2.ws_raw().await;
+        ws.send(json!({"type": "authenticate", "token": bob.token})).await;
+        match ws.next_frame(Duration::from_secs(2)).await {
+            Some(frame) => frame["type"] == "error" && frame["code"] == "unauthorized",
+            None => false,
+        }
+    })
+    .await;
+    cluster.stop().await;
+}
+
+async fn user_and_instance_frames_reach_sockets_on_every_node() {
+    let cluster = spawn_cluster(3).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let (n1, n2, n3) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let owner = n1.register("owner").await;
+    let alice = n1.register("alice").await;
+    let bob = n1.register("bob").await;
+    let mut owner_ws = n1.ws(&owner.token).await;
+    let mut alice_ws = n2.ws(&alice.token).await;
+    let mut bob_ws = n3.ws(&bob.token).await;
+
+    // Everyone scope: an announcement made on n1 reaches n2 and n3, and n1's own socket once.
+    n1.post("/admin/announcements", &owner.token, json!({"title": "T", "body": "B"})).await.expect(200);
+    for ws in [&mut owner_ws, &mut alice_ws, &mut bob_ws] {
+        assert_eq!(ws.expect("announcement").await["title"], "T");
+        ws.expect_no("announcement", Duration::from_millis(300)).await;
+    }
+    // A profile change on n3 reaches the socket on n1.
+    n3.put("/account/profile", &alice.token, json!({"display_name": "Alice Live"})).await.expect(200);
+    let frame = owner_ws.expect("user_profile_updated").await;
+    assert_eq!(frame["display_name"], "Alice Live");
+
+    // Community scope: members are told on whichever node their socket is; others are not.
+    let cid = fixtures::create(n1, &owner, "Garden").await;
+    fixtures::join(n1, &owner, cid, &bob).await;
+    n2.patch(&format!("/communities/{cid}"), &owner.token, json!({"name": "Rose Garden"})).await.expect(200);
+    assert_eq!(bob_ws.expect_eventually("community_updated").await["name"], "Rose Garden");
+    assert_eq!(owner_ws.expect_eventually("community_updated").await["name"], "Rose Garden");
+    alice_ws.expect_no("community_updated", Duration::from_millis(300)).await;
+    cluster.stop().await;
+}
+
+async fn settings_changed_on_one_node_apply_on_every_node() {
+    let cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let owner = n1.register("owner").await;
+    // n2 has the settings cached before the change.
+    n2.get("/admin/settings", &owner.token).await.expect(200);
+    n1.put("/admin/settings", &owner.token, json!({"max_pins_per_channel": "7"})).await.expect(200);
+    eventually("n2 serves the new setting", || async {
+        n2.get("/admin/settings", &owner.token).await.body["max_pins_per_channel"] == "7"
+    })
+    .await;
+    cluster.stop().await;
+}
+
+async fn presence_crosses_nodes_and_a_silent_nodes_users_go_offline() {
+    let mut cluster = spawn_cluster(1).await;
+    let nats: std::net::SocketAddr =
+        nats_url().trim_start_matches("nats://").parse().expect("TEST_NATS_URL is nats://host:port");
+    let proxy = CuttableProxy::start(nats).await;
+    cluster
+        .start_node_with("n2", |settings| settings.nats_url = format!("nats://{}", proxy.addr))
+        .await
+        .expect("n2 joins through the proxy");
+    cluster.start_node("n3").await.expect("n3 joins");
+    cluster.settle(Duration::from_secs(15)).await;
+    let (n1, n2, n3) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let owner = n1.register("owner").await;
+    let alice = n1.register("alice").await;
+    let bob = n1.register("bob").await;
+    // Memberships made on n1 after every node started: n2 and n3 learn them over the bus.
+    let cid = fixtures::create(n1, &owner, "Garden").await;
+    fixtures::join(n1, &owner, cid, &alice).await;
+    fixtures::join(n1, &owner, cid, &bob).await;
+    let mut bob_ws = n1.ws(&bob.token).await;
+
+    // Alice comes online on n2; Bob, on n1, hears it, and so does a socket he opens on n3.
+    let mut alice_on_n2 = n2.ws(&alice.token).await;
+    expect_presence(&mut bob_ws, alice.id, "online").await;
+    let mut bob_on_n3 = n3.ws(&bob.token).await;
+    expect_presence(&mut bob_on_n3, alice.id, "online").await;
+    drop(bob_on_n3);
+    alice_on_n2.send(json!({"type": "update_presence", "status": "dnd"})).await;
+    expect_presence(&mut bob_ws, alice.id, "dnd").await;
+
+    // She moves to n3: the latest status told wins, and closing n2's socket does not show her
+    // offline while n3 lists her.
+    let alice_on_n3 = n3.ws(&alice.token).await;
+    expect_presence(&mut bob_ws, alice.id, "online").await;
+    drop(alice_on_n2);
+    expect_no_presence(&mut bob_ws, Duration::from_secs(1)).await;
+    drop(alice_on_n3);
+    expect_presence(&mut bob_ws, alice.id, "offline").await;
+
+    // Back on n2, which is then cut off from NATS: n1 stops hearing it and, after the TTL,
+    // no longer lists her.
+    let _alice_on_n2 = n2.ws(&alice.token).await;
+    expect_presence(&mut bob_ws, alice.id, "online").await;
+    proxy.cut().await;
+    expect_presence(&mut bob_ws, alice.id, "offline").await;
+    proxy.restore();
+    cluster.stop().await;
+}
+
 mod cluster_suite {
     cluster_tests!(
+        presence_crosses_nodes_and_a_silent_nodes_users_go_offline,
+        revocations_made_on_one_node_reach_every_node,
+        user_and_instance_frames_reach_sockets_on_every_node,
+        settings_changed_on_one_node_apply_on_every_node,
         an_owner_whose_lock_connection_dies_loses_its_shards_to_a_new_epoch,
         a_node_cut_from_nats_detaches_and_its_shards_move,
         three_nodes_started_together_share_every_shard_once,

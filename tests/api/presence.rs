@@ -45,7 +45,7 @@ async fn register_many(app: &TestApp, prefix: &str, n: usize) -> Vec<TestUser> {
 
 /// Waits until a presence frame reports `user` with `status` (coalesced changes may come
 /// as `presence_update` or inside a `presence_bulk`).
-async fn expect_presence(ws: &mut WsClient, user: Uuid, status: &str) {
+pub(crate) async fn expect_presence(ws: &mut WsClient, user: Uuid, status: &str) {
     loop {
         let frame = ws
             .next_frame(Duration::from_secs(5))
@@ -58,7 +58,7 @@ async fn expect_presence(ws: &mut WsClient, user: Uuid, status: &str) {
 }
 
 /// Asserts that no presence frame arrives within `wait`.
-async fn expect_no_presence(ws: &mut WsClient, wait: Duration) {
+pub(crate) async fn expect_no_presence(ws: &mut WsClient, wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
     while let Some(frame) =
         ws.next_frame(deadline.saturating_duration_since(tokio::time::Instant::now())).await

@@ -2,14 +2,17 @@
 //! design: ../shared/design/scale-out.md).
 //!
 //! Built so far: joining (start-up refusals, node lock, heartbeats), shard ownership
-//! (rendezvous placement over live nodes, advisory locks, fencing epochs) and the health
-//! view. Not built yet: routing channel traffic to shard owners and relaying their frames
-//! (see the README's status line) — until then each node still serves its own sockets only.
+//! (rendezvous placement over live nodes, advisory locks, fencing epochs), the health view,
+//! and the bus on which user-scoped and instance-wide frames, revocations, role, settings and
+//! membership changes and presence (deltas plus periodic digests) reach every node. Not built yet: routing channel traffic to shard owners and
+//! relaying their frames (see the README's status line) — until then a channel's frames reach
+//! only the sockets of the node that took the write.
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
-//! `members` (heartbeats and the live set), this file (configuration, start, the ownership
-//! loop and the status view).
+//! `members` (heartbeats and the live set), `bus` (events every node applies), this file
+//! (configuration, start, the ownership loop and the status view).
 
+pub mod bus;
 pub mod locks;
 pub mod members;
 pub mod shards;
@@ -58,6 +61,11 @@ pub struct ClusterTimers {
     /// Most shards handed to another node per tick (moves are gradual).
     pub moves_per_tick: usize,
     pub keepalives: Keepalives,
+    /// How often a node sends the digest of its users' presence.
+    pub presence_digest: Duration,
+    /// Silence after which a node's users are no longer listed as present. Longer than the
+    /// Chatalot client's first reconnect backoffs, so a user moving node does not flap.
+    pub presence_ttl: Duration,
 }
 
 impl Default for ClusterTimers {
@@ -69,6 +77,8 @@ impl Default for ClusterTimers {
             join_grace: Duration::from_secs(5),
             moves_per_tick: 32,
             keepalives: Keepalives::default(),
+            presence_digest: Duration::from_secs(10),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -206,6 +216,17 @@ impl Cluster {
         if let Some(ownership) = ownership {
             let _ = ownership.await;
         }
+    }
+
+    /// Starts this node's side of the cluster bus (`bus`), applying other nodes' events to
+    /// `hub`. The caller hands the returned `Bus` to the hub, which publishes through it.
+    pub async fn start_bus(&self, hub: Arc<dyn bus::RemoteEvents>) -> Result<Arc<bus::Bus>, String> {
+        let timers = bus::PresenceTimers {
+            digest_every: self.config.timers.presence_digest,
+            ttl: self.config.timers.presence_ttl,
+        };
+        let names = (self.config.prefix.as_str(), self.config.node_id.as_str());
+        bus::start(self.nats.clone(), names, timers, hub, self.stop.subscribe()).await
     }
 
     fn set_status(&self, update: impl FnOnce(&mut ClusterStatus)) {

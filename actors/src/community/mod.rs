@@ -858,10 +858,8 @@ impl CommunityState {
 
     /// Community scope: every session of every member.
     fn to_members(&self, frame: &ServerFrame) {
-        let bytes = frame.encode();
-        for user in self.snapshot.members.keys() {
-            self.shared.sessions.send_to_user(*user, &bytes, None);
-        }
+        let members: Vec<Uuid> = self.snapshot.members.keys().copied().collect();
+        self.shared.sessions.send_to_users(&members, &frame.encode());
     }
 }
 

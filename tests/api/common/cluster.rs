@@ -20,14 +20,19 @@ pub fn nats_url() -> String {
     }
 }
 
-/// Test clocks: heartbeats every 100 ms, dead after 600 ms, placement every 100 ms.
+/// Test clocks: heartbeats every 100 ms, placement every 100 ms. Silence and the join grace
+/// are longer than the clocks alone need: CI runs hundreds of tests on two cores, where a
+/// heartbeat task can stall for most of a second and nodes "started together" finish their
+/// start-up (migrations under one lock) far apart. Shorter values made shards flap there.
 pub fn fast_timers() -> ClusterTimers {
     ClusterTimers {
         heartbeat: Duration::from_millis(100),
-        dead_after: Duration::from_millis(600),
+        dead_after: Duration::from_millis(2000),
         tick: Duration::from_millis(100),
-        join_grace: Duration::from_millis(300),
+        join_grace: Duration::from_millis(1500),
         moves_per_tick: 1024,
+        presence_digest: Duration::from_millis(300),
+        presence_ttl: Duration::from_secs(2),
         ..ClusterTimers::default()
     }
 }

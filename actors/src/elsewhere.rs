@@ -1,0 +1,21 @@
+//! `Elsewhere`: what this node tells the other nodes of a cluster (the cluster bus implements
+//! it). The session registry, the roster and presence hold one each, unset on a single node,
+//! so they need not know the cluster module.
+
+use uuid::Uuid;
+
+use crate::protocol::Frame;
+use crate::roster::RosterChange;
+
+/// Must return at once: implementations queue, never wait.
+pub trait Elsewhere: Send + Sync {
+    /// Every session of these users on the other nodes.
+    fn send_to_users(&self, users: &[Uuid], frame: &Frame);
+    /// Every session on the other nodes.
+    fn send_to_everyone(&self, frame: &Frame);
+    /// A committed membership change, so the other nodes' rosters stay exact.
+    fn roster_changed(&self, change: RosterChange);
+    /// The status this node now announces for one of its users (`offline`: none of their
+    /// sessions is here any more).
+    fn presence_changed(&self, user: Uuid, status: &'static str);
+}
