@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use palaver_actors::channel::{PostError, Poster, ServerPost};
+use palaver_actors::kinds::MessageType;
 use palaver_actors::roles::InstanceRole;
 use palaver_entity::{scheduled_messages, users};
 use sea_orm::sea_query::Expr;
@@ -111,7 +112,7 @@ async fn deliver(state: &AppState, message: &scheduled_messages::Model) -> Resul
         live_sender_id: Some(author.id),
         ciphertext: decode_blob(&message.ciphertext),
         nonce: decode_blob(&message.nonce),
-        message_type: "text".into(),
+        message_type: MessageType::Text,
         webhook_content: None,
         poster: Poster::User(
             author.id,

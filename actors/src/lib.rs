@@ -13,6 +13,7 @@ pub mod elsewhere;
 pub mod error_code;
 pub mod history;
 pub mod hub;
+pub mod kinds;
 pub mod metrics;
 pub mod outbox;
 pub mod presence;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::channel::{ChannelMsg, MAX_REPLAY_BYTES, Origin, Outgoing, Resume, VoiceAction};
 use crate::error_code::ErrorCode;
 use crate::hub::Hub;
+use crate::kinds::MessageType;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
 use crate::protocol::{self, ClientFrame, EditMessageFrame, Position, SendMessageFrame, ServerFrame, decode};
@@ -223,10 +224,10 @@ impl SessionState {
                         "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",
                     );
                 }
-                if message_type != "text" && message_type != "file" {
+                let Some(message_type) = MessageType::from_client(&message_type) else {
                     return origin
                         .error_frame(ErrorCode::ValidationError, "message_type must be text or file");
-                }
+                };
                 let client_nonce = match protocol::client_nonce(raw_client_nonce) {
                     Ok(key) => key,
                     Err(text) => return origin.error_frame(ErrorCode::ValidationError, text),

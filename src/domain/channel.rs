@@ -2,6 +2,7 @@
 //! Channel member views, validated create / update input, and the permission helpers every
 //! channel-scoped route shares (`channel_role`, `effective_level`).
 
+use palaver_actors::kinds::ChannelType;
 use palaver_actors::roles::Level;
 use palaver_actors::wire_time::rfc3339;
 use palaver_entity::{channel_members, channels, sender_keys, users};
@@ -24,8 +25,6 @@ pub const TTL_MAX: i32 = 2_592_000;
 pub const URL_MAX: usize = 2048;
 /// Longest ban reason, in bytes after trimming.
 pub const BAN_REASON_MAX: usize = 500;
-/// Channel types a client may create (`dm` channels come from `POST /dms`).
-pub const CREATABLE_TYPES: [&str; 3] = ["text", "voice", "gallery"];
 /// Standalone channels (no group) one user may create in an hour; beyond it `POST /channels`
 /// answers 429 `rate_limited` with `Retry-After`. Every channel costs its members work on
 /// `mark_all_read`, subscribe and unread counts. Channels in groups are bounded by the group
@@ -194,13 +193,12 @@ pub struct NewChannel {
 
 impl NewChannel {
     pub fn parse(req: CreateChannelRequest) -> ApiResult<Self> {
-        let channel_type = req.channel_type.trim();
-        if !CREATABLE_TYPES.contains(&channel_type) {
-            return Err(ApiError::validation("channel_type must be one of text, voice, gallery"));
-        }
+        let channel_type = ChannelType::parse(req.channel_type.trim())
+            .filter(|kind| ChannelType::CREATABLE.contains(kind))
+            .ok_or_else(|| ApiError::validation("channel_type must be one of text, voice, gallery"))?;
         Ok(Self {
             name: name(&req.name)?,
-            channel_type: channel_type.to_string(),
+            channel_type: channel_type.as_str().to_string(),
             topic: req.topic.as_deref().map(topic).transpose()?.flatten(),
             group_id: req.group_id,
             discoverable: req.discoverable.unwrap_or(true),

@@ -2,6 +2,7 @@
 //! `general` channel, group views with member counts, settings, deletion, ownership, member
 //! listings, the group's channels and accepting invites.
 
+use palaver_actors::kinds::ChannelType;
 use palaver_entity::{channel_members, channels, communities, group_invites, group_members, groups};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -57,7 +58,7 @@ pub(crate) async fn insert_group(
     let general = channels::Model {
         id: Uuid::now_v7(),
         name: Some("general".into()),
-        channel_type: "text".into(),
+        channel_type: ChannelType::Text.as_str().into(),
         topic: None,
         created_by: Some(new.assigned_member_id.unwrap_or(creator)),
         group_id: Some(row.id),

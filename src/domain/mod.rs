@@ -22,6 +22,7 @@ pub mod link_preview;
 pub mod message;
 pub mod poll;
 pub mod posting;
+pub mod preferences;
 pub mod profile;
 pub mod purge;
 pub mod registration;

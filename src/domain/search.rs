@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use palaver_actors::kinds::MessageType;
 use palaver_entity::messages;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
@@ -85,7 +86,7 @@ pub fn like_contains(needle: &str) -> String {
 
 /// The text a message is searched by: its payload read as UTF-8 (lossy), or a webhook's content.
 pub fn searchable_text(m: &messages::Model) -> String {
-    if m.message_type == "webhook"
+    if MessageType::Webhook.is(&m.message_type)
         && let Some(serde_json::Value::String(content)) = MessageCore::from(m).content
     {
         return content.to_lowercase();

@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::auth::password;
 use crate::auth::sessions::{current_user, end_logins, revoke_all_refresh_tokens};
 use crate::auth::tokens::hash_token;
+use crate::domain::preferences::{self, Preferences};
 use crate::domain::profile::{ProfileRequest, ProfileUpdate};
 use crate::domain::registration::RecoveryCodeResponse;
 use crate::domain::registration::new_recovery_code;
@@ -29,9 +30,6 @@ use crate::domain::user::{UserView, profile_updated_frame};
 use crate::error::{ApiError, ApiResult};
 use crate::http::{ClientInfo, PathId, ok_empty, ok_json};
 use crate::state::AppState;
-
-/// Largest stored preferences object, serialized (wire: 16 384 bytes).
-pub const PREFERENCES_MAX_BYTES: usize = 16 * 1024;
 
 /// GET /api/account/me
 pub(crate) async fn get_me(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
@@ -346,7 +344,7 @@ pub(crate) async fn revoke_session(
 
 #[derive(Serialize, schemars::JsonSchema)]
 pub(crate) struct PreferencesResponse {
-    preferences: serde_json::Map<String, serde_json::Value>,
+    preferences: Preferences,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -354,18 +352,10 @@ pub(crate) struct PreferencesRequest {
     preferences: serde_json::Value,
 }
 
-/// The stored object (`{}` when never set or unreadable).
-fn stored_preferences(user: &users::Model) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::from_str(&user.preferences) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    }
-}
-
 /// GET /api/account/preferences
 pub(crate) async fn get_preferences(state: AppState, caller: Caller) -> ApiResult<warp::reply::Response> {
     let user = current_user(&state, &caller).await?;
-    ok_json(&PreferencesResponse { preferences: stored_preferences(&user) })
+    ok_json(&PreferencesResponse { preferences: preferences::stored(&user) })
 }
 
 /// PUT /api/account/preferences (shallow merge)
@@ -374,34 +364,6 @@ pub(crate) async fn put_preferences(
     caller: Caller,
     body: ApiResult<PreferencesRequest>,
 ) -> ApiResult<warp::reply::Response> {
-    let serde_json::Value::Object(changes) = body?.preferences else {
-        return Err(ApiError::validation("preferences must be a JSON object"));
-    };
-    // Merge and write only if nobody wrote in between (compare-and-swap on the stored text),
-    // so two devices saving different keys at once both keep their change.
-    for _ in 0..PREFERENCES_WRITE_ATTEMPTS {
-        let user = current_user(&state, &caller).await?;
-        let mut merged = stored_preferences(&user);
-        merged.extend(changes.clone());
-        let serialized = serde_json::to_string(&merged).map_err(ApiError::internal)?;
-        if serialized.len() > PREFERENCES_MAX_BYTES {
-            return Err(ApiError::validation(format!(
-                "preferences must be at most {PREFERENCES_MAX_BYTES} bytes when serialized"
-            )));
-        }
-        let written = users::Entity::update_many()
-            .col_expr(users::Column::Preferences, Expr::value(serialized))
-            .col_expr(users::Column::UpdatedAt, Expr::value(palaver_entity::now()))
-            .filter(users::Column::Id.eq(user.id))
-            .filter(users::Column::Preferences.eq(user.preferences.as_str()))
-            .exec(&state.db)
-            .await?;
-        if written.rows_affected == 1 {
-            return ok_json(&PreferencesResponse { preferences: merged });
-        }
-    }
-    Err(ApiError::conflict("preferences are being changed elsewhere: try again"))
+    let preferences = preferences::merge(&state.db, caller.user_id, body?.preferences).await?;
+    ok_json(&PreferencesResponse { preferences })
 }
-
-/// Rounds of read-merge-write before a contended preferences write gives up.
-const PREFERENCES_WRITE_ATTEMPTS: usize = 5;

@@ -18,35 +18,13 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::auth::{Caller, admin_only};
+use crate::domain::admin;
 use crate::domain::file::{self, AdminFileView, BlockedHashView, find_file};
 use crate::domain::search::{like_contains, like_escape};
 use crate::error::{ApiError, ApiResult};
 use crate::http::query::QueryParams;
 use crate::http::{ClientInfo, PathId, Reply, ok_empty, ok_json};
 use crate::state::AppState;
-
-/// Admin page/per_page pagination (wire README, style 3).
-const MAX_PAGE: u64 = 10_000;
-const DEFAULT_PER_PAGE: u64 = 50;
-const MAX_PER_PAGE: u64 = 100;
-
-// ---------------------------------------------------------------------------------------
-// Query helpers
-
-/// `page` (1-based, clamped 1–10000) and `per_page` (1–100, default 50); 400 when not numbers.
-fn paging(query: &QueryParams) -> ApiResult<(u64, u64)> {
-    let int = |key: &str| -> ApiResult<Option<i64>> {
-        match query.text(key) {
-            None => Ok(None),
-            Some(raw) => {
-                raw.parse().map(Some).map_err(|_| ApiError::validation(format!("{key} must be an integer")))
-            }
-        }
-    };
-    let page = int("page")?.unwrap_or(1).clamp(1, MAX_PAGE as i64) as u64;
-    let per_page = int("per_page")?.unwrap_or(DEFAULT_PER_PAGE as i64).clamp(1, MAX_PER_PAGE as i64) as u64;
-    Ok((page, per_page))
-}
 
 // ---------------------------------------------------------------------------------------
 // Files
@@ -62,7 +40,7 @@ pub(crate) struct FilePage {
 /// GET /api/admin/files
 pub(crate) async fn list_files(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
-    let (page, per_page) = paging(&query)?;
+    let admin::Page { page, per_page } = admin::Page::from_query(&query)?;
     let mut select = files::Entity::find();
     if let Some(raw) = query.text("user_id") {
         let user_id = Uuid::parse_str(raw).map_err(|_| ApiError::validation("user_id must be a UUID"))?;
@@ -217,7 +195,7 @@ pub(crate) async fn storage_stats(state: AppState, caller: Caller) -> Reply {
 /// GET /api/admin/blocked-hashes
 pub(crate) async fn list_blocked_hashes(state: AppState, caller: Caller, query: QueryParams) -> Reply {
     admin_only(&caller)?;
-    let (page, per_page) = paging(&query)?;
+    let admin::Page { page, per_page } = admin::Page::from_query(&query)?;
     let rows = blocked_hashes::Entity::find()
         .order_by_desc(blocked_hashes::Column::CreatedAt)
         .order_by_desc(blocked_hashes::Column::Id)

@@ -9,6 +9,7 @@
 //! permission checks), hands the write to the actor and maps the answer.
 
 use palaver_actors::channel::{Effect, MemberChange};
+use palaver_actors::kinds::ChannelType;
 use palaver_actors::protocol::ServerFrame;
 use palaver_actors::roles::Level;
 use palaver_entity::{channel_members, channels, group_members, groups};
@@ -124,7 +125,7 @@ pub(crate) async fn join_channel(id: PathId, state: AppState, caller: Caller) ->
         return ok_empty();
     }
     // The mirror lets anyone who knows a DM's id join it; a DM has exactly its two people.
-    if channel.channel_type == "dm" {
+    if ChannelType::Dm.is(&channel.channel_type) {
         return Err(ApiError::Forbidden);
     }
     if let Some(group_id) = channel.group_id {
@@ -146,10 +147,10 @@ pub(crate) async fn leave_channel(id: PathId, state: AppState, caller: Caller) -
     let id = id.get()?;
     let channel = find_channel(&state.db, id).await?;
     let Some(role) = channel_role(&state.db, id, caller.user_id).await? else { return ok_empty() };
-    if role == "owner" {
+    if Level::from_role(&role) == Level::Owner {
         return Err(ApiError::validation("the owner cannot leave the channel; transfer ownership first"));
     }
-    if channel.channel_type == "dm" {
+    if ChannelType::Dm.is(&channel.channel_type) {
         return Err(ApiError::validation("you cannot leave a direct message"));
     }
     let (db, user_id) = (state.db.clone(), caller.user_id);
@@ -213,7 +214,7 @@ pub(crate) async fn set_member_role(
         return Err(ApiError::validation("you cannot change your own role"));
     }
     let current = channel_role(&state.db, id, target).await?.ok_or_else(|| ApiError::not_found("member"))?;
-    if current == "owner" {
+    if Level::from_role(&current) == Level::Owner {
         return Err(ApiError::validation("the owner's role changes only by transferring ownership"));
     }
     let db = state.db.clone();

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use palaver_actors::kinds::ChannelType;
 use palaver_actors::store::{blocked_either_way, share_community};
 use palaver_entity::{channel_members, channels, dm_pairs, users};
 use sea_orm::sea_query::OnConflict;
@@ -100,7 +101,7 @@ pub(crate) async fn open_dm(state: AppState, caller: Caller, body: ApiResult<Ope
     let channel = channels::Model {
         id: Uuid::now_v7(),
         name: None,
-        channel_type: "dm".into(),
+        channel_type: ChannelType::Dm.as_str().into(),
         topic: None,
         created_by: Some(me),
         group_id: None,

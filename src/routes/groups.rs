@@ -222,7 +222,7 @@ pub(crate) async fn join_group(id: PathId, state: AppState, caller: Caller) -> R
 pub(crate) async fn leave_group(id: PathId, state: AppState, caller: Caller) -> Reply {
     let row = group::find_group(&state.db, id.get()?).await?;
     let role = group::membership(&state.db, row.id, caller.user_id).await?.ok_or(ApiError::Forbidden)?;
-    if role == "owner" {
+    if Level::from_role(&role) == Level::Owner {
         return Err(ApiError::validation("the owner cannot leave; transfer ownership or delete the group"));
     }
     let txn = crate::db::begin_write(&state.db).await?;

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use palaver_actors::channel::{PostError, Poster, ServerPost};
+use palaver_actors::kinds::MessageType;
 use palaver_actors::roles::manages_webhooks;
 use palaver_entity::webhooks;
 use sea_orm::{
@@ -173,7 +174,7 @@ pub(crate) async fn execute_webhook(
         live_sender_id: hook.created_by,
         ciphertext: vec![0],
         nonce: vec![0],
-        message_type: "webhook".into(),
+        message_type: MessageType::Webhook,
         webhook_content: Some(content.to_json()),
         // The channel's rules for a plain member's send, and the creator must still hold
         // the right to manage webhooks there (left, kicked or demoted → refused).

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::commit::{Author, Pending};
 use super::{ChannelMsg, ChannelState, Origin, Outgoing, PostError, Poster, ServerPost};
 use crate::error_code::ErrorCode;
+use crate::kinds::{ChannelType, MessageType};
 use crate::roles::{Level, manages_webhooks};
 use crate::store;
 
@@ -49,9 +50,9 @@ impl ChannelState {
                 return origin.error(ErrorCode::Unavailable, "the database is unavailable, try again");
             }
         };
-        if self.snapshot.channel.channel_type == "gallery"
+        if ChannelType::Gallery.is(&self.snapshot.channel.channel_type)
             && thread_id.is_none()
-            && msg.message_type != "file"
+            && msg.message_type != MessageType::File
         {
             return origin
                 .error(ErrorCode::ValidationError, "gallery channels accept only files at the top level");
@@ -102,7 +103,7 @@ impl ChannelState {
         sender_id: Option<Uuid>,
         ciphertext: Vec<u8>,
         nonce: Vec<u8>,
-        message_type: String,
+        message_type: MessageType,
     ) -> messages::Model {
         let id = self.next_id();
         let created_at = palaver_entity::now();
@@ -118,7 +119,7 @@ impl ChannelState {
             sender_id,
             ciphertext,
             nonce,
-            message_type,
+            message_type: message_type.as_str().to_string(),
             reply_to_id: None,
             sender_key_id: None,
             thread_id: None,

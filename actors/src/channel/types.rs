@@ -9,6 +9,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::error_code::ErrorCode;
+use crate::kinds::MessageType;
 use crate::outbox::Outbox;
 use crate::protocol::{Position, ServerFrame};
 use crate::roles::InstanceRole;
@@ -63,7 +64,7 @@ impl Resume {
 pub struct Outgoing {
     pub ciphertext: Bytes,
     pub nonce: Bytes,
-    pub message_type: String,
+    pub message_type: MessageType,
     pub reply_to: Option<Uuid>,
     pub sender_key_id: Option<Uuid>,
     pub thread_id: Option<Uuid>,
@@ -101,7 +102,7 @@ pub struct ServerPost {
     pub live_sender_id: Option<Uuid>,
     pub ciphertext: Vec<u8>,
     pub nonce: Vec<u8>,
-    pub message_type: String,
+    pub message_type: MessageType,
     /// Webhook messages: `{content, webhook_name, webhook_avatar}` as JSON text.
     pub webhook_content: Option<String>,
     /// On whose behalf it is posted: the channel's send rules for that poster decide.

@@ -371,11 +371,11 @@ impl CommunityState {
             return Err(Refusal::Invalid("role must be one of member, moderator, admin".into()));
         }
         let current = self.snapshot.members.get(&target).cloned().ok_or(Refusal::NotFound("member"))?;
-        if current == "owner" {
+        if Level::from_role(&current) == Level::Owner {
             return Err(Refusal::Invalid("the owner's role changes only by transferring ownership".into()));
         }
         self.require(self.level(&by) > Level::from_role(&current))?;
-        if role == "admin" && !self.is_owner(&by) {
+        if Level::from_role(&role) == Level::Admin && !self.is_owner(&by) {
             return Err(Refusal::Forbidden(Some("only the owner can appoint admins".into())));
         }
         community_members::Entity::update_many()
@@ -430,8 +430,13 @@ impl CommunityState {
         set_role(target, "owner").exec(&txn).await?;
         txn.commit().await?;
         self.snapshot.community.owner_id = target;
-        let demoted: Vec<Uuid> =
-            self.snapshot.members.iter().filter(|(_, r)| *r == "owner").map(|(u, _)| *u).collect();
+        let demoted: Vec<Uuid> = self
+            .snapshot
+            .members
+            .iter()
+            .filter(|(_, r)| Level::from_role(r) == Level::Owner)
+            .map(|(u, _)| *u)
+            .collect();
         for user in &demoted {
             self.snapshot.members.insert(*user, "admin".into());
         }
@@ -534,7 +539,7 @@ impl CommunityState {
         let Some(role) = self.snapshot.members.get(&user) else {
             return Err(Refusal::Invalid("you are not a member of this community".into()));
         };
-        if role == "owner" || user == self.snapshot.community.owner_id {
+        if Level::from_role(role) == Level::Owner || user == self.snapshot.community.owner_id {
             return Err(Refusal::Invalid("the owner cannot leave; transfer ownership first".into()));
         }
         let txn = crate::db::begin_write(self.db()).await?;
