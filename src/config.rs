@@ -461,10 +461,11 @@ pub struct Config {
 
 impl Config {
     /// Defaults for everything; the data dir and database come from `data_dir`.
+    #[allow(clippy::expect_used, reason = "static, tested CIDR list")]
     pub fn with_data_dir(data_dir: impl AsRef<Path>) -> Self {
         let data_dir = data_dir.as_ref().to_path_buf();
         Self {
-            bind: "127.0.0.1:8080".parse().expect("static address"),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_bind: None,
             database_url: sqlite_url(&data_dir),
             data_dir,

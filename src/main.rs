@@ -71,6 +71,10 @@ fn announce_listening(format: LogFormat, addr: std::net::SocketAddr) {
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "without a SIGTERM handler the server could not drain: failing at start-up is right"
+)]
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

@@ -130,8 +130,9 @@ pub fn spawn_housekeeping(state: AppState, mut shutdown: broadcast::Receiver<()>
 
 /// A governor quota from our `BURST/PER_SECOND` form.
 pub fn quota(limit: RateLimit) -> Quota {
-    let per_second = std::num::NonZeroU32::new(limit.per_second.max(1)).expect("max(1) is non-zero");
-    let burst = std::num::NonZeroU32::new(limit.burst.max(1)).expect("max(1) is non-zero");
+    use std::num::NonZeroU32;
+    let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
     Quota::per_second(per_second).allow_burst(burst)
 }
 

@@ -546,6 +546,10 @@ impl Serialize for Epoch {
 
 impl ServerFrame {
     /// Serializes once; the result is shared by every recipient.
+    #[allow(
+        clippy::expect_used,
+        reason = "server frames hold no maps with non-string keys and no custom serializers: serializing cannot fail"
+    )]
     pub fn encode(&self) -> Frame {
         // Serializing these types cannot fail (no maps with non-string keys, no custom errors).
         let text = serde_json::to_string(self).expect("server frames serialize");
@@ -591,6 +595,7 @@ impl ServerFrame {
 
     /// Serializes once with `"cseq":N` right after the `type`, the shape resume.md shows.
     /// Still one serialization shared by every recipient (and by the replay ring).
+    #[allow(clippy::expect_used, reason = "as for encode")]
     pub fn encode_at(&self, cseq: u64) -> Frame {
         let mut text = serde_json::to_string(self).expect("server frames serialize");
         // `{"type":"snake_case_name"` comes first and holds no comma, so the first comma (or

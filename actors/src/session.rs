@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,10 +21,9 @@ use uuid::Uuid;
 use crate::channel::{ChannelMsg, MAX_REPLAY_BYTES, Origin, Outgoing, Resume, VoiceAction};
 use crate::error_code::ErrorCode;
 use crate::hub::Hub;
-use crate::kinds::MessageType;
 use crate::outbox::Outbox;
 use crate::presence::parse_status;
-use crate::protocol::{self, ClientFrame, EditMessageFrame, Position, SendMessageFrame, ServerFrame, decode};
+use crate::protocol::{ClientFrame, EditMessageFrame, Position, ServerFrame, decode};
 use crate::{HubError, store};
 
 /// Largest client frame (wire: 1 MiB of text).
@@ -68,6 +66,7 @@ impl FrameGate {
     }
 
     /// Waits until the session has room for one more frame.
+    #[allow(clippy::expect_used, reason = "the gate never closes its semaphore")]
     pub async fn admit(&self) -> FramePermit {
         let permit =
             self.permits.clone().acquire_owned().await.expect("the gate's semaphore is never closed");
@@ -153,7 +152,7 @@ impl Actor for SessionActor {
     }
 }
 
-fn size_ok(bytes: &[u8], max: usize) -> bool {
+pub(crate) fn size_ok(bytes: &[u8], max: usize) -> bool {
     !bytes.is_empty() && bytes.len() <= max
 }
 
@@ -208,44 +207,14 @@ impl SessionState {
             ClientFrame::Ping { timestamp } => {
                 origin.outbox.push(ServerFrame::Pong { timestamp }.encode());
             }
-            ClientFrame::SendMessage(SendMessageFrame {
-                channel_id,
-                ciphertext,
-                nonce,
-                message_type,
-                reply_to,
-                sender_key_id,
-                thread_id,
-                client_nonce: raw_client_nonce,
-            }) => {
-                if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
-                    return origin.error_frame(
-                        ErrorCode::ValidationError,
-                        "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",
-                    );
+            ClientFrame::SendMessage(frame) => match Outgoing::parse(frame, received_at) {
+                Ok((channel_id, message)) => {
+                    self.to_channel(channel_id, ChannelMsg::Send { origin, message }).await;
                 }
-                let Some(message_type) = MessageType::from_client(&message_type) else {
-                    return origin
-                        .error_frame(ErrorCode::ValidationError, "message_type must be text or file");
-                };
-                let client_nonce = match protocol::client_nonce(raw_client_nonce) {
-                    Ok(key) => key,
-                    Err(text) => return origin.error_frame(ErrorCode::ValidationError, text),
-                };
-                let message = Outgoing {
-                    ciphertext: Bytes::from(ciphertext),
-                    nonce: Bytes::from(nonce),
-                    message_type,
-                    reply_to,
-                    sender_key_id,
-                    thread_id,
-                    client_nonce,
-                    received_at,
-                };
-                self.to_channel(channel_id, ChannelMsg::Send { origin, message }).await;
-            }
+                Err(text) => origin.error_frame(ErrorCode::ValidationError, text),
+            },
             ClientFrame::EditMessage(EditMessageFrame { message_id, ciphertext, nonce }) => {
-                if !size_ok(&ciphertext, 65_536) || !size_ok(&nonce, 256) {
+                if !size_ok(&ciphertext, Outgoing::MAX_CIPHERTEXT) || !size_ok(&nonce, Outgoing::MAX_NONCE) {
                     return origin.error_frame(
                         ErrorCode::ValidationError,
                         "ciphertext must be 1–65536 bytes and nonce 1–256 bytes",

@@ -4,6 +4,11 @@
 //! frame), and decoding a frame never allocates much more than the frame itself — frames are
 //! at most `MAX_FRAME_BYTES` (the gateway refuses larger ones before parsing), so neither is
 //! anything the decoder holds.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot unwrap fails, which is what it should do"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

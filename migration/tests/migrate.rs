@@ -2,6 +2,11 @@
 //! PostgreSQL when `TEST_POSTGRES_URL` is set (e.g.
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Each PostgreSQL test runs in
 //! a fresh `palaver_mig_<hex>` database that is dropped afterwards.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot unwrap fails, which is what it should do"
+)]
 
 use std::any::Any;
 use std::future::Future;

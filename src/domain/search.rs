@@ -49,6 +49,7 @@ impl SearchGate {
     }
 
     /// Waits for a turn in the matching pool.
+    #[allow(clippy::expect_used, reason = "the matching semaphore is never closed")]
     pub async fn matching_permit(&self) -> OwnedSemaphorePermit {
         self.matching.clone().acquire_owned().await.expect("the matching semaphore is never closed")
     }

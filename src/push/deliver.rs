@@ -173,6 +173,7 @@ impl Sender {
         }
     }
 
+    #[allow(clippy::expect_used, reason = "a struct of strings and a UUID always serializes")]
     async fn dm_payload(&self, dm: &OfflineDm) -> Result<Option<Arc<[u8]>>, sea_orm::DbErr> {
         let Some(sender) = users::Entity::find_by_id(dm.sender).one(&self.db).await? else {
             return Ok(None);

@@ -97,9 +97,11 @@ impl OfflineDmSink for PushService {
 }
 
 fn per_user_quota(limits: &PushLimits) -> Quota {
+    use std::num::NonZeroU32;
+    let burst = NonZeroU32::new(limits.per_user_burst).unwrap_or(NonZeroU32::MIN);
     let period = limits.per_user_period.max(std::time::Duration::from_millis(1));
-    let burst = std::num::NonZeroU32::new(limits.per_user_burst.max(1)).expect("max(1) is non-zero");
-    Quota::with_period(period).expect("period is non-zero").allow_burst(burst)
+    // `with_period` refuses only a zero period, which `max` rules out.
+    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX)).allow_burst(burst)
 }
 
 /// The VAPID `sub`: the configured contact, else the public URL when it is https, else a

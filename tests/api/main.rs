@@ -1,5 +1,10 @@
 //! Black-box tests: a real server on 127.0.0.1:0, real HTTP and WebSocket clients.
 //! One test binary (faster to link); one module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that cannot unwrap fails, which is what it should do"
+)]
 
 mod common;
 

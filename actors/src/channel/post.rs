@@ -61,7 +61,7 @@ impl ChannelState {
             self.last_send.insert(user_id, Instant::now());
         }
         let mut row =
-            self.new_row(Some(user_id), msg.ciphertext.to_vec(), msg.nonce.to_vec(), msg.message_type);
+            self.new_row(Some(user_id), Vec::from(msg.ciphertext), Vec::from(msg.nonce), msg.message_type);
         row.reply_to_id = msg.reply_to;
         row.sender_key_id = msg.sender_key_id;
         row.thread_id = thread_id;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::Instant;
 
 use bytes::Bytes;
 use uuid::Uuid;
@@ -11,8 +12,9 @@ use uuid::Uuid;
 use crate::error_code::ErrorCode;
 use crate::kinds::MessageType;
 use crate::outbox::Outbox;
-use crate::protocol::{Position, ServerFrame};
+use crate::protocol::{self, Position, SendMessageFrame, ServerFrame};
 use crate::roles::InstanceRole;
+use crate::session::size_ok;
 
 /// Who sent a request: the session (for replies) and its user. The user's instance role is
 /// looked up when a decision needs it (`Shared::instance_roles`), never carried from connect.
@@ -60,7 +62,8 @@ impl Resume {
     }
 }
 
-/// A message the client asked to send, already checked for shape by the session.
+/// A message the client asked to send, checked for shape once ([`Outgoing::parse`]): the
+/// channel actor trusts its sizes and type and checks only what needs its state.
 pub struct Outgoing {
     pub ciphertext: Bytes,
     pub nonce: Bytes,
@@ -72,7 +75,36 @@ pub struct Outgoing {
     /// `nonce::REMEMBER_FOR` get the original's answer instead of a new message.
     pub client_nonce: Option<String>,
     /// When the session got the frame (the ack latency is measured from here).
-    pub received_at: std::time::Instant,
+    pub received_at: Instant,
+}
+
+impl Outgoing {
+    /// Largest ciphertext of a message or an edit, in bytes (wire).
+    pub const MAX_CIPHERTEXT: usize = 65_536;
+    /// Largest encryption nonce, in bytes (wire).
+    pub const MAX_NONCE: usize = 256;
+
+    /// Validates a decoded `send_message`: sizes, message type and idempotency key. Returns
+    /// the channel it is for, or the `validation_error` text.
+    pub fn parse(frame: SendMessageFrame, received_at: Instant) -> Result<(Uuid, Self), &'static str> {
+        if !size_ok(&frame.ciphertext, Self::MAX_CIPHERTEXT) || !size_ok(&frame.nonce, Self::MAX_NONCE) {
+            return Err("ciphertext must be 1–65536 bytes and nonce 1–256 bytes");
+        }
+        let message_type =
+            MessageType::from_client(&frame.message_type).ok_or("message_type must be text or file")?;
+        let client_nonce = protocol::client_nonce(frame.client_nonce)?;
+        let message = Self {
+            ciphertext: Bytes::from(frame.ciphertext),
+            nonce: Bytes::from(frame.nonce),
+            message_type,
+            reply_to: frame.reply_to,
+            sender_key_id: frame.sender_key_id,
+            thread_id: frame.thread_id,
+            client_nonce,
+            received_at,
+        };
+        Ok((frame.channel_id, message))
+    }
 }
 
 /// A membership change made through REST (join, leave, kick, ban, role change).
