@@ -163,7 +163,11 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         Some(bind) => {
             let listener = listen(bind).map_err(|e| format!("cannot listen on {bind} (metrics): {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            tokio::spawn(metrics::serve_separate(listener, state.clone(), shutdown.subscribe()));
+            tokio::spawn(http::metrics_endpoint::serve_separate(
+                listener,
+                state.clone(),
+                shutdown.subscribe(),
+            ));
             Some(addr)
         }
         None => None,

@@ -2,10 +2,10 @@
 //! it). The session registry, the roster and presence hold one each, unset on a single node,
 //! so they need not know the cluster module.
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::protocol::Frame;
-use crate::roster::RosterChange;
 
 /// Must return at once: implementations queue, never wait.
 pub trait Elsewhere: Send + Sync {
@@ -18,4 +18,26 @@ pub trait Elsewhere: Send + Sync {
     /// The status this node now announces for one of its users (`offline`: none of their
     /// sessions is here any more).
     fn presence_changed(&self, user: Uuid, status: &'static str);
+}
+
+/// A committed membership change (what the other nodes of a cluster are told).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum RosterChange {
+    Joined {
+        community: Uuid,
+        user: Uuid,
+    },
+    /// Left, kicked or banned.
+    Left {
+        community: Uuid,
+        user: Uuid,
+    },
+    CommunityDeleted {
+        community: Uuid,
+    },
+    /// Every membership went with the account.
+    UserDeleted {
+        user: Uuid,
+    },
 }

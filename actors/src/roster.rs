@@ -14,38 +14,16 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use palaver_entity::community_members;
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QuerySelect};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::elsewhere::Elsewhere;
+pub use crate::elsewhere::RosterChange;
 
 #[derive(Default)]
 pub struct Roster {
     index: RwLock<Index>,
     /// The other nodes of a cluster (unset on a single node): told of every change made here.
     elsewhere: OnceLock<Arc<dyn Elsewhere>>,
-}
-
-/// A committed membership change (what the other nodes of a cluster are told).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum RosterChange {
-    Joined {
-        community: Uuid,
-        user: Uuid,
-    },
-    /// Left, kicked or banned.
-    Left {
-        community: Uuid,
-        user: Uuid,
-    },
-    CommunityDeleted {
-        community: Uuid,
-    },
-    /// Every membership went with the account.
-    UserDeleted {
-        user: Uuid,
-    },
 }
 
 #[derive(Default)]

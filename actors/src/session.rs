@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::channel::{ChannelMsg, MAX_REPLAY_BYTES, Origin, Outgoing, Resume, VoiceAction};
+use crate::channel::{ChannelMsg, MAX_REPLAY_BYTES, Origin, Outgoing, Resume, VoiceAction, size_ok};
 use crate::error_code::ErrorCode;
 use crate::hub::Hub;
 use crate::outbox::Outbox;
@@ -150,10 +150,6 @@ impl Actor for SessionActor {
         }
         Ok(())
     }
-}
-
-pub(crate) fn size_ok(bytes: &[u8], max: usize) -> bool {
-    !bytes.is_empty() && bytes.len() <= max
 }
 
 impl SessionState {

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod extract;
+pub mod metrics_endpoint;
 pub mod multipart;
 pub mod query;
 pub mod router;

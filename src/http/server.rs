@@ -94,7 +94,7 @@ where
     } else if path == "/metrics" {
         // Before the per-IP buckets: a scraper on loopback must not spend the budget of the
         // clients a local reverse proxy forwards (anyone else is answered 404 at once).
-        crate::metrics::answer_on_main(&state, &method, client_ip)
+        crate::http::metrics_endpoint::answer_on_main(&state, &method, client_ip)
     } else if let Some(refusal) = rate_limit(&state, client_ip, &path) {
         refusal
     } else if content_length(&req).is_some_and(|n| n > MAX_BODY_BYTES) {

@@ -45,6 +45,7 @@ use self::post::DmVerdict;
 use self::ring::Stream;
 pub use self::ring::{MAX_REPLAY_BYTES, MAX_REPLAY_FRAMES, RING_AGE, RING_FRAMES};
 pub use self::subscribers::Subscribers;
+pub(crate) use self::types::size_ok;
 pub use self::types::{MemberChange, Origin, Outgoing, PostError, Poster, Resume, ServerPost, VoiceAction};
 pub use crate::config::IDLE_STOP;
 use crate::history::{HistoryAnswer, HistoryCache, PageKey};

@@ -14,7 +14,6 @@ use crate::kinds::MessageType;
 use crate::outbox::Outbox;
 use crate::protocol::{self, Position, SendMessageFrame, ServerFrame};
 use crate::roles::InstanceRole;
-use crate::session::size_ok;
 
 /// Who sent a request: the session (for replies) and its user. The user's instance role is
 /// looked up when a decision needs it (`Shared::instance_roles`), never carried from connect.
@@ -167,4 +166,9 @@ pub enum PostError {
     AlreadyDelivered,
     Unavailable,
     Internal(String),
+}
+
+/// Whether a client-chosen blob is present and within its limit.
+pub(crate) fn size_ok(bytes: &[u8], max: usize) -> bool {
+    !bytes.is_empty() && bytes.len() <= max
 }
