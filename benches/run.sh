@@ -7,7 +7,15 @@
 # thinnest broadcast server on Palaver's transport crates) and against Palaver, and
 # prints palaver/ceiling ratios. Every scenario gets a freshly started server, so memory
 # figures are not skewed by an earlier scenario. Result lines (one JSON object per
-# scenario) go to benches/results/latest.jsonl, the table to latest-summary.txt.
+# scenario) go to benches/results/latest.jsonl, the table to latest-summary.txt (with the
+# target table, met/missed, appended), and a report page with charts to latest.html
+# (self-contained: inline SVG, nothing fetched; open it in any browser).
+#
+#   benches/run.sh --report FILE.jsonl [OUT.html]
+#
+# only renders the report of earlier result lines (e.g. benches/measurements/*.jsonl) to
+# OUT.html (default: FILE with .html) and prints its target table; no scenarios run.
+# Same as: cargo run --release -p palaver-bench --bin report -- FILE.jsonl --out OUT.html
 #
 #   --postgres URL   run Palaver on PostgreSQL: URL is an admin connection
 #                    (e.g. postgres://postgres:pw@127.0.0.1/postgres); a fresh database
@@ -24,6 +32,7 @@
 #   RECOVERY_WAVE_SHARE=0.1 RECOVERY_WAVE_EVERY=10 (recovery: the fanout-s$SENDERS load while
 #        this share of the receivers drops and resumes with `since` every N seconds)
 #   SCENARIO_TIMEOUT=900 (seconds per loadgen run) SKIP_BUILD=1 PALAVER_RUST_LOG=warn
+#   REPORT_NOTE="2-core VM, idle" (a line shown at the top of latest.html)
 #   PALAVER_BIN=path (default: the release build in the target dir)
 #   LOADGEN_BIN=path (default: the release build in the target dir)
 #   ONLY=history,ingest (run only these scenario labels: fanout-sN, idle, history,
@@ -61,16 +70,31 @@ SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
 
 PG_ADMIN_URL=""
 CEILING_ONLY=0
+REPORT_IN=""
+REPORT_OUT=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --postgres) PG_ADMIN_URL=${2:?--postgres needs a URL}; shift 2 ;;
         --ceiling-only) CEILING_ONLY=1; shift ;;
-        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        --report)
+            REPORT_IN=${2:?--report needs a .jsonl file}; shift 2
+            if [[ $# -gt 0 && $1 != -* ]]; then REPORT_OUT=$1; shift; fi ;;
+        -h|--help) sed -n '2,44p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
 log() { echo "[run.sh] $*" >&2; }
+
+# ---- report only --------------------------------------------------------------------------
+if [[ -n "$REPORT_IN" ]]; then
+    REPORT_IN=$(realpath "$REPORT_IN")
+    REPORT_OUT=$(realpath -m "${REPORT_OUT:-${REPORT_IN%.jsonl}.html}")
+    cd "$ROOT"
+    [[ -n "${SKIP_BUILD:-}" ]] || cargo build --release -p palaver-bench --bin report
+    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+    exec "$TARGET_DIR/release/report" "$REPORT_IN" --out "$REPORT_OUT" --note "${REPORT_NOTE:-}"
+fi
 
 # ---- limits ---------------------------------------------------------------------------
 # Each side of a socket needs a descriptor: raise to the hard limit (20000 here).
@@ -97,11 +121,13 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
 fi
 LOADGEN=${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}
 CEILING="$TARGET_DIR/release/ceiling"
+REPORT="$TARGET_DIR/release/report"
 PALAVER=${PALAVER_BIN:-$TARGET_DIR/release/palaver}
 
 mkdir -p "$RESULTS_DIR"
 RESULTS="$RESULTS_DIR/latest.jsonl"
 SUMMARY="$RESULTS_DIR/latest-summary.txt"
+REPORT_HTML="$RESULTS_DIR/latest.html"
 LOADGEN_LOG="$RESULTS_DIR/loadgen.log"
 : > "$RESULTS"
 : > "$LOADGEN_LOG"
@@ -304,4 +330,15 @@ jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
                ["recovery", "steady deliveries/s per receiver / \($s1)", "-", "-",
                 ($waves.steady.deliveries_per_s_per_receiver / ($plain.deliveries_per_s / $plain.receivers) | num)] end)
     | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"
-log "results: $RESULTS, summary: $SUMMARY"
+
+# ---- report -------------------------------------------------------------------------------
+# The target table (README's targets, met/missed) after the ratios, and the HTML page.
+if [[ -x "$REPORT" ]]; then
+    echo | tee -a "$SUMMARY"
+    "$REPORT" "$RESULTS" --out "$REPORT_HTML" --note "${REPORT_NOTE:-}" | tee -a "$SUMMARY" \
+        || log "report failed"
+    log "results: $RESULTS, summary: $SUMMARY, report: $REPORT_HTML"
+else
+    log "no report binary at $REPORT: skipped $REPORT_HTML"
+    log "results: $RESULTS, summary: $SUMMARY"
+fi

@@ -4,6 +4,7 @@
 //!   Palaver, used as a yardstick.
 //! * `loadgen` (bin): drives any server over real sockets using only the wire protocol
 //!   (`/work/shared/wire`), one JSON result line per scenario.
+//! * `report` (bin): the target table and an offline HTML page of charts from result lines.
 //!
 //! The library holds the load generator's pieces so the binaries stay small.
 
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod frame;
 pub mod procfs;
+pub mod report;
 pub mod scenarios;
 pub mod setup;
 pub mod stats;

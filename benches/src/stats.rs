@@ -43,7 +43,44 @@ impl Latency {
             mean: ms(self.0.mean() as u64),
         }
     }
+
+    /// A compact cumulative distribution in milliseconds: `[quantile, ms]` pairs at
+    /// [`CDF_QUANTILES`] (dense up to 0.9, then spaced to show the tail), the last one
+    /// `[1.0, max]`. Values never decrease. Empty when nothing was recorded.
+    pub fn cdf_ms(&self) -> Vec<[f64; 2]> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let mut last = 0.0_f64;
+        CDF_QUANTILES
+            .iter()
+            .map(|&q| {
+                let us = if q >= 1.0 { self.0.max() } else { self.0.value_at_quantile(q) };
+                // value_at_quantile never decreases with q; the max() keeps it so after rounding.
+                last = last.max(round3(us as f64 / 1000.0));
+                [q, last]
+            })
+            .collect()
+    }
 }
+
+/// The quantiles of [`Latency::cdf_ms`]: 0.01, then every 0.02 up to 0.90, then the tail.
+pub const CDF_QUANTILES: [f64; 54] = {
+    let mut q = [0.0; 54];
+    q[0] = 0.01;
+    let mut i = 1;
+    while i <= 45 {
+        q[i] = (2 * i) as f64 / 100.0;
+        i += 1;
+    }
+    let tail = [0.925, 0.95, 0.975, 0.99, 0.995, 0.999, 0.9999, 1.0];
+    let mut j = 0;
+    while j < tail.len() {
+        q[46 + j] = tail[j];
+        j += 1;
+    }
+    q
+};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LatencySummary {
@@ -163,5 +200,28 @@ mod tests {
         let s = l.summary_ms();
         assert_eq!(s.count, 3);
         assert!((s.max - 3.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn cdf_is_monotone_and_ends_at_max() {
+        let mut l = Latency::default();
+        assert!(l.cdf_ms().is_empty());
+        // A long tail: 10 000 values from 100 µs to ~1 s, squared to skew them.
+        for i in 1..=10_000u64 {
+            l.record_us(100 + i * i / 100);
+        }
+        let cdf = l.cdf_ms();
+        assert_eq!(cdf.len(), CDF_QUANTILES.len());
+        assert!((40..=60).contains(&cdf.len()), "about 50 points, got {}", cdf.len());
+        for w in cdf.windows(2) {
+            assert!(w[0][0] < w[1][0], "quantiles rise: {w:?}");
+            assert!(w[0][1] <= w[1][1], "values never fall: {w:?}");
+        }
+        let [q_last, ms_last] = *cdf.last().unwrap();
+        assert_eq!(q_last, 1.0);
+        assert_eq!(ms_last, l.summary_ms().max);
+        let p99 = cdf.iter().find(|p| p[0] == 0.99).unwrap()[1];
+        assert_eq!(p99, l.summary_ms().p99);
+        assert!(cdf[0][1] < p99 && p99 < ms_last);
     }
 }

@@ -156,6 +156,8 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
         "delivery_span_s": round3(delivery_secs),
         "recv_latency_ms": recv_latency.summary_ms(),
         "ack_latency_ms": ack_latency.summary_ms(),
+        "receive_cdf_ms": recv_latency.cdf_ms(),
+        "ack_cdf_ms": ack_latency.cdf_ms(),
         "server_cpu_s": usage.server_cpu_s.map(round3),
         "server_rss_kb": usage.server_rss_kb,
         "deliveries_per_cpu_s": usage.server_cpu_s.filter(|c| *c > 0.0).map(|c| round3(delivered as f64 / c)),

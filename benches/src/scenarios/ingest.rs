@@ -111,6 +111,7 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
         "offered_per_s": round3(n as f64 * a.rate),
         "committed_per_s": round3(acked as f64 / a.duration as f64),
         "ack_latency_ms": ack_latency.summary_ms(),
+        "ack_cdf_ms": ack_latency.cdf_ms(),
         "missing_after": missing_after,
         "server_cpu_s": usage.server_cpu_s.map(round3),
         "server_rss_kb": usage.server_rss_kb,
