@@ -363,19 +363,20 @@ impl Hub {
         let before = self.cache_changes.load(Ordering::SeqCst);
         let barred = self.users.all();
         let suspended = suspended_users(&self.db).await?;
-        let cleared: Vec<Uuid> = if barred.is_empty() {
-            Vec::new()
-        } else {
-            // Barred ids that exist and are not suspended (a deleted account stays barred).
-            users::Entity::find()
+        // Barred ids that exist and are not suspended (a deleted account stays barred), asked
+        // in chunks: a bind list has a parameter limit (SQLite 32 766, PostgreSQL 65 535).
+        let mut cleared: Vec<Uuid> = Vec::new();
+        for chunk in barred.chunks(1000) {
+            let found: Vec<Uuid> = users::Entity::find()
                 .select_only()
                 .column(users::Column::Id)
-                .filter(users::Column::Id.is_in(barred))
+                .filter(users::Column::Id.is_in(chunk.iter().copied()))
                 .filter(users::Column::SuspendedAt.is_null())
                 .into_tuple()
                 .all(&self.db)
-                .await?
-        };
+                .await?;
+            cleared.extend(found);
+        }
         let staff = instance_staff(&self.db).await?;
         if self.cache_changes.load(Ordering::SeqCst) != before {
             return Ok(());
