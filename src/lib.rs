@@ -118,6 +118,12 @@ pub async fn serve(config: Config) -> Result<Server, String> {
     if let Some(cluster) = &cluster {
         let bus = cluster.start_bus(hub.clone()).await?;
         hub.join_cluster_bus(bus);
+        let limits = palaver_actors::cluster::route::StandInLimits {
+            frames: hub.config.outbound_queue,
+            bytes: hub.config.outbound_queue_bytes,
+        };
+        let router = cluster.start_routing(hub.clone(), limits).await?;
+        hub.channels.set_router(router);
     }
 
     let (shutdown, _) = broadcast::channel(1);

@@ -10,7 +10,11 @@ use crate::protocol::Frame;
 /// Must return at once: implementations queue, never wait.
 pub trait Elsewhere: Send + Sync {
     /// Every session of these users on the other nodes.
-    fn send_to_users(&self, users: &[Uuid], frame: &Frame);
+    fn send_to_users(&self, users: &[Uuid], frame: &Frame) {
+        self.send_to_users_except(users, frame, None);
+    }
+    /// The same, skipping one session (the sender's own, for the frame it caused).
+    fn send_to_users_except(&self, users: &[Uuid], frame: &Frame, except_session: Option<Uuid>);
     /// Every session on the other nodes.
     fn send_to_everyone(&self, frame: &Frame);
     /// A committed membership change, so the other nodes' rosters stay exact.

@@ -4,10 +4,10 @@
 //! Serialized as the snake_case strings clients read (`validation_error`, `not_found`…);
 //! `as_str` gives the same text without serde.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a request was refused, as the client reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Bad input, or a business rule refused it (HTTP 400).

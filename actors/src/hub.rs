@@ -1,5 +1,6 @@
 //! The `Hub`: finds live actors and sessions; the entry point for routes and sockets.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,12 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySe
 use uuid::Uuid;
 
 use crate::channel::{
-    CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelSlot, ChannelWrite, CommandAnswer, Effect,
-    LiveChannels, PostError, Poster, ServerPost, Subscribers,
+    BoxFuture, CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelSlot, ChannelWrite, CommandAnswer,
+    Effect, LiveChannels, PostError, Poster, ServerPost, Subscribers,
 };
 use crate::cluster::bus::{Bus, BusEvent, RemoteEvents, role_of};
+use crate::cluster::route::ChannelsHere;
+use crate::cluster::shards::{Shard, shard_of};
 use crate::community::{Answer, Command, CommunityMsg, CommunitySlot, LiveCommunities, Refusal};
 pub use crate::config::{HubConfig, SIGNAL_RATE_BURST, SIGNAL_RATE_PER_SECOND};
 use crate::error_code::ErrorCode;
@@ -31,10 +34,14 @@ use crate::{HubError, store};
 
 /// How long a caller waits for a community actor's answer.
 pub const COMMUNITY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node losing a shard waits for its channel actors to finish what they accepted.
+const SHARD_DRAIN: Duration = Duration::from_secs(3);
 /// How long a `may_post` question waits for the channel actor.
 const MAY_POST_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Hub {
+    /// Itself, for futures that outlive a borrow (`ChannelsHere`).
+    this: std::sync::Weak<Hub>,
     /// What every actor may read (database, sessions, roles, roster, voice).
     pub shared: Arc<Shared>,
     /// The live channel actors.
@@ -110,7 +117,8 @@ impl Hub {
         let _ = registries.communities.supervisor.set(community_supervisor.get_cell());
         let presence = Presence::start(shared.clone());
         let Registries { channels, communities, .. } = registries;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             shared,
             channels,
             communities,
@@ -144,13 +152,16 @@ impl Hub {
         }
         // They drain concurrently; waiting for them one by one only observes it.
         let until = tokio::time::Instant::now() + deadline;
+        let mut all = true;
         for actor in &actors {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             if actor.get_cell().wait(Some(left)).await.is_err() {
-                return false;
+                all = false;
+                break;
             }
         }
-        true
+        self.channels.drained();
+        all
     }
 
     /// True once shutdown began: sockets that authenticate now are closed at once.
@@ -440,10 +451,15 @@ impl Hub {
         }
     }
 
-    /// The live slot of a channel, starting its actor if needed.
+    /// The live slot of a channel, starting its actor if needed. In a cluster, only for
+    /// channels this node owns (`Unavailable` otherwise: callers read the database instead,
+    /// or go through `send_to_channel`, which reaches the owner).
     pub async fn channel(&self, channel_id: Uuid) -> Result<Arc<ChannelSlot>, HubError> {
         if self.is_stopping() {
             return Err(HubError::Stopped);
+        }
+        if self.channels.remote(channel_id).is_some() {
+            return Err(HubError::Unavailable);
         }
         let cell = self.channels.slots.entry(channel_id).or_default().clone();
         let result = cell
@@ -468,6 +484,14 @@ impl Hub {
     /// stopping for idleness drains: what it holds is handled, and a refused message is
     /// retried here on a fresh actor once it has stopped).
     pub async fn send_to_channel(&self, channel_id: Uuid, message: ChannelMsg) -> Result<(), HubError> {
+        if let Some(router) = self.channels.remote(channel_id) {
+            return router.forward(channel_id, message).await;
+        }
+        self.send_to_channel_here(channel_id, message).await
+    }
+
+    /// `send_to_channel` to this node's actor (a channel owned here).
+    async fn send_to_channel_here(&self, channel_id: Uuid, message: ChannelMsg) -> Result<(), HubError> {
         let mut message = message;
         for _ in 0..3 {
             let slot = self.channel(channel_id).await?;
@@ -530,9 +554,7 @@ impl Hub {
     /// Sends only if the channel's actor is live (REST changes to channels nobody has open
     /// need no live effect: the next actor loads the new state from the database).
     pub fn notify_channel(&self, channel_id: Uuid, message: ChannelMsg) {
-        if let Some(actor) = self.channels.live(channel_id) {
-            let _ = actor.send_message(message);
-        }
+        self.channels.send(channel_id, message);
     }
 
     /// Messages of a channel changed outside its actor: its held history pages are stale.
@@ -625,11 +647,59 @@ impl Hub {
     /// the channel's actor, if one serves it or is starting. A channel with neither needs
     /// nothing: an actor started after the commit loads the new state.
     pub async fn channel_effects(&self, channel_id: Uuid, effects: Vec<Effect>) -> CommandAnswer {
-        if effects.is_empty() || !self.channels.slots.contains_key(&channel_id) {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        if let Some(router) = self.channels.remote(channel_id) {
+            return router.forward_effects(channel_id, effects).await;
+        }
+        if !self.channels.slots.contains_key(&channel_id) {
             return Ok(());
         }
         let write: ChannelWrite = Box::pin(async move { effects });
         self.channel_command(channel_id, ChannelCommand { poster: None, write }).await
+    }
+}
+
+impl ChannelsHere for Hub {
+    fn deliver_here(&self, channel_id: Uuid, message: ChannelMsg) -> BoxFuture<Result<(), HubError>> {
+        let Some(hub) = self.this.upgrade() else { return Box::pin(async { Err(HubError::Stopped) }) };
+        Box::pin(async move { hub.send_to_channel_here(channel_id, message).await })
+    }
+
+    fn live_here(&self, channel_id: Uuid) -> bool {
+        self.channels.slots.contains_key(&channel_id)
+    }
+
+    /// Every channel of these shards stops here: its subscribers are told they may have
+    /// missed frames and closed (they resubscribe through the new owner), and its actor
+    /// commits and answers what it accepted, then stops (waited for up to `SHARD_DRAIN`).
+    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<()> {
+        let slots: Vec<Arc<ChannelSlot>> = self
+            .channels
+            .slots
+            .iter()
+            .filter(|cell| shards.contains(&shard_of(*cell.key())))
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        Box::pin(async move {
+            let mut actors = Vec::new();
+            for slot in slots {
+                slot.subscribers.close_all_out_of_sync();
+                let actor = slot.actor();
+                let _ = actor.send_message(ChannelMsg::Shutdown);
+                actors.push(actor);
+            }
+            let until = tokio::time::Instant::now() + SHARD_DRAIN;
+            for actor in actors {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                let _ = actor.get_cell().wait(Some(left)).await;
+            }
+        })
+    }
+
+    fn sessions(&self) -> &SessionRegistry {
+        &self.shared.sessions
     }
 }
 
@@ -638,8 +708,8 @@ impl RemoteEvents for Hub {
     /// (never published again).
     fn apply_remote(&self, event: BusEvent, frame: Option<crate::protocol::Frame>) {
         match (event, frame) {
-            (BusEvent::Users { users }, Some(frame)) => {
-                self.shared.sessions.send_to_users_here(&users, &frame)
+            (BusEvent::Users { users, except }, Some(frame)) => {
+                self.shared.sessions.send_to_users_here(&users, &frame, except)
             }
             (BusEvent::Everyone, Some(frame)) => self.shared.sessions.send_to_everyone_here(&frame),
             (BusEvent::Roster { change }, _) => self.shared.roster.apply(change),

@@ -42,7 +42,7 @@ impl ChannelType {
 }
 
 /// What a message's payload is (`messages.message_type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MessageType {
     Text,
     File,

@@ -106,7 +106,7 @@ pub struct EditMessageFrame {
 }
 
 /// A position in a channel's stream, as a client holds it (resume.md, "Positions").
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Position {
     /// Compared for equality only; any other text simply does not match.
     pub epoch: String,
@@ -228,10 +228,22 @@ fn ser_bytes<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(b.iter())
 }
 
+/// A server frame serialized on another node: its text and whether it is durable (takes a
+/// position in its channel's stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedFrame {
+    pub text: String,
+    pub durable: bool,
+}
+
 /// Frames the server sends. Field names and presence follow the wire tables exactly.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
+    /// A frame another node of a cluster serialized (a REST change made there, applied by
+    /// this channel's owner): its bytes are sent as they are. Never serialized by serde.
+    #[serde(skip)]
+    Relayed(RelayedFrame),
     Authenticated {
         user_id: Uuid,
         server_version: String,
@@ -551,9 +563,20 @@ impl ServerFrame {
         reason = "server frames hold no maps with non-string keys and no custom serializers: serializing cannot fail"
     )]
     pub fn encode(&self) -> Frame {
+        if let Self::Relayed(relayed) = self {
+            return Frame::from(relayed.text.clone());
+        }
         // Serializing these types cannot fail (no maps with non-string keys, no custom errors).
         let text = serde_json::to_string(self).expect("server frames serialize");
         Frame::from(text)
+    }
+
+    /// The frame as another node of a cluster receives it (`ServerFrame::Relayed` there).
+    pub fn relayed(&self) -> RelayedFrame {
+        match self {
+            Self::Relayed(relayed) => relayed.clone(),
+            frame => RelayedFrame { text: frame.encode().as_str().to_owned(), durable: frame.is_durable() },
+        }
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -569,6 +592,9 @@ impl ServerFrame {
     /// Durable channel frames take a position in their channel's stream, are kept for replay
     /// and are never dropped from a queue (resume.md's class table).
     pub fn is_durable(&self) -> bool {
+        if let Self::Relayed(relayed) = self {
+            return relayed.durable;
+        }
         matches!(
             self,
             Self::NewMessage { .. }
@@ -597,7 +623,10 @@ impl ServerFrame {
     /// Still one serialization shared by every recipient (and by the replay ring).
     #[allow(clippy::expect_used, reason = "as for encode")]
     pub fn encode_at(&self, cseq: u64) -> Frame {
-        let mut text = serde_json::to_string(self).expect("server frames serialize");
+        let mut text = match self {
+            Self::Relayed(relayed) => relayed.text.clone(),
+            frame => serde_json::to_string(frame).expect("server frames serialize"),
+        };
         // `{"type":"snake_case_name"` comes first and holds no comma, so the first comma (or
         // the closing brace of a frame with no other field) is where the position goes.
         match text.find(',') {

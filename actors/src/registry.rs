@@ -102,22 +102,22 @@ impl SessionRegistry {
     pub fn send_to_user(&self, user_id: Uuid, frame: &Frame, except_session: Option<Uuid>) {
         self.deliver(user_id, frame, except_session, Outbox::push);
         if let Some(elsewhere) = self.elsewhere.get() {
-            elsewhere.send_to_users(&[user_id], frame);
+            elsewhere.send_to_users_except(&[user_id], frame, except_session);
         }
     }
 
     /// `send_to_user` for many users: one message to the other nodes, not one per user.
     pub fn send_to_users(&self, user_ids: &[Uuid], frame: &Frame) {
-        self.send_to_users_here(user_ids, frame);
+        self.send_to_users_here(user_ids, frame, None);
         if let Some(elsewhere) = self.elsewhere.get() {
             elsewhere.send_to_users(user_ids, frame);
         }
     }
 
     /// `send_to_users` on this node only (what another node asked for).
-    pub fn send_to_users_here(&self, user_ids: &[Uuid], frame: &Frame) {
+    pub fn send_to_users_here(&self, user_ids: &[Uuid], frame: &Frame, except_session: Option<Uuid>) {
         for user_id in user_ids {
-            self.deliver(*user_id, frame, None, Outbox::push);
+            self.deliver(*user_id, frame, except_session, Outbox::push);
         }
     }
 
@@ -130,6 +130,14 @@ impl SessionRegistry {
                 session.push(frame.clone());
             }
         }
+        if let Some(elsewhere) = self.elsewhere.get() {
+            elsewhere.send_to_users_except(&[user_id], frame, except_session);
+        }
+    }
+
+    /// One open session of a user.
+    pub fn session(&self, user_id: Uuid, session_id: Uuid) -> Option<Arc<Outbox>> {
+        self.by_user.get(&user_id)?.iter().find(|s| s.session_id == session_id).cloned()
     }
 
     /// Every open session of a user.

@@ -52,7 +52,7 @@ pub fn manages_webhooks(raw_channel_role: Option<&str>) -> bool {
 }
 
 /// What the caller is at instance level, carried with every request to an actor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceRole {
     pub is_admin: bool,
     pub is_owner: bool,

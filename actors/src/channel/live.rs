@@ -52,6 +52,31 @@ impl ChannelSlot {
     }
 }
 
+/// Where channels owned by another node of a cluster are reached (`cluster::route`): every
+/// message for such a channel goes to its owner instead of a local actor. Unset on a single
+/// node, where every channel is served here.
+pub trait ChannelRouter: Send + Sync {
+    /// Whether another node serves this channel now.
+    fn elsewhere(&self, channel_id: Uuid) -> bool;
+    /// Hands a message to the channel's owner. Resolves once the owner took it; its reply
+    /// port (if any) is answered when the owner answers, or dropped if it cannot.
+    fn forward(&self, channel_id: Uuid, message: ChannelMsg) -> BoxFuture<Result<(), crate::HubError>>;
+    /// Applies the effects of a change committed here through the owner's actor, if one
+    /// runs there (see `Hub::channel_effects`).
+    fn forward_effects(
+        &self,
+        channel_id: Uuid,
+        effects: Vec<super::Effect>,
+    ) -> BoxFuture<super::CommandAnswer>;
+    /// This node is shutting down and its channels have answered what they accepted: the
+    /// sessions of other nodes subscribed here are told they may miss frames and closed
+    /// (their clients resubscribe through the next owner).
+    fn drained(&self);
+}
+
+/// What a router's calls resolve to.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 /// A slot initialised once by the first caller (concurrent callers wait for it).
 pub(crate) type SlotCell = Arc<OnceCell<Arc<ChannelSlot>>>;
 
@@ -64,9 +89,47 @@ pub struct LiveChannels {
     pub(crate) actor_index: DashMap<ractor::ActorId, Uuid>,
     /// The supervisor every channel actor is linked to.
     pub(crate) supervisor: OnceLock<ActorCell>,
+    /// In a cluster: how channels owned by other nodes are reached.
+    router: OnceLock<Arc<dyn ChannelRouter>>,
 }
 
 impl LiveChannels {
+    /// Routes channels owned by other nodes through `router` from now on (once).
+    pub fn set_router(&self, router: Arc<dyn ChannelRouter>) {
+        let _ = self.router.set(router);
+    }
+
+    /// The router, when another node serves this channel.
+    pub fn remote(&self, channel_id: Uuid) -> Option<&Arc<dyn ChannelRouter>> {
+        self.router.get().filter(|router| router.elsewhere(channel_id))
+    }
+
+    /// Sends to the channel's live actor, here or on its owner; nothing when none runs here
+    /// (the next one loads the database state).
+    pub fn send(&self, channel_id: Uuid, message: ChannelMsg) {
+        if let Some(router) = self.remote(channel_id) {
+            tokio::spawn(router.forward(channel_id, message));
+        } else if let Some(actor) = self.live(channel_id) {
+            let _ = actor.send_message(message);
+        }
+    }
+
+    /// `send`, resolving once the owner took the message (so what is sent next comes after).
+    pub async fn send_in_order(&self, channel_id: Uuid, message: ChannelMsg) {
+        if let Some(router) = self.remote(channel_id) {
+            let _ = router.forward(channel_id, message).await;
+        } else if let Some(actor) = self.live(channel_id) {
+            let _ = actor.send_message(message);
+        }
+    }
+
+    /// See `ChannelRouter::drained`.
+    pub fn drained(&self) {
+        if let Some(router) = self.router.get() {
+            router.drained();
+        }
+    }
+
     /// The actor serving a channel, if one is live.
     pub fn live(&self, channel_id: Uuid) -> Option<ActorRef<ChannelMsg>> {
         self.slots.get(&channel_id).and_then(|c| c.get().map(|s| s.actor()))
@@ -95,6 +158,13 @@ impl LiveChannels {
         wait: Duration,
         message: impl FnOnce(Option<ractor::RpcReplyPort<()>>) -> ChannelMsg,
     ) {
+        if let Some(router) = self.remote(channel_id) {
+            let (reply, answered) = ractor::concurrency::oneshot();
+            if router.forward(channel_id, message(Some(reply.into()))).await.is_ok() {
+                let _ = tokio::time::timeout(wait, answered).await;
+            }
+            return;
+        }
         let Some(actor) = self.live(channel_id) else { return };
         match actor.call(|reply| message(Some(reply)), Some(wait)).await {
             Ok(ractor::rpc::CallResult::Success(())) => {}
@@ -107,8 +177,6 @@ impl LiveChannels {
 
     /// Channel scope: every subscriber of a live channel (nobody to tell otherwise).
     pub fn broadcast(&self, channel_id: Uuid, frame: &ServerFrame) {
-        if let Some(actor) = self.live(channel_id) {
-            let _ = actor.send_message(ChannelMsg::Broadcast { frame: frame.clone() });
-        }
+        self.send(channel_id, ChannelMsg::Broadcast { frame: frame.clone() });
     }
 }

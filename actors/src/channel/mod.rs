@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 pub use self::command::{CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelWrite, CommandAnswer, Effect};
 pub use self::commit::{CommitError, Pending};
-pub use self::live::{ChannelSlot, LiveChannels};
+pub use self::live::{BoxFuture, ChannelRouter, ChannelSlot, LiveChannels};
 use self::post::DmVerdict;
 use self::ring::Stream;
 pub use self::ring::{MAX_REPLAY_BYTES, MAX_REPLAY_FRAMES, RING_AGE, RING_FRAMES};

@@ -117,7 +117,7 @@ pub enum MemberChange {
     Removed { user_id: Uuid, event: ServerFrame },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub enum VoiceAction {
     Join,
     Leave,
@@ -125,7 +125,7 @@ pub enum VoiceAction {
 }
 
 /// A message the server posts on its own (not typed on a socket).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServerPost {
     /// Stored `sender_id` (None for webhook messages).
     pub sender_id: Option<Uuid>,
@@ -146,7 +146,7 @@ pub struct ServerPost {
 /// Who content entering a channel outside a socket send comes from. Every such path (polls,
 /// webhooks, scheduled messages, files) asks the channel actor, whose send rules are the
 /// same ones a socket send meets: one place for "may this be posted here".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Poster {
     /// A user (a poll, a scheduled delivery, a file): the rules for a send by them
     /// (membership, DM blocks, archived, read-only, timeout), slow mode excepted.
@@ -158,7 +158,7 @@ pub enum Poster {
 }
 
 /// Why a server post was not stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PostError {
     /// The channel's rules refuse it: (error code, text), e.g. not a member, archived.
     Refused(ErrorCode, String),

@@ -40,7 +40,12 @@ const QUEUE: usize = 4096;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BusEvent {
     /// The frame that follows goes to every session of these users.
-    Users { users: Vec<Uuid> },
+    Users {
+        users: Vec<Uuid>,
+        /// A session not to deliver to (the sender's own).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<Uuid>,
+    },
     /// The frame that follows goes to every session.
     Everyone,
     /// These logins of a user ended: their sockets close with `code`.
@@ -173,9 +178,9 @@ impl Bus {
 }
 
 impl Elsewhere for Bus {
-    fn send_to_users(&self, users: &[Uuid], frame: &Frame) {
+    fn send_to_users_except(&self, users: &[Uuid], frame: &Frame, except: Option<Uuid>) {
         if !users.is_empty() {
-            self.publish(&BusEvent::Users { users: users.to_vec() }, Some(frame));
+            self.publish(&BusEvent::Users { users: users.to_vec(), except }, Some(frame));
         }
     }
 
@@ -307,7 +312,7 @@ mod tests {
     fn deliveries_carry_the_frame_bytes_unchanged() {
         let frame = Frame::from(r#"{"type":"announcement","body":"a\nb"}"#.to_string());
         let users = vec![Uuid::new_v4(), Uuid::new_v4()];
-        let event = BusEvent::Users { users: users.clone() };
+        let event = BusEvent::Users { users: users.clone(), except: None };
         let (back, bytes) = decode(encode(&event, Some(&frame))).expect("decodes");
         assert_eq!(back, event);
         assert_eq!(bytes.as_deref(), Some(frame.as_str()));

@@ -1,20 +1,22 @@
 //! Several nodes on one PostgreSQL, talking over core NATS (docs: "Running several nodes";
 //! design: ../shared/design/scale-out.md).
 //!
-//! Built so far: joining (start-up refusals, node lock, heartbeats), shard ownership
-//! (rendezvous placement over live nodes, advisory locks, fencing epochs), the health view,
-//! and the bus on which user-scoped and instance-wide frames, revocations, role, settings and
-//! membership changes and presence (deltas plus periodic digests) reach every node. Not built yet: routing channel traffic to shard owners and
-//! relaying their frames (see the README's status line) — until then a channel's frames reach
-//! only the sockets of the node that took the write.
+//! Built: joining (start-up refusals, node lock, heartbeats), shard ownership (rendezvous
+//! placement over live nodes, advisory locks, fencing epochs), the health view, the bus on
+//! which user-scoped and instance-wide frames, revocations, role, settings and membership
+//! changes and presence reach every node, and channel routing: a channel's actor runs only on
+//! its shard's owner, which every other node asks (`route`). Not built yet: the fence inside
+//! owner writes, planned handoffs that keep a channel's stream, voice state across nodes.
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
-//! `members` (heartbeats and the live set), `bus` (events every node applies), this file
-//! (configuration, start, the ownership loop and the status view).
+//! `members` (heartbeats and the live set), `bus` (events every node applies), `route`
+//! (channel requests to owners, stand-ins of remote sessions), this file (configuration,
+//! start, the ownership loop and the status view).
 
 pub mod bus;
 pub mod locks;
 pub mod members;
+pub mod route;
 pub mod shards;
 
 use std::collections::BTreeSet;
@@ -114,7 +116,9 @@ pub struct Cluster {
     config: ClusterConfig,
     nats: async_nats::Client,
     /// Owned shards → their fencing epoch (checked by every owner write).
-    owned: DashMap<Shard, i64>,
+    owned: Arc<DashMap<Shard, i64>>,
+    /// Channel routing, once the hub is up (`start_routing`).
+    router: std::sync::OnceLock<Arc<route::Router>>,
     members: Members,
     status: Mutex<ClusterStatus>,
     /// Fires once on shutdown; every cluster task ends.
@@ -178,7 +182,8 @@ impl Cluster {
             }),
             config,
             nats,
-            owned: DashMap::new(),
+            owned: Arc::new(DashMap::new()),
+            router: std::sync::OnceLock::new(),
             members,
             stop,
             ownership: Mutex::new(None),
@@ -229,6 +234,42 @@ impl Cluster {
         bus::start(self.nats.clone(), names, timers, hub, self.stop.subscribe()).await
     }
 
+    /// Starts routing channel traffic: from now on channels of shards owned elsewhere are
+    /// served by their owners, and this node answers for the shards it owns. Returns the
+    /// router, which the hub's channel registry uses.
+    pub async fn start_routing(
+        &self,
+        here: Arc<dyn route::ChannelsHere>,
+        limits: route::StandInLimits,
+    ) -> Result<Arc<route::Router>, String> {
+        let router = route::Router::new(
+            self.nats.clone(),
+            &self.config.prefix,
+            &self.config.node_id,
+            self.owned.clone(),
+            limits,
+        );
+        let _ = self.router.set(router.clone());
+        router.start(here, self.stop.subscribe()).await?;
+        Ok(router)
+    }
+
+    /// Channel routing, once started.
+    pub fn router(&self) -> Option<&Arc<route::Router>> {
+        self.router.get()
+    }
+
+    /// Stops serving shards (their actors drain first, while the locks are still held, so
+    /// no other node owns them before these stop writing).
+    async fn give_up(&self, shards: &[Shard]) {
+        for shard in shards {
+            self.owned.remove(shard);
+        }
+        if let Some(router) = self.router.get() {
+            router.lost(shards).await;
+        }
+    }
+
     fn set_status(&self, update: impl FnOnce(&mut ClusterStatus)) {
         update(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -258,7 +299,8 @@ async fn ownership_loop(
         nats_down_since = if nats_ok { None } else { nats_down_since.or(Some(Instant::now())) };
         let Some(conn) = lock.as_mut() else {
             // The lock connection died: every lock went with it. Reconnect and start over.
-            cluster.owned.clear();
+            let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
+            cluster.give_up(&held).await;
             lock = LockConnection::open(
                 &cluster.config.lock_database_url,
                 &cluster.config.node_id,
@@ -276,7 +318,8 @@ async fn ownership_loop(
         if conn.ping().await.is_err() {
             tracing::warn!("lock connection lost: every shard given up");
             lock = None;
-            cluster.owned.clear();
+            let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
+            cluster.give_up(&held).await;
             continue;
         }
         if last_seen_write.elapsed() >= timers.heartbeat {
@@ -288,8 +331,9 @@ async fn ownership_loop(
         if nats_down_since.is_some_and(|since| since.elapsed() >= cluster.config.detach_after) {
             // Cut off: give everything up so live nodes can take it.
             let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
-            if !held.is_empty() && conn.release(&held).await.is_ok() {
-                cluster.owned.clear();
+            if !held.is_empty() {
+                cluster.give_up(&held).await;
+                let _ = conn.release(&held).await;
             }
             cluster.set_status(|s| {
                 s.state = ClusterState::Detached;
@@ -304,6 +348,9 @@ async fn ownership_loop(
         let Ok(holders) = conn.live_node_keys().await else { continue };
         let live =
             cluster.members.live(timers.dead_after, |node| holders.contains(&i64::from(node_lock_key(node))));
+        if let Some(router) = cluster.router.get() {
+            router.set_live_nodes(live.clone());
+        }
         let live: Vec<&str> = live.iter().map(String::as_str).collect();
         let me = cluster.config.node_id.as_str();
         let mine: BTreeSet<Shard> = (0..SHARDS).filter(|s| placement(*s, &live) == Some(me)).collect();
@@ -316,7 +363,10 @@ async fn ownership_loop(
                     cluster.owned.insert(*shard, *epoch);
                 }
                 if !taken.is_empty() {
-                    let shards = taken.iter().map(|(s, _)| *s).collect();
+                    let shards: Vec<Shard> = taken.iter().map(|(s, _)| *s).collect();
+                    if let Some(router) = cluster.router.get() {
+                        router.serve(&shards).await;
+                    }
                     let _ =
                         cluster.members.publish(&cluster.nats, &ControlMessage::Acquired { shards }).await;
                 }
@@ -328,10 +378,9 @@ async fn ownership_loop(
                 .filter(|s| !mine.contains(s))
                 .take(timers.moves_per_tick)
                 .collect();
-            if !to_give.is_empty() && conn.release(&to_give).await.is_ok() {
-                for shard in &to_give {
-                    cluster.owned.remove(shard);
-                }
+            if !to_give.is_empty() {
+                cluster.give_up(&to_give).await;
+                let _ = conn.release(&to_give).await;
                 let _ = cluster
                     .members
                     .publish(&cluster.nats, &ControlMessage::Released { shards: to_give })
@@ -347,8 +396,9 @@ async fn ownership_loop(
             s.moving = moving;
         });
     }
+    let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
+    cluster.give_up(&held).await;
     if let Some(conn) = lock {
         conn.close().await;
     }
-    cluster.owned.clear();
 }

@@ -759,17 +759,12 @@ impl CommunityState {
     /// Tells a live channel actor about a timeout and waits until it holds it (the actor has no
     /// reply for `Timeout`, so a no-op membership read-back is used as the barrier).
     async fn set_channel_timeout(&self, channel_id: Uuid, user_id: Uuid, until: Option<DateTime<Utc>>) {
-        if let Some(actor) = self.channels.live(channel_id) {
-            let _ = actor.send_message(ChannelMsg::Timeout { user_id, until });
-            // Messages to one actor are handled in order: once a later call is answered, the
-            // timeout is in effect.
-            let _ = actor
-                .call(
-                    |reply| ChannelMsg::Reload { announce: false, reply: Some(reply) },
-                    Some(CHANNEL_CALL_TIMEOUT),
-                )
-                .await;
-        }
+        self.channels.send_in_order(channel_id, ChannelMsg::Timeout { user_id, until }).await;
+        // Messages to one actor are handled in order: once a later call is answered, the
+        // timeout is in effect.
+        self.channels
+            .tell(channel_id, CHANNEL_CALL_TIMEOUT, |reply| ChannelMsg::Reload { announce: false, reply })
+            .await;
     }
 
     async fn remove_timeout(&mut self, by: By, channel_id: Uuid, target: Uuid) -> Answer {
@@ -851,12 +846,10 @@ impl CommunityState {
         self.shared.roster.community_deleted(self.id());
         // Live channels of the community stop serving everyone at once.
         for (channel_id, user_id) in memberships {
-            if let Some(actor) = self.channels.live(channel_id) {
-                let _ = actor.send_message(ChannelMsg::Members {
-                    change: MemberChange::Left { user_id },
-                    reply: None,
-                });
-            }
+            self.channels.send(
+                channel_id,
+                ChannelMsg::Members { change: MemberChange::Left { user_id }, reply: None },
+            );
         }
         Ok(Outcome::Done)
     }

@@ -1,0 +1,1103 @@
+//! Channel traffic across nodes. Every channel has one owner, the node holding its shard: only
+//! there does its actor run, order, commit and fan out. Other nodes reach it through
+//! `<prefix>.v1.own.<shard>` (request/reply, a queue group so exactly one holder answers).
+//!
+//! A session on another node takes part in a channel through a **stand-in** on the owner: a
+//! real `Outbox` (the channel actor cannot tell it from a local socket's) whose queue is
+//! drained by a forwarder task instead of a socket writer. The forwarder sends what it
+//! drains, in order, as one NATS message per drained batch to `<prefix>.v1.node.<node>`, with
+//! a per-stand-in sequence number; the session's node pushes the frames into the real
+//! outbox. So membership checks, replays with `since`, acks after commit, kicks, the slow
+//! reader rule and `client_nonce` all work as on one node, and frames are still serialized
+//! once (the owner's bytes are what every socket gets).
+//!
+//! Never a silent gap: core NATS may drop a message; the receiving node sees the sequence
+//! jump and closes the session with `out_of_sync` + 4008, so its client reconnects and
+//! resumes. A node losing a shard closes every subscriber of that shard's channels the same
+//! way (their clients resubscribe through the new owner).
+//!
+//! REST changes made on a non-owner run their database write where they arrived and hand
+//! the resulting effects (frames, membership, reloads) to the owner's actor, which applies
+//! them in its order (see `Router::forward`).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use super::shards::{Shard, shard_of};
+use crate::HubError;
+use crate::channel::{
+    BoxFuture, CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelRouter, CommandAnswer, Effect,
+    MemberChange, Origin, Outgoing, PostError, Poster, Resume, ServerPost, VoiceAction,
+};
+use crate::kinds::MessageType;
+use crate::metrics::HubMetrics;
+use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox, OutboxReceiver};
+use crate::protocol::{Frame, Position, RelayedFrame, ServerFrame};
+use crate::registry::SessionRegistry;
+
+/// How long a request may find no owner (a shard between owners) before it is `unavailable`.
+const NO_OWNER_PATIENCE: Duration = Duration::from_secs(1);
+/// Pause between asks while a shard has no owner.
+const NO_OWNER_RETRY: Duration = Duration::from_millis(200);
+/// Longest wait for an owner's answer (its actor may take `CHANNEL_COMMAND_TIMEOUT`).
+const OWNER_ANSWER_TIMEOUT: Duration = Duration::from_secs(12);
+/// Most bytes of frames one forwarded NATS message carries (the server's default
+/// `max_payload` is 1 MiB; one frame may exceed this and then goes alone).
+const FORWARD_BATCH_BYTES: usize = 256 * 1024;
+/// A stand-in no request used for this long, and in no channel's subscribers, is dropped.
+const STAND_IN_IDLE: Duration = Duration::from_secs(60);
+/// How often stand-ins of dead nodes and idle ones are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Close code a stand-in gets when its session is gone: nothing is forwarded for it.
+const CLOSE_STAND_IN_GONE: u16 = 4999;
+
+/// The session a request comes from, on another node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoteSession {
+    pub node: String,
+    pub session: Uuid,
+    pub user: Uuid,
+    pub login: Option<Uuid>,
+    /// It sent a `subscribe` with `since`: told `resync_required` rather than closed.
+    pub resume_capable: bool,
+}
+
+/// A `send_message` as forwarded (already validated by the session's node).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireOutgoing {
+    ciphertext: Vec<u8>,
+    nonce: Vec<u8>,
+    message_type: MessageType,
+    reply_to: Option<Uuid>,
+    sender_key_id: Option<Uuid>,
+    thread_id: Option<Uuid>,
+    client_nonce: Option<String>,
+}
+
+/// A membership change as forwarded.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireMemberChange {
+    Upsert { user: Uuid, role: String },
+    Left { user: Uuid },
+    Removed { user: Uuid, event: RelayedFrame },
+}
+
+/// An effect of a write committed on another node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WireEffect {
+    Broadcast { frame: RelayedFrame },
+    Member { change: WireMemberChange },
+    Reload { announce: bool },
+    HistoryChanged,
+    Deleted,
+}
+
+/// What another node asks of a channel's owner.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OwnerRequest {
+    Subscribe {
+        from: RemoteSession,
+        resume: Option<WireResume>,
+    },
+    Unsubscribe {
+        session: Uuid,
+    },
+    SessionClosed {
+        user: Uuid,
+        session: Uuid,
+    },
+    Send {
+        from: RemoteSession,
+        message: WireOutgoing,
+    },
+    Edit {
+        from: RemoteSession,
+        message_id: Uuid,
+        ciphertext: Vec<u8>,
+        nonce: Vec<u8>,
+    },
+    Delete {
+        from: RemoteSession,
+        message_id: Uuid,
+    },
+    React {
+        from: RemoteSession,
+        message_id: Uuid,
+        emoji: String,
+        add: bool,
+    },
+    Typing {
+        from: RemoteSession,
+        typing: bool,
+    },
+    MarkRead {
+        from: RemoteSession,
+        message_id: Uuid,
+    },
+    Voice {
+        from: RemoteSession,
+        action: VoiceAction,
+    },
+    Post {
+        post: ServerPost,
+    },
+    MayPost {
+        poster: Poster,
+    },
+    /// Effects of a write committed on the asking node; `only_if_live`: nothing to do when no
+    /// actor runs (an actor started later loads the committed state).
+    Effects {
+        effects: Vec<WireEffect>,
+        only_if_live: bool,
+    },
+    Broadcast {
+        frame: RelayedFrame,
+    },
+    Members {
+        change: WireMemberChange,
+    },
+    Reload {
+        announce: bool,
+    },
+    Deleted,
+    Timeout {
+        user: Uuid,
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    InvalidateHistory,
+}
+
+/// A `subscribe` with `since`, as forwarded: the replay budget left for the whole frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireResume {
+    since: Option<Position>,
+    budget: usize,
+}
+
+/// The owner's answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum OwnerAnswer {
+    /// Handed to the channel's actor (its frames reach the session through its stand-in).
+    Taken,
+    /// The actor answered a subscribe: attached or not, and the replay budget left.
+    Subscribed {
+        subscribed: bool,
+        budget: usize,
+    },
+    Posted {
+        result: Result<Uuid, PostError>,
+    },
+    MayPost {
+        result: Result<(), PostError>,
+    },
+    Command {
+        result: CommandAnswer,
+    },
+    /// The actor applied it.
+    Done,
+    /// The actor stopped before answering (the asker's reply port is dropped, as locally).
+    Dropped,
+    /// This node does not own the shard (any more): ask again.
+    NotOwner,
+    Refused {
+        error: WireHubError,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
+pub enum WireHubError {
+    NotFound,
+    Unavailable,
+    Stopped,
+    Internal(String),
+}
+
+impl From<HubError> for WireHubError {
+    fn from(err: HubError) -> Self {
+        match err {
+            HubError::NotFound => Self::NotFound,
+            HubError::Unavailable => Self::Unavailable,
+            HubError::Stopped => Self::Stopped,
+            HubError::Internal(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<WireHubError> for HubError {
+    fn from(err: WireHubError) -> Self {
+        match err {
+            WireHubError::NotFound => Self::NotFound,
+            WireHubError::Unavailable => Self::Unavailable,
+            WireHubError::Stopped => Self::Stopped,
+            WireHubError::Internal(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    channel: Uuid,
+    request: OwnerRequest,
+}
+
+/// What the owner's node offers the router (the hub; a trait so this module need not know it).
+pub trait ChannelsHere: Send + Sync {
+    /// Hands a message to this node's actor of the channel (started if needed).
+    fn deliver_here(&self, channel_id: Uuid, message: ChannelMsg) -> BoxFuture<Result<(), HubError>>;
+    /// Whether an actor of the channel runs (or is starting) here.
+    fn live_here(&self, channel_id: Uuid) -> bool;
+    /// This node lost these shards: their actors stop and their subscribers are closed
+    /// `out_of_sync` (they resubscribe through the new owner).
+    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<()>;
+    /// This node's sessions.
+    fn sessions(&self) -> &SessionRegistry;
+}
+
+/// Queue sizes of a stand-in (the same bounds as a socket's queue).
+#[derive(Clone, Copy, Debug)]
+pub struct StandInLimits {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+/// One remote session's stand-in on this (owner) node.
+struct StandIn {
+    outbox: Arc<Outbox>,
+    node: String,
+    last_used: Mutex<Instant>,
+}
+
+/// This node's side of channel routing: asks owners, serves the shards it owns, keeps the
+/// stand-ins of remote sessions and delivers what owners forward to its own sessions.
+pub struct Router {
+    /// Itself, for the futures `ChannelRouter` hands out (they outlive `&self`).
+    this: std::sync::Weak<Self>,
+    nats: async_nats::Client,
+    prefix: String,
+    node_id: String,
+    /// Shards owned here (with their fencing epochs), kept by the ownership loop.
+    owned: Arc<DashMap<Shard, i64>>,
+    /// Live nodes as of the last ownership tick (stand-ins of others are dropped).
+    live_nodes: Mutex<Vec<String>>,
+    here: OnceLock<Arc<dyn ChannelsHere>>,
+    /// Shard → the task answering its requests.
+    serving: DashMap<Shard, AbortHandle>,
+    stand_ins: Arc<DashMap<Uuid, StandIn>>,
+    limits: StandInLimits,
+    /// Stand-ins count into a registry of their own: their frames are not this node's
+    /// sockets' frames.
+    stand_in_metrics: Arc<HubMetrics>,
+    /// (user, session, owner node) → last sequence number delivered to that session.
+    received: DashMap<(Uuid, Uuid, String), u64>,
+    /// Test hook: the next forwarded batch is dropped (proves gaps are never silent).
+    drop_next: AtomicBool,
+    /// Forwarded batches that arrived after a gap (metrics, tests).
+    pub gaps: AtomicUsize,
+}
+
+impl Router {
+    pub fn new(
+        nats: async_nats::Client,
+        prefix: &str,
+        node_id: &str,
+        owned: Arc<DashMap<Shard, i64>>,
+        limits: StandInLimits,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
+            nats,
+            prefix: prefix.to_owned(),
+            node_id: node_id.to_owned(),
+            owned,
+            live_nodes: Mutex::new(Vec::new()),
+            here: OnceLock::new(),
+            serving: DashMap::new(),
+            stand_ins: Arc::new(DashMap::new()),
+            limits,
+            stand_in_metrics: Arc::default(),
+            received: DashMap::new(),
+            drop_next: AtomicBool::new(false),
+            gaps: AtomicUsize::new(0),
+        })
+    }
+
+    /// Starts serving: this node's inbox and the stand-in sweep. Shards acquired before are
+    /// served from now on.
+    pub async fn start(
+        self: &Arc<Self>,
+        here: Arc<dyn ChannelsHere>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let _ = self.here.set(here);
+        let inbox = self
+            .nats
+            .subscribe(format!("{}.v1.node.{}", self.prefix, self.node_id))
+            .await
+            .map_err(|e| format!("NATS subscribe: {e}"))?;
+        tokio::spawn(self.clone().inbox(inbox, stop.clone()));
+        tokio::spawn(self.clone().sweep(stop));
+        let owned: Vec<Shard> = self.owned.iter().map(|e| *e.key()).collect();
+        self.serve(&owned).await;
+        Ok(())
+    }
+
+    /// Test hook: drops the next batch forwarded to a session of this node.
+    #[cfg(feature = "test-hooks")]
+    pub fn drop_next_forwarded(&self) {
+        self.drop_next.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn set_live_nodes(&self, live: Vec<String>) {
+        *self.live_nodes.lock().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+
+    fn subject(&self, shard: Shard) -> String {
+        format!("{}.v1.own.{shard}", self.prefix)
+    }
+
+    /// Answers requests for these (newly acquired) shards.
+    pub(super) async fn serve(self: &Arc<Self>, shards: &[Shard]) {
+        if self.here.get().is_none() {
+            return;
+        }
+        for shard in shards {
+            if self.serving.contains_key(shard) {
+                continue;
+            }
+            match self.nats.queue_subscribe(self.subject(*shard), "owner".into()).await {
+                Ok(requests) => {
+                    let task = tokio::spawn(self.clone().answer(*shard, requests));
+                    self.serving.insert(*shard, task.abort_handle());
+                }
+                Err(err) => tracing::warn!(shard, %err, "cannot serve a shard's requests"),
+            }
+        }
+    }
+
+    /// These shards are no longer owned here: stop answering for them, stop their actors.
+    pub(super) async fn lost(&self, shards: &[Shard]) {
+        for shard in shards {
+            if let Some((_, task)) = self.serving.remove(shard) {
+                task.abort();
+            }
+        }
+        if let Some(here) = self.here.get()
+            && !shards.is_empty()
+        {
+            here.shards_lost(shards.iter().copied().collect()).await;
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Asking the owner
+
+    async fn ask(&self, channel_id: Uuid, request: OwnerRequest) -> Result<OwnerAnswer, HubError> {
+        let payload: Bytes = serde_json::to_vec(&Envelope { channel: channel_id, request })
+            .map_err(|e| HubError::Internal(e.to_string()))?
+            .into();
+        let subject = self.subject(shard_of(channel_id));
+        let give_up = Instant::now() + NO_OWNER_PATIENCE;
+        loop {
+            let request =
+                async_nats::Request::new().payload(payload.clone()).timeout(Some(OWNER_ANSWER_TIMEOUT));
+            let retry = match self.nats.send_request(subject.clone(), request).await {
+                Ok(message) => match serde_json::from_slice::<OwnerAnswer>(&message.payload) {
+                    Ok(OwnerAnswer::NotOwner) => true,
+                    Ok(answer) => return Ok(answer),
+                    Err(err) => return Err(HubError::Internal(format!("owner answer: {err}"))),
+                },
+                Err(err) if err.kind() == async_nats::client::RequestErrorKind::NoResponders => true,
+                Err(_) => return Err(HubError::Unavailable),
+            };
+            if retry && Instant::now() + NO_OWNER_RETRY < give_up {
+                tokio::time::sleep(NO_OWNER_RETRY).await;
+            } else {
+                return Err(HubError::Unavailable);
+            }
+        }
+    }
+
+    fn remote_session(&self, origin: &Origin) -> RemoteSession {
+        RemoteSession {
+            node: self.node_id.clone(),
+            session: origin.outbox.session_id,
+            user: origin.user_id,
+            login: origin.outbox.login,
+            resume_capable: origin.outbox.is_resume_capable(),
+        }
+    }
+
+    /// Forwards one channel message; see `ChannelRouter::forward`.
+    async fn forward_message(self: Arc<Self>, channel_id: Uuid, message: ChannelMsg) -> Result<(), HubError> {
+        let from = |origin: &Origin| self.remote_session(origin);
+        let (request, waiting) = match message {
+            ChannelMsg::Subscribe { origin, resume, reply } => {
+                let budget = resume.as_ref().map(|r| r.budget.clone());
+                let wire = resume
+                    .map(|r| WireResume { since: r.since.clone(), budget: r.budget.load(Ordering::Acquire) });
+                (
+                    OwnerRequest::Subscribe { from: from(&origin), resume: wire },
+                    Waiting::Subscribe(reply, budget),
+                )
+            }
+            ChannelMsg::Unsubscribe { session_id } => {
+                (OwnerRequest::Unsubscribe { session: session_id }, Waiting::Nothing)
+            }
+            ChannelMsg::SessionClosed { user_id, session_id } => {
+                (OwnerRequest::SessionClosed { user: user_id, session: session_id }, Waiting::Nothing)
+            }
+            ChannelMsg::Send { origin, message } => {
+                let wire = WireOutgoing {
+                    ciphertext: message.ciphertext.to_vec(),
+                    nonce: message.nonce.to_vec(),
+                    message_type: message.message_type,
+                    reply_to: message.reply_to,
+                    sender_key_id: message.sender_key_id,
+                    thread_id: message.thread_id,
+                    client_nonce: message.client_nonce,
+                };
+                (OwnerRequest::Send { from: from(&origin), message: wire }, Waiting::Nothing)
+            }
+            ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => (
+                OwnerRequest::Edit {
+                    from: from(&origin),
+                    message_id,
+                    ciphertext: ciphertext.to_vec(),
+                    nonce: nonce.to_vec(),
+                },
+                Waiting::Nothing,
+            ),
+            ChannelMsg::Delete { origin, message_id } => {
+                (OwnerRequest::Delete { from: from(&origin), message_id }, Waiting::Nothing)
+            }
+            ChannelMsg::React { origin, message_id, emoji, add } => {
+                (OwnerRequest::React { from: from(&origin), message_id, emoji, add }, Waiting::Nothing)
+            }
+            ChannelMsg::Typing { origin, typing } => {
+                (OwnerRequest::Typing { from: from(&origin), typing }, Waiting::Nothing)
+            }
+            ChannelMsg::MarkRead { origin, message_id } => {
+                (OwnerRequest::MarkRead { from: from(&origin), message_id }, Waiting::Nothing)
+            }
+            ChannelMsg::Voice { origin, action } => {
+                (OwnerRequest::Voice { from: from(&origin), action }, Waiting::Nothing)
+            }
+            ChannelMsg::Post { post, reply } => (OwnerRequest::Post { post }, Waiting::Post(reply)),
+            ChannelMsg::MayPost { poster, reply } => {
+                (OwnerRequest::MayPost { poster }, Waiting::MayPost(Some(reply)))
+            }
+            ChannelMsg::Command { command, reply } => {
+                let ChannelCommand { poster, write } = command;
+                if let Some(poster) = poster {
+                    // The send rules are the owner's: asked first, the write runs only if
+                    // they pass (a change racing this check is ordered after it there).
+                    match self.ask(channel_id, OwnerRequest::MayPost { poster }).await? {
+                        OwnerAnswer::MayPost { result: Ok(()) } => {}
+                        OwnerAnswer::MayPost { result: Err(refusal) } => {
+                            let _ = reply.send(Err(refusal));
+                            return Ok(());
+                        }
+                        OwnerAnswer::Refused { error } => return Err(error.into()),
+                        _ => return Err(HubError::Unavailable),
+                    }
+                }
+                let effects = write.await.iter().map(wire_effect).collect();
+                (OwnerRequest::Effects { effects, only_if_live: false }, Waiting::Command(reply))
+            }
+            ChannelMsg::Broadcast { frame } => {
+                (OwnerRequest::Broadcast { frame: frame.relayed() }, Waiting::Nothing)
+            }
+            ChannelMsg::Members { change, reply } => {
+                (OwnerRequest::Members { change: wire_member_change(&change) }, Waiting::Unit(reply))
+            }
+            ChannelMsg::Reload { announce, reply } => {
+                (OwnerRequest::Reload { announce }, Waiting::Unit(reply))
+            }
+            ChannelMsg::Deleted { reply } => (OwnerRequest::Deleted, Waiting::Unit(reply)),
+            ChannelMsg::Timeout { user_id, until } => {
+                (OwnerRequest::Timeout { user: user_id, until }, Waiting::Nothing)
+            }
+            ChannelMsg::InvalidateHistory => (OwnerRequest::InvalidateHistory, Waiting::Nothing),
+            // History pages are read from the database on a non-owner (`Hub::channel`
+            // refuses a remote channel); the rest are the actor's own messages.
+            ChannelMsg::History { .. }
+            | ChannelMsg::HistoryFill { .. }
+            | ChannelMsg::Committed
+            | ChannelMsg::TypingExpired { .. }
+            | ChannelMsg::VoiceGrace { .. }
+            | ChannelMsg::IdleCheck
+            | ChannelMsg::Shutdown => return Ok(()),
+            #[cfg(feature = "test-hooks")]
+            ChannelMsg::Crash => return Ok(()),
+        };
+        let answer = self.ask(channel_id, request).await?;
+        waiting.settle(answer)
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Answering as the owner
+
+    async fn answer(self: Arc<Self>, shard: Shard, mut requests: async_nats::Subscriber) {
+        while let Some(message) = requests.next().await {
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let router = self.clone();
+            tokio::spawn(async move {
+                let answer = match serde_json::from_slice::<Envelope>(&message.payload) {
+                    Ok(envelope) if shard_of(envelope.channel) != shard => {
+                        OwnerAnswer::Refused { error: WireHubError::NotFound }
+                    }
+                    Ok(_) if !router.owned.contains_key(&shard) => OwnerAnswer::NotOwner,
+                    Ok(envelope) => router.handle(envelope.channel, envelope.request).await,
+                    Err(err) => OwnerAnswer::Refused { error: WireHubError::Internal(err.to_string()) },
+                };
+                let body = serde_json::to_vec(&answer).unwrap_or_default();
+                let _ = router.nats.publish(reply_to, body.into()).await;
+            });
+        }
+    }
+
+    /// Runs one request on this node's actor of the channel and answers as it answers.
+    async fn handle(&self, channel_id: Uuid, request: OwnerRequest) -> OwnerAnswer {
+        let Some(here) = self.here.get() else { return OwnerAnswer::NotOwner };
+        let (message, pending) = match request {
+            OwnerRequest::Subscribe { from, resume } => {
+                let origin = self.stand_in(&from);
+                let budget = resume.as_ref().map(|r| Arc::new(AtomicUsize::new(r.budget)));
+                let resume = resume.map(|r| Resume {
+                    since: r.since,
+                    budget: budget.clone().unwrap_or_default(),
+                    answered: Arc::new(AtomicBool::new(false)),
+                });
+                let (reply, answer) = ractor::concurrency::oneshot();
+                let message = ChannelMsg::Subscribe { origin, resume, reply: Some(reply.into()) };
+                (message, Pending::Subscribe(answer, budget))
+            }
+            OwnerRequest::Unsubscribe { session } => {
+                (ChannelMsg::Unsubscribe { session_id: session }, Pending::Taken)
+            }
+            OwnerRequest::SessionClosed { user, session } => {
+                // The session is gone: so is its stand-in (closing it drops it from every
+                // channel's subscribers at their next delivery).
+                if let Some((_, stand_in)) = self.stand_ins.remove(&session) {
+                    stand_in.outbox.close(CLOSE_STAND_IN_GONE);
+                }
+                (ChannelMsg::SessionClosed { user_id: user, session_id: session }, Pending::Taken)
+            }
+            OwnerRequest::Send { from, message } => {
+                let outgoing = Outgoing {
+                    ciphertext: Bytes::from(message.ciphertext),
+                    nonce: Bytes::from(message.nonce),
+                    message_type: message.message_type,
+                    reply_to: message.reply_to,
+                    sender_key_id: message.sender_key_id,
+                    thread_id: message.thread_id,
+                    client_nonce: message.client_nonce,
+                    received_at: Instant::now(),
+                };
+                (ChannelMsg::Send { origin: self.stand_in(&from), message: outgoing }, Pending::Taken)
+            }
+            OwnerRequest::Edit { from, message_id, ciphertext, nonce } => (
+                ChannelMsg::Edit {
+                    origin: self.stand_in(&from),
+                    message_id,
+                    ciphertext: ciphertext.into(),
+                    nonce: nonce.into(),
+                },
+                Pending::Taken,
+            ),
+            OwnerRequest::Delete { from, message_id } => {
+                (ChannelMsg::Delete { origin: self.stand_in(&from), message_id }, Pending::Taken)
+            }
+            OwnerRequest::React { from, message_id, emoji, add } => {
+                (ChannelMsg::React { origin: self.stand_in(&from), message_id, emoji, add }, Pending::Taken)
+            }
+            OwnerRequest::Typing { from, typing } => {
+                (ChannelMsg::Typing { origin: self.stand_in(&from), typing }, Pending::Taken)
+            }
+            OwnerRequest::MarkRead { from, message_id } => {
+                (ChannelMsg::MarkRead { origin: self.stand_in(&from), message_id }, Pending::Taken)
+            }
+            OwnerRequest::Voice { from, action } => {
+                (ChannelMsg::Voice { origin: self.stand_in(&from), action }, Pending::Taken)
+            }
+            OwnerRequest::Post { post } => {
+                let (reply, answer) = ractor::concurrency::oneshot();
+                (ChannelMsg::Post { post, reply: Some(reply.into()) }, Pending::Post(answer))
+            }
+            OwnerRequest::MayPost { poster } => {
+                let (reply, answer) = ractor::concurrency::oneshot();
+                (ChannelMsg::MayPost { poster, reply: reply.into() }, Pending::MayPost(answer))
+            }
+            OwnerRequest::Effects { effects, only_if_live } => {
+                if only_if_live && !here.live_here(channel_id) {
+                    return OwnerAnswer::Command { result: Ok(()) };
+                }
+                let effects: Vec<Effect> = effects.into_iter().map(effect).collect();
+                let command = ChannelCommand { poster: None, write: Box::pin(async move { effects }) };
+                let (reply, answer) = ractor::concurrency::oneshot();
+                (ChannelMsg::Command { command, reply: reply.into() }, Pending::Command(answer))
+            }
+            OwnerRequest::Broadcast { frame } => {
+                (ChannelMsg::Broadcast { frame: ServerFrame::Relayed(frame) }, Pending::Taken)
+            }
+            OwnerRequest::Members { change } => {
+                let (reply, answer) = ractor::concurrency::oneshot();
+                let message =
+                    ChannelMsg::Members { change: member_change(change), reply: Some(reply.into()) };
+                (message, Pending::Unit(answer))
+            }
+            OwnerRequest::Reload { announce } => {
+                let (reply, answer) = ractor::concurrency::oneshot();
+                (ChannelMsg::Reload { announce, reply: Some(reply.into()) }, Pending::Unit(answer))
+            }
+            OwnerRequest::Deleted => {
+                let (reply, answer) = ractor::concurrency::oneshot();
+                (ChannelMsg::Deleted { reply: Some(reply.into()) }, Pending::Unit(answer))
+            }
+            OwnerRequest::Timeout { user, until } => {
+                (ChannelMsg::Timeout { user_id: user, until }, Pending::Taken)
+            }
+            OwnerRequest::InvalidateHistory => (ChannelMsg::InvalidateHistory, Pending::Taken),
+        };
+        // Membership and settings changes to a channel nobody has open here need no actor.
+        let only_live = matches!(
+            message,
+            ChannelMsg::Members { .. }
+                | ChannelMsg::Reload { .. }
+                | ChannelMsg::Deleted { .. }
+                | ChannelMsg::Timeout { .. }
+                | ChannelMsg::InvalidateHistory
+                | ChannelMsg::Broadcast { .. }
+                | ChannelMsg::Unsubscribe { .. }
+                | ChannelMsg::SessionClosed { .. }
+        );
+        if only_live && !here.live_here(channel_id) {
+            return match pending {
+                Pending::Unit(_) => OwnerAnswer::Done,
+                _ => OwnerAnswer::Taken,
+            };
+        }
+        if let Err(err) = here.deliver_here(channel_id, message).await {
+            return OwnerAnswer::Refused { error: err.into() };
+        }
+        pending.wait().await
+    }
+
+    /// The stand-in of a remote session (created on first use).
+    fn stand_in(&self, from: &RemoteSession) -> Origin {
+        let outbox = match self.stand_ins.get(&from.session) {
+            Some(stand_in) if !stand_in.outbox.is_closed() => {
+                *stand_in.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                stand_in.outbox.clone()
+            }
+            _ => {
+                let (outbox, receiver) = Outbox::for_session(
+                    from.session,
+                    from.user,
+                    from.login,
+                    self.limits.frames,
+                    self.limits.bytes,
+                    self.stand_in_metrics.clone(),
+                );
+                let subject = format!("{}.v1.node.{}", self.prefix, from.node);
+                tokio::spawn(forward_frames(
+                    self.nats.clone(),
+                    subject,
+                    self.node_id.clone(),
+                    receiver,
+                    self.stand_ins.clone(),
+                ));
+                self.stand_ins.insert(
+                    from.session,
+                    StandIn {
+                        outbox: outbox.clone(),
+                        node: from.node.clone(),
+                        last_used: Mutex::new(Instant::now()),
+                    },
+                );
+                outbox
+            }
+        };
+        if from.resume_capable {
+            outbox.mark_resume_capable();
+        }
+        Origin { outbox, user_id: from.user }
+    }
+
+    /// Drops stand-ins of nodes no longer live, and idle ones nothing holds.
+    async fn sweep(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let live = self.live_nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.stand_ins.retain(|_, stand_in| {
+                let node_gone = !live.is_empty() && !live.contains(&stand_in.node);
+                // Held only by this map and its forwarder: in no channel, no send pending.
+                let idle = Arc::strong_count(&stand_in.outbox) <= 2
+                    && stand_in.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > STAND_IN_IDLE;
+                if node_gone || idle {
+                    stand_in.outbox.close(CLOSE_STAND_IN_GONE);
+                }
+                !(node_gone || idle || stand_in.outbox.is_closed())
+            });
+            if let Some(here) = self.here.get() {
+                let sessions = here.sessions();
+                self.received.retain(|(user, session, _), _| sessions.session(*user, *session).is_some());
+            }
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Delivering what owners forward to this node's sessions
+
+    async fn inbox(self: Arc<Self>, mut inbox: async_nats::Subscriber, mut stop: watch::Receiver<bool>) {
+        loop {
+            let message = tokio::select! {
+                message = inbox.next() => match message { Some(m) => m, None => break },
+                _ = stop.changed() => break,
+            };
+            if self.drop_next.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            self.deliver_forwarded(message);
+        }
+    }
+
+    fn deliver_forwarded(&self, message: async_nats::Message) {
+        let Some(headers) = message.headers.as_ref() else { return };
+        let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        let (Some(user), Some(session), Some(seq), Some(from)) = (
+            header(USER_HEADER).and_then(|v| v.parse::<Uuid>().ok()),
+            header(SESSION_HEADER).and_then(|v| v.parse::<Uuid>().ok()),
+            header(SEQ_HEADER).and_then(|v| v.parse::<u64>().ok()),
+            header(FROM_HEADER),
+        ) else {
+            return;
+        };
+        let Some(here) = self.here.get() else { return };
+        let Some(outbox) = here.sessions().session(user, session) else { return };
+        let key = (user, session, from);
+        let last = self.received.get(&key).map(|v| *v);
+        self.received.insert(key, seq);
+        // A stand-in counts from 1; anything else after what was seen is a lost batch.
+        let in_order = seq == 1 || last.is_some_and(|last| seq == last + 1);
+        if !in_order {
+            self.gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%session, seq, ?last, "frames forwarded by a channel owner were lost");
+            outbox.push(ServerFrame::out_of_sync().encode());
+            outbox.close(CLOSE_SLOW_CONSUMER);
+            return;
+        }
+        for frame in message.payload.split(|b| *b == b'\n') {
+            if frame.is_empty() {
+                continue;
+            }
+            let bytes = message.payload.slice_ref(frame);
+            match Frame::try_from(bytes) {
+                Ok(frame) => {
+                    outbox.push(frame);
+                }
+                Err(_) => tracing::warn!("a forwarded frame was not UTF-8"),
+            }
+        }
+        if let Some(code) = header(CLOSE_HEADER).and_then(|v| v.parse::<u16>().ok()) {
+            outbox.close(code);
+        }
+    }
+}
+
+const USER_HEADER: &str = "Palaver-User";
+const SESSION_HEADER: &str = "Palaver-Session";
+const SEQ_HEADER: &str = "Palaver-Seq";
+const FROM_HEADER: &str = "Palaver-From";
+const CLOSE_HEADER: &str = "Palaver-Close";
+
+/// Drains a stand-in's queue to its session's node, a batch per NATS message, in order; then
+/// forwards its close (unless the session itself is gone).
+async fn forward_frames(
+    nats: async_nats::Client,
+    subject: String,
+    from: String,
+    mut frames: OutboxReceiver,
+    stand_ins: Arc<DashMap<Uuid, StandIn>>,
+) {
+    let outbox = frames.outbox.clone();
+    let subject = async_nats::Subject::from(subject);
+    let mut seq = 0u64;
+    loop {
+        let (first, close) = tokio::select! {
+            biased;
+            frame = frames.recv() => match frame {
+                Some(frame) => (Some(frame), None),
+                None => break,
+            },
+            code = outbox.closed() => (None, Some(code)),
+        };
+        let mut batch = BytesMut::new();
+        if let Some(first) = first {
+            batch.put_slice(first.as_bytes());
+        }
+        while batch.len() < FORWARD_BATCH_BYTES {
+            let Some(frame) = frames.try_recv() else { break };
+            if !batch.is_empty() {
+                batch.put_u8(b'\n');
+            }
+            batch.put_slice(frame.as_bytes());
+        }
+        let close = close.or(match outbox.close_requested() {
+            0 => None,
+            code => Some(code),
+        });
+        if close == Some(CLOSE_STAND_IN_GONE) {
+            break;
+        }
+        seq += 1;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(USER_HEADER, outbox.user_id.to_string().as_str());
+        headers.insert(SESSION_HEADER, outbox.session_id.to_string().as_str());
+        headers.insert(SEQ_HEADER, seq.to_string().as_str());
+        headers.insert(FROM_HEADER, from.as_str());
+        if let Some(code) = close {
+            headers.insert(CLOSE_HEADER, code.to_string().as_str());
+        }
+        if nats.publish_with_headers(subject.clone(), headers, batch.freeze()).await.is_err() {
+            break;
+        }
+        if close.is_some() {
+            break;
+        }
+    }
+    stand_ins.remove_if(&outbox.session_id, |_, s| Arc::ptr_eq(&s.outbox, &outbox));
+}
+
+/// What the asker does with the owner's answer.
+enum Waiting {
+    Nothing,
+    Subscribe(Option<ractor::RpcReplyPort<bool>>, Option<Arc<AtomicUsize>>),
+    Post(Option<ractor::RpcReplyPort<Result<Uuid, PostError>>>),
+    MayPost(Option<ractor::RpcReplyPort<Result<(), PostError>>>),
+    Command(ractor::RpcReplyPort<CommandAnswer>),
+    Unit(Option<ractor::RpcReplyPort<()>>),
+}
+
+impl Waiting {
+    fn settle(self, answer: OwnerAnswer) -> Result<(), HubError> {
+        match (self, answer) {
+            (_, OwnerAnswer::Refused { error }) => return Err(error.into()),
+            (Self::Subscribe(reply, budget), OwnerAnswer::Subscribed { subscribed, budget: left }) => {
+                if let Some(budget) = budget {
+                    budget.store(left, Ordering::Release);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(subscribed);
+                }
+            }
+            (Self::Post(Some(reply)), OwnerAnswer::Posted { result }) => {
+                let _ = reply.send(result);
+            }
+            (Self::MayPost(Some(reply)), OwnerAnswer::MayPost { result }) => {
+                let _ = reply.send(result);
+            }
+            (Self::Command(reply), OwnerAnswer::Command { result }) => {
+                let _ = reply.send(result);
+            }
+            (Self::Unit(Some(reply)), OwnerAnswer::Done) => {
+                let _ = reply.send(());
+            }
+            // Taken, Dropped, or an answer with no port waiting for it: ports left are
+            // dropped, which their holders read as "the actor stopped".
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The answer of a reply port, if it comes within `wait`.
+async fn within<T>(wait: Duration, answer: ractor::concurrency::OneshotReceiver<T>) -> Option<T> {
+    tokio::time::timeout(wait, answer).await.ok().and_then(Result::ok)
+}
+
+/// What the owner waits for before answering.
+enum Pending {
+    Taken,
+    Subscribe(ractor::concurrency::OneshotReceiver<bool>, Option<Arc<AtomicUsize>>),
+    Post(ractor::concurrency::OneshotReceiver<Result<Uuid, PostError>>),
+    MayPost(ractor::concurrency::OneshotReceiver<Result<(), PostError>>),
+    Command(ractor::concurrency::OneshotReceiver<CommandAnswer>),
+    Unit(ractor::concurrency::OneshotReceiver<()>),
+}
+
+impl Pending {
+    async fn wait(self) -> OwnerAnswer {
+        let wait = CHANNEL_COMMAND_TIMEOUT;
+        match self {
+            Self::Taken => OwnerAnswer::Taken,
+            Self::Subscribe(answer, budget) => match within(wait, answer).await {
+                Some(subscribed) => OwnerAnswer::Subscribed {
+                    subscribed,
+                    budget: budget.map_or(0, |b| b.load(Ordering::Acquire)),
+                },
+                None => OwnerAnswer::Dropped,
+            },
+            Self::Post(answer) => match within(wait, answer).await {
+                Some(result) => OwnerAnswer::Posted { result },
+                None => OwnerAnswer::Dropped,
+            },
+            Self::MayPost(answer) => match within(wait, answer).await {
+                Some(result) => OwnerAnswer::MayPost { result },
+                None => OwnerAnswer::Dropped,
+            },
+            Self::Command(answer) => match within(wait, answer).await {
+                Some(result) => OwnerAnswer::Command { result },
+                None => OwnerAnswer::Dropped,
+            },
+            Self::Unit(answer) => match within(wait, answer).await {
+                Some(()) => OwnerAnswer::Done,
+                None => OwnerAnswer::Dropped,
+            },
+        }
+    }
+}
+
+fn wire_member_change(change: &MemberChange) -> WireMemberChange {
+    match change {
+        MemberChange::Upsert { user_id, role } => {
+            WireMemberChange::Upsert { user: *user_id, role: role.clone() }
+        }
+        MemberChange::Left { user_id } => WireMemberChange::Left { user: *user_id },
+        MemberChange::Removed { user_id, event } => {
+            WireMemberChange::Removed { user: *user_id, event: event.relayed() }
+        }
+    }
+}
+
+fn member_change(change: WireMemberChange) -> MemberChange {
+    match change {
+        WireMemberChange::Upsert { user, role } => MemberChange::Upsert { user_id: user, role },
+        WireMemberChange::Left { user } => MemberChange::Left { user_id: user },
+        WireMemberChange::Removed { user, event } => {
+            MemberChange::Removed { user_id: user, event: ServerFrame::Relayed(event) }
+        }
+    }
+}
+
+fn wire_effect(effect: &Effect) -> WireEffect {
+    match effect {
+        Effect::Broadcast(frame) => WireEffect::Broadcast { frame: frame.relayed() },
+        Effect::Member(change) => WireEffect::Member { change: wire_member_change(change) },
+        Effect::Reload { announce } => WireEffect::Reload { announce: *announce },
+        Effect::HistoryChanged => WireEffect::HistoryChanged,
+        Effect::Deleted => WireEffect::Deleted,
+    }
+}
+
+fn effect(effect: WireEffect) -> Effect {
+    match effect {
+        WireEffect::Broadcast { frame } => Effect::Broadcast(ServerFrame::Relayed(frame)),
+        WireEffect::Member { change } => Effect::Member(member_change(change)),
+        WireEffect::Reload { announce } => Effect::Reload { announce },
+        WireEffect::HistoryChanged => Effect::HistoryChanged,
+        WireEffect::Deleted => Effect::Deleted,
+    }
+}
+
+impl ChannelRouter for Router {
+    fn elsewhere(&self, channel_id: Uuid) -> bool {
+        !self.owned.contains_key(&shard_of(channel_id))
+    }
+
+    fn forward(&self, channel_id: Uuid, message: ChannelMsg) -> BoxFuture<Result<(), HubError>> {
+        match self.me() {
+            Some(me) => Box::pin(me.forward_message(channel_id, message)),
+            None => Box::pin(async { Err(HubError::Unavailable) }),
+        }
+    }
+
+    fn drained(&self) {
+        let frame = ServerFrame::out_of_sync().encode();
+        for stand_in in self.stand_ins.iter() {
+            stand_in.outbox.push(frame.clone());
+            stand_in.outbox.close(CLOSE_SLOW_CONSUMER);
+        }
+    }
+
+    fn forward_effects(&self, channel_id: Uuid, effects: Vec<Effect>) -> BoxFuture<CommandAnswer> {
+        let Some(me) = self.me() else { return Box::pin(async { Err(PostError::Unavailable) }) };
+        Box::pin(async move {
+            let effects = effects.iter().map(wire_effect).collect();
+            match me.ask(channel_id, OwnerRequest::Effects { effects, only_if_live: true }).await {
+                Ok(OwnerAnswer::Command { result }) => result,
+                _ => Err(PostError::Unavailable),
+            }
+        })
+    }
+}
+
+impl Router {
+    /// This router as an `Arc` (it is always held in one; set at construction).
+    fn me(&self) -> Option<Arc<Self>> {
+        self.this.upgrade()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let from = RemoteSession {
+            node: "n2".into(),
+            session: Uuid::new_v4(),
+            user: Uuid::new_v4(),
+            login: None,
+            resume_capable: true,
+        };
+        let request = OwnerRequest::Subscribe {
+            from,
+            resume: Some(WireResume {
+                since: Some(Position { epoch: "abcdefgh".into(), cseq: 7 }),
+                budget: 9,
+            }),
+        };
+        let text = serde_json::to_string(&Envelope { channel: Uuid::nil(), request }).unwrap();
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            back.request,
+            OwnerRequest::Subscribe { resume: Some(WireResume { budget: 9, .. }), .. }
+        ));
+    }
+
+    #[test]
+    fn relayed_frames_keep_their_bytes_and_class() {
+        let frame = ServerFrame::UserWarned {
+            channel_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            reason: "a\nb".into(),
+            warning_count: 2,
+        };
+        let relayed = frame.relayed();
+        assert!(relayed.durable);
+        let again = ServerFrame::Relayed(relayed);
+        assert_eq!(again.encode(), frame.encode());
+        assert_eq!(again.encode_at(5), frame.encode_at(5));
+    }
+}
