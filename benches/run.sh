@@ -21,6 +21,11 @@
 #                    (e.g. postgres://postgres:pw@127.0.0.1/postgres); a fresh database
 #                    is created for each scenario and dropped after it.
 #   --ceiling-only   skip Palaver (e.g. while it does not build yet).
+#   --cluster N      several nodes (needs --postgres, and NATS at $NATS_URL, default
+#                    nats://127.0.0.1:4222): runs fanout-s$SENDERS, fanout-s$SENDERS_HIGH,
+#                    ingest and idle on one Palaver node, then on N nodes sharing the database
+#                    with sockets spread round-robin over them (labels c<N>-…), and prints
+#                    cluster/single ratios. CPU of every node and of nats-server is counted.
 #
 # Parameters (env), with defaults; a quick smoke run:
 #   RECEIVERS=200 SENDERS=5 SENDERS_HIGH=10 DURATION=5 IDLE_CONNECTIONS=2000 benches/run.sh
@@ -69,6 +74,8 @@ RECOVERY_WAVE_EVERY=${RECOVERY_WAVE_EVERY:-10}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-900}
 
 PG_ADMIN_URL=""
+CLUSTER=0
+NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 CEILING_ONLY=0
 REPORT_IN=""
 REPORT_OUT=""
@@ -76,15 +83,20 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --postgres) PG_ADMIN_URL=${2:?--postgres needs a URL}; shift 2 ;;
         --ceiling-only) CEILING_ONLY=1; shift ;;
+        --cluster) CLUSTER=${2:?--cluster needs a node count}; shift 2 ;;
         --report)
             REPORT_IN=${2:?--report needs a .jsonl file}; shift 2
             if [[ $# -gt 0 && $1 != -* ]]; then REPORT_OUT=$1; shift; fi ;;
-        -h|--help) sed -n '2,44p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,49p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
 log() { echo "[run.sh] $*" >&2; }
+if (( CLUSTER > 0 )) && [[ -z "$PG_ADMIN_URL" ]]; then
+    echo "--cluster needs --postgres (a cluster runs on PostgreSQL)" >&2
+    exit 2
+fi
 
 # ---- report only --------------------------------------------------------------------------
 if [[ -n "$REPORT_IN" ]]; then
@@ -137,8 +149,20 @@ SERVER_PID=""
 SERVER_URL=""
 DATA_DIR=""
 PG_DB=""
+# A cluster's other nodes (SERVER_PID is its first), and every pid whose CPU counts.
+CLUSTER_PIDS=()
+ALSO_PIDS=""
 
 stop_server() {
+    local pid
+    for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    CLUSTER_PIDS=()
+    ALSO_PIDS=""
     if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 50); do
@@ -214,6 +238,41 @@ start_palaver() { # $1 = log file; extra VAR=value settings may follow
     return 1
 }
 
+start_cluster() { # $1 = log file prefix: N nodes on one fresh database, waited until settled
+    local prefix=$1 i port urls="" pid
+    DATA_DIR=$(mktemp -d -t palaver-bench.XXXXXX)
+    PG_DB="palaver_bench_$(date +%s)_$RANDOM"
+    psql "$PG_ADMIN_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $PG_DB" >/dev/null
+    local nats_prefix="bench$RANDOM$RANDOM" ports=()
+    for i in $(seq "$CLUSTER"); do
+        port=$(free_port)
+        ports+=("$port")
+        env PALAVER_BIND="127.0.0.1:$port" PALAVER_DATA_DIR="$DATA_DIR" PALAVER_REGISTRATION=open \
+            PALAVER_HTTP_RATE_LIMITS=off RUST_LOG="${PALAVER_RUST_LOG:-warn}" \
+            DATABASE_URL="$(pg_url_for "$PG_ADMIN_URL" "$PG_DB")" PALAVER_NATS_URL="$NATS_URL" \
+            PALAVER_NODE_ID="n$i" PALAVER_NATS_PREFIX="$nats_prefix" \
+            "$PALAVER" >"$prefix.n$i.log" 2>&1 &
+        pid=$!
+        if (( i == 1 )); then SERVER_PID=$pid; else CLUSTER_PIDS+=("$pid"); ALSO_PIDS+="${ALSO_PIDS:+,}$pid"; fi
+        urls+="${urls:+,}http://127.0.0.1:$port"
+    done
+    SERVER_URL=$urls
+    local nats_pid
+    nats_pid=$(pgrep -x nats-server | head -1 || true)
+    [[ -n "$nats_pid" ]] && ALSO_PIDS+="${ALSO_PIDS:+,}$nats_pid"
+    for _ in $(seq 300); do
+        local settled=0
+        for port in "${ports[@]}"; do
+            curl -sf --max-time 1 "http://127.0.0.1:$port/api/health" | jq -e '.cluster.state == "settled"' >/dev/null \
+                && settled=$((settled + 1))
+        done
+        (( settled == CLUSTER )) && return 0
+        sleep 0.2
+    done
+    log "the cluster did not settle within 60 s (see $prefix.n*.log)"
+    return 1
+}
+
 # ---- scenarios --------------------------------------------------------------------------
 # run_scenario KIND LABEL LOADGEN-ARGS... : fresh server, one loadgen run, server stopped.
 # SERVER_ENV (an array of VAR=value) is passed to Palaver for this run.
@@ -229,6 +288,9 @@ run_scenario() {
     if [[ $kind == ceiling ]]; then
         start_ceiling "$server_log" || { stop_server; return 0; }
         extra=(--ceiling)
+    elif [[ $kind == cluster ]]; then
+        start_cluster "$server_log" || { stop_server; return 0; }
+        extra=(--also-pids "$ALSO_PIDS")
     else
         start_palaver "$server_log" "${SERVER_ENV[@]}" || { stop_server; return 0; }
     fi
@@ -276,6 +338,43 @@ run_all() { # $1 = ceiling | palaver
             --wave-share "$RECOVERY_WAVE_SHARE" --wave-every "$RECOVERY_WAVE_EVERY"
     fi
 }
+
+if (( CLUSTER > 0 )); then
+    # One node, then the cluster, at the same load on the same machine.
+    run_cluster_pair() { # LABEL LOADGEN-ARGS...
+        local lb=$1
+        shift
+        run_scenario palaver "$lb" "$@"
+        selected "$lb" || return 0
+        ONLY="" run_scenario cluster "c$CLUSTER-$lb" "$@"
+    }
+    common=(--rate "$RATE" --duration "$DURATION" --drain "$DRAIN" --payload-bytes "$PAYLOAD_BYTES"
+        --connect-concurrency "$CONNECT_CONCURRENCY")
+    run_cluster_pair "fanout-s$SENDERS" --scenario fanout "${common[@]}" --receivers "$RECEIVERS" --senders "$SENDERS"
+    run_cluster_pair "fanout-s$SENDERS_HIGH" --scenario fanout "${common[@]}" \
+        --receivers "$RECEIVERS" --senders "$SENDERS_HIGH"
+    run_cluster_pair ingest --scenario ingest "${common[@]}" --channels "$INGEST_CHANNELS"
+    run_cluster_pair idle --scenario idle --connect-concurrency "$CONNECT_CONCURRENCY" \
+        --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" --source-ips "$SOURCE_IPS"
+    jq -rs --arg n "c$CLUSTER-" '
+        def num: if type == "number" then (. * 1000 | round / 1000 | tostring) else "n/a" end;
+        def pick($lb): map(select(.label == $lb and (.error | not))) | last;
+        def row($lb; $name; f):
+            (pick($lb) | if . == null then null else f end) as $s
+            | (pick($n + $lb) | if . == null then null else f end) as $c
+            | [$lb, $name, ($s | num), ($c | num),
+               (if ($s | type) == "number" and ($c | type) == "number" and $s != 0 then ($c / $s | num) else "n/a" end)];
+        (["scenario", "metric", "one node", "cluster", "cluster/one node"]),
+        ((map(.label) | unique | map(select(startswith("fanout-")))[]) as $f
+            | row($f; "recv p99 ms"; .recv_latency_ms.p99), row($f; "ack p99 ms"; .ack_latency_ms.p99),
+              row($f; "deliveries/s"; .deliveries_per_s), row($f; "deliveries per CPU-s"; .deliveries_per_cpu_s),
+              row($f; "lost"; .lost)),
+        row("ingest"; "committed msgs/s"; .committed_per_s), row("ingest"; "missing after"; .missing_after),
+        row("idle"; "connect total s"; .connect_total_s), row("idle"; "RSS per socket KiB (first node)"; .rss_per_socket_kb)
+        | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"
+    log "results: $RESULTS, summary: $SUMMARY"
+    exit 0
+fi
 
 run_all ceiling
 if (( CEILING_ONLY )); then

@@ -122,6 +122,7 @@ pub async fn serve(config: Config) -> Result<Server, String> {
             frames: hub.config.outbound_queue,
             bytes: hub.config.outbound_queue_bytes,
         };
+        let _ = hub.shared.owned_shards.set(cluster.owned_shards());
         let router = cluster.start_routing(hub.clone(), limits).await?;
         hub.channels.set_router(router);
     }

@@ -22,6 +22,9 @@ pub trait Elsewhere: Send + Sync {
     /// The status this node now announces for one of its users (`offline`: none of their
     /// sessions is here any more).
     fn presence_changed(&self, user: Uuid, status: &'static str);
+    /// A user joined or left the voice session of a channel owned here (other nodes check
+    /// WebRTC signalling and voice moves against it).
+    fn voice_changed(&self, user: Uuid, channel: Uuid, joined: bool);
 }
 
 /// A committed membership change (what the other nodes of a cluster are told).

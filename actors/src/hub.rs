@@ -101,6 +101,7 @@ impl Hub {
             voice: DashMap::new(),
             metrics: Default::default(),
             offline_dm: std::sync::OnceLock::new(),
+            owned_shards: std::sync::OnceLock::new(),
         });
         let registries = Registries {
             shared: shared.clone(),
@@ -445,6 +446,7 @@ impl Hub {
             BusEvent::Users { .. }
             | BusEvent::Everyone
             | BusEvent::Roster { .. }
+            | BusEvent::Voice { .. }
             | BusEvent::Presence { .. }
             | BusEvent::PresenceDigest { .. }
             | BusEvent::PresenceDigestPlease { .. } => {}
@@ -713,6 +715,12 @@ impl RemoteEvents for Hub {
             }
             (BusEvent::Everyone, Some(frame)) => self.shared.sessions.send_to_everyone_here(&frame),
             (BusEvent::Roster { change }, _) => self.shared.roster.apply(change),
+            (BusEvent::Voice { user, channel, joined: true }, _) => {
+                self.shared.voice.insert(user, channel);
+            }
+            (BusEvent::Voice { user, channel, joined: false }, _) => {
+                self.shared.voice.remove_if(&user, |_, c| *c == channel);
+            }
             (BusEvent::Presence { node, user, status }, _) => {
                 if let Some(status) = remote_status(&status) {
                     self.presence.remote_changed(&node, user, status);

@@ -58,6 +58,11 @@ pub struct Registered {
 
 impl SessionRegistry {
     /// Joins the sessions of the other nodes (once; later calls are ignored).
+    /// The other nodes of a cluster, if any.
+    pub fn elsewhere(&self) -> Option<&Arc<dyn Elsewhere>> {
+        self.elsewhere.get()
+    }
+
     pub fn set_elsewhere(&self, elsewhere: Arc<dyn Elsewhere>) {
         let _ = self.elsewhere.set(elsewhere);
     }

@@ -127,6 +127,11 @@ impl Roster {
         }
     }
 
+    /// Whether a user shows as present (on any node of a cluster).
+    pub fn is_present(&self, user_id: Uuid) -> bool {
+        self.read().present.contains(&user_id)
+    }
+
     /// Shows or hides a user; returns their communities (whose members are to be told).
     pub fn set_present(&self, user_id: Uuid, present: bool) -> Vec<Uuid> {
         let mut index = self.write();

@@ -38,6 +38,43 @@ pub struct Shared {
     /// Told of each committed DM whose recipient has no open socket (Web Push lives in the
     /// server crate; unset means nobody listens).
     pub offline_dm: OnceLock<Arc<dyn OfflineDmSink>>,
+    /// In a cluster: the shards this node owns → their fencing epochs (kept by the ownership
+    /// loop). Unset on a single node, where no write is fenced.
+    pub owned_shards: OnceLock<Arc<DashMap<crate::cluster::shards::Shard, i64>>>,
+}
+
+impl Shared {
+    /// `user_id` is now in the voice session of `channel_id` (owned here); the other nodes of
+    /// a cluster are told, so signalling between participants works wherever their sockets are.
+    pub fn voice_joined(&self, user_id: Uuid, channel_id: Uuid) {
+        self.voice.insert(user_id, channel_id);
+        if let Some(elsewhere) = self.sessions.elsewhere() {
+            elsewhere.voice_changed(user_id, channel_id, true);
+        }
+    }
+
+    /// `user_id` left the voice session of `channel_id` (owned here).
+    pub fn voice_left(&self, user_id: Uuid, channel_id: Uuid) {
+        self.voice.remove_if(&user_id, |_, channel| *channel == channel_id);
+        if let Some(elsewhere) = self.sessions.elsewhere() {
+            elsewhere.voice_changed(user_id, channel_id, false);
+        }
+    }
+
+    /// Whether a user still has a socket, here or (in a cluster) on another node.
+    pub fn is_connected(&self, user_id: Uuid) -> bool {
+        self.sessions.is_online(user_id)
+            || (self.sessions.elsewhere().is_some() && self.roster.is_present(user_id))
+    }
+
+    /// The fence a channel's writes go under here: `None` on a single node. In a cluster, the
+    /// epoch this node holds the channel's shard with, or -1 (never matches) if it does not.
+    pub fn fence(&self, channel_id: Uuid) -> Option<crate::store::Fence> {
+        let owned = self.owned_shards.get()?;
+        let shard = crate::cluster::shards::shard_of(channel_id);
+        let epoch = owned.get(&shard).map_or(-1, |e| *e);
+        Some(crate::store::Fence { shard: shard as i16, epoch })
+    }
 }
 
 /// A committed DM whose recipient had no open socket when it was announced.

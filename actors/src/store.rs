@@ -298,23 +298,58 @@ pub async fn community_member_ids(db: &impl ConnectionTrait, community_id: Uuid)
         .await
 }
 
-/// Stores a group commit. Without claims: one multi-row insert. With claims (scheduled
-/// messages being delivered): one transaction that first sets each claimed row's
-/// `delivered_at` where it is still null, then inserts every message whose claim held.
-/// Returns the batch positions whose claim was lost (already delivered; not stored).
+/// In a cluster: the shard a channel's owner writes under and the fencing epoch it took it
+/// with (`channel_shards`). A write checks it first, in its own transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub shard: i16,
+    pub epoch: i64,
+}
+
+/// The error text of a write refused by its fence: another node owns the shard now.
+pub const FENCED: &str = "fenced: another node owns this channel's shard now";
+
+impl Fence {
+    /// Holds the shard row under `FOR SHARE` until the transaction ends, if its epoch is
+    /// still this one: a new owner's epoch bump (an `UPDATE`) waits for this transaction, or
+    /// this one sees the new epoch and is refused. PostgreSQL only (clusters need it).
+    pub async fn check(self, txn: &impl ConnectionTrait) -> Result<(), DbErr> {
+        let held = txn
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT 1 AS held FROM channel_shards WHERE shard = $1 AND shard_epoch = $2 FOR SHARE",
+                [self.shard.into(), self.epoch.into()],
+            ))
+            .await?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(DbErr::Custom(FENCED.into())),
+        }
+    }
+}
+
+/// Stores a group commit. Without claims or fence: one multi-row insert. Otherwise one
+/// transaction that first checks the fence (a cluster owner's writes), then sets each claimed
+/// row's `delivered_at` where it is still null (scheduled messages being delivered), then
+/// inserts every message whose claim held. Returns the batch positions whose claim was lost
+/// (already delivered; not stored).
 pub async fn insert_messages(
     db: &DatabaseConnection,
     rows: Vec<messages::Model>,
     claims: &[(usize, Uuid)],
+    fence: Option<Fence>,
 ) -> Result<Vec<usize>, DbErr> {
     use palaver_entity::scheduled_messages;
     use sea_orm::IntoActiveModel;
     let active = |rows: Vec<messages::Model>| rows.into_iter().map(IntoActiveModel::into_active_model);
-    if claims.is_empty() {
+    if claims.is_empty() && fence.is_none() {
         messages::Entity::insert_many(active(rows)).exec_without_returning(db).await?;
         return Ok(Vec::new());
     }
     let txn = crate::db::begin_write(db).await?;
+    if let Some(fence) = fence {
+        fence.check(&txn).await?;
+    }
     let now = palaver_entity::now();
     let mut lost = Vec::new();
     for (position, scheduled_id) in claims {

@@ -34,7 +34,8 @@ impl Scenario {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
-    /// Base URL of the server under test (loopback only), e.g. http://127.0.0.1:8080
+    /// Base URL of the server under test (loopback only), e.g. http://127.0.0.1:8080; for a
+    /// cluster, every node's, comma-separated (sockets are spread over them round-robin).
     #[arg(long)]
     pub url: String,
 
@@ -44,6 +45,11 @@ pub struct Args {
     /// PID of the server process: its CPU time and RSS are read from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+
+    /// Other processes of the system under test (the other nodes of a cluster, nats-server):
+    /// their CPU time is added to the server's.
+    #[arg(long, value_delimiter = ',')]
+    pub also_pids: Vec<u32>,
 
     /// The target is the ceiling server: skip REST setup, use fake tokens and random
     /// channel ids.

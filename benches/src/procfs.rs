@@ -97,6 +97,19 @@ impl RssMonitor {
     }
 }
 
+/// Other processes whose CPU time counts as the server's (cluster nodes, nats-server), set
+/// once from `--also-pids`.
+pub static ALSO_MEASURED: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// CPU seconds of the server and every `ALSO_MEASURED` process.
+fn system_cpu_seconds(server: Proc) -> Result<f64> {
+    let mut total = server.cpu_seconds()?;
+    for pid in ALSO_MEASURED.get().map(Vec::as_slice).unwrap_or_default() {
+        total += Proc(Some(*pid)).cpu_seconds()?;
+    }
+    Ok(total)
+}
+
 /// Before/after figures of one measured phase for the server and the load generator.
 pub struct PhaseMeter {
     server: Option<Proc>,
@@ -128,7 +141,7 @@ impl PhaseMeter {
     pub fn start(server_pid: Option<u32>) -> Result<Self> {
         let server = server_pid.map(|p| Proc(Some(p)));
         let (server_cpu0, server_rss0) = match server {
-            Some(p) => (p.cpu_seconds()?, p.rss_kb()?),
+            Some(p) => (system_cpu_seconds(p)?, p.rss_kb()?),
             None => (0.0, 0),
         };
         Ok(PhaseMeter {
@@ -149,7 +162,7 @@ impl PhaseMeter {
             Some(p) => {
                 let final_ = p.rss_kb()?;
                 (
-                    Some(p.cpu_seconds()? - self.server_cpu0),
+                    Some(system_cpu_seconds(p)? - self.server_cpu0),
                     Some(RssUsage { before: self.server_rss0, peak: peak.max(final_), final_ }),
                 )
             }

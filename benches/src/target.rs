@@ -1,4 +1,6 @@
-//! The server under test: its address (loopback only) and where client sockets bind.
+//! The server under test: its address (loopback only) and where client sockets bind. A
+//! cluster is given as several addresses; sockets are spread over its nodes round-robin and
+//! REST calls go to the first.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,11 +9,14 @@ use anyhow::{Context, Result, bail};
 
 #[derive(Debug)]
 pub struct Target {
-    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8080`.
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8080` (the first node).
     pub base_url: String,
-    /// `ws://host:port/ws`
+    /// `ws://host:port/ws` of the first node.
     pub ws_url: String,
     pub addr: SocketAddr,
+    /// Every node: (`ws://host:port/ws`, address); one for a single server.
+    nodes: Vec<(String, SocketAddr)>,
+    next_node: AtomicUsize,
     source_ips: Vec<IpAddr>,
     next_source: AtomicUsize,
 }
@@ -19,7 +24,29 @@ pub struct Target {
 impl Target {
     /// Parses `http://HOST:PORT` and resolves it. Refuses anything that is not on the
     /// loopback network: load must never leave this machine.
-    pub async fn resolve(url: &str, source_ips: Vec<IpAddr>) -> Result<Self> {
+    pub async fn resolve(urls: &str, source_ips: Vec<IpAddr>) -> Result<Self> {
+        let mut nodes = Vec::new();
+        for url in urls.split(',').filter(|u| !u.is_empty()) {
+            let one = Self::resolve_one(url).await?;
+            nodes.push((one.ws_url, one.addr));
+        }
+        let mut target = Self::resolve_one(urls.split(',').next().unwrap_or_default()).await?;
+        target.nodes = nodes;
+        target.source_ips = source_ips;
+        Ok(target)
+    }
+
+    /// The node the next client socket goes to (round-robin): its WS URL and address.
+    pub fn next_node(&self) -> (&str, SocketAddr) {
+        let i = self.next_node.fetch_add(1, Ordering::Relaxed) % self.nodes.len().max(1);
+        match self.nodes.get(i) {
+            Some((url, addr)) => (url.as_str(), *addr),
+            None => (self.ws_url.as_str(), self.addr),
+        }
+    }
+
+    async fn resolve_one(url: &str) -> Result<Self> {
+        let source_ips = Vec::new();
         let base_url = url.trim_end_matches('/').to_owned();
         let host_port = base_url
             .strip_prefix("http://")
@@ -39,6 +66,8 @@ impl Target {
             ws_url: format!("ws://{host_port}/ws"),
             base_url,
             addr,
+            nodes: Vec::new(),
+            next_node: AtomicUsize::new(0),
             source_ips,
             next_source: AtomicUsize::new(0),
         })

@@ -38,14 +38,14 @@ pub async fn connect(target: &Target) -> Result<WsStream> {
     if let Some(ip) = target.next_source_ip() {
         socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding client socket to {ip}"))?;
     }
-    let stream =
-        socket.connect(target.addr).await.with_context(|| format!("TCP connect to {}", target.addr))?;
+    let (ws_url, addr) = target.next_node();
+    let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
     // Small frames must not wait for Nagle / delayed ACK.
     stream.set_nodelay(true).context("TCP_NODELAY")?;
-    let request = target.ws_url.as_str().into_client_request().context("building WS request")?;
+    let request = ws_url.into_client_request().context("building WS request")?;
     let (ws, _response) = client_async_with_config(request, stream, Some(client_config()))
         .await
-        .with_context(|| format!("WebSocket upgrade at {}", target.ws_url))?;
+        .with_context(|| format!("WebSocket upgrade at {ws_url}"))?;
     Ok(ws)
 }
 

@@ -595,6 +595,74 @@ async fn a_lost_forwarded_frame_is_never_a_silent_gap() {
     cluster.stop().await;
 }
 
+async fn voice_participants_on_different_nodes_signal_each_other() {
+    let TwoNodes { cluster, owner, alice, channel, owning, mut alice_ws, .. } = two_nodes().await;
+    // Alice's socket is on the node that does not own the channel, the owner's on the one that
+    // does: each node must know who is in the voice session to relay signalling.
+    let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
+    subscribe(&mut owner_ws, channel).await;
+    alice_ws.send(json!({"type": "join_voice", "channel_id": channel})).await;
+    assert_eq!(alice_ws.expect("voice_state_update").await["participants"], json!([alice.id]));
+    owner_ws.send(json!({"type": "join_voice", "channel_id": channel})).await;
+    owner_ws.expect("voice_state_update").await;
+    let call = uuid::Uuid::new_v4();
+    let offer = json!({"type": "rtc_offer", "target_user_id": owner.id, "session_id": call, "sdp": "v=0"});
+    // The owner's join reaches Alice's node over the bus: until it has, her offer is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        alice_ws.send(offer.clone()).await;
+        let mut refused = false;
+        while let Some(frame) = alice_ws.next_frame(Duration::from_millis(300)).await {
+            refused |= frame["type"] == "error" && frame["code"] == "forbidden";
+        }
+        if !refused {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the join never reached Alice's node");
+    }
+    assert_eq!(owner_ws.expect_eventually("rtc_offer").await["from_user_id"], json!(alice.id));
+    owner_ws
+        .send(json!({"type": "rtc_answer", "target_user_id": alice.id, "session_id": call, "sdp": "v=0 a"}))
+        .await;
+    assert_eq!(alice_ws.expect_eventually("rtc_answer").await["sdp"], "v=0 a");
+    // Leaving is told too: signalling to someone who left is refused on the other node. (One
+    // voice join or leave per user per 2 s.)
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    owner_ws.send(json!({"type": "leave_voice", "channel_id": channel})).await;
+    owner_ws.expect_eventually("user_left_voice").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    alice_ws.send(offer).await;
+    assert_eq!(alice_ws.expect_eventually("error").await["code"], "forbidden");
+    cluster.stop().await;
+}
+
+async fn a_stale_owner_cannot_commit_once_its_shard_changed_hands() {
+    use sea_orm::{ConnectionTrait, Database};
+    let TwoNodes { cluster, owner, channel, owning, .. } = two_nodes().await;
+    let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
+    owner_ws.send(send_frame(channel, 1)).await;
+    owner_ws.expect("message_sent").await;
+    // Another node takes the shard (bumping its fencing epoch) while this one still believes it
+    // owns it, as after a pause longer than the lock's keepalives.
+    let shard = palaver_actors::cluster::shards::shard_of(channel) as i16;
+    let db = Database::connect(&cluster.database_url).await.unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE channel_shards SET shard_epoch = shard_epoch + 1 WHERE shard = {shard}"
+    ))
+    .await
+    .unwrap();
+    db.close().await.ok();
+    // Its actor's next commit checks the fence: refused, not acked, not stored.
+    owner_ws.send(send_frame(channel, 2)).await;
+    assert_eq!(owner_ws.expect("error").await["code"], "unavailable");
+    let stored = cluster.nodes[owning]
+        .get(&format!("/channels/{channel}/messages?before={}", uuid::Uuid::max()), &owner.token)
+        .await
+        .expect(200);
+    assert_eq!(stored.as_array().unwrap().len(), 1, "{stored}");
+    cluster.stop().await;
+}
+
 async fn subscribers_of_a_leaving_owner_resubscribe_through_the_new_one() {
     let TwoNodes { mut cluster, owner, alice, channel, owning, mut alice_ws, .. } = two_nodes().await;
     cluster.stop_node(owning).await;
@@ -628,6 +696,8 @@ mod cluster_suite {
         kicked_user_on_another_node_stops_receiving_at_once,
         a_lost_forwarded_frame_is_never_a_silent_gap,
         subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,
+        voice_participants_on_different_nodes_signal_each_other,
+        a_stale_owner_cannot_commit_once_its_shard_changed_hands,
         presence_crosses_nodes_and_a_silent_nodes_users_go_offline,
         revocations_made_on_one_node_reach_every_node,
         user_and_instance_frames_reach_sockets_on_every_node,

@@ -147,7 +147,7 @@ impl ChannelState {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
             self.subscribers.set_unannounced(true);
-            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch).await;
+            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch, self.fence).await;
             self.settle(batch, result).await;
         }
         self.subscribers.set_unannounced(false);
@@ -158,7 +158,7 @@ impl ChannelState {
     pub(super) fn forget_deleted(&mut self) {
         self.subscribers.clear();
         for user_id in std::mem::take(&mut self.voice) {
-            self.shared.voice.remove_if(&user_id, |_, channel| *channel == self.id());
+            self.shared.voice_left(user_id, self.id());
         }
         self.typing.clear();
         let text = "this channel was deleted; message not sent";

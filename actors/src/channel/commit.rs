@@ -71,9 +71,10 @@ pub(super) async fn commit_batch(
     db: &sea_orm::DatabaseConnection,
     metrics: &HubMetrics,
     batch: &[Pending],
+    fence: Option<store::Fence>,
 ) -> Result<Vec<usize>, CommitError> {
     let started = Instant::now();
-    let result = insert_batch(db, batch).await;
+    let result = insert_batch(db, batch, fence).await;
     metrics.commit_batch_rows.observe(batch.len() as u64);
     metrics.commit_seconds.observe_duration(started.elapsed());
     result
@@ -82,6 +83,7 @@ pub(super) async fn commit_batch(
 async fn insert_batch(
     db: &sea_orm::DatabaseConnection,
     batch: &[Pending],
+    fence: Option<store::Fence>,
 ) -> Result<Vec<usize>, CommitError> {
     let rows: Vec<messages::Model> = batch.iter().map(|p| p.row.clone()).collect();
     let claims: Vec<(usize, Uuid)> = batch
@@ -92,8 +94,14 @@ async fn insert_batch(
             _ => None,
         })
         .collect();
-    match store::insert_messages(db, rows, &claims).await {
+    match store::insert_messages(db, rows, &claims, fence).await {
         Ok(lost) => Ok(lost),
+        // A stale owner: nothing was stored, and nothing may be acked. The senders retry
+        // (with `client_nonce`, safely) and reach the new owner.
+        Err(sea_orm::DbErr::Custom(text)) if text == store::FENCED => {
+            tracing::warn!(?fence, "a commit was refused by its fence: this node no longer owns the shard");
+            Err(CommitError::Unavailable)
+        }
         Err(err) if crate::is_unavailable(&err) => Err(CommitError::Unavailable),
         Err(err) => Err(CommitError::Internal(err.to_string())),
     }
@@ -111,7 +119,7 @@ impl ChannelState {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
             self.subscribers.set_unannounced(true);
-            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch).await;
+            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch, self.fence).await;
             self.settle(batch, result).await;
             self.subscribers.set_unannounced(false);
         }
@@ -129,11 +137,12 @@ impl ChannelState {
         self.subscribers.set_unannounced(true);
         let db = self.shared.db.clone();
         let metrics = self.shared.metrics.clone();
+        let fence = self.fence;
         let myself = myself.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
         self.in_flight = Some(outcome);
         tokio::spawn(async move {
-            let result = commit_batch(&db, &metrics, &batch).await;
+            let result = commit_batch(&db, &metrics, &batch, fence).await;
             // If the actor died meanwhile, its restart reloads state; these senders get no
             // ack (their socket sees nothing) and will resend: nothing acked is lost.
             let _ = done.send((batch, result));
@@ -290,7 +299,7 @@ impl ChannelState {
         let (Some((a, b)), Some(sender)) = (self.snapshot.dm_pair, sender) else { return };
         let Some(sink) = self.shared.offline_dm.get() else { return };
         let recipient = if a == sender { b } else { a };
-        if recipient != sender && !self.shared.sessions.is_online(recipient) {
+        if recipient != sender && !self.shared.is_connected(recipient) {
             sink.offline_dm(crate::shared::OfflineDm { recipient, sender, channel_id });
         }
     }

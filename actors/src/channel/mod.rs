@@ -178,6 +178,9 @@ pub struct ChannelState {
     joined_at: HashMap<Uuid, u64>,
     /// Idempotency keys of recent sends (`nonce.rs`).
     nonces: nonce::NonceMemory,
+    /// In a cluster: the shard epoch this node owned the channel under when the actor
+    /// started; every commit checks it (see `store::Fence`).
+    fence: Option<store::Fence>,
     /// When this actor started: younger than `nonce::REMEMBER_FOR`, its key memory may lack
     /// a repeated send's original, so the database is asked.
     started_at: Instant,
@@ -218,7 +221,10 @@ impl Actor for ChannelActor {
             joined_at: HashMap::new(),
             nonces: nonce::NonceMemory::default(),
             started_at: Instant::now(),
+            fence: None,
         };
+        let mut state = state;
+        state.fence = state.shared.fence(state.id());
         state.announce_epoch();
         Ok(state)
     }
@@ -327,12 +333,12 @@ impl Actor for ChannelActor {
             ChannelMsg::SessionClosed { user_id, session_id } => {
                 state.subscribers.remove(session_id);
                 state.stop_typing(user_id);
-                if state.voice.contains(&user_id) && !state.shared.sessions.is_online(user_id) {
+                if state.voice.contains(&user_id) && !state.shared.is_connected(user_id) {
                     myself.send_after(Duration::from_secs(15), move || ChannelMsg::VoiceGrace { user_id });
                 }
             }
             ChannelMsg::VoiceGrace { user_id } => {
-                if !state.shared.sessions.is_online(user_id) {
+                if !state.shared.is_connected(user_id) {
                     state.leave_voice(user_id);
                 }
             }

@@ -27,7 +27,7 @@ impl ChannelState {
                         return origin.error(ErrorCode::VoiceFull, "this voice channel is full");
                     }
                     self.voice.push(user_id);
-                    self.shared.voice.insert(user_id, self.id());
+                    self.shared.voice_joined(user_id, self.id());
                 }
                 origin.reply(&self.voice_frame());
                 self.broadcast(&self.voice_frame(), None);
@@ -61,7 +61,7 @@ impl ChannelState {
     pub(super) fn leave_voice(&mut self, user_id: Uuid) {
         if let Some(pos) = self.voice.iter().position(|u| *u == user_id) {
             self.voice.remove(pos);
-            self.shared.voice.remove_if(&user_id, |_, channel| *channel == self.id());
+            self.shared.voice_left(user_id, self.id());
             self.broadcast(&ServerFrame::UserLeftVoice { channel_id: self.id(), user_id }, None);
             self.broadcast(&self.voice_frame(), None);
         }

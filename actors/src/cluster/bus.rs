@@ -66,6 +66,8 @@ pub enum BusEvent {
     Presence { node: String, user: Uuid, status: String },
     /// Every status `node` announces, replacing what it told before.
     PresenceDigest { node: String, statuses: Vec<(Uuid, String)> },
+    /// A user joined or left the voice session of `channel` (told by the channel's owner).
+    Voice { user: Uuid, channel: Uuid, joined: bool },
     /// `node` just joined: every node sends its digest now rather than at its next tick.
     PresenceDigestPlease { node: String },
 }
@@ -186,6 +188,10 @@ impl Elsewhere for Bus {
 
     fn send_to_everyone(&self, frame: &Frame) {
         self.publish(&BusEvent::Everyone, Some(frame));
+    }
+
+    fn voice_changed(&self, user: Uuid, channel: Uuid, joined: bool) {
+        self.publish(&BusEvent::Voice { user, channel, joined }, None);
     }
 
     fn roster_changed(&self, change: RosterChange) {

@@ -254,6 +254,11 @@ impl Cluster {
         Ok(router)
     }
 
+    /// The shards this node owns → their fencing epochs (owner writes check theirs).
+    pub fn owned_shards(&self) -> Arc<DashMap<Shard, i64>> {
+        self.owned.clone()
+    }
+
     /// Channel routing, once started.
     pub fn router(&self) -> Option<&Arc<route::Router>> {
         self.router.get()

@@ -33,6 +33,7 @@ pub struct Ctx {
 /// Runs the chosen scenario and returns its result line.
 pub async fn run(args: Args) -> Result<Value> {
     args.validate()?;
+    let _ = crate::procfs::ALSO_MEASURED.set(args.also_pids.clone());
     let target = Arc::new(Target::resolve(&args.url, args.source_ips.clone()).await?);
     let setup = Arc::new(Setup::new(
         target.clone(),
