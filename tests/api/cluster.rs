@@ -663,6 +663,142 @@ async fn a_stale_owner_cannot_commit_once_its_shard_changed_hands() {
     cluster.stop().await;
 }
 
+/// Sends `send_message` with `key` as its `client_nonce` until it is acked (an `unavailable`
+/// answer is retried with the same key, as a client would); returns the message id.
+async fn send_until_acked(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    channel: uuid::Uuid,
+    key: &str,
+) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let frame = json!({"type": "send_message", "channel_id": channel, "ciphertext": key.as_bytes(),
+        "nonce": [1], "message_type": "text", "client_nonce": key});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        ws.send(Message::text(frame.to_string())).await.unwrap();
+        loop {
+            let next = tokio::time::timeout_at(deadline, ws.next()).await.expect("an answer in time");
+            let Some(Ok(Message::Text(text))) = next else { continue };
+            let answer: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            match answer["type"].as_str() {
+                Some("message_sent") => return answer["id"].as_str().unwrap().to_owned(),
+                Some("error") => {
+                    assert_eq!(answer["code"], "unavailable", "{answer}");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn killed_owner_is_replaced_and_no_acked_message_is_lost() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let harness = crate::common::process::ProcessHarness::new(&crate::common::Backend::Postgres(
+        crate::common::postgres_url(),
+    ))
+    .await;
+    let prefix = format!("test{}", uuid::Uuid::new_v4().simple());
+    let nats = nats_url();
+    let env = |id: &'static str| {
+        [
+            ("PALAVER_NATS_URL", nats.clone()),
+            ("PALAVER_NODE_ID", id.to_owned()),
+            ("PALAVER_NATS_PREFIX", prefix.clone()),
+        ]
+    };
+    let start = |id: &'static str| {
+        let env = env(id);
+        let harness = &harness;
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            harness.start_with(&env).await
+        }
+    };
+    let mut nodes = vec![start("n1").await, start("n2").await];
+    let http = reqwest::Client::new();
+    let settled = |base: String| {
+        let http = http.clone();
+        async move {
+            let health: serde_json::Value =
+                http.get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+            health["cluster"]["state"] == "settled" && health["cluster"]["nodes"] == 2
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(settled(nodes[0].api("")).await && settled(nodes[1].api("")).await) {
+        assert!(tokio::time::Instant::now() < deadline, "the two processes did not settle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let identity = ed25519_dalek::SigningKey::from_bytes(&crate::common::rand_bytes());
+    let body = crate::common::TestApp::registration_body("alice", &identity);
+    let alice: serde_json::Value =
+        http.post(nodes[0].api("/auth/register")).json(&body).send().await.unwrap().json().await.unwrap();
+    let token = alice["access_token"].as_str().unwrap().to_owned();
+    let channel: serde_json::Value = http
+        .post(nodes[0].api("/channels"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "failover", "channel_type": "text"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let channel: uuid::Uuid = channel["id"].as_str().unwrap().parse().unwrap();
+    // Which process owns the channel's shard: that one is killed, the socket is on the other.
+    let owner: String = {
+        use sea_orm::{ConnectionTrait, Database, Statement};
+        let db = Database::connect(harness.database_url().unwrap()).await.unwrap();
+        let shard = palaver_actors::cluster::shards::shard_of(channel) as i16;
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT node FROM channel_shards WHERE shard = {shard}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        db.close().await.ok();
+        row.try_get::<String>("", "node").unwrap()
+    };
+    let owning = if owner == "n1" { 0 } else { 1 };
+    let survivor = nodes.remove(1 - owning);
+    let owner_process = nodes.remove(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async(survivor.ws_url()).await.unwrap();
+    ws.send(Message::text(json!({"type": "authenticate", "token": token}).to_string())).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(send_until_acked(&mut ws, channel, &format!("before-{i}")).await);
+    }
+    // SIGKILL: its lock connection dies with it, the survivor takes the shard under a new epoch.
+    owner_process.kill().await;
+    let killed_at = tokio::time::Instant::now();
+    acked.push(send_until_acked(&mut ws, channel, "after-0").await);
+    let unavailable_for = killed_at.elapsed();
+    assert!(unavailable_for < Duration::from_secs(10), "sends acked again only after {unavailable_for:?}");
+    for i in 1..10 {
+        acked.push(send_until_acked(&mut ws, channel, &format!("after-{i}")).await);
+    }
+    // Every acked message is stored exactly once (retries with the same key were not doubled).
+    let page: Vec<serde_json::Value> = http
+        .get(survivor.api(&format!("/channels/{channel}/messages?limit=100")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut stored: Vec<String> = page.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    stored.reverse();
+    assert_eq!(stored, acked);
+    survivor.kill().await;
+}
+
 async fn subscribers_of_a_leaving_owner_resubscribe_through_the_new_one() {
     let TwoNodes { mut cluster, owner, alice, channel, owning, mut alice_ws, .. } = two_nodes().await;
     cluster.stop_node(owning).await;
@@ -697,6 +833,7 @@ mod cluster_suite {
         a_lost_forwarded_frame_is_never_a_silent_gap,
         subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,
         voice_participants_on_different_nodes_signal_each_other,
+        killed_owner_is_replaced_and_no_acked_message_is_lost,
         a_stale_owner_cannot_commit_once_its_shard_changed_hands,
         presence_crosses_nodes_and_a_silent_nodes_users_go_offline,
         revocations_made_on_one_node_reach_every_node,

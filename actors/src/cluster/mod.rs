@@ -5,8 +5,9 @@
 //! placement over live nodes, advisory locks, fencing epochs), the health view, the bus on
 //! which user-scoped and instance-wide frames, revocations, role, settings and membership
 //! changes and presence reach every node, and channel routing: a channel's actor runs only on
-//! its shard's owner, which every other node asks (`route`). Not built yet: the fence inside
-//! owner writes, planned handoffs that keep a channel's stream, voice state across nodes.
+//! its shard's owner, which every other node asks (`route`), with message commits fenced by
+//! the shard epoch (`store::Fence`). Not built yet: fencing the other owner writes, planned
+//! handoffs that keep a channel's stream, cluster-wide session caps.
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
 //! `members` (heartbeats and the live set), `bus` (events every node applies), `route`

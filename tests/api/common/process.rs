@@ -40,6 +40,11 @@ impl ProcessHarness {
         Self { data_dir, database_url, _pg: pg }
     }
 
+    /// The PostgreSQL database the servers share (`None` on SQLite).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
     /// Starts the server binary on 127.0.0.1:0 and waits for the address it prints.
     pub async fn start(&self) -> ServerProcess {
         self.start_with(&[]).await
