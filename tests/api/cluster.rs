@@ -577,6 +577,32 @@ async fn kicked_user_on_another_node_stops_receiving_at_once() {
     cluster.stop().await;
 }
 
+async fn one_subscribe_to_many_channels_of_another_node_stays_in_one_stream() {
+    let TwoNodes { cluster, owner, alice, owning, other, .. } = two_nodes().await;
+    // Channels owned by the node Alice's socket is not on, all asked in one `subscribe` (the
+    // session asks them concurrently).
+    let mut remote = Vec::new();
+    while remote.len() < 8 {
+        let channel = fixtures::channel_with(&cluster.nodes[0], &owner, &[&alice]).await;
+        if owner_index(&cluster, channel).await == owning {
+            remote.push(channel);
+        }
+    }
+    let mut alice_ws = cluster.nodes[other].ws(&alice.token).await;
+    alice_ws.send(json!({"type": "subscribe", "channel_ids": remote})).await;
+    alice_ws.send(json!({"type": "ping", "timestamp": 78})).await;
+    alice_ws.expect("pong").await;
+    let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
+    for (n, channel) in remote.iter().enumerate() {
+        owner_ws.send(send_frame(*channel, n as u8)).await;
+        owner_ws.expect_eventually("message_sent").await;
+    }
+    for channel in &remote {
+        assert_eq!(alice_ws.expect("new_message").await["channel_id"], json!(channel));
+    }
+    cluster.stop().await;
+}
+
 async fn a_lost_forwarded_frame_is_never_a_silent_gap() {
     let TwoNodes { cluster, owner, channel, owning, other, mut alice_ws, .. } = two_nodes().await;
     let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
@@ -831,6 +857,7 @@ mod cluster_suite {
         changes_made_over_rest_on_any_node_reach_every_subscriber_in_order,
         kicked_user_on_another_node_stops_receiving_at_once,
         a_lost_forwarded_frame_is_never_a_silent_gap,
+        one_subscribe_to_many_channels_of_another_node_stays_in_one_stream,
         subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,
         voice_participants_on_different_nodes_signal_each_other,
         killed_owner_is_replaced_and_no_acked_message_is_lost,

@@ -698,14 +698,17 @@ impl Router {
         pending.wait().await
     }
 
-    /// The stand-in of a remote session (created on first use).
+    /// The stand-in of a remote session (created on first use). One per session, even when
+    /// its requests arrive at once (a `subscribe` asks its channels concurrently): two would
+    /// number their batches separately, and the session's node would see gaps.
     fn stand_in(&self, from: &RemoteSession) -> Origin {
-        let outbox = match self.stand_ins.get(&from.session) {
-            Some(stand_in) if !stand_in.outbox.is_closed() => {
-                *stand_in.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-                stand_in.outbox.clone()
+        let entry = self.stand_ins.entry(from.session);
+        let outbox = match entry {
+            dashmap::Entry::Occupied(stand_in) if !stand_in.get().outbox.is_closed() => {
+                *stand_in.get().last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                stand_in.get().outbox.clone()
             }
-            _ => {
+            entry => {
                 let (outbox, receiver) = Outbox::for_session(
                     from.session,
                     from.user,
@@ -722,14 +725,11 @@ impl Router {
                     receiver,
                     self.stand_ins.clone(),
                 ));
-                self.stand_ins.insert(
-                    from.session,
-                    StandIn {
-                        outbox: outbox.clone(),
-                        node: from.node.clone(),
-                        last_used: Mutex::new(Instant::now()),
-                    },
-                );
+                entry.insert(StandIn {
+                    outbox: outbox.clone(),
+                    node: from.node.clone(),
+                    last_used: Mutex::new(Instant::now()),
+                });
                 outbox
             }
         };
