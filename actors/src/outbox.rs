@@ -260,6 +260,15 @@ impl Outbox {
         }
     }
 
+    /// This socket may have missed frames and cannot be told where (a legacy client, or a
+    /// loss nobody can repair): `out_of_sync` (the `ServerFrame::out_of_sync` bytes, encoded
+    /// once by the caller for all its sockets), then a 4008 close, counted as a resync close.
+    pub fn close_out_of_sync(&self, out_of_sync: &Frame) {
+        self.metrics.resync_closes.inc();
+        self.push(out_of_sync.clone());
+        self.close(CLOSE_SLOW_CONSUMER);
+    }
+
     /// The close code requested so far (0 = none).
     pub fn close_requested(&self) -> u16 {
         self.close_code.load(Ordering::Acquire)

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::ring::{MAX_REPLAY_FRAMES, Unrecoverable};
 use super::{ChannelState, Origin, Resume};
-use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox};
+use crate::outbox::Outbox;
 use crate::protocol::ServerFrame;
 
 impl ChannelState {
@@ -93,9 +93,7 @@ impl ChannelState {
                 metrics.resync_required.inc();
                 outbox.push(resync.clone());
             } else if messages_lost {
-                metrics.resync_closes.inc();
-                outbox.push(out_of_sync.clone());
-                outbox.close(CLOSE_SLOW_CONSUMER);
+                outbox.close_out_of_sync(&out_of_sync);
             }
         };
         let subscribed = self.subscribers.outboxes();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox};
+use crate::outbox::Outbox;
 use crate::protocol::{Frame, ServerFrame};
 
 /// One subscribed session.
@@ -80,9 +80,7 @@ impl Subscribers {
     pub fn close_all_out_of_sync(&self) {
         let frame = ServerFrame::out_of_sync().encode();
         for (_, s) in self.lock().drain() {
-            s.outbox.metrics.resync_closes.inc();
-            s.outbox.push(frame.clone());
-            s.outbox.close(CLOSE_SLOW_CONSUMER);
+            s.outbox.close_out_of_sync(&frame);
         }
     }
 

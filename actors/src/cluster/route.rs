@@ -41,7 +41,7 @@ use crate::channel::{
 };
 use crate::kinds::MessageType;
 use crate::metrics::HubMetrics;
-use crate::outbox::{CLOSE_SLOW_CONSUMER, Outbox, OutboxReceiver};
+use crate::outbox::{Outbox, OutboxReceiver};
 use crate::protocol::{Frame, Position, RelayedFrame, ServerFrame};
 use crate::registry::SessionRegistry;
 
@@ -802,8 +802,7 @@ impl Router {
         if !in_order {
             self.gaps.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%session, seq, ?last, "frames forwarded by a channel owner were lost");
-            outbox.push(ServerFrame::out_of_sync().encode());
-            outbox.close(CLOSE_SLOW_CONSUMER);
+            outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
             return;
         }
         for frame in message.payload.split(|b| *b == b'\n') {
@@ -1034,8 +1033,7 @@ impl ChannelRouter for Router {
     fn drained(&self) {
         let frame = ServerFrame::out_of_sync().encode();
         for stand_in in self.stand_ins.iter() {
-            stand_in.outbox.push(frame.clone());
-            stand_in.outbox.close(CLOSE_SLOW_CONSUMER);
+            stand_in.outbox.close_out_of_sync(&frame);
         }
     }
 
