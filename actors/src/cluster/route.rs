@@ -4,10 +4,11 @@
 //!
 //! A session on another node takes part in a channel through a **stand-in** on the owner: a
 //! real `Outbox` (the channel actor cannot tell it from a local socket's) whose queue is
-//! drained by a forwarder task instead of a socket writer. The forwarder sends what it
-//! drains, in order, as one NATS message per drained batch to `<prefix>.v1.node.<node>`, with
-//! a per-stand-in sequence number; the session's node pushes the frames into the real
-//! outbox. So membership checks, replays with `since`, acks after commit, kicks, the slow
+//! drained by a task instead of a socket writer. That task hands what it drains, in order
+//! and numbered per stand-in, to the forwarder of the session's node, which gathers what all
+//! stand-ins of that node drained into one NATS message to `<prefix>.v1.node.<node>`, each
+//! distinct frame once (`forward`); the session's node pushes the frames into the real
+//! outboxes. So membership checks, replays with `since`, acks after commit, kicks, the slow
 //! reader rule and `client_nonce` all work as on one node, and frames are still serialized
 //! once (the owner's bytes are what every socket gets).
 //!
@@ -20,19 +21,20 @@
 //! the resulting effects (frames, membership, reloads) to the owner's actor, which applies
 //! them in its order (see `Router::forward`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
+use super::forward::{self, NodeBatch, Segment};
 use super::shards::{Shard, shard_of};
 use crate::HubError;
 use crate::channel::{
@@ -60,6 +62,8 @@ const STAND_IN_IDLE: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Close code a stand-in gets when its session is gone: nothing is forwarded for it.
 const CLOSE_STAND_IN_GONE: u16 = 4999;
+/// Drained batches waiting for one node's forwarder (beyond, stand-ins keep frames queued).
+const NODE_LINK_SEGMENTS: usize = 4096;
 
 /// The session a request comes from, on another node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -275,6 +279,9 @@ pub struct StandInLimits {
     pub bytes: usize,
 }
 
+/// (user, session) → the last segment number delivered to that session from one owner.
+type LastSegments = HashMap<(Uuid, Uuid), u64>;
+
 /// One remote session's stand-in on this (owner) node.
 struct StandIn {
     outbox: Arc<Outbox>,
@@ -302,8 +309,10 @@ pub struct Router {
     /// Stand-ins count into a registry of their own: their frames are not this node's
     /// sockets' frames.
     stand_in_metrics: Arc<HubMetrics>,
-    /// (user, session, owner node) → last sequence number delivered to that session.
-    received: DashMap<(Uuid, Uuid, String), u64>,
+    /// Owner node → (user, session) → last segment number delivered to that session.
+    received: Mutex<HashMap<String, LastSegments>>,
+    /// Other node → the forwarder gathering what this node's stand-ins send it.
+    links: DashMap<String, mpsc::Sender<Segment>>,
     /// Test hook: the next forwarded batch is dropped (proves gaps are never silent).
     drop_next: AtomicBool,
     /// Forwarded batches that arrived after a gap (metrics, tests).
@@ -330,7 +339,8 @@ impl Router {
             stand_ins: Arc::new(DashMap::new()),
             limits,
             stand_in_metrics: Arc::default(),
-            received: DashMap::new(),
+            received: Mutex::default(),
+            links: DashMap::new(),
             drop_next: AtomicBool::new(false),
             gaps: AtomicUsize::new(0),
         })
@@ -717,14 +727,7 @@ impl Router {
                     self.limits.bytes,
                     self.stand_in_metrics.clone(),
                 );
-                let subject = format!("{}.v1.node.{}", self.prefix, from.node);
-                tokio::spawn(forward_frames(
-                    self.nats.clone(),
-                    subject,
-                    self.node_id.clone(),
-                    receiver,
-                    self.stand_ins.clone(),
-                ));
+                tokio::spawn(drain_stand_in(receiver, self.link(&from.node), self.stand_ins.clone()));
                 entry.insert(StandIn {
                     outbox: outbox.clone(),
                     node: from.node.clone(),
@@ -737,6 +740,31 @@ impl Router {
             outbox.mark_resume_capable();
         }
         Origin { outbox, user_id: from.user }
+    }
+
+    /// The forwarder gathering what this node's stand-ins send to `node` (started if needed).
+    fn link(&self, node: &str) -> mpsc::Sender<Segment> {
+        if let Some(link) = self.links.get(node)
+            && !link.is_closed()
+        {
+            return link.clone();
+        }
+        self.links
+            .entry(node.to_owned())
+            .and_modify(|link| {
+                if link.is_closed() {
+                    *link = self.start_link(node);
+                }
+            })
+            .or_insert_with(|| self.start_link(node))
+            .clone()
+    }
+
+    fn start_link(&self, node: &str) -> mpsc::Sender<Segment> {
+        let (link, segments) = mpsc::channel(NODE_LINK_SEGMENTS);
+        let subject = format!("{}.v1.node.{node}", self.prefix);
+        tokio::spawn(forward_to_node(self.nats.clone(), subject, self.node_id.clone(), segments));
+        link
     }
 
     /// Drops stand-ins of nodes no longer live, and idle ones nothing holds.
@@ -758,9 +786,15 @@ impl Router {
                 }
                 !(node_gone || idle || stand_in.outbox.is_closed())
             });
+            // A dead node's forwarder ends once its stand-ins' drains let go of it.
+            self.links.retain(|node, _| live.is_empty() || live.contains(node));
             if let Some(here) = self.here.get() {
                 let sessions = here.sessions();
-                self.received.retain(|(user, session, _), _| sessions.session(*user, *session).is_some());
+                let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+                for from in received.values_mut() {
+                    from.retain(|(user, session), _| sessions.session(*user, *session).is_some());
+                }
+                received.retain(|_, from| !from.is_empty());
             }
         }
     }
@@ -782,64 +816,54 @@ impl Router {
     }
 
     fn deliver_forwarded(&self, message: async_nats::Message) {
-        let Some(headers) = message.headers.as_ref() else { return };
-        let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
-        let (Some(user), Some(session), Some(seq), Some(from)) = (
-            header(USER_HEADER).and_then(|v| v.parse::<Uuid>().ok()),
-            header(SESSION_HEADER).and_then(|v| v.parse::<Uuid>().ok()),
-            header(SEQ_HEADER).and_then(|v| v.parse::<u64>().ok()),
-            header(FROM_HEADER),
-        ) else {
+        let Some(from) =
+            message.headers.as_ref().and_then(|h| h.get(FROM_HEADER)).map(|v| v.as_str().to_owned())
+        else {
             return;
         };
+        let segments = match forward::decode(message.payload) {
+            Ok(segments) => segments,
+            Err(err) => {
+                tracing::warn!(%from, ?err, "a forwarded message could not be read");
+                return;
+            }
+        };
         let Some(here) = self.here.get() else { return };
-        let Some(outbox) = here.sessions().session(user, session) else { return };
-        let key = (user, session, from);
-        let last = self.received.get(&key).map(|v| *v);
-        self.received.insert(key, seq);
-        // A stand-in counts from 1; anything else after what was seen is a lost batch.
-        let in_order = seq == 1 || last.is_some_and(|last| seq == last + 1);
-        if !in_order {
-            self.gaps.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%session, seq, ?last, "frames forwarded by a channel owner were lost");
-            outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
-            return;
-        }
-        for frame in message.payload.split(|b| *b == b'\n') {
-            if frame.is_empty() {
+        let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let received = received.entry(from).or_default();
+        for segment in segments {
+            let Some(outbox) = here.sessions().session(segment.user, segment.session) else { continue };
+            let last = received.insert((segment.user, segment.session), segment.seq);
+            // A stand-in counts from 1; anything else after what was seen is a lost batch.
+            let in_order = segment.seq == 1 || last.is_some_and(|last| segment.seq == last + 1);
+            if !in_order {
+                self.gaps.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(session = %segment.session, seq = segment.seq, ?last, "frames forwarded by a channel owner were lost");
+                outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
                 continue;
             }
-            let bytes = message.payload.slice_ref(frame);
-            match Frame::try_from(bytes) {
-                Ok(frame) => {
-                    outbox.push(frame);
-                }
-                Err(_) => tracing::warn!("a forwarded frame was not UTF-8"),
+            for frame in segment.frames {
+                outbox.push(frame);
             }
-        }
-        if let Some(code) = header(CLOSE_HEADER).and_then(|v| v.parse::<u16>().ok()) {
-            outbox.close(code);
+            if segment.close != 0 {
+                outbox.close(segment.close);
+            }
         }
     }
 }
 
-const USER_HEADER: &str = "Palaver-User";
-const SESSION_HEADER: &str = "Palaver-Session";
-const SEQ_HEADER: &str = "Palaver-Seq";
 const FROM_HEADER: &str = "Palaver-From";
-const CLOSE_HEADER: &str = "Palaver-Close";
 
-/// Drains a stand-in's queue to its session's node, a batch per NATS message, in order; then
-/// forwards its close (unless the session itself is gone).
-async fn forward_frames(
-    nats: async_nats::Client,
-    subject: String,
-    from: String,
+/// Drains a stand-in's queue in order, one numbered segment per drained batch, to its
+/// session's node's forwarder; then forwards its close (unless the session itself is gone).
+/// Waiting on a full node forwarder leaves the frames in the stand-in's queue, whose bound
+/// then closes the session like a slow socket.
+async fn drain_stand_in(
     mut frames: OutboxReceiver,
+    node: mpsc::Sender<Segment>,
     stand_ins: Arc<DashMap<Uuid, StandIn>>,
 ) {
     let outbox = frames.outbox.clone();
-    let subject = async_nats::Subject::from(subject);
     let mut seq = 0u64;
     loop {
         let (first, close) = tokio::select! {
@@ -850,16 +874,12 @@ async fn forward_frames(
             },
             code = outbox.closed() => (None, Some(code)),
         };
-        let mut batch = BytesMut::new();
-        if let Some(first) = first {
-            batch.put_slice(first.as_bytes());
-        }
-        while batch.len() < FORWARD_BATCH_BYTES {
+        let mut batch: Vec<Frame> = first.into_iter().collect();
+        let mut bytes = batch.first().map_or(0, |f| f.len());
+        while bytes < FORWARD_BATCH_BYTES {
             let Some(frame) = frames.try_recv() else { break };
-            if !batch.is_empty() {
-                batch.put_u8(b'\n');
-            }
-            batch.put_slice(frame.as_bytes());
+            bytes += frame.len();
+            batch.push(frame);
         }
         let close = close.or(match outbox.close_requested() {
             0 => None,
@@ -869,22 +889,45 @@ async fn forward_frames(
             break;
         }
         seq += 1;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(USER_HEADER, outbox.user_id.to_string().as_str());
-        headers.insert(SESSION_HEADER, outbox.session_id.to_string().as_str());
-        headers.insert(SEQ_HEADER, seq.to_string().as_str());
-        headers.insert(FROM_HEADER, from.as_str());
-        if let Some(code) = close {
-            headers.insert(CLOSE_HEADER, code.to_string().as_str());
-        }
-        if nats.publish_with_headers(subject.clone(), headers, batch.freeze()).await.is_err() {
-            break;
-        }
-        if close.is_some() {
+        let segment = Segment {
+            user: outbox.user_id,
+            session: outbox.session_id,
+            seq,
+            close: close.unwrap_or(0),
+            frames: batch,
+        };
+        if node.send(segment).await.is_err() || close.is_some() {
             break;
         }
     }
     stand_ins.remove_if(&outbox.session_id, |_, s| Arc::ptr_eq(&s.outbox, &outbox));
+}
+
+/// Sends what this node's stand-ins drained for one other node: every segment waiting is
+/// gathered into one NATS message (each distinct frame once), so a fan-out to many sessions
+/// of that node crosses NATS once, not once per session.
+async fn forward_to_node(
+    nats: async_nats::Client,
+    subject: String,
+    from: String,
+    mut segments: mpsc::Receiver<Segment>,
+) {
+    let subject = async_nats::Subject::from(subject);
+    while let Some(first) = segments.recv().await {
+        // The other stand-ins of the same fan-out are draining right now: let them add theirs.
+        tokio::task::yield_now().await;
+        let mut batch = NodeBatch::default();
+        batch.add(first);
+        while batch.len() < FORWARD_BATCH_BYTES {
+            let Ok(segment) = segments.try_recv() else { break };
+            batch.add(segment);
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(FROM_HEADER, from.as_str());
+        if nats.publish_with_headers(subject.clone(), headers, batch.encode()).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// What the asker does with the owner's answer.
