@@ -149,17 +149,22 @@ pub async fn soft_delete(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, Db
     Ok(res.rows_affected == 1)
 }
 
-/// Saves the previous payload to the edit history and stores the new one, atomically.
+/// Saves the previous payload to the edit history and stores the new one, atomically (and,
+/// for a cluster owner, only while its fence holds).
 pub async fn record_edit(
     db: &DatabaseConnection,
     message: &messages::Model,
     ciphertext: Vec<u8>,
     nonce: Vec<u8>,
     edited_at: chrono::DateTime<chrono::Utc>,
+    fence: Option<Fence>,
 ) -> Result<(), DbErr> {
     use palaver_entity::message_edits;
     use sea_orm::ActiveValue::Set;
     let txn = crate::db::begin_write(db).await?;
+    if let Some(fence) = fence {
+        fence.check(&txn).await?;
+    }
     message_edits::Entity::insert(message_edits::ActiveModel {
         id: Set(Uuid::now_v7()),
         message_id: Set(message.id),
@@ -187,7 +192,7 @@ pub enum ReactionOutcome {
 }
 
 pub async fn add_reaction(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     message_id: Uuid,
     user_id: Uuid,
     emoji: &str,
@@ -227,7 +232,7 @@ pub async fn add_reaction(
 }
 
 pub async fn remove_reaction(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     message_id: Uuid,
     user_id: Uuid,
     emoji: &str,
@@ -326,6 +331,37 @@ impl Fence {
             None => Err(DbErr::Custom(FENCED.into())),
         }
     }
+}
+
+/// Runs one of a channel owner's writes: on a single node (`fence` is `None`) straight on
+/// `db`; in a cluster inside a transaction that first checks the fence, so a stale owner
+/// changes nothing (the write fails with `FENCED`). `$conn` names the connection to use.
+macro_rules! owner_write {
+    ($db:expr, $fence:expr, |$conn:ident| $write:expr) => {
+        async {
+            match $fence {
+                None => {
+                    let $conn = $db;
+                    $write.await
+                }
+                Some(fence) => {
+                    let txn = $crate::db::begin_write($db).await?;
+                    fence.check(&txn).await?;
+                    let $conn = &txn;
+                    let out = $write.await?;
+                    txn.commit().await?;
+                    Ok(out)
+                }
+            }
+        }
+        .await
+    };
+}
+pub(crate) use owner_write;
+
+/// Whether a write failed because its fence no longer holds (another node owns the shard).
+pub fn is_fenced(err: &DbErr) -> bool {
+    matches!(err, DbErr::Custom(text) if text == FENCED)
 }
 
 /// Stores a group commit. Without claims or fence: one multi-row insert. Otherwise one

@@ -667,7 +667,7 @@ async fn a_stale_owner_cannot_commit_once_its_shard_changed_hands() {
     let TwoNodes { cluster, owner, channel, owning, .. } = two_nodes().await;
     let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
     owner_ws.send(send_frame(channel, 1)).await;
-    owner_ws.expect("message_sent").await;
+    let first = owner_ws.expect("message_sent").await["id"].clone();
     // Another node takes the shard (bumping its fencing epoch) while this one still believes it
     // owns it, as after a pause longer than the lock's keepalives.
     let shard = palaver_actors::cluster::shards::shard_of(channel) as i16;
@@ -686,6 +686,25 @@ async fn a_stale_owner_cannot_commit_once_its_shard_changed_hands() {
         .await
         .expect(200);
     assert_eq!(stored.as_array().unwrap().len(), 1, "{stored}");
+    // Nor can it change what is stored: edits, reactions and deletes are fenced too.
+    let changes = [
+        json!({"type": "edit_message", "message_id": first, "ciphertext": [9, 9], "nonce": [9]}),
+        json!({"type": "add_reaction", "message_id": first, "emoji": "👍"}),
+        json!({"type": "delete_message", "message_id": first}),
+    ];
+    for change in changes {
+        owner_ws.send(change.clone()).await;
+        assert_eq!(owner_ws.expect("error").await["code"], "unavailable", "{change}");
+    }
+    let stored = cluster.nodes[owning]
+        .get(&format!("/channels/{channel}/messages?before={}", uuid::Uuid::max()), &owner.token)
+        .await
+        .expect(200);
+    let message = &stored[0];
+    assert_eq!(message["id"], first);
+    assert_eq!(message["ciphertext"], json!([1, 1, 2]), "not edited: {message}");
+    assert!(message["edited_at"].is_null(), "{message}");
+    assert_eq!(message["reactions"].as_array().map_or(0, Vec::len), 0, "{message}");
     cluster.stop().await;
 }
 

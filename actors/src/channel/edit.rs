@@ -39,11 +39,13 @@ impl ChannelState {
             return origin.error(ErrorCode::ValidationError, "messages can only be edited for 15 minutes");
         }
         let edited_at = palaver_entity::now();
-        let written = store::record_edit(db, &message, ciphertext.to_vec(), nonce.to_vec(), edited_at).await;
+        let written =
+            store::record_edit(db, &message, ciphertext.to_vec(), nonce.to_vec(), edited_at, self.fence)
+                .await;
         self.history.invalidate();
         match written {
             Ok(()) => {}
-            Err(err) if crate::is_unavailable(&err) => {
+            Err(err) if crate::is_unavailable(&err) || store::is_fenced(&err) => {
                 return origin.error(ErrorCode::Unavailable, "the database is unavailable, try again");
             }
             Err(err) => {
@@ -74,7 +76,7 @@ impl ChannelState {
         if message.sender_id != Some(origin.user_id) && !self.level(&origin).is_privileged() {
             return origin.error(ErrorCode::Forbidden, "you cannot delete this message");
         }
-        let deleted = store::soft_delete(db, message_id).await;
+        let deleted = store::owner_write!(db, self.fence, |conn| store::soft_delete(conn, message_id));
         self.history.invalidate();
         match deleted {
             Ok(true) => {
@@ -105,10 +107,19 @@ impl ChannelState {
             Ok(_) => return origin.error(ErrorCode::NotFound, "message not found"),
             Err(_) => return origin.error(ErrorCode::Unavailable, "the database is unavailable, try again"),
         }
+        // The distinct-emoji count and the insert run under one owner, so they cannot race.
         let outcome = if add {
-            store::add_reaction(db, message_id, user_id, &emoji, MAX_DISTINCT_EMOJI).await
+            store::owner_write!(db, self.fence, |conn| store::add_reaction(
+                conn,
+                message_id,
+                user_id,
+                &emoji,
+                MAX_DISTINCT_EMOJI
+            ))
         } else {
-            store::remove_reaction(db, message_id, user_id, &emoji).await
+            store::owner_write!(db, self.fence, |conn| store::remove_reaction(
+                conn, message_id, user_id, &emoji
+            ))
         };
         self.history.invalidate();
         match outcome {

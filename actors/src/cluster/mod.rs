@@ -5,16 +5,19 @@
 //! placement over live nodes, advisory locks, fencing epochs), the health view, the bus on
 //! which user-scoped and instance-wide frames, revocations, role, settings and membership
 //! changes and presence reach every node, and channel routing: a channel's actor runs only on
-//! its shard's owner, which every other node asks (`route`), with message commits fenced by
-//! the shard epoch (`store::Fence`). Not built yet: fencing the other owner writes, planned
-//! handoffs that keep a channel's stream, cluster-wide session caps.
+//! its shard's owner, which every other node asks (`route`, forwarding per node: `forward`),
+//! with the owner's writes (message commits, edits, deletes, reactions) fenced by the shard
+//! epoch (`store::Fence`). Not built yet: planned handoffs that keep a channel's stream,
+//! cluster-wide session caps.
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
 //! `members` (heartbeats and the live set), `bus` (events every node applies), `route`
-//! (channel requests to owners, stand-ins of remote sessions), this file (configuration,
+//! (channel requests to owners, stand-ins of remote sessions), `forward` (what stand-ins
+//! send a node, gathered), this file (configuration,
 //! start, the ownership loop and the status view).
 
 pub mod bus;
+pub mod forward;
 pub mod locks;
 pub mod members;
 pub mod route;
