@@ -577,6 +577,63 @@ async fn kicked_user_on_another_node_stops_receiving_at_once() {
     cluster.stop().await;
 }
 
+async fn a_ban_made_on_another_node_is_ordered_against_the_users_sends() {
+    use palaver_entity::{channel_bans, messages};
+    use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+    let TwoNodes { cluster, owner, alice, channel, owning, other, .. } = two_nodes().await;
+    // Alice keeps sending on the owner's node (a send every millisecond) from before the owner
+    // bans her on the other node until after the ban is answered.
+    let mut sender = cluster.nodes[owning].ws(&alice.token).await;
+    let banned = std::sync::atomic::AtomicBool::new(false);
+    let burst = async {
+        let mut after = 0;
+        for n in 0..2000u32 {
+            sender.send(send_frame(channel, n as u8)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if banned.load(std::sync::atomic::Ordering::SeqCst) {
+                after += 1;
+                if after == 20 {
+                    break;
+                }
+            }
+        }
+    };
+    let ban = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cluster.nodes[other]
+            .post(&format!("/channels/{channel}/members/{}/ban", alice.id), &owner.token, json!({}))
+            .await
+            .expect(200);
+        banned.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    tokio::join!(burst, ban);
+    let mut acked = 0;
+    while let Some(frame) = sender.next_frame(Duration::from_millis(1500)).await {
+        match frame["type"].as_str() {
+            Some("message_sent") => acked += 1,
+            Some("error") => assert_eq!(frame["code"], "forbidden", "{frame}"),
+            _ => {}
+        }
+    }
+    // The ban's write ran while the owner's actor held the channel: every message it accepted
+    // from her was accepted before the ban was written, and none after.
+    let db = Database::connect(&cluster.database_url).await.unwrap();
+    let ban =
+        channel_bans::Entity::find_by_id((channel, alice.id)).one(&db).await.unwrap().expect("ban stored");
+    let stored = messages::Entity::find()
+        .filter(messages::Column::ChannelId.eq(channel))
+        .filter(messages::Column::SenderId.eq(alice.id))
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), acked, "every acked message is stored, nothing else");
+    for message in &stored {
+        assert!(message.created_at <= ban.created_at, "accepted after the ban: {message:?} vs {ban:?}");
+    }
+    db.close().await.ok();
+    cluster.stop().await;
+}
+
 async fn one_subscribe_to_many_channels_of_another_node_stays_in_one_stream() {
     let TwoNodes { cluster, owner, alice, owning, other, .. } = two_nodes().await;
     // Channels owned by the node Alice's socket is not on, all asked in one `subscribe` (the
@@ -875,6 +932,7 @@ mod cluster_suite {
         three_senders_on_three_nodes_are_seen_in_one_order_everywhere,
         changes_made_over_rest_on_any_node_reach_every_subscriber_in_order,
         kicked_user_on_another_node_stops_receiving_at_once,
+        a_ban_made_on_another_node_is_ordered_against_the_users_sends,
         a_lost_forwarded_frame_is_never_a_silent_gap,
         one_subscribe_to_many_channels_of_another_node_stays_in_one_stream,
         subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,

@@ -17,9 +17,10 @@
 //! resumes. A node losing a shard closes every subscriber of that shard's channels the same
 //! way (their clients resubscribe through the new owner).
 //!
-//! REST changes made on a non-owner run their database write where they arrived and hand
-//! the resulting effects (frames, membership, reloads) to the owner's actor, which applies
-//! them in its order (see `Router::forward`).
+//! REST changes made on a non-owner run their database write where they arrived, while the
+//! owner's actor is held for them (`OwnerRequest::Hold`: earlier sends flushed, send rules
+//! checked, nothing else of the channel handled until `Release` brings the write's effects),
+//! so they are ordered against sends exactly as on one node.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -62,6 +63,8 @@ const STAND_IN_IDLE: Duration = Duration::from_secs(60);
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Close code a stand-in gets when its session is gone: nothing is forwarded for it.
 const CLOSE_STAND_IN_GONE: u16 = 4999;
+/// Longest an owner's channel waits for another node's held write (`OwnerRequest::Hold`).
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Drained batches waiting for one node's forwarder (beyond, stand-ins keep frames queued).
 const NODE_LINK_SEGMENTS: usize = 4096;
 
@@ -161,6 +164,18 @@ pub enum OwnerRequest {
     MayPost {
         poster: Poster,
     },
+    /// A REST write on the asking node, to be ordered like one made here: the owner's actor
+    /// flushes earlier sends, checks the poster's send rules, answers `Held` and then waits
+    /// (handling nothing else of the channel) for the asker's `Release` with the effects.
+    Hold {
+        command: Uuid,
+        poster: Option<Poster>,
+    },
+    /// The held write is done (committed or failed): apply its effects and let the channel go.
+    Release {
+        command: Uuid,
+        effects: Vec<WireEffect>,
+    },
     /// Effects of a write committed on the asking node; `only_if_live`: nothing to do when no
     /// actor runs (an actor started later loads the committed state).
     Effects {
@@ -213,6 +228,8 @@ pub enum OwnerAnswer {
     },
     /// The actor applied it.
     Done,
+    /// The channel's actor is held for this command: run the write, then `Release`.
+    Held,
     /// The actor stopped before answering (the asker's reply port is dropped, as locally).
     Dropped,
     /// This node does not own the shard (any more): ask again.
@@ -282,6 +299,14 @@ pub struct StandInLimits {
 /// (user, session) → the last segment number delivered to that session from one owner.
 type LastSegments = HashMap<(Uuid, Uuid), u64>;
 
+/// A channel actor held for a write running on another node (`OwnerRequest::Hold`).
+struct HeldCommand {
+    /// Hands the write's effects to the held actor.
+    effects: tokio::sync::oneshot::Sender<Vec<Effect>>,
+    /// The actor's answer once it applied them.
+    answer: ractor::concurrency::OneshotReceiver<CommandAnswer>,
+}
+
 /// One remote session's stand-in on this (owner) node.
 struct StandIn {
     outbox: Arc<Outbox>,
@@ -311,6 +336,8 @@ pub struct Router {
     stand_in_metrics: Arc<HubMetrics>,
     /// Owner node → (user, session) → last segment number delivered to that session.
     received: Mutex<HashMap<String, LastSegments>>,
+    /// Commands of other nodes whose channel actor is held here, waiting for `Release`.
+    held: Arc<DashMap<Uuid, HeldCommand>>,
     /// Other node → the forwarder gathering what this node's stand-ins send it.
     links: DashMap<String, mpsc::Sender<Segment>>,
     /// Test hook: the next forwarded batch is dropped (proves gaps are never silent).
@@ -341,6 +368,7 @@ impl Router {
             stand_in_metrics: Arc::default(),
             received: Mutex::default(),
             links: DashMap::new(),
+            held: Arc::new(DashMap::new()),
             drop_next: AtomicBool::new(false),
             gaps: AtomicUsize::new(0),
         })
@@ -512,22 +540,21 @@ impl Router {
                 (OwnerRequest::MayPost { poster }, Waiting::MayPost(Some(reply)))
             }
             ChannelMsg::Command { command, reply } => {
+                // The owner's actor is held while the write runs here: ordered after every
+                // send it accepted before, before every send after, as on one node.
                 let ChannelCommand { poster, write } = command;
-                if let Some(poster) = poster {
-                    // The send rules are the owner's: asked first, the write runs only if
-                    // they pass (a change racing this check is ordered after it there).
-                    match self.ask(channel_id, OwnerRequest::MayPost { poster }).await? {
-                        OwnerAnswer::MayPost { result: Ok(()) } => {}
-                        OwnerAnswer::MayPost { result: Err(refusal) } => {
-                            let _ = reply.send(Err(refusal));
-                            return Ok(());
-                        }
-                        OwnerAnswer::Refused { error } => return Err(error.into()),
-                        _ => return Err(HubError::Unavailable),
+                let id = Uuid::new_v4();
+                match self.ask(channel_id, OwnerRequest::Hold { command: id, poster }).await? {
+                    OwnerAnswer::Held => {}
+                    OwnerAnswer::Command { result } => {
+                        let _ = reply.send(result);
+                        return Ok(());
                     }
+                    OwnerAnswer::Refused { error } => return Err(error.into()),
+                    _ => return Err(HubError::Unavailable),
                 }
                 let effects = write.await.iter().map(wire_effect).collect();
-                (OwnerRequest::Effects { effects, only_if_live: false }, Waiting::Command(reply))
+                (OwnerRequest::Release { command: id, effects }, Waiting::Command(reply))
             }
             ChannelMsg::Broadcast { frame } => {
                 (OwnerRequest::Broadcast { frame: frame.relayed() }, Waiting::Nothing)
@@ -653,6 +680,31 @@ impl Router {
                 let (reply, answer) = ractor::concurrency::oneshot();
                 (ChannelMsg::MayPost { poster, reply: reply.into() }, Pending::MayPost(answer))
             }
+            OwnerRequest::Hold { command, poster } => return self.hold(channel_id, command, poster).await,
+            OwnerRequest::Release { command, effects } => {
+                let effects: Vec<Effect> = effects.into_iter().map(effect).collect();
+                match self.held.remove(&command) {
+                    Some((_, held)) => {
+                        if held.effects.send(effects).is_err() {
+                            return OwnerAnswer::Refused { error: WireHubError::Unavailable };
+                        }
+                        return match within(CHANNEL_COMMAND_TIMEOUT, held.answer).await {
+                            Some(result) => OwnerAnswer::Command { result },
+                            None => OwnerAnswer::Dropped,
+                        };
+                    }
+                    // The hold ran out (or this node took the shard since): the write is
+                    // committed all the same, so its effects are applied now, out of order,
+                    // where an actor runs (one started later loads the committed state).
+                    None if !here.live_here(channel_id) => return OwnerAnswer::Command { result: Ok(()) },
+                    None => {
+                        let command =
+                            ChannelCommand { poster: None, write: Box::pin(async move { effects }) };
+                        let (reply, answer) = ractor::concurrency::oneshot();
+                        (ChannelMsg::Command { command, reply: reply.into() }, Pending::Command(answer))
+                    }
+                }
+            }
             OwnerRequest::Effects { effects, only_if_live } => {
                 if only_if_live && !here.live_here(channel_id) {
                     return OwnerAnswer::Command { result: Ok(()) };
@@ -706,6 +758,40 @@ impl Router {
             return OwnerAnswer::Refused { error: err.into() };
         }
         pending.wait().await
+    }
+
+    /// Holds the channel's actor for a write running on the asking node (see
+    /// `OwnerRequest::Hold`): answers `Held` once the actor runs the command (earlier sends
+    /// flushed, send rules passed), or the actor's refusal.
+    async fn hold(&self, channel_id: Uuid, command: Uuid, poster: Option<Poster>) -> OwnerAnswer {
+        let Some(here) = self.here.get() else { return OwnerAnswer::NotOwner };
+        let (go, going) = tokio::sync::oneshot::channel::<()>();
+        let (effects, released) = tokio::sync::oneshot::channel::<Vec<Effect>>();
+        let held = self.held.clone();
+        let write = Box::pin(async move {
+            let _ = go.send(());
+            // An asker that never releases (its node died) holds the channel this long at
+            // most; its effects, if they come later, are applied out of order.
+            let effects = tokio::time::timeout(HOLD_LIMIT, released).await.ok().and_then(Result::ok);
+            held.remove(&command);
+            effects.unwrap_or_default()
+        });
+        let (reply, mut answer) = ractor::concurrency::oneshot();
+        let message = ChannelMsg::Command { command: ChannelCommand { poster, write }, reply: reply.into() };
+        if let Err(err) = here.deliver_here(channel_id, message).await {
+            return OwnerAnswer::Refused { error: err.into() };
+        }
+        tokio::select! {
+            Ok(()) = going => {
+                self.held.insert(command, HeldCommand { effects, answer });
+                OwnerAnswer::Held
+            }
+            result = &mut answer => match result {
+                Ok(result) => OwnerAnswer::Command { result },
+                Err(_) => OwnerAnswer::Dropped,
+            },
+            _ = tokio::time::sleep(CHANNEL_COMMAND_TIMEOUT) => OwnerAnswer::Dropped,
+        }
     }
 
     /// The stand-in of a remote session (created on first use). One per session, even when
