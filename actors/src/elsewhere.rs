@@ -25,6 +25,9 @@ pub trait Elsewhere: Send + Sync {
     /// A user joined or left the voice session of a channel owned here (other nodes check
     /// WebRTC signalling and voice moves against it).
     fn voice_changed(&self, user: Uuid, channel: Uuid, joined: bool);
+    /// The sessions of a user on this node now (after one opened or closed): the per-user
+    /// session cap counts them on every node.
+    fn sessions_changed(&self, user: Uuid, sessions: &[Uuid]);
 }
 
 /// A committed membership change (what the other nodes of a cluster are told).

@@ -449,7 +449,8 @@ impl Hub {
             | BusEvent::Voice { .. }
             | BusEvent::Presence { .. }
             | BusEvent::PresenceDigest { .. }
-            | BusEvent::PresenceDigestPlease { .. } => {}
+            | BusEvent::PresenceDigestPlease { .. }
+            | BusEvent::Sessions { .. } => {}
         }
     }
 
@@ -726,7 +727,17 @@ impl RemoteEvents for Hub {
                     self.presence.remote_changed(&node, user, status);
                 }
             }
+            (BusEvent::Sessions { node, user, sessions }, _) => {
+                self.shared.sessions.remote_sessions(
+                    &node,
+                    user,
+                    sessions,
+                    self.config.max_sessions_per_user,
+                );
+            }
             (BusEvent::PresenceDigest { node, statuses }, _) => {
+                let listed = statuses.iter().map(|(user, _)| *user).collect();
+                self.shared.sessions.remote_digest(&node, &listed);
                 let statuses =
                     statuses.iter().filter_map(|(user, s)| Some((*user, remote_status(s)?))).collect();
                 self.presence.remote_digest(&node, statuses);
@@ -740,7 +751,9 @@ impl RemoteEvents for Hub {
     }
 
     fn expire_remote_presence(&self, ttl: Duration) {
-        self.presence.expire_remote(ttl);
+        for node in self.presence.expire_remote(ttl) {
+            self.shared.sessions.forget_node(&node);
+        }
     }
 }
 

@@ -206,7 +206,8 @@ impl Presence {
     }
 
     /// Drops what nodes silent for `ttl` told (a dead or cut-off node's users go offline).
-    pub fn expire_remote(&self, ttl: Duration) {
+    /// Returns the nodes forgotten.
+    pub fn expire_remote(&self, ttl: Duration) -> Vec<String> {
         let mut book = self.book();
         let now = Instant::now();
         let silent: Vec<String> = book
@@ -215,16 +216,17 @@ impl Presence {
             .filter(|(_, n)| now.duration_since(n.heard) >= ttl)
             .map(|(id, _)| id.clone())
             .collect();
-        for node in silent {
+        for node in &silent {
             let users: Vec<Uuid> =
-                book.remote.get(&node).map(|n| n.users.keys().copied().collect()).unwrap_or_default();
+                book.remote.get(node).map(|n| n.users.keys().copied().collect()).unwrap_or_default();
             let before: Vec<(Uuid, &'static str)> = users.iter().map(|u| (*u, book.shown(*u))).collect();
-            book.remote.remove(&node);
+            book.remote.remove(node);
             tracing::info!(node, users = users.len(), "presence: a silent node's users are no longer listed");
             for (user_id, was) in before {
                 self.show_if_changed(&book, user_id, was);
             }
         }
+        silent
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {

@@ -19,10 +19,17 @@ pub struct DmPosition {
     pub cseq: u64,
 }
 
+/// One other node's sessions of a user: (node id, session ids).
+type NodeSessions = (Arc<str>, Vec<Uuid>);
+
 #[derive(Default)]
 pub struct SessionRegistry {
     /// user id → that user's open sessions, oldest first.
     by_user: DashMap<Uuid, Vec<Arc<Outbox>>>,
+    /// Cluster only: user id → the sessions each other node last told it holds for that user.
+    /// Session ids are time-ordered (UUIDv7), so with the local ones they say which sessions
+    /// are the user's newest anywhere, and the per-user cap holds across the cluster.
+    remote: DashMap<Uuid, Vec<NodeSessions>>,
     /// Sessions on the other nodes of a cluster (unset on a single node): user-scoped and
     /// instance-wide frames reach them too.
     elsewhere: OnceLock<Arc<dyn Elsewhere>>,
@@ -67,35 +74,129 @@ impl SessionRegistry {
         let _ = self.elsewhere.set(elsewhere);
     }
 
-    /// Adds a session. Over `cap`, the user's oldest sessions are told to close
-    /// (`CLOSE_EVICTED`) and removed at once, so the new one always gets in.
+    /// Adds a session. Over `cap` (counting the user's sessions on other nodes), the user's
+    /// oldest sessions here are told to close (`CLOSE_EVICTED`) and removed at once, so the
+    /// new one always gets in.
     pub fn register(&self, outbox: Arc<Outbox>, cap: usize) -> Registered {
-        let mut sessions = self.by_user.entry(outbox.user_id).or_default();
-        let first_session = sessions.is_empty();
-        sessions.push(outbox);
-        while sessions.len() > cap.max(1) {
-            let oldest = sessions.remove(0);
-            oldest.push(
-                ServerFrame::error(
-                    ErrorCode::TooManySessions,
-                    "signed in on too many devices: this oldest session was closed",
-                )
-                .encode(),
-            );
-            oldest.close(CLOSE_EVICTED);
-        }
+        let user_id = outbox.user_id;
+        let first_session = {
+            let mut sessions = self.by_user.entry(user_id).or_default();
+            let first = sessions.is_empty();
+            sessions.push(outbox);
+            first
+        };
+        self.enforce_cap(user_id, cap);
+        self.tell_sessions(user_id);
         Registered { first_session }
     }
 
     /// Removes a session; returns true when it was the user's last one (user went offline).
     pub fn unregister(&self, user_id: Uuid, session_id: Uuid) -> bool {
         let mut last = false;
+        let mut removed = false;
         self.by_user.remove_if_mut(&user_id, |_, sessions| {
+            let before = sessions.len();
             sessions.retain(|s| s.session_id != session_id);
+            removed = sessions.len() < before;
             last = sessions.is_empty();
             last
         });
+        if removed {
+            self.tell_sessions(user_id);
+        }
         last
+    }
+
+    /// Closes this node's sessions of `user` that are not among their `cap` newest anywhere.
+    /// Every node applies the same rule to its own sessions, so the cluster converges on the
+    /// `cap` newest (a new session on any node evicts the oldest, wherever it is). Returns
+    /// whether any was closed.
+    fn enforce_cap(&self, user_id: Uuid, cap: usize) -> bool {
+        let cap = cap.max(1);
+        let elsewhere: Vec<Uuid> = self
+            .remote
+            .get(&user_id)
+            .map(|nodes| nodes.iter().flat_map(|(_, ids)| ids.iter().copied()).collect())
+            .unwrap_or_default();
+        let Some(mut sessions) = self.by_user.get_mut(&user_id) else { return false };
+        if sessions.len() + elsewhere.len() <= cap {
+            return false;
+        }
+        let before = sessions.len();
+        let mut newest_first: Vec<Uuid> = sessions.iter().map(|s| s.session_id).chain(elsewhere).collect();
+        newest_first.sort_unstable_by(|a, b| b.cmp(a));
+        let oldest_kept = newest_first[cap - 1];
+        sessions.retain(|session| {
+            if session.session_id >= oldest_kept {
+                return true;
+            }
+            session.push(
+                ServerFrame::error(
+                    ErrorCode::TooManySessions,
+                    "signed in on too many devices: this oldest session was closed",
+                )
+                .encode(),
+            );
+            session.close(CLOSE_EVICTED);
+            false
+        });
+        sessions.len() < before
+    }
+
+    /// Tells the other nodes which sessions of `user` are here now.
+    fn tell_sessions(&self, user_id: Uuid) {
+        if let Some(elsewhere) = self.elsewhere.get() {
+            let here: Vec<Uuid> = self
+                .by_user
+                .get(&user_id)
+                .map(|sessions| sessions.iter().map(|s| s.session_id).collect())
+                .unwrap_or_default();
+            elsewhere.sessions_changed(user_id, &here);
+        }
+    }
+
+    /// Another node's sessions of `user` (replacing what it told before; empty: none there).
+    /// Over `cap`, this node's oldest sessions of the user close.
+    pub fn remote_sessions(&self, node: &str, user_id: Uuid, mut sessions: Vec<Uuid>, cap: usize) {
+        // That node holds at most `cap` itself; more is a confused or hostile peer.
+        sessions.sort_unstable_by(|a, b| b.cmp(a));
+        sessions.truncate(cap.max(1));
+        if sessions.is_empty() {
+            self.remote.remove_if_mut(&user_id, |_, nodes| {
+                nodes.retain(|(n, _)| &**n != node);
+                nodes.is_empty()
+            });
+            return;
+        }
+        {
+            let mut nodes = self.remote.entry(user_id).or_default();
+            match nodes.iter_mut().find(|(n, _)| &**n == node) {
+                Some((_, ids)) => *ids = sessions,
+                None => nodes.push((Arc::from(node), sessions)),
+            }
+        }
+        if self.enforce_cap(user_id, cap) {
+            self.tell_sessions(user_id);
+        }
+    }
+
+    /// Forgets the sessions `node` told of for users it no longer lists (its presence digest
+    /// names every user with a session there: this repairs a lost "none left").
+    pub fn remote_digest(&self, node: &str, listed: &std::collections::HashSet<Uuid>) {
+        self.remote.retain(|user, nodes| {
+            if !listed.contains(user) {
+                nodes.retain(|(n, _)| &**n != node);
+            }
+            !nodes.is_empty()
+        });
+    }
+
+    /// Forgets every session of a node gone silent.
+    pub fn forget_node(&self, node: &str) {
+        self.remote.retain(|_, nodes| {
+            nodes.retain(|(n, _)| &**n != node);
+            !nodes.is_empty()
+        });
     }
 
     pub fn is_online(&self, user_id: Uuid) -> bool {

@@ -113,7 +113,8 @@ fn login_revoked(state: &AppState, caller: &Caller) -> bool {
 
 async fn serve(state: AppState, socket: Socket, caller: Caller) -> SessionEnd {
     let hub = state.hub.clone();
-    let session_id = Uuid::new_v4();
+    // Time-ordered: the per-user session cap keeps the newest, counted across nodes.
+    let session_id = Uuid::now_v7();
     let (outbox, receiver) = Outbox::for_session(
         session_id,
         caller.user_id,

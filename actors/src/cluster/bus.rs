@@ -68,6 +68,8 @@ pub enum BusEvent {
     PresenceDigest { node: String, statuses: Vec<(Uuid, String)> },
     /// A user joined or left the voice session of `channel` (told by the channel's owner).
     Voice { user: Uuid, channel: Uuid, joined: bool },
+    /// The sessions `node` now holds for a user (replacing what it told before).
+    Sessions { node: String, user: Uuid, sessions: Vec<Uuid> },
     /// `node` just joined: every node sends its digest now rather than at its next tick.
     PresenceDigestPlease { node: String },
 }
@@ -157,7 +159,8 @@ impl Bus {
         let subject = match event {
             BusEvent::Presence { .. }
             | BusEvent::PresenceDigest { .. }
-            | BusEvent::PresenceDigestPlease { .. } => &self.presence,
+            | BusEvent::PresenceDigestPlease { .. }
+            | BusEvent::Sessions { .. } => &self.presence,
             _ => &self.all,
         };
         if self.queue.try_send((subject.clone(), encode(event, frame))).is_err() {
@@ -196,6 +199,13 @@ impl Elsewhere for Bus {
 
     fn roster_changed(&self, change: RosterChange) {
         self.publish(&BusEvent::Roster { change }, None);
+    }
+
+    fn sessions_changed(&self, user: Uuid, sessions: &[Uuid]) {
+        self.publish(
+            &BusEvent::Sessions { node: self.node.clone(), user, sessions: sessions.to_vec() },
+            None,
+        );
     }
 
     fn presence_changed(&self, user: Uuid, status: &'static str) {
