@@ -199,6 +199,23 @@ pub enum OwnerRequest {
     InvalidateHistory,
 }
 
+impl OwnerRequest {
+    /// The remote session whose stand-in this request uses on the owner, if any.
+    fn stand_in_of(&self) -> Option<(Uuid, Uuid)> {
+        match self {
+            Self::Subscribe { from, .. }
+            | Self::Send { from, .. }
+            | Self::Edit { from, .. }
+            | Self::Delete { from, .. }
+            | Self::React { from, .. }
+            | Self::Typing { from, .. }
+            | Self::MarkRead { from, .. }
+            | Self::Voice { from, .. } => Some((from.user, from.session)),
+            _ => None,
+        }
+    }
+}
+
 /// A `subscribe` with `since`, as forwarded: the replay budget left for the whole frame.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireResume {
@@ -336,6 +353,8 @@ pub struct Router {
     stand_in_metrics: Arc<HubMetrics>,
     /// Owner node → (user, session) → last segment number delivered to that session.
     received: Mutex<HashMap<String, LastSegments>>,
+    /// (owner node, session here) → user: this node's sessions with a stand-in on that owner.
+    depends: DashMap<(String, Uuid), Uuid>,
     /// Commands of other nodes whose channel actor is held here, waiting for `Release`.
     held: Arc<DashMap<Uuid, HeldCommand>>,
     /// Other node → the forwarder gathering what this node's stand-ins send it.
@@ -369,6 +388,7 @@ impl Router {
             received: Mutex::default(),
             links: DashMap::new(),
             held: Arc::new(DashMap::new()),
+            depends: DashMap::new(),
             drop_next: AtomicBool::new(false),
             gaps: AtomicUsize::new(0),
         })
@@ -400,7 +420,24 @@ impl Router {
         self.drop_next.store(true, Ordering::SeqCst);
     }
 
+    /// The live nodes changed. Sessions here that depended on a node now gone (a crash: it
+    /// could not close them itself) may have missed frames or acks: they are told so and
+    /// closed (4008), and their clients resubscribe through the new owners.
     pub(super) fn set_live_nodes(&self, live: Vec<String>) {
+        if !live.is_empty() {
+            let sessions = self.here.get().map(|here| here.sessions());
+            self.depends.retain(|(node, session), user| {
+                if live.contains(node) {
+                    return true;
+                }
+                if let Some(outbox) = sessions.and_then(|s| s.session(*user, *session)) {
+                    tracing::warn!(%session, node, "a channel owner this session used is gone");
+                    outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
+                }
+                false
+            });
+            self.received.lock().unwrap_or_else(|e| e.into_inner()).retain(|node, _| live.contains(node));
+        }
         *self.live_nodes.lock().unwrap_or_else(|e| e.into_inner()) = live;
     }
 
@@ -445,6 +482,15 @@ impl Router {
     // Asking the owner
 
     async fn ask(&self, channel_id: Uuid, request: OwnerRequest) -> Result<OwnerAnswer, HubError> {
+        Ok(self.ask_owner(channel_id, request).await?.1)
+    }
+
+    /// Asks the owner; answers which node answered, and how.
+    async fn ask_owner(
+        &self,
+        channel_id: Uuid,
+        request: OwnerRequest,
+    ) -> Result<(String, OwnerAnswer), HubError> {
         let payload: Bytes = serde_json::to_vec(&Envelope { channel: channel_id, request })
             .map_err(|e| HubError::Internal(e.to_string()))?
             .into();
@@ -454,9 +500,9 @@ impl Router {
             let request =
                 async_nats::Request::new().payload(payload.clone()).timeout(Some(OWNER_ANSWER_TIMEOUT));
             let retry = match self.nats.send_request(subject.clone(), request).await {
-                Ok(message) => match serde_json::from_slice::<OwnerAnswer>(&message.payload) {
-                    Ok(OwnerAnswer::NotOwner) => true,
-                    Ok(answer) => return Ok(answer),
+                Ok(message) => match serde_json::from_slice::<(String, OwnerAnswer)>(&message.payload) {
+                    Ok((_, OwnerAnswer::NotOwner)) => true,
+                    Ok(answered) => return Ok(answered),
                     Err(err) => return Err(HubError::Internal(format!("owner answer: {err}"))),
                 },
                 Err(err) if err.kind() == async_nats::client::RequestErrorKind::NoResponders => true,
@@ -582,7 +628,15 @@ impl Router {
             #[cfg(feature = "test-hooks")]
             ChannelMsg::Crash => return Ok(()),
         };
-        let answer = self.ask(channel_id, request).await?;
+        let stand_in = request.stand_in_of();
+        let (owner, answer) = self.ask_owner(channel_id, request).await?;
+        // The session now depends on that owner (its stand-in there holds its subscriptions
+        // and pending acks): if the owner dies, the session must hear of it.
+        if let Some((user, session)) = stand_in
+            && !matches!(answer, OwnerAnswer::Refused { .. } | OwnerAnswer::NotOwner)
+        {
+            self.depends.insert((owner, session), user);
+        }
         waiting.settle(answer)
     }
 
@@ -602,7 +656,7 @@ impl Router {
                     Ok(envelope) => router.handle(envelope.channel, envelope.request).await,
                     Err(err) => OwnerAnswer::Refused { error: WireHubError::Internal(err.to_string()) },
                 };
-                let body = serde_json::to_vec(&answer).unwrap_or_default();
+                let body = serde_json::to_vec(&(&router.node_id, &answer)).unwrap_or_default();
                 let _ = router.nats.publish(reply_to, body.into()).await;
             });
         }
@@ -881,6 +935,8 @@ impl Router {
                     from.retain(|(user, session), _| sessions.session(*user, *session).is_some());
                 }
                 received.retain(|_, from| !from.is_empty());
+                drop(received);
+                self.depends.retain(|(_, session), user| sessions.session(*user, *session).is_some());
             }
         }
     }
