@@ -634,6 +634,39 @@ async fn a_ban_made_on_another_node_is_ordered_against_the_users_sends() {
     cluster.stop().await;
 }
 
+async fn the_session_cap_counts_sessions_on_every_node() {
+    let cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let alice = cluster.nodes[0].register("alice").await;
+    // Eight sessions (the cap), alternating between the nodes; each node hears of the other's.
+    let mut sockets = Vec::new();
+    for i in 0..8 {
+        sockets.push(cluster.nodes[i % 2].ws(&alice.token).await);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // A ninth on the second node evicts the oldest, which is on the first node.
+    let mut ninth = cluster.nodes[1].ws(&alice.token).await;
+    assert_eq!(sockets[0].expect("error").await["code"], "too_many_sessions");
+    assert_eq!(
+        sockets[0].expect_close(Duration::from_secs(5)).await,
+        Some(palaver_actors::outbox::CLOSE_EVICTED)
+    );
+    // Everything newer stays open, on both nodes.
+    for (i, ws) in sockets.iter_mut().enumerate().skip(1) {
+        ws.send(json!({"type": "ping", "timestamp": i})).await;
+        assert_eq!(ws.expect("pong").await["timestamp"], i, "session {i}");
+    }
+    ninth.send(json!({"type": "ping", "timestamp": 9})).await;
+    assert_eq!(ninth.expect("pong").await["timestamp"], 9);
+    // A session closed on one node frees its place everywhere: a tenth evicts nobody.
+    drop(sockets.remove(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _tenth = cluster.nodes[0].ws(&alice.token).await;
+    sockets[1].send(json!({"type": "ping", "timestamp": 2})).await;
+    assert_eq!(sockets[1].expect("pong").await["timestamp"], 2, "the oldest left was not evicted");
+    cluster.stop().await;
+}
+
 async fn one_subscribe_to_many_channels_of_another_node_stays_in_one_stream() {
     let TwoNodes { cluster, owner, alice, owning, other, .. } = two_nodes().await;
     // Channels owned by the node Alice's socket is not on, all asked in one `subscribe` (the
@@ -784,7 +817,11 @@ async fn send_until_acked(
             let Some(Ok(Message::Text(text))) = next else { continue };
             let answer: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
             match answer["type"].as_str() {
-                Some("message_sent") => return answer["id"].as_str().unwrap().to_owned(),
+                // (An earlier attempt's ack may come too: the same id, for the same key.)
+                Some("message_sent") if answer["client_nonce"] == key => {
+                    return answer["id"].as_str().unwrap().to_owned();
+                }
+                // (A `subscribe` to a channel between owners is refused the same way.)
                 Some("error") => {
                     assert_eq!(answer["code"], "unavailable", "{answer}");
                     break;
@@ -870,8 +907,15 @@ async fn killed_owner_is_replaced_and_no_acked_message_is_lost() {
     let owning = if owner == "n1" { 0 } else { 1 };
     let survivor = nodes.remove(1 - owning);
     let owner_process = nodes.remove(0);
-    let (mut ws, _) = tokio_tungstenite::connect_async(survivor.ws_url()).await.unwrap();
-    ws.send(Message::text(json!({"type": "authenticate", "token": token}).to_string())).await.unwrap();
+    let connect = || async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(survivor.ws_url()).await.unwrap();
+        ws.send(Message::text(json!({"type": "authenticate", "token": token}).to_string())).await.unwrap();
+        ws.send(Message::text(json!({"type": "subscribe", "channel_ids": [channel]}).to_string()))
+            .await
+            .unwrap();
+        ws
+    };
+    let mut ws = connect().await;
     let mut acked = Vec::new();
     for i in 0..10 {
         acked.push(send_until_acked(&mut ws, channel, &format!("before-{i}")).await);
@@ -879,6 +923,23 @@ async fn killed_owner_is_replaced_and_no_acked_message_is_lost() {
     // SIGKILL: its lock connection dies with it, the survivor takes the shard under a new epoch.
     owner_process.kill().await;
     let killed_at = tokio::time::Instant::now();
+    // The socket was subscribed through the dead owner: it is told it may have missed frames
+    // and closed (4008), never left silently without them.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the subscriber of the dead owner is closed within 10 s");
+    assert_eq!(closed, Some(4008));
+    // Its client reconnects and sends again.
+    let mut ws = connect().await;
     acked.push(send_until_acked(&mut ws, channel, "after-0").await);
     let unavailable_for = killed_at.elapsed();
     assert!(unavailable_for < Duration::from_secs(10), "sends acked again only after {unavailable_for:?}");
@@ -933,6 +994,7 @@ mod cluster_suite {
         changes_made_over_rest_on_any_node_reach_every_subscriber_in_order,
         kicked_user_on_another_node_stops_receiving_at_once,
         a_ban_made_on_another_node_is_ordered_against_the_users_sends,
+        the_session_cap_counts_sessions_on_every_node,
         a_lost_forwarded_frame_is_never_a_silent_gap,
         one_subscribe_to_many_channels_of_another_node_stays_in_one_stream,
         subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,
