@@ -26,6 +26,9 @@
 #                    ingest and idle on one Palaver node, then on N nodes sharing the database
 #                    with sockets spread round-robin over them (labels c<N>-…), and prints
 #                    cluster/single ratios. CPU of every node and of nats-server is counted.
+#                    Then failover (cluster only, label failover): $SENDERS senders spread over
+#                    the nodes, the channel's owner SIGKILLed FAILOVER_KILL_AFTER=10 s into
+#                    FAILOVER_DURATION=30 s; reports the unavailable window and acked-but-lost.
 #
 # Parameters (env), with defaults; a quick smoke run:
 #   RECEIVERS=200 SENDERS=5 SENDERS_HIGH=10 DURATION=5 IDLE_CONNECTIONS=2000 benches/run.sh
@@ -61,6 +64,8 @@ DRAIN=${DRAIN:-5}
 PAYLOAD_BYTES=${PAYLOAD_BYTES:-64}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-19500}
 IDLE_HOLD=${IDLE_HOLD:-10}
+FAILOVER_DURATION=${FAILOVER_DURATION:-30}
+FAILOVER_KILL_AFTER=${FAILOVER_KILL_AFTER:-10}
 SOURCE_IPS=${SOURCE_IPS:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8}
 CONNECT_CONCURRENCY=${CONNECT_CONCURRENCY:-200}
 HISTORY_CLIENTS=${HISTORY_CLIENTS:-64}
@@ -244,6 +249,7 @@ start_cluster() { # $1 = log file prefix: N nodes on one fresh database, waited 
     PG_DB="palaver_bench_$(date +%s)_$RANDOM"
     psql "$PG_ADMIN_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $PG_DB" >/dev/null
     local nats_prefix="bench$RANDOM$RANDOM" ports=()
+    NODE_PIDS=""
     for i in $(seq "$CLUSTER"); do
         port=$(free_port)
         ports+=("$port")
@@ -254,6 +260,7 @@ start_cluster() { # $1 = log file prefix: N nodes on one fresh database, waited 
             "$PALAVER" >"$prefix.n$i.log" 2>&1 &
         pid=$!
         if (( i == 1 )); then SERVER_PID=$pid; else CLUSTER_PIDS+=("$pid"); ALSO_PIDS+="${ALSO_PIDS:+,}$pid"; fi
+        NODE_PIDS+="${NODE_PIDS:+,}$pid"
         urls+="${urls:+,}http://127.0.0.1:$port"
     done
     SERVER_URL=$urls
@@ -290,7 +297,7 @@ run_scenario() {
         extra=(--ceiling)
     elif [[ $kind == cluster ]]; then
         start_cluster "$server_log" || { stop_server; return 0; }
-        extra=(--also-pids "$ALSO_PIDS")
+        extra=(--also-pids "$ALSO_PIDS" --node-pids "$NODE_PIDS")
     else
         start_palaver "$server_log" "${SERVER_ENV[@]}" || { stop_server; return 0; }
     fi
@@ -356,6 +363,12 @@ if (( CLUSTER > 0 )); then
     run_cluster_pair ingest --scenario ingest "${common[@]}" --channels "$INGEST_CHANNELS"
     run_cluster_pair idle --scenario idle --connect-concurrency "$CONNECT_CONCURRENCY" \
         --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" --source-ips "$SOURCE_IPS"
+    # No one-node counterpart: the channel's owner is SIGKILLed mid-run.
+    if selected failover; then
+        ONLY="" run_scenario cluster "c$CLUSTER-failover" --scenario failover --rate "$RATE" \
+            --payload-bytes "$PAYLOAD_BYTES" --senders "$SENDERS" \
+            --duration "$FAILOVER_DURATION" --kill-after "$FAILOVER_KILL_AFTER"
+    fi
     jq -rs --arg n "c$CLUSTER-" '
         def num: if type == "number" then (. * 1000 | round / 1000 | tostring) else "n/a" end;
         def pick($lb): map(select(.label == $lb and (.error | not))) | last;
@@ -370,7 +383,12 @@ if (( CLUSTER > 0 )); then
               row($f; "deliveries/s"; .deliveries_per_s), row($f; "deliveries per CPU-s"; .deliveries_per_cpu_s),
               row($f; "lost"; .lost)),
         row("ingest"; "committed msgs/s"; .committed_per_s), row("ingest"; "missing after"; .missing_after),
-        row("idle"; "connect total s"; .connect_total_s), row("idle"; "RSS per socket KiB (first node)"; .rss_per_socket_kb)
+        row("idle"; "connect total s"; .connect_total_s), row("idle"; "RSS per socket KiB (first node)"; .rss_per_socket_kb),
+        (pick($n + "failover") | if . == null then empty else
+            (["failover", "unavailable window p50 / max ms", "-",
+              "\(.unavailable_window_ms.p50 | num) / \(.unavailable_window_ms.max | num)", "-"],
+             ["failover", "acked / missing / stored twice", "-",
+              "\(.acked) / \(.acked_missing) / \(.stored_twice)", "-"]) end)
         | @tsv' "$RESULTS" | column -t -s $'\t' | tee "$SUMMARY"
     log "results: $RESULTS, summary: $SUMMARY"
     exit 0

@@ -13,6 +13,7 @@ pub enum Scenario {
     Presence,
     Register,
     Recovery,
+    Failover,
 }
 
 impl Scenario {
@@ -25,6 +26,7 @@ impl Scenario {
             Scenario::Presence => "presence",
             Scenario::Register => "register",
             Scenario::Recovery => "recovery",
+            Scenario::Failover => "failover",
         }
     }
 }
@@ -138,6 +140,15 @@ pub struct Args {
     /// ingest: channels, one sending socket each.
     #[arg(long, default_value_t = 200)]
     pub channels: usize,
+
+    // ---- failover ----
+    /// failover: every node's pid, in `--url` order (the channel's owner is SIGKILLed).
+    #[arg(long, value_delimiter = ',')]
+    pub node_pids: Vec<u32>,
+
+    /// failover: seconds into the send phase at which the owner is killed.
+    #[arg(long, default_value_t = 10)]
+    pub kill_after: u64,
 
     // ---- register ----
     /// register: accounts to register (argon2 each); concurrency is --setup-concurrency.

@@ -14,8 +14,8 @@ pub struct Target {
     /// `ws://host:port/ws` of the first node.
     pub ws_url: String,
     pub addr: SocketAddr,
-    /// Every node: (`ws://host:port/ws`, address); one for a single server.
-    nodes: Vec<(String, SocketAddr)>,
+    /// Every node: (`ws://host:port/ws`, address, base URL); one for a single server.
+    nodes: Vec<(String, SocketAddr, String)>,
     next_node: AtomicUsize,
     source_ips: Vec<IpAddr>,
     next_source: AtomicUsize,
@@ -28,7 +28,7 @@ impl Target {
         let mut nodes = Vec::new();
         for url in urls.split(',').filter(|u| !u.is_empty()) {
             let one = Self::resolve_one(url).await?;
-            nodes.push((one.ws_url, one.addr));
+            nodes.push((one.ws_url, one.addr, one.base_url));
         }
         let mut target = Self::resolve_one(urls.split(',').next().unwrap_or_default()).await?;
         target.nodes = nodes;
@@ -38,10 +38,28 @@ impl Target {
 
     /// The node the next client socket goes to (round-robin): its WS URL and address.
     pub fn next_node(&self) -> (&str, SocketAddr) {
-        let i = self.next_node.fetch_add(1, Ordering::Relaxed) % self.nodes.len().max(1);
-        match self.nodes.get(i) {
-            Some((url, addr)) => (url.as_str(), *addr),
+        let i = self.next_node.fetch_add(1, Ordering::Relaxed);
+        self.node(i)
+    }
+
+    /// Node `i` (modulo their count): its WS URL and address.
+    pub fn node(&self, i: usize) -> (&str, SocketAddr) {
+        match self.nodes.get(i % self.nodes.len().max(1)) {
+            Some((url, addr, _)) => (url.as_str(), *addr),
             None => (self.ws_url.as_str(), self.addr),
+        }
+    }
+
+    /// How many nodes were given (1 for a single server).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len().max(1)
+    }
+
+    /// `/api…` URL of `path` on node `i` (modulo their count).
+    pub fn node_api(&self, i: usize, path: &str) -> String {
+        match self.nodes.get(i % self.nodes.len().max(1)) {
+            Some((_, _, base)) => format!("{base}/api{path}"),
+            None => self.api(path),
         }
     }
 

@@ -34,11 +34,16 @@ fn client_config() -> WebSocketConfig {
 /// Opens a TCP connection (bound to the next `--source-ips` address, if any) and
 /// upgrades it to a WebSocket at `/ws`.
 pub async fn connect(target: &Target) -> Result<WsStream> {
+    let (ws_url, addr) = target.next_node();
+    connect_to(target, ws_url, addr).await
+}
+
+/// Like [`connect`], to one chosen node.
+pub async fn connect_to(target: &Target, ws_url: &str, addr: SocketAddr) -> Result<WsStream> {
     let socket = TcpSocket::new_v4().context("creating socket")?;
     if let Some(ip) = target.next_source_ip() {
         socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding client socket to {ip}"))?;
     }
-    let (ws_url, addr) = target.next_node();
     let stream = socket.connect(addr).await.with_context(|| format!("TCP connect to {addr}"))?;
     // Small frames must not wait for Nagle / delayed ACK.
     stream.set_nodelay(true).context("TCP_NODELAY")?;

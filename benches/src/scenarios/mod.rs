@@ -1,6 +1,7 @@
 //! Scenarios. Each one sets up through [`crate::setup`], runs over real sockets and
 //! returns one JSON object of results.
 
+mod failover;
 mod fanout;
 mod history;
 mod idle;
@@ -51,6 +52,7 @@ pub async fn run(args: Args) -> Result<Value> {
         Scenario::Presence => presence::run(&ctx).await?,
         Scenario::Register => register::run(&ctx).await?,
         Scenario::Recovery => recovery::run(&ctx).await?,
+        Scenario::Failover => failover::run(&ctx).await?,
     };
     let mut line = json!({
         "scenario": scenario.name(),
