@@ -191,6 +191,15 @@ impl SessionRegistry {
         });
     }
 
+    /// Forgets the sessions of every node not in `live` (a crashed node's sessions died with it:
+    /// counted, they would evict live ones as their users reconnect elsewhere).
+    pub fn forget_nodes_except(&self, live: &[String]) {
+        self.remote.retain(|_, nodes| {
+            nodes.retain(|(n, _)| live.iter().any(|l| **l == **n));
+            !nodes.is_empty()
+        });
+    }
+
     /// Forgets every session of a node gone silent.
     pub fn forget_node(&self, node: &str) {
         self.remote.retain(|_, nodes| {

@@ -437,6 +437,9 @@ impl Router {
                 false
             });
             self.received.lock().unwrap_or_else(|e| e.into_inner()).retain(|node, _| live.contains(node));
+            if let Some(sessions) = sessions {
+                sessions.forget_nodes_except(&live);
+            }
         }
         *self.live_nodes.lock().unwrap_or_else(|e| e.into_inner()) = live;
     }
