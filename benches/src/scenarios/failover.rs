@@ -6,7 +6,8 @@
 //!
 //! Reports the unavailable window (kill → each sender's first ack of a message first tried
 //! after the kill), the acks, and the history as a survivor serves it afterwards: acked
-//! messages missing (must be 0) and messages stored twice (must be 0).
+//! messages missing (must be 0) and keys stored twice (must be 0; each message's ciphertext
+//! carries its key).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 use super::{Ctx, send_ticker};
 use crate::frame::ServerFrame;
-use crate::setup::{Account, HistoryMessage, users_for};
+use crate::setup::{Account, users_for};
 use crate::stats::{ErrorCounts, Latency, round3};
 use crate::ws::{self, WsStream};
 
@@ -99,7 +100,8 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
 
     let survivor = (owner + 1) % nodes;
     let stored = history(ctx, survivor, &users[0], channel, acked.len()).await?;
-    let distinct: HashSet<Uuid> = stored.iter().copied().collect();
+    let distinct: HashSet<Uuid> = stored.iter().map(|m| m.id).collect();
+    let keys: HashSet<Vec<u8>> = stored.iter().map(|m| m.ciphertext.clone()).collect();
     let acked_set: HashSet<Uuid> = acked.iter().copied().collect();
     let missing = acked_set.difference(&distinct).count();
     Ok(json!({
@@ -120,7 +122,7 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
         "ack_latency_after_kill_ms": after_latency.summary_ms(),
         "stored": stored.len(),
         "acked_missing": missing,
-        "stored_twice": stored.len() - distinct.len(),
+        "stored_twice": stored.len() - keys.len(),
         "stored_unacked": distinct.difference(&acked_set).count(),
         "offered_per_s": round3(a.senders as f64 * a.rate),
     }))
@@ -138,14 +140,21 @@ async fn node_ids(ctx: &Ctx, nodes: usize) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// Every message id of the channel, as node `node` serves its history (newest first).
+/// A stored message: its id and ciphertext (which carries the sender's key).
+#[derive(serde::Deserialize)]
+struct Stored {
+    id: Uuid,
+    ciphertext: Vec<u8>,
+}
+
+/// Every message of the channel, as node `node` serves its history (newest first).
 async fn history(
     ctx: &Ctx,
     node: usize,
     reader: &Account,
     channel: Uuid,
     expected: usize,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<Stored>> {
     let mut ids = Vec::with_capacity(expected);
     let mut before: Option<Uuid> = None;
     for _ in 0..=expected / 100 + 10 {
@@ -153,7 +162,7 @@ async fn history(
         if let Some(b) = before {
             url.push_str(&format!("&before={b}"));
         }
-        let page: Vec<HistoryMessage> = ctx
+        let page: Vec<Stored> = ctx
             .setup
             .http
             .get(&url)
@@ -165,7 +174,7 @@ async fn history(
             .await?;
         let Some(last) = page.last() else { return Ok(ids) };
         before = Some(last.id);
-        ids.extend(page.iter().map(|m| m.id));
+        ids.extend(page);
     }
     bail!("history of channel {channel} did not end")
 }
@@ -273,7 +282,8 @@ impl Sender {
         let frame = json!({
             "type": "send_message",
             "channel_id": self.channel,
-            "ciphertext": vec![7u8; self.payload_bytes],
+            // The key itself, padded: the stored history shows which sends were stored twice.
+            "ciphertext": key.bytes().chain(std::iter::repeat(0)).take(self.payload_bytes.max(key.len())).collect::<Vec<u8>>(),
             "nonce": [1, 2, 3],
             "message_type": "text",
             "client_nonce": key,
@@ -296,7 +306,12 @@ impl Sender {
                 "error" => {
                     let code = frame.code.as_deref().unwrap_or("?");
                     errors.add(code);
-                    return if code == "unavailable" { Attempt::Retry } else { Attempt::Refused };
+                    return match code {
+                        "unavailable" => Attempt::Retry,
+                        // This socket is being closed: send again from a new one.
+                        "too_many_sessions" => Attempt::Lost,
+                        _ => Attempt::Refused,
+                    };
                 }
                 _ => continue,
             }
