@@ -7,8 +7,9 @@
 //! changes and presence reach every node, and channel routing: a channel's actor runs only on
 //! its shard's owner, which every other node asks (`route`, forwarding per node: `forward`),
 //! with the owner's writes (message commits, edits, deletes, reactions) fenced by the shard
-//! epoch (`store::Fence`). Not built yet: planned handoffs that keep a channel's stream,
-//! cluster-wide session caps.
+//! epoch (`store::Fence`), REST writes of other nodes ordered by holding the owner's actor, and
+//! the per-user session cap counted on every node (`SessionRegistry::remote_sessions`). Not
+//! built yet: planned handoffs that keep a channel's stream, single-owner community actors.
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
 //! `members` (heartbeats and the live set), `bus` (events every node applies), `route`
