@@ -28,6 +28,13 @@ pub trait Elsewhere: Send + Sync {
     /// The sessions of a user on this node now (after one opened or closed): the per-user
     /// session cap counts them on every node.
     fn sessions_changed(&self, user: Uuid, sessions: &[Uuid]);
+    /// How long this node waits before closing its own sessions of a user only because
+    /// sessions on other nodes put the user over the cap. Right after a node dies, the
+    /// sessions it held still count until it leaves the live set, while their users are
+    /// already reconnecting here: closing at once would evict live sessions for ghosts.
+    fn cap_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3)
+    }
 }
 
 /// A committed membership change (what the other nodes of a cluster are told).

@@ -22,17 +22,21 @@ pub struct DmPosition {
 /// One other node's sessions of a user: (node id, session ids).
 type NodeSessions = (Arc<str>, Vec<Uuid>);
 
-#[derive(Default)]
+/// Clones share one registry (a delayed cap check holds a clone).
+#[derive(Default, Clone)]
 pub struct SessionRegistry {
     /// user id → that user's open sessions, oldest first.
-    by_user: DashMap<Uuid, Vec<Arc<Outbox>>>,
+    by_user: Arc<DashMap<Uuid, Vec<Arc<Outbox>>>>,
     /// Cluster only: user id → the sessions each other node last told it holds for that user.
     /// Session ids are time-ordered (UUIDv7), so with the local ones they say which sessions
     /// are the user's newest anywhere, and the per-user cap holds across the cluster.
-    remote: DashMap<Uuid, Vec<NodeSessions>>,
+    remote: Arc<DashMap<Uuid, Vec<NodeSessions>>>,
+    /// Users with a delayed cap check pending (one timer per user, however many sessions open
+    /// meanwhile).
+    cap_checks: Arc<DashMap<Uuid, ()>>,
     /// Sessions on the other nodes of a cluster (unset on a single node): user-scoped and
     /// instance-wide frames reach them too.
-    elsewhere: OnceLock<Arc<dyn Elsewhere>>,
+    elsewhere: Arc<OnceLock<Arc<dyn Elsewhere>>>,
 }
 
 /// Which of a user's logins (refresh-token families) a revocation reaches.
@@ -74,9 +78,8 @@ impl SessionRegistry {
         let _ = self.elsewhere.set(elsewhere);
     }
 
-    /// Adds a session. Over `cap` (counting the user's sessions on other nodes), the user's
-    /// oldest sessions here are told to close (`CLOSE_EVICTED`) and removed at once, so the
-    /// new one always gets in.
+    /// Adds a session. Over `cap`, the user's oldest sessions are told to close
+    /// (`CLOSE_EVICTED`) and removed, so the new one always gets in (see `enforce_cap`).
     pub fn register(&self, outbox: Arc<Outbox>, cap: usize) -> Registered {
         let user_id = outbox.user_id;
         let first_session = {
@@ -107,25 +110,51 @@ impl SessionRegistry {
         last
     }
 
-    /// Closes this node's sessions of `user` that are not among their `cap` newest anywhere.
-    /// Every node applies the same rule to its own sessions, so the cluster converges on the
-    /// `cap` newest (a new session on any node evicts the oldest, wherever it is). Returns
-    /// whether any was closed.
+    /// Keeps the per-user cap: a user's sessions beyond their `cap` newest close
+    /// (`too_many_sessions`, `CLOSE_EVICTED`). Sessions over the cap on this node alone close
+    /// at once. Sessions that are over it only counting other nodes' close after
+    /// `Elsewhere::cap_grace`, if they still are then: right after a node dies its sessions
+    /// still count, while their users reconnect here. Every node applies the same rule to its
+    /// own sessions, so the cluster converges on the `cap` newest (a new session on any node
+    /// evicts the oldest, wherever it is). Returns whether any closed now.
     fn enforce_cap(&self, user_id: Uuid, cap: usize) -> bool {
         let cap = cap.max(1);
-        let elsewhere: Vec<Uuid> = self
-            .remote
+        let closed = self.close_beyond(user_id, cap, &[]);
+        let elsewhere = self.remote_ids(user_id);
+        if !elsewhere.is_empty() && self.oldest_kept(user_id, cap, &elsewhere).is_some() {
+            self.check_cap_later(user_id, cap);
+        }
+        closed
+    }
+
+    /// The ids of `user`'s sessions on other nodes.
+    fn remote_ids(&self, user_id: Uuid) -> Vec<Uuid> {
+        self.remote
             .get(&user_id)
             .map(|nodes| nodes.iter().flat_map(|(_, ids)| ids.iter().copied()).collect())
-            .unwrap_or_default();
-        let Some(mut sessions) = self.by_user.get_mut(&user_id) else { return false };
+            .unwrap_or_default()
+    }
+
+    /// The oldest of `user`'s `cap` newest sessions (here and `elsewhere`), when some session
+    /// here is older than it.
+    fn oldest_kept(&self, user_id: Uuid, cap: usize, elsewhere: &[Uuid]) -> Option<Uuid> {
+        let sessions = self.by_user.get(&user_id)?;
         if sessions.len() + elsewhere.len() <= cap {
-            return false;
+            return None;
         }
-        let before = sessions.len();
-        let mut newest_first: Vec<Uuid> = sessions.iter().map(|s| s.session_id).chain(elsewhere).collect();
+        let mut newest_first: Vec<Uuid> =
+            sessions.iter().map(|s| s.session_id).chain(elsewhere.iter().copied()).collect();
         newest_first.sort_unstable_by(|a, b| b.cmp(a));
         let oldest_kept = newest_first[cap - 1];
+        sessions.iter().any(|s| s.session_id < oldest_kept).then_some(oldest_kept)
+    }
+
+    /// Closes this node's sessions of `user` that are not among their `cap` newest, counting
+    /// `elsewhere` too. Returns whether any closed.
+    fn close_beyond(&self, user_id: Uuid, cap: usize, elsewhere: &[Uuid]) -> bool {
+        let Some(oldest_kept) = self.oldest_kept(user_id, cap, elsewhere) else { return false };
+        let Some(mut sessions) = self.by_user.get_mut(&user_id) else { return false };
+        let before = sessions.len();
         sessions.retain(|session| {
             if session.session_id >= oldest_kept {
                 return true;
@@ -143,6 +172,24 @@ impl SessionRegistry {
         sessions.len() < before
     }
 
+    /// Checks `user` against the cap again, counting other nodes, after the grace.
+    fn check_cap_later(&self, user_id: Uuid, cap: usize) {
+        let Some(grace) = self.elsewhere.get().map(|e| e.cap_grace()) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if self.cap_checks.insert(user_id, ()).is_some() {
+            return;
+        }
+        let registry = self.clone();
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            registry.cap_checks.remove(&user_id);
+            let elsewhere = registry.remote_ids(user_id);
+            if registry.close_beyond(user_id, cap, &elsewhere) {
+                registry.tell_sessions(user_id);
+            }
+        });
+    }
+
     /// Tells the other nodes which sessions of `user` are here now.
     fn tell_sessions(&self, user_id: Uuid) {
         if let Some(elsewhere) = self.elsewhere.get() {
@@ -156,7 +203,7 @@ impl SessionRegistry {
     }
 
     /// Another node's sessions of `user` (replacing what it told before; empty: none there).
-    /// Over `cap`, this node's oldest sessions of the user close.
+    /// Over `cap`, this node's oldest sessions of the user close (after the grace).
     pub fn remote_sessions(&self, node: &str, user_id: Uuid, mut sessions: Vec<Uuid>, cap: usize) {
         // That node holds at most `cap` itself; more is a confused or hostile peer.
         sessions.sort_unstable_by(|a, b| b.cmp(a));
@@ -175,9 +222,7 @@ impl SessionRegistry {
                 None => nodes.push((Arc::from(node), sessions)),
             }
         }
-        if self.enforce_cap(user_id, cap) {
-            self.tell_sessions(user_id);
-        }
+        self.enforce_cap(user_id, cap);
     }
 
     /// Forgets the sessions `node` told of for users it no longer lists (its presence digest
@@ -340,7 +385,9 @@ impl SessionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::CLOSE_UNAUTHORIZED;
+    use std::time::Duration;
+
+    use crate::outbox::{CLOSE_UNAUTHORIZED, OutboxReceiver};
 
     #[test]
     fn closing_logins_reaches_only_their_sockets() {
@@ -363,5 +410,74 @@ mod tests {
         assert_eq!(states(), [0, CLOSE_UNAUTHORIZED, CLOSE_UNAUTHORIZED]);
         registry.close_logins(user, Logins::All, CLOSE_UNAUTHORIZED);
         assert_eq!(states(), [CLOSE_UNAUTHORIZED; 3]);
+    }
+
+    /// Another node that tells nothing (the cap's grace is the default 3 s).
+    struct QuietNodes;
+    impl Elsewhere for QuietNodes {
+        fn send_to_users_except(&self, _: &[Uuid], _: &Frame, _: Option<Uuid>) {}
+        fn send_to_everyone(&self, _: &Frame) {}
+        fn roster_changed(&self, _: crate::roster::RosterChange) {}
+        fn presence_changed(&self, _: Uuid, _: &'static str) {}
+        fn voice_changed(&self, _: Uuid, _: Uuid, _: bool) {}
+        fn sessions_changed(&self, _: Uuid, _: &[Uuid]) {}
+    }
+
+    /// A user with six sessions here (the oldest) and then four newer on node "a": cap 8.
+    fn six_here_then_four_elsewhere() -> (SessionRegistry, Uuid, Vec<Arc<Outbox>>, Vec<OutboxReceiver>) {
+        let registry = SessionRegistry::default();
+        registry.set_elsewhere(Arc::new(QuietNodes));
+        let user = Uuid::new_v4();
+        let (mut here, mut receivers) = (Vec::new(), Vec::new());
+        for _ in 0..6 {
+            let (outbox, rx) = Outbox::new(Uuid::now_v7(), user, 8);
+            registry.register(outbox.clone(), 8);
+            here.push(outbox);
+            receivers.push(rx);
+        }
+        let elsewhere = (0..4).map(|_| Uuid::now_v7()).collect();
+        registry.remote_sessions("a", user, elsewhere, 8);
+        (registry, user, here, receivers)
+    }
+
+    fn closed(sessions: &[Arc<Outbox>]) -> Vec<bool> {
+        sessions.iter().map(|s| s.close_requested() == CLOSE_EVICTED).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_over_the_cap_only_with_other_nodes_close_after_the_grace() {
+        let (registry, user, here, _rx) = six_here_then_four_elsewhere();
+        assert_eq!(closed(&here), [false; 6], "nothing closes before the grace");
+        tokio::time::sleep(Duration::from_millis(2900)).await;
+        assert_eq!(closed(&here), [false; 6]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(closed(&here), [true, true, false, false, false, false], "the two oldest anywhere");
+        assert_eq!(registry.sessions_of(user).len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_nodes_sessions_forgotten_within_the_grace_close_nothing() {
+        let (registry, user, here, _rx) = six_here_then_four_elsewhere();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        registry.forget_nodes_except(&[]);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(closed(&here), [false; 6]);
+        assert_eq!(registry.sessions_of(user).len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_cap_on_this_node_alone_closes_at_once() {
+        let (registry, user, here, _rx) = six_here_then_four_elsewhere();
+        let (three_more, _rx2): (Vec<_>, Vec<_>) =
+            (0..3).map(|_| Outbox::new(Uuid::now_v7(), user, 8)).unzip();
+        for outbox in &three_more {
+            registry.register(outbox.clone(), 8);
+        }
+        assert_eq!(closed(&here), [true, false, false, false, false, false], "nine here: the oldest at once");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // Then, with the four newer elsewhere, only the four newest here stay.
+        assert_eq!(closed(&here), [true, true, true, true, true, false]);
+        assert_eq!(closed(&three_more), [false; 3]);
+        assert_eq!(registry.sessions_of(user).len(), 4);
     }
 }

@@ -151,6 +151,8 @@ pub struct Bus {
     queue: mpsc::Sender<(async_nats::Subject, Bytes)>,
     /// Events dropped because the queue was full (metrics, logs).
     dropped: AtomicU64,
+    /// See `Elsewhere::cap_grace`.
+    cap_grace: Duration,
 }
 
 impl Bus {
@@ -208,6 +210,10 @@ impl Elsewhere for Bus {
         );
     }
 
+    fn cap_grace(&self) -> Duration {
+        self.cap_grace
+    }
+
     fn presence_changed(&self, user: Uuid, status: &'static str) {
         self.publish(&BusEvent::Presence { node: self.node.clone(), user, status: status.to_string() }, None);
     }
@@ -219,6 +225,9 @@ impl Elsewhere for Bus {
 pub struct PresenceTimers {
     pub digest_every: Duration,
     pub ttl: Duration,
+    /// How long a node waits before closing its own sessions only because other nodes'
+    /// sessions put a user over the cap (`Elsewhere::cap_grace`).
+    pub cap_grace: Duration,
 }
 
 /// Starts the bus: the publisher task, the listener that applies other nodes' events to
@@ -236,7 +245,14 @@ pub(super) async fn start(
     let all_in = nats.subscribe(all.clone()).await.map_err(subscribe_error)?;
     let presence_in = nats.subscribe(presence.clone()).await.map_err(subscribe_error)?;
     let (queue, pending) = mpsc::channel(QUEUE);
-    let bus = Arc::new(Bus { node: node.to_string(), all, presence, queue, dropped: AtomicU64::new(0) });
+    let bus = Arc::new(Bus {
+        node: node.to_string(),
+        all,
+        presence,
+        queue,
+        dropped: AtomicU64::new(0),
+        cap_grace: timers.cap_grace,
+    });
     tokio::spawn(publisher(nats, pending, stop.clone()));
     tokio::spawn(listen(
         hub.clone(),

@@ -234,6 +234,9 @@ impl Cluster {
         let timers = bus::PresenceTimers {
             digest_every: self.config.timers.presence_digest,
             ttl: self.config.timers.presence_ttl,
+            // A killed node's lock is released at once and the next tick or two drops it
+            // from the live set (and its sessions from every count); three ticks cover that.
+            cap_grace: self.config.timers.tick * 3,
         };
         let names = (self.config.prefix.as_str(), self.config.node_id.as_str());
         bus::start(self.nats.clone(), names, timers, hub, self.stop.subscribe()).await
