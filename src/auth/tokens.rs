@@ -2,6 +2,7 @@
 //! stored only as a SHA-256 hash).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::create_private_once;
 
@@ -21,6 +22,11 @@ pub const REFRESH_TOKEN_DAYS: i64 = 30;
 pub const LEEWAY_SECS: i64 = 60;
 /// The JWT audience every client expects.
 pub const AUDIENCE: &str = "chatalot";
+/// Verified tokens remembered (a few MB at most): enough for every client active within a
+/// token's 15 minutes on a large instance; beyond it the least useful are forgotten.
+const VERIFIED_TOKENS: usize = 32_768;
+/// Longer tokens are verified every time and never remembered (ours are ~400 bytes).
+const MAX_REMEMBERED_TOKEN: usize = 2048;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -43,6 +49,12 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// SHA-256 of a whole token → its claims, for tokens whose signature was checked. A
+    /// client presents the same access token on every request and every reconnect for 15
+    /// minutes; an Ed25519 verification costs tens of microseconds, a hash and a lookup about
+    /// one. Keyed by the whole token: any change to header, payload or signature misses.
+    /// Only valid tokens get in, so a client cannot fill it with garbage.
+    verified: quick_cache::sync::Cache<[u8; 32], Arc<Claims>>,
 }
 
 impl TokenKeys {
@@ -74,7 +86,7 @@ impl TokenKeys {
         validation.set_audience(&[AUDIENCE]);
         validation.leeway = LEEWAY_SECS as u64;
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
-        Ok(Self { encoding, decoding, validation })
+        Ok(Self { encoding, decoding, validation, verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS) })
     }
 
     /// Signs an access token for the user that names no login.
@@ -115,7 +127,28 @@ impl TokenKeys {
 
     /// Checks signature, audience and expiry (60 s leeway).
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+        self.verify_at(token, chrono::Utc::now().timestamp())
+    }
+
+    /// `verify` at Unix time `now` (jsonwebtoken reads the clock itself; `now` decides for
+    /// remembered tokens, which expire exactly as jsonwebtoken would expire them).
+    fn verify_at(&self, token: &str, now: i64) -> Option<Claims> {
+        if token.len() > MAX_REMEMBERED_TOKEN {
+            return jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                .ok()
+                .map(|d| d.claims);
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.get(&key) {
+            if claims.exp.saturating_add(LEEWAY_SECS) >= now {
+                return Some(Claims::clone(&claims));
+            }
+            self.verified.remove(&key);
+            return None;
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?.claims;
+        self.verified.insert(key, Arc::new(claims.clone()));
+        Some(claims)
     }
 }
 
@@ -188,6 +221,33 @@ mod tests {
         });
         let old = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &old, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&old).expect("old token still valid").sid, None);
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_forged_one_is_not_taken_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = TokenKeys::load_or_create(dir.path()).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let token = keys.issue(Uuid::now_v7(), "alice", false, false).unwrap();
+        let first = keys.verify_at(&token, now).expect("valid");
+        // Remembered: the same claims again, until the token's expiry plus the leeway.
+        let again = keys.verify_at(&token, now + ACCESS_TOKEN_SECS + LEEWAY_SECS).expect("still valid");
+        assert_eq!((again.sub, again.jti), (first.sub, first.jti));
+        assert!(keys.verify_at(&token, now + ACCESS_TOKEN_SECS + LEEWAY_SECS + 2).is_none(), "expired");
+        // A payload swapped under the remembered token's signature (admin: true) is refused.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let admin = serde_json::json!({
+            "sub": first.sub, "username": "alice", "is_admin": true, "is_owner": false,
+            "iat": first.iat, "exp": first.exp, "jti": first.jti, "aud": AUDIENCE,
+        });
+        use base64::Engine as _;
+        let forged_payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(admin.to_string());
+        parts[1] = &forged_payload;
+        let other = keys.issue(Uuid::now_v7(), "bob", false, false).unwrap();
+        keys.verify_at(&other, now).expect("valid");
+        assert!(keys.verify_at(&parts.join("."), now).is_none(), "forged payload refused");
+        // Over-long tokens are checked, never remembered.
+        assert!(keys.verify_at(&"x".repeat(MAX_REMEMBERED_TOKEN + 1), now).is_none());
     }
 
     #[test]
