@@ -31,7 +31,10 @@
 #                    FAILOVER_DURATION=30 s; reports the unavailable window and acked-but-lost.
 #
 # Parameters (env), with defaults; a quick smoke run:
-#   RECEIVERS=200 SENDERS=5 SENDERS_HIGH=10 DURATION=5 IDLE_CONNECTIONS=2000 benches/run.sh
+#   RECEIVERS=200 SENDERS=5 SENDERS_HIGH=10 SATURATION= DURATION=5 IDLE_CONNECTIONS=2000 benches/run.sh
+#   SATURATION=200,300 (more fan-out runs at these sender counts; empty: none)
+#   CEILING_ARGS= (e.g. --per-frame: the ceiling writes each frame on its own; default: it
+#        gathers each drained batch into one write with a 64 KiB write buffer)
 #   RECEIVERS=1000 SENDERS=20 SENDERS_HIGH=100 RATE=5 DURATION=20 DRAIN=5 PAYLOAD_BYTES=64
 #   IDLE_CONNECTIONS=19500 IDLE_HOLD=10 SOURCE_IPS=127.0.0.1,...,127.0.0.8
 #   CONNECT_CONCURRENCY=200 HISTORY_CLIENTS=64 HISTORY_SEED=200 INGEST_CHANNELS=200
@@ -58,6 +61,12 @@ RESULTS_DIR=${RESULTS_DIR:-$BENCH/results}
 RECEIVERS=${RECEIVERS:-1000}
 SENDERS=${SENDERS:-20}
 SENDERS_HIGH=${SENDERS_HIGH:-100}
+# Saturation: fan-out at these sender counts too (1-1.5 M deliveries/s offered at 1 000
+# receivers × 5/s); empty to skip.
+SATURATION=${SATURATION:-200,300}
+# Extra ceiling flags, e.g. CEILING_ARGS=--per-frame (one write per frame, the naive server)
+# or CEILING_ARGS="--write-buffer 8192" (Palaver's own write buffer).
+CEILING_ARGS=${CEILING_ARGS:-}
 RATE=${RATE:-5}
 DURATION=${DURATION:-20}
 DRAIN=${DRAIN:-5}
@@ -201,7 +210,8 @@ EOF
 }
 
 start_ceiling() { # $1 = log file
-    "$CEILING" --bind 127.0.0.1:0 >"$1" 2>&1 &
+    # shellcheck disable=SC2086 # CEILING_ARGS is a list of flags
+    "$CEILING" --bind 127.0.0.1:0 $CEILING_ARGS >"$1" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
         SERVER_URL=$(grep -m1 -o 'http://[0-9.:]*' "$1" || true)
@@ -321,6 +331,11 @@ run_all() { # $1 = ceiling | palaver
         --receivers "$RECEIVERS" --senders "$SENDERS"
     run_scenario "$kind" "fanout-s$SENDERS_HIGH" --scenario fanout "${common[@]}" \
         --receivers "$RECEIVERS" --senders "$SENDERS_HIGH"
+    local saturated
+    for saturated in ${SATURATION//,/ }; do
+        run_scenario "$kind" "fanout-s$saturated" --scenario fanout "${common[@]}" \
+            --receivers "$RECEIVERS" --senders "$saturated"
+    done
     run_scenario "$kind" idle --scenario idle --connect-concurrency "$CONNECT_CONCURRENCY" \
         --connections "$IDLE_CONNECTIONS" --hold "$IDLE_HOLD" --source-ips "$SOURCE_IPS"
     if [[ $kind == palaver ]]; then
@@ -406,7 +421,8 @@ fi
 # ---- summary ----------------------------------------------------------------------------
 # Ratios are palaver/ceiling: above 1 is worse for latencies, times and memory; below 1
 # is worse for throughput.
-jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
+jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" \
+    --arg saturation "$SATURATION" '
     def pick($kind; $lb): map(select(.target_kind == $kind and .label == $lb)) | last;
     def num: if type == "number" then (. * 1000 | round / 1000 | tostring) else "n/a" end;
     def row($lb; $name; f):
@@ -415,7 +431,7 @@ jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" '
         | [$lb, $name, ($c | num), ($p | num),
            (if ($c | type) == "number" and ($p | type) == "number" and $c != 0 then ($p / $c | num) else "n/a" end)];
     (["scenario", "metric", "ceiling", "palaver", "palaver/ceiling"]),
-    (($s1, $s2) as $f
+    (($s1, $s2, ($saturation | split(",")[] | select(. != "") | "fanout-s\(.)")) as $f
         | row($f; "recv p99 ms"; .recv_latency_ms.p99),
           row($f; "deliveries/s"; .deliveries_per_s),
           row($f; "deliveries per CPU-s"; .deliveries_per_cpu_s),

@@ -47,6 +47,24 @@ struct Args {
     /// at net.core.somaxconn.
     #[arg(long, default_value_t = 4096)]
     backlog: u32,
+
+    /// Bytes gathered per socket before tungstenite writes them out (besides the flush after
+    /// each drained batch). Larger than Palaver's 8 KiB on purpose: the yardstick should be
+    /// the best this transport does on the machine, not Palaver's own choice.
+    #[arg(long, default_value_t = 64 * 1024)]
+    write_buffer: usize,
+
+    /// Write and flush every frame on its own (one syscall per frame) instead of gathering
+    /// each drained batch into one write: the naive broadcast server, for comparison.
+    #[arg(long)]
+    per_frame: bool,
+}
+
+/// How each connection writes (from the command line).
+#[derive(Clone, Copy)]
+struct WriteMode {
+    buffer: usize,
+    per_frame: bool,
 }
 
 /// Time a client has to send `authenticate` (as in Palaver).
@@ -54,12 +72,13 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unsolicited heartbeat `pong` period (as in Palaver).
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// Small per-socket buffers, as the real server uses to hold tens of thousands of
-/// sockets; the frame limit matches the protocol's 1 MiB.
-fn ws_config() -> WebSocketConfig {
+/// A small read buffer, as the real server uses to hold tens of thousands of sockets; the
+/// write buffer from `--write-buffer`; the frame limit matches the protocol's 1 MiB.
+fn ws_config(mode: WriteMode) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
-        .write_buffer_size(8 * 1024)
+        .write_buffer_size(mode.buffer)
+        .max_write_buffer_size(mode.buffer.max(4 << 20))
         .max_message_size(Some(1 << 20))
         .max_frame_size(Some(1 << 20))
 }
@@ -199,8 +218,17 @@ impl Hub {
 type WsSink = SplitSink<WebSocketStream<TcpStream>, Message>;
 
 /// Drains a connection's queue into its socket: everything already queued is fed and
-/// then flushed once, so a burst of frames costs one write.
-async fn writer(mut sink: WsSink, mut rx: mpsc::Receiver<Utf8Bytes>) {
+/// then flushed once, so a burst of frames costs one write (`--per-frame`: one each).
+async fn writer(mut sink: WsSink, mut rx: mpsc::Receiver<Utf8Bytes>, per_frame: bool) {
+    if per_frame {
+        while let Some(frame) = rx.recv().await {
+            if sink.send(Message::Text(frame)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+        return;
+    }
     while let Some(first) = rx.recv().await {
         if sink.feed(Message::Text(first)).await.is_err() {
             return;
@@ -217,15 +245,15 @@ async fn writer(mut sink: WsSink, mut rx: mpsc::Receiver<Utf8Bytes>) {
     let _ = sink.close().await;
 }
 
-async fn connection(hub: Arc<Hub>, stream: TcpStream, queue: usize) {
+async fn connection(hub: Arc<Hub>, stream: TcpStream, queue: usize, mode: WriteMode) {
     // Small frames must not wait for Nagle / delayed ACK (Palaver can do the same).
     let _ = stream.set_nodelay(true);
-    let Ok(ws) = accept_async_with_config(stream, Some(ws_config())).await else {
+    let Ok(ws) = accept_async_with_config(stream, Some(ws_config(mode))).await else {
         return;
     };
     let (sink, mut incoming) = ws.split();
     let (tx, rx) = mpsc::channel::<Utf8Bytes>(queue);
-    tokio::spawn(writer(sink, rx));
+    tokio::spawn(writer(sink, rx, mode.per_frame));
 
     // Handshake: the first frame must be `authenticate`; any token is accepted.
     let first = tokio::time::timeout(AUTH_TIMEOUT, incoming.next()).await;
@@ -379,13 +407,19 @@ async fn main() -> Result<()> {
     std::io::stdout().flush()?;
 
     let hub = Arc::new(Hub::default());
+    let mode = WriteMode { buffer: args.write_buffer.max(1024), per_frame: args.per_frame };
+    eprintln!(
+        "ceiling: {} per socket, {}",
+        args.write_buffer,
+        if mode.per_frame { "one write per frame" } else { "one write per drained batch" }
+    );
     let accept = {
         let hub = hub.clone();
         async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(connection(hub.clone(), stream, args.queue));
+                        tokio::spawn(connection(hub.clone(), stream, args.queue, mode));
                     }
                     Err(e) => {
                         // E.g. out of file descriptors: back off instead of spinning.
