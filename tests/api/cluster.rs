@@ -171,9 +171,22 @@ async fn an_owner_whose_lock_connection_dies_loses_its_shards_to_a_new_epoch() {
     assert_eq!(killed.rows_affected(), 1, "n2's lock connection was found");
     db.close().await.ok();
     // n2 notices, reconnects and rejoins; whoever holds its old shards now took them under a
-    // new fencing epoch, so a write n2 began before the cut cannot commit.
-    cluster.settle(Duration::from_secs(15)).await;
-    let after = cluster.owners().await;
+    // new fencing epoch, so a write n2 began before the cut cannot commit. (Settled alone is
+    // not enough: right after the cut the cluster still reports the state from before it.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        cluster.settle(Duration::from_secs(15)).await;
+        let after = cluster.owners().await;
+        let moved = before
+            .iter()
+            .zip(&after)
+            .filter(|((_, was, _), _)| was.as_deref() == Some("n2"))
+            .all(|((_, _, epoch_before), (_, _, epoch_after))| epoch_after > epoch_before);
+        if moved || std::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     for ((shard, was, epoch_before), (_, _, epoch_after)) in before.iter().zip(&after) {
         if was.as_deref() == Some("n2") {
             assert!(epoch_after > epoch_before, "shard {shard} kept epoch {epoch_before}");
