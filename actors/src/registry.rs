@@ -116,15 +116,14 @@ impl SessionRegistry {
     /// `Elsewhere::cap_grace`, if they still are then: right after a node dies its sessions
     /// still count, while their users reconnect here. Every node applies the same rule to its
     /// own sessions, so the cluster converges on the `cap` newest (a new session on any node
-    /// evicts the oldest, wherever it is). Returns whether any closed now.
-    fn enforce_cap(&self, user_id: Uuid, cap: usize) -> bool {
+    /// evicts the oldest, wherever it is).
+    fn enforce_cap(&self, user_id: Uuid, cap: usize) {
         let cap = cap.max(1);
-        let closed = self.close_beyond(user_id, cap, &[]);
+        self.close_beyond(user_id, cap, &[]);
         let elsewhere = self.remote_ids(user_id);
         if !elsewhere.is_empty() && self.oldest_kept(user_id, cap, &elsewhere).is_some() {
             self.check_cap_later(user_id, cap);
         }
-        closed
     }
 
     /// The ids of `user`'s sessions on other nodes.
