@@ -93,6 +93,7 @@ impl Hub {
         instance_roles.replace(instance_staff(&db).await.map_err(|e| e.to_string())?);
         let roster = Roster::load(&db).await.map_err(|e| format!("load community memberships: {e}"))?;
         let shared = Arc::new(Shared {
+            sqlite_writer: crate::sqlite_writer::SqliteWriter::for_database(&db),
             db: db.clone(),
             config: config.clone(),
             sessions: SessionRegistry::default(),

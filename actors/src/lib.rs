@@ -23,6 +23,7 @@ pub mod roles;
 pub mod roster;
 pub mod session;
 pub mod shared;
+pub mod sqlite_writer;
 pub mod store;
 pub mod supervisor;
 pub mod users;

@@ -21,8 +21,11 @@ use crate::users::InstanceRoles;
 
 /// What actors share: the database, sessions, instance roles, memberships and voice.
 pub struct Shared {
-    /// The one connection pool; actors query and commit through it.
+    /// The one connection pool; actors query through it (and commit, on PostgreSQL).
     pub db: DatabaseConnection,
+    /// On a SQLite file: the thread that stores every channel's group commits (no sqlx
+    /// worker-thread hop per statement). `None` on PostgreSQL.
+    pub sqlite_writer: Option<crate::sqlite_writer::SqliteWriter>,
     /// The live side's tunables.
     pub config: HubConfig,
     /// Every open session (user scope delivery, eviction, DMs).

@@ -147,7 +147,7 @@ impl ChannelState {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
             self.subscribers.set_unannounced(true);
-            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch, self.fence).await;
+            let result = commit_batch(&self.shared, &batch, self.fence).await;
             self.settle(batch, result).await;
         }
         self.subscribers.set_unannounced(false);

@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::nonce::Sent;
 use super::{ChannelMsg, ChannelState, Origin, PostError};
 use crate::error_code::ErrorCode;
-use crate::metrics::HubMetrics;
 use crate::protocol::ServerFrame;
+use crate::shared::Shared;
+use crate::sqlite_writer::WriteFailure;
 use crate::store;
 
 /// Most messages one insert statement carries.
@@ -68,20 +69,19 @@ pub enum CommitError {
 /// transaction; `Ok` lists the entries whose claim was already taken. Its size and duration
 /// are counted.
 pub(super) async fn commit_batch(
-    db: &sea_orm::DatabaseConnection,
-    metrics: &HubMetrics,
+    shared: &Shared,
     batch: &[Pending],
     fence: Option<store::Fence>,
 ) -> Result<Vec<usize>, CommitError> {
     let started = Instant::now();
-    let result = insert_batch(db, batch, fence).await;
-    metrics.commit_batch_rows.observe(batch.len() as u64);
-    metrics.commit_seconds.observe_duration(started.elapsed());
+    let result = insert_batch(shared, batch, fence).await;
+    shared.metrics.commit_batch_rows.observe(batch.len() as u64);
+    shared.metrics.commit_seconds.observe_duration(started.elapsed());
     result
 }
 
 async fn insert_batch(
-    db: &sea_orm::DatabaseConnection,
+    shared: &Shared,
     batch: &[Pending],
     fence: Option<store::Fence>,
 ) -> Result<Vec<usize>, CommitError> {
@@ -94,7 +94,17 @@ async fn insert_batch(
             _ => None,
         })
         .collect();
-    match store::insert_messages(db, rows, &claims, fence).await {
+    // SQLite (never fenced: clusters run on PostgreSQL) commits on its writer thread.
+    if let (Some(writer), None) = (&shared.sqlite_writer, fence) {
+        return writer.insert_messages(rows, claims).await.map_err(|failure| match failure {
+            WriteFailure::Unavailable(detail) => {
+                tracing::warn!(%detail, "message commit: the database is unavailable");
+                CommitError::Unavailable
+            }
+            WriteFailure::Internal(detail) => CommitError::Internal(detail),
+        });
+    }
+    match store::insert_messages(&shared.db, rows, &claims, fence).await {
         Ok(lost) => Ok(lost),
         // A stale owner: nothing was stored, and nothing may be acked. The senders retry
         // (with `client_nonce`, safely) and reach the new owner.
@@ -119,7 +129,7 @@ impl ChannelState {
             let take = self.pending.len().min(MAX_BATCH);
             let batch: Vec<Pending> = self.pending.drain(..take).collect();
             self.subscribers.set_unannounced(true);
-            let result = commit_batch(&self.shared.db, &self.shared.metrics, &batch, self.fence).await;
+            let result = commit_batch(&self.shared, &batch, self.fence).await;
             self.settle(batch, result).await;
             self.subscribers.set_unannounced(false);
         }
@@ -135,14 +145,13 @@ impl ChannelState {
         let batch: Vec<Pending> = self.pending.drain(..take).collect();
         self.committing = true;
         self.subscribers.set_unannounced(true);
-        let db = self.shared.db.clone();
-        let metrics = self.shared.metrics.clone();
+        let shared = self.shared.clone();
         let fence = self.fence;
         let myself = myself.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
         self.in_flight = Some(outcome);
         tokio::spawn(async move {
-            let result = commit_batch(&db, &metrics, &batch, fence).await;
+            let result = commit_batch(&shared, &batch, fence).await;
             // If the actor died meanwhile, its restart reloads state; these senders get no
             // ack (their socket sees nothing) and will resend: nothing acked is lost.
             let _ = done.send((batch, result));
