@@ -17,6 +17,16 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
         .acquire_timeout(Duration::from_secs(3))
         .sqlx_logging(false);
     if sqlite {
+        // A local file's connection does not go stale: no ping per checkout.
+        options.test_before_acquire(false);
+    } else {
+        // sqlx pings on every checkout by default: one more network round trip before each
+        // statement (a commit's ack waited for it). Only a connection idle this long, which a
+        // server restart, proxy or firewall may have dropped, is pinged first now; one that
+        // breaks while in use fails its statement (503 `unavailable`) and is discarded.
+        options.test_before_acquire_if_idle_for(Duration::from_secs(2));
+    }
+    if sqlite {
         options.map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 // NORMAL in WAL mode survives a process crash (an acked message stays);
