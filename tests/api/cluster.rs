@@ -684,9 +684,13 @@ async fn one_subscribe_to_many_channels_of_another_node_stays_in_one_stream() {
     let TwoNodes { cluster, owner, alice, owning, other, .. } = two_nodes().await;
     // Channels owned by the node Alice's socket is not on, all asked in one `subscribe` (the
     // session asks them concurrently).
+    // Created by each of the two in turn: a user may create 30 channels an hour, and about
+    // half of the channels land on the wanted node.
+    let mut creators = [(&owner, &alice), (&alice, &owner)].into_iter().cycle();
     let mut remote = Vec::new();
     while remote.len() < 8 {
-        let channel = fixtures::channel_with(&cluster.nodes[0], &owner, &[&alice]).await;
+        let (creator, member) = creators.next().unwrap();
+        let channel = fixtures::channel_with(&cluster.nodes[0], creator, &[member]).await;
         if owner_index(&cluster, channel).await == owning {
             remote.push(channel);
         }
