@@ -28,6 +28,7 @@ use crate::registry::{Logins, SessionRegistry};
 use crate::roles::InstanceRole;
 use crate::roster::Roster;
 pub use crate::shared::Shared;
+use crate::shared::StreamEnd;
 use crate::supervisor::{ChannelSupervisor, CommunitySupervisor, Registries, spawn_channel, spawn_community};
 use crate::users::{BarredUsers, InstanceRoles, RevokedLogins};
 use crate::{HubError, store};
@@ -103,6 +104,8 @@ impl Hub {
             metrics: Default::default(),
             offline_dm: std::sync::OnceLock::new(),
             owned_shards: std::sync::OnceLock::new(),
+            handed_over: DashMap::new(),
+            stream_ends: DashMap::new(),
         });
         let registries = Registries {
             shared: shared.clone(),
@@ -678,7 +681,8 @@ impl ChannelsHere for Hub {
     /// Every channel of these shards stops here: its subscribers are told they may have
     /// missed frames and closed (they resubscribe through the new owner), and its actor
     /// commits and answers what it accepted, then stops (waited for up to `SHARD_DRAIN`).
-    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<()> {
+    /// Answers where the streams of the actors that stopped in time ended.
+    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<Vec<StreamEnd>> {
         let slots: Vec<Arc<ChannelSlot>> = self
             .channels
             .slots
@@ -686,20 +690,52 @@ impl ChannelsHere for Hub {
             .filter(|cell| shards.contains(&shard_of(*cell.key())))
             .filter_map(|cell| cell.get().cloned())
             .collect();
+        let shared = self.shared.clone();
         Box::pin(async move {
             let mut actors = Vec::new();
             for slot in slots {
                 slot.subscribers.close_all_out_of_sync();
                 let actor = slot.actor();
                 let _ = actor.send_message(ChannelMsg::Shutdown);
-                actors.push(actor);
+                actors.push((slot.channel_id, actor));
             }
             let until = tokio::time::Instant::now() + SHARD_DRAIN;
-            for actor in actors {
+            let mut still_running = HashSet::new();
+            for (channel_id, actor) in actors {
                 let left = until.saturating_duration_since(tokio::time::Instant::now());
-                let _ = actor.get_cell().wait(Some(left)).await;
+                if actor.get_cell().wait(Some(left)).await.is_err() {
+                    still_running.insert(channel_id);
+                }
             }
+            shared.handed_over.retain(|id, _| !shards.contains(&shard_of(*id)));
+            // Every end recorded in this tenure (`shards_taken` cleared older ones): by this
+            // stop, or by the graceful shutdown's drain. An actor still running may stamp
+            // more frames, so its stream is not handed on (the next owner starts a new epoch).
+            let mut ends = Vec::new();
+            shared.stream_ends.retain(|id, end| {
+                if !shards.contains(&shard_of(*id)) {
+                    return true;
+                }
+                if !still_running.contains(id) {
+                    ends.push(*end);
+                }
+                false
+            });
+            ends
         })
+    }
+
+    /// This node took these shards: ends recorded in an earlier tenure mean nothing now, and
+    /// `handed` (from the previous owner's planned handoff) is where their streams go on.
+    fn shards_taken(&self, shards: HashSet<Shard>, handed: Vec<StreamEnd>) {
+        let shared = &self.shared;
+        shared.stream_ends.retain(|id, _| !shards.contains(&shard_of(*id)));
+        shared.handed_over.retain(|id, _| !shards.contains(&shard_of(*id)));
+        for end in handed {
+            if shards.contains(&shard_of(end.channel_id)) {
+                shared.handed_over.insert(end.channel_id, end);
+            }
+        }
     }
 
     fn sessions(&self) -> &SessionRegistry {

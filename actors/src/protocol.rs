@@ -544,6 +544,13 @@ impl Epoch {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// An epoch as `as_str` wrote it (8 ASCII letters or digits), e.g. one handed over by the
+    /// node that owned a channel before; anything else is `None`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes: [u8; 8] = text.as_bytes().try_into().ok()?;
+        bytes.iter().all(u8::is_ascii_alphanumeric).then_some(Self(bytes))
+    }
+
     /// Whether a client's text names this epoch.
     pub fn is(&self, text: &str) -> bool {
         text.as_bytes() == self.0

@@ -44,6 +44,21 @@ pub struct Shared {
     /// In a cluster: the shards this node owns → their fencing epochs (kept by the ownership
     /// loop). Unset on a single node, where no write is fenced.
     pub owned_shards: OnceLock<Arc<DashMap<crate::cluster::shards::Shard, i64>>>,
+    /// In a cluster: where the streams of channels this node just took over in a planned
+    /// handoff ended on their previous owner. The channel's next actor here continues that
+    /// epoch and position (taken once: a later restart starts a new epoch).
+    pub handed_over: DashMap<Uuid, StreamEnd>,
+    /// Where the streams of actors stopped by `ChannelMsg::Shutdown` ended (the hub takes
+    /// them when it hands the channels' shards to another node).
+    pub stream_ends: DashMap<Uuid, StreamEnd>,
+}
+
+/// The epoch and last position of a channel's stream when its actor stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamEnd {
+    pub channel_id: Uuid,
+    pub epoch: crate::protocol::Epoch,
+    pub cseq: u64,
 }
 
 impl Shared {

@@ -12,6 +12,7 @@ mod m20261128_000004_content;
 mod m20261205_000008_usernames_unique_ignoring_case;
 mod m20261205_000009_messages_client_nonce;
 mod m20261206_000010_cluster;
+mod m20261207_000011_channel_handoffs;
 mod util;
 
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_usernames_unique_ignoring_case::Migration),
             Box::new(m20261205_000009_messages_client_nonce::Migration),
             Box::new(m20261206_000010_cluster::Migration),
+            Box::new(m20261207_000011_channel_handoffs::Migration),
         ]
     }
 }

@@ -1004,6 +1004,66 @@ async fn subscribers_of_a_leaving_owner_resubscribe_through_the_new_one() {
     cluster.stop().await;
 }
 
+/// A node that leaves hands its channels' streams over (a planned move, unlike a crash): a
+/// client that got every frame resumes through the new owner with `recovered: true` in the
+/// same epoch, nothing replayed, and the positions go on from where they were.
+async fn a_leaving_owner_hands_its_channel_streams_to_the_next_one() {
+    let TwoNodes { mut cluster, owner, alice, channel, owning, mut alice_ws, .. } = two_nodes().await;
+    alice_ws.send(json!({"type": "subscribe", "channel_ids": [channel], "since": {}})).await;
+    let first = alice_ws.expect_eventually("subscribed").await;
+    let epoch = first["epoch"].as_str().expect("an epoch").to_owned();
+    let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
+    let mut last = 0;
+    for n in 1..=3 {
+        owner_ws.send(send_frame(channel, n)).await;
+        last = owner_ws.expect_eventually("message_sent").await["cseq"].as_u64().expect("a cseq");
+        assert_eq!(alice_ws.expect_eventually("new_message").await["cseq"], json!(last));
+    }
+    cluster.stop_node(owning).await;
+    assert_eq!(alice_ws.expect_close(Duration::from_secs(10)).await, Some(4008));
+
+    let survivor = &cluster.nodes[0];
+    let mut alice_ws = survivor.ws(&alice.token).await;
+    let since = json!({ channel.to_string(): {"epoch": epoch, "cseq": last} });
+    // Refused `unavailable` until the survivor has taken the shard.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let resumed = loop {
+        alice_ws.send(json!({"type": "subscribe", "channel_ids": [channel], "since": since})).await;
+        let answer = loop {
+            let frame = alice_ws.next_frame(Duration::from_secs(5)).await.expect("an answer to subscribe");
+            if matches!(frame["type"].as_str(), Some("subscribed" | "subscribe_refused")) {
+                break frame;
+            }
+        };
+        if answer["type"] == "subscribed" {
+            break answer;
+        }
+        assert_eq!(answer["code"], "unavailable", "{answer}");
+        assert!(tokio::time::Instant::now() < deadline, "the shard was not taken over: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(resumed["epoch"], json!(epoch), "a planned move keeps the epoch: {resumed}");
+    assert_eq!(resumed["cseq"], json!(last), "{resumed}");
+    assert_eq!(resumed["recovered"], json!(true), "{resumed}");
+    assert_eq!(resumed["replayed"], json!(0), "{resumed}");
+
+    let mut owner_ws = survivor.ws(&owner.token).await;
+    owner_ws.send(send_frame(channel, 4)).await;
+    let next = owner_ws.expect_eventually("message_sent").await["cseq"].as_u64().expect("a cseq");
+    assert!(next > last, "positions go on: {next} after {last}");
+    let live = alice_ws.expect_eventually("new_message").await;
+    assert_eq!((live["cseq"].as_u64(), &live["ciphertext"]), (Some(next), &json!([4, 1, 2])));
+
+    // A position from before the move is not in the new owner's ring: not recoverable
+    // (the client refetches), never a silent gap.
+    let mut late_ws = survivor.ws(&alice.token).await;
+    let older = json!({ channel.to_string(): {"epoch": epoch, "cseq": last - 1} });
+    late_ws.send(json!({"type": "subscribe", "channel_ids": [channel], "since": older})).await;
+    let answer = late_ws.expect_eventually("subscribed").await;
+    assert_eq!((answer["epoch"].as_str(), &answer["recovered"]), (Some(epoch.as_str()), &json!(false)));
+    cluster.stop().await;
+}
+
 mod cluster_suite {
     cluster_tests!(
         message_sent_on_one_node_reaches_subscribers_on_every_node,
@@ -1015,6 +1075,7 @@ mod cluster_suite {
         a_lost_forwarded_frame_is_never_a_silent_gap,
         one_subscribe_to_many_channels_of_another_node_stays_in_one_stream,
         subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,
+        a_leaving_owner_hands_its_channel_streams_to_the_next_one,
         voice_participants_on_different_nodes_signal_each_other,
         killed_owner_is_replaced_and_no_acked_message_is_lost,
         a_stale_owner_cannot_commit_once_its_shard_changed_hands,

@@ -52,7 +52,7 @@ use crate::history::{HistoryAnswer, HistoryCache, PageKey};
 use crate::protocol::{Frame, ServerFrame};
 use crate::registry::DmPosition;
 use crate::roles::Level;
-use crate::shared::Shared;
+use crate::shared::{Shared, StreamEnd};
 use crate::store;
 
 /// How often an actor checks whether it is idle, at most.
@@ -184,6 +184,9 @@ pub struct ChannelState {
     /// When this actor started: younger than `nonce::REMEMBER_FOR`, its key memory may lack
     /// a repeated send's original, so the database is asked.
     started_at: Instant,
+    /// Told to stop (`ChannelMsg::Shutdown`: its shard is handed to another node): where its
+    /// stream ended is left in `Shared::stream_ends` once the last queued message is handled.
+    shutting_down: bool,
 }
 
 impl Actor for ChannelActor {
@@ -197,6 +200,7 @@ impl Actor for ChannelActor {
         args: ChannelArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let snapshot = args.snapshot;
+        let handed_over = args.shared.handed_over.remove(&snapshot.channel.id).map(|(_, end)| end);
         myself.send_interval(args.shared.config.channel_idle_stop.min(IDLE_CHECK_EVERY), || {
             ChannelMsg::IdleCheck
         });
@@ -217,16 +221,36 @@ impl Actor for ChannelActor {
             last_activity: Instant::now(),
             recent: VecDeque::new(),
             history: HistoryCache::default(),
-            stream: Stream::default(),
+            stream: match handed_over {
+                Some(end) => Stream::continuing(end.epoch, end.cseq),
+                None => Stream::default(),
+            },
             joined_at: HashMap::new(),
             nonces: nonce::NonceMemory::default(),
             started_at: Instant::now(),
             fence: None,
+            shutting_down: false,
         };
         let mut state = state;
         state.fence = state.shared.fence(state.id());
-        state.announce_epoch();
+        // A continued stream is not new to anyone: its subscribers heard nothing to resync.
+        if handed_over.is_none() {
+            state.announce_epoch();
+        }
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.shutting_down {
+            let end =
+                StreamEnd { channel_id: state.id(), epoch: state.stream.epoch, cseq: state.stream.cseq };
+            state.shared.stream_ends.insert(end.channel_id, end);
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -364,6 +388,7 @@ impl Actor for ChannelActor {
                 // mailbox), so every accepted send is acked or refused before the actor ends.
                 // Sends queued behind this message are still handled (committed inline while
                 // draining); later ones are refused by the mailbox and answered by the hub.
+                state.shutting_down = true;
                 if !state.draining {
                     state.draining = true;
                     state.flush().await;

@@ -37,7 +37,8 @@ pub enum Unrecoverable {
 
 /// A channel's stream of durable frames.
 pub struct Stream {
-    /// New each time the actor starts: positions of an earlier actor mean nothing here.
+    /// New each time the actor starts (positions of an earlier actor mean nothing here),
+    /// except after a planned move between cluster nodes (`continuing`).
     pub epoch: Epoch,
     /// Position of the last durable event (0: none yet in this epoch).
     pub cseq: u64,
@@ -53,6 +54,13 @@ impl Default for Stream {
 }
 
 impl Stream {
+    /// The stream another node's actor ended at a planned handoff: same epoch, positions
+    /// going on from `cseq`, an empty ring (a `since` older than `cseq` is not recoverable
+    /// here; `since == cseq` is, with nothing to replay).
+    pub fn continuing(epoch: Epoch, cseq: u64) -> Self {
+        Self { epoch, cseq, ring: VecDeque::new(), floor: cseq }
+    }
+
     /// Serializes a frame for fan-out; a durable one takes the next position and is kept.
     pub fn stamp(&mut self, frame: &ServerFrame) -> (Frame, Option<u64>) {
         if !frame.is_durable() {
@@ -139,6 +147,27 @@ mod tests {
         assert_eq!(cseq, None);
         assert!(!bytes.as_str().contains("cseq"));
         assert_eq!(stream.stamp(&durable(2)).1, Some(2));
+    }
+
+    #[test]
+    fn a_continued_stream_goes_on_from_the_handed_position_and_cannot_replay_before_it() {
+        let epoch = Epoch::random();
+        let mut stream = Stream::continuing(epoch, 41);
+        assert_eq!(stream.epoch, epoch);
+        assert_eq!(stream.replay(41, 41, 300, usize::MAX).map(|f| f.len()), Ok(0));
+        assert_eq!(stream.stamp(&durable(1)).1, Some(42));
+        assert_eq!(stream.replay(41, 42, 300, usize::MAX).map(|f| f.len()), Ok(1));
+        // Frames of the earlier owner are not kept here: not recoverable, never a gap.
+        assert_eq!(stream.replay(40, 42, 300, usize::MAX).map(|f| f.len()), Err(Unrecoverable::Lost));
+    }
+
+    #[test]
+    fn epochs_round_trip_through_their_text_and_nothing_else_parses() {
+        let epoch = Epoch::random();
+        assert_eq!(Epoch::parse(epoch.as_str()), Some(epoch));
+        for bad in ["", "abc", "abcdefghi", "abcd-fgh", "abcdéfg"] {
+            assert_eq!(Epoch::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

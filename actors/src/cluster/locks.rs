@@ -6,7 +6,9 @@
 
 use sea_orm::sqlx::{self, Connection, PgConnection, Row};
 
-use super::shards::{Shard, node_lock_key};
+use super::shards::{Shard, node_lock_key, shard_of};
+use crate::protocol::Epoch;
+use crate::shared::StreamEnd;
 
 /// Advisory lock class of a node's own lock ('PALN').
 pub const NODE_LOCK_CLASS: i32 = 1_346_456_654;
@@ -115,6 +117,88 @@ impl LockConnection {
         rows.iter()
             .map(|row| Ok((row.try_get::<i16, _>("shard")? as Shard, row.try_get::<i64, _>("shard_epoch")?)))
             .collect()
+    }
+
+    /// A planned handoff: where the streams of the given-up shards' channels ended, for their
+    /// next owner. Written before the shards are unlocked, and only for shards this node still
+    /// owns under the epoch it had (`held`: shard → fencing epoch): a stale owner writes nothing.
+    pub async fn record_handoffs(
+        &mut self,
+        node_id: &str,
+        held: &[(Shard, i64)],
+        ends: &[StreamEnd],
+    ) -> Result<u64, sqlx::Error> {
+        let epoch_of: std::collections::HashMap<Shard, i64> = held.iter().copied().collect();
+        let ends: Vec<(&StreamEnd, Shard, i64)> = ends
+            .iter()
+            .filter_map(|end| {
+                let shard = shard_of(end.channel_id);
+                Some((end, shard, *epoch_of.get(&shard)?))
+            })
+            .collect();
+        if ends.is_empty() {
+            return Ok(0);
+        }
+        let channels: Vec<String> = ends.iter().map(|(e, ..)| e.channel_id.to_string()).collect();
+        let shards: Vec<i32> = ends.iter().map(|(_, s, _)| i32::from(*s)).collect();
+        let shard_epochs: Vec<i64> = ends.iter().map(|(.., e)| *e).collect();
+        let epochs: Vec<String> = ends.iter().map(|(e, ..)| e.epoch.as_str().to_owned()).collect();
+        // Positions fit i64 by far (one per durable event of one actor's life).
+        let positions: Vec<i64> = ends.iter().map(|(e, ..)| e.cseq as i64).collect();
+        sqlx::query(
+            "INSERT INTO channel_handoffs (channel_id, shard, shard_epoch, epoch, cseq) \
+             SELECT t.channel_id, t.shard, t.shard_epoch, t.epoch, t.cseq \
+             FROM unnest($1::text[], $2::int4[], $3::int8[], $4::text[], $5::int8[]) \
+                  AS t(channel_id, shard, shard_epoch, epoch, cseq) \
+             JOIN channel_shards s ON s.shard = t.shard AND s.shard_epoch = t.shard_epoch AND s.node = $6 \
+             ON CONFLICT (channel_id) DO UPDATE SET shard = EXCLUDED.shard, \
+                shard_epoch = EXCLUDED.shard_epoch, epoch = EXCLUDED.epoch, cseq = EXCLUDED.cseq",
+        )
+        .bind(&channels)
+        .bind(&shards)
+        .bind(&shard_epochs)
+        .bind(&epochs)
+        .bind(&positions)
+        .bind(node_id)
+        .execute(&mut self.conn)
+        .await
+        .map(|done| done.rows_affected())
+    }
+
+    /// The streams handed over with shards just taken (`taken`: shard → the new fencing
+    /// epoch). Only a handoff written under the epoch right before this one counts: after a
+    /// crash in between, the positions are not the stream's last. Every row of these shards
+    /// is consumed.
+    pub async fn take_handoffs(&mut self, taken: &[(Shard, i64)]) -> Result<Vec<StreamEnd>, sqlx::Error> {
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shards: Vec<i32> = taken.iter().map(|(s, _)| i32::from(*s)).collect();
+        let epochs: Vec<i64> = taken.iter().map(|(_, e)| *e).collect();
+        let rows = sqlx::query(
+            "DELETE FROM channel_handoffs h USING unnest($1::int4[], $2::int8[]) AS t(shard, taken_epoch) \
+             WHERE h.shard = t.shard \
+             RETURNING h.channel_id, h.shard_epoch, t.taken_epoch, h.epoch, h.cseq",
+        )
+        .bind(&shards)
+        .bind(&epochs)
+        .fetch_all(&mut self.conn)
+        .await?;
+        let mut ends = Vec::new();
+        for row in rows {
+            let (written_under, taken_under): (i64, i64) =
+                (row.try_get("shard_epoch")?, row.try_get("taken_epoch")?);
+            let channel: String = row.try_get("channel_id")?;
+            let epoch: String = row.try_get("epoch")?;
+            let cseq: i64 = row.try_get("cseq")?;
+            if written_under + 1 != taken_under || cseq < 0 {
+                continue;
+            }
+            if let (Ok(channel_id), Some(epoch)) = (channel.parse(), Epoch::parse(&epoch)) {
+                ends.push(StreamEnd { channel_id, epoch, cseq: cseq as u64 });
+            }
+        }
+        Ok(ends)
     }
 
     /// Gives shards up (after their actors stopped).

@@ -8,8 +8,10 @@
 //! its shard's owner, which every other node asks (`route`, forwarding per node: `forward`),
 //! with the owner's writes (message commits, edits, deletes, reactions) fenced by the shard
 //! epoch (`store::Fence`), REST writes of other nodes ordered by holding the owner's actor, and
-//! the per-user session cap counted on every node (`SessionRegistry::remote_sessions`). Not
-//! built yet: planned handoffs that keep a channel's stream, single-owner community actors.
+//! the per-user session cap counted on every node (`SessionRegistry::remote_sessions`), and
+//! planned handoffs that keep a channel's stream (a leaving or rebalancing owner writes where
+//! each stream ended into `channel_handoffs` before unlocking; the next owner continues the
+//! epoch and position). Not built yet: single-owner community actors.
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
 //! `members` (heartbeats and the live set), `bus` (events every node applies), `route`
@@ -35,6 +37,7 @@ use tokio::sync::watch;
 use self::locks::{Keepalives, LockConnection};
 use self::members::{ControlMessage, Members};
 use self::shards::{SHARDS, Shard, node_lock_key, placement, valid_node_id};
+use crate::shared::StreamEnd;
 
 /// How a node joins a cluster (every field has a configuration option, except the timers,
 /// which tests shorten).
@@ -273,14 +276,27 @@ impl Cluster {
     }
 
     /// Stops serving shards (their actors drain first, while the locks are still held, so
-    /// no other node owns them before these stop writing).
-    async fn give_up(&self, shards: &[Shard]) {
-        for shard in shards {
-            self.owned.remove(shard);
+    /// no other node owns them before these stop writing). Answers the fencing epochs they
+    /// were held under and where their channels' streams ended.
+    async fn give_up(&self, shards: &[Shard]) -> Handoff {
+        let held = shards.iter().filter_map(|shard| self.owned.remove(shard)).collect();
+        let ends = match self.router.get() {
+            Some(router) => router.lost(shards).await,
+            None => Vec::new(),
+        };
+        Handoff { held, ends }
+    }
+
+    /// A planned give-up: the shards' streams are written down for their next owner (which
+    /// continues them: same epoch, next position), then the shards are unlocked.
+    async fn hand_off(&self, conn: &mut LockConnection, shards: &[Shard]) {
+        let Handoff { held, ends } = self.give_up(shards).await;
+        match conn.record_handoffs(&self.config.node_id, &held, &ends).await {
+            Ok(written) => tracing::debug!(shards = shards.len(), written, "streams handed over"),
+            // The next owner starts new epochs instead: clients resync, nothing is lost.
+            Err(err) => tracing::warn!(%err, "could not record the handed-over streams"),
         }
-        if let Some(router) = self.router.get() {
-            router.lost(shards).await;
-        }
+        let _ = conn.release(shards).await;
     }
 
     fn set_status(&self, update: impl FnOnce(&mut ClusterStatus)) {
@@ -345,8 +361,7 @@ async fn ownership_loop(
             // Cut off: give everything up so live nodes can take it.
             let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
             if !held.is_empty() {
-                cluster.give_up(&held).await;
-                let _ = conn.release(&held).await;
+                cluster.hand_off(conn, &held).await;
             }
             cluster.set_status(|s| {
                 s.state = ClusterState::Detached;
@@ -371,18 +386,25 @@ async fn ownership_loop(
         if !joining {
             let to_take: Vec<Shard> =
                 mine.iter().copied().filter(|s| !cluster.owned.contains_key(s)).collect();
-            if let Ok(taken) = conn.acquire(me, &to_take).await {
+            if let Ok(taken) = conn.acquire(me, &to_take).await
+                && !taken.is_empty()
+            {
+                let shards: Vec<Shard> = taken.iter().map(|(s, _)| *s).collect();
+                // Before any actor of these shards can start here.
+                let handed = conn.take_handoffs(&taken).await.unwrap_or_else(|err| {
+                    tracing::warn!(%err, "could not read the handed-over streams: new epochs");
+                    Vec::new()
+                });
+                if let Some(router) = cluster.router.get() {
+                    router.taken(&shards, handed);
+                }
                 for (shard, epoch) in &taken {
                     cluster.owned.insert(*shard, *epoch);
                 }
-                if !taken.is_empty() {
-                    let shards: Vec<Shard> = taken.iter().map(|(s, _)| *s).collect();
-                    if let Some(router) = cluster.router.get() {
-                        router.serve(&shards).await;
-                    }
-                    let _ =
-                        cluster.members.publish(&cluster.nats, &ControlMessage::Acquired { shards }).await;
+                if let Some(router) = cluster.router.get() {
+                    router.serve(&shards).await;
                 }
+                let _ = cluster.members.publish(&cluster.nats, &ControlMessage::Acquired { shards }).await;
             }
             let to_give: Vec<Shard> = cluster
                 .owned
@@ -392,8 +414,7 @@ async fn ownership_loop(
                 .take(timers.moves_per_tick)
                 .collect();
             if !to_give.is_empty() {
-                cluster.give_up(&to_give).await;
-                let _ = conn.release(&to_give).await;
+                cluster.hand_off(conn, &to_give).await;
                 let _ = cluster
                     .members
                     .publish(&cluster.nats, &ControlMessage::Released { shards: to_give })
@@ -410,8 +431,20 @@ async fn ownership_loop(
         });
     }
     let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
-    cluster.give_up(&held).await;
-    if let Some(conn) = lock {
-        conn.close().await;
+    match lock {
+        Some(mut conn) => {
+            cluster.hand_off(&mut conn, &held).await;
+            conn.close().await;
+        }
+        None => {
+            cluster.give_up(&held).await;
+        }
     }
+}
+
+/// What giving shards up leaves: the fencing epochs they were held under, and where their
+/// channels' streams ended.
+struct Handoff {
+    held: Vec<(Shard, i64)>,
+    ends: Vec<StreamEnd>,
 }

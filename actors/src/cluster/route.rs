@@ -47,6 +47,7 @@ use crate::metrics::HubMetrics;
 use crate::outbox::{Outbox, OutboxReceiver};
 use crate::protocol::{Frame, Position, RelayedFrame, ServerFrame};
 use crate::registry::SessionRegistry;
+use crate::shared::StreamEnd;
 
 /// How long a request may find no owner (a shard between owners) before it is `unavailable`.
 const NO_OWNER_PATIENCE: Duration = Duration::from_secs(1);
@@ -300,8 +301,11 @@ pub trait ChannelsHere: Send + Sync {
     /// Whether an actor of the channel runs (or is starting) here.
     fn live_here(&self, channel_id: Uuid) -> bool;
     /// This node lost these shards: their actors stop and their subscribers are closed
-    /// `out_of_sync` (they resubscribe through the new owner).
-    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<()>;
+    /// `out_of_sync` (they resubscribe through the new owner). Answers where the streams
+    /// of the channels that stopped cleanly ended (handed to the next owner if planned).
+    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<Vec<StreamEnd>>;
+    /// This node took these shards; `handed` are the streams a planned handoff continues.
+    fn shards_taken(&self, shards: HashSet<Shard>, handed: Vec<StreamEnd>);
     /// This node's sessions.
     fn sessions(&self) -> &SessionRegistry;
 }
@@ -468,16 +472,23 @@ impl Router {
     }
 
     /// These shards are no longer owned here: stop answering for them, stop their actors.
-    pub(super) async fn lost(&self, shards: &[Shard]) {
+    /// Stops serving `shards` (their actors stop); answers where their streams ended.
+    pub(super) async fn lost(&self, shards: &[Shard]) -> Vec<StreamEnd> {
         for shard in shards {
             if let Some((_, task)) = self.serving.remove(shard) {
                 task.abort();
             }
         }
-        if let Some(here) = self.here.get()
-            && !shards.is_empty()
-        {
-            here.shards_lost(shards.iter().copied().collect()).await;
+        match self.here.get() {
+            Some(here) if !shards.is_empty() => here.shards_lost(shards.iter().copied().collect()).await,
+            _ => Vec::new(),
+        }
+    }
+
+    /// `shards` are this node's now; `handed` continue streams of a planned handoff.
+    pub(super) fn taken(&self, shards: &[Shard], handed: Vec<StreamEnd>) {
+        if let Some(here) = self.here.get() {
+            here.shards_taken(shards.iter().copied().collect(), handed);
         }
     }
 
