@@ -48,6 +48,30 @@ pub fn close_reason(code: u16) -> &'static str {
     }
 }
 
+/// Where a stand-in's frames go instead of a queue: the one ordered link from a channel
+/// owner to the node of the session it stands in for (`cluster::link`). Producers push
+/// into it exactly as into a socket's queue, but no task per session wakes to drain it.
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    /// Queues `frame` for the session; false if the link cannot take it (closed or full).
+    fn push(&self, user_id: Uuid, session_id: Uuid, frame: Frame) -> bool;
+    /// The session is to be closed with `code` after what was pushed before.
+    fn close(&self, user_id: Uuid, session_id: Uuid, code: u16);
+    /// Whether the link is over half full (ephemeral frames are dropped then).
+    fn congested(&self) -> bool;
+    /// The link is gone (its node died or NATS failed): nothing pushed reaches the session.
+    fn is_closed(&self) -> bool;
+}
+
+/// What an outbox hands its frames to.
+#[derive(Debug)]
+enum Sink {
+    /// A socket's queue, drained by its writer task.
+    Queue(mpsc::Sender<Frame>),
+    /// A stand-in's link to its session's node; `room` is what a replay may send at once
+    /// (the real queue's bounds apply on the session's node).
+    Relay { relay: Arc<dyn Relay>, room: (usize, usize) },
+}
+
 /// The handle producers hold for one socket.
 #[derive(Debug)]
 pub struct Outbox {
@@ -56,7 +80,7 @@ pub struct Outbox {
     /// The login (refresh-token family) whose access token opened this socket; `None` for
     /// tokens minted before access tokens named their login. Revoking a login closes its sockets.
     pub login: Option<Uuid>,
-    queue: mpsc::Sender<Frame>,
+    sink: Sink,
     /// Bytes of the frames queued and not yet taken by the writer.
     queued_bytes: AtomicUsize,
     max_bytes: usize,
@@ -143,11 +167,37 @@ impl Outbox {
         metrics: Arc<HubMetrics>,
     ) -> (Arc<Self>, OutboxReceiver) {
         let (queue, frames) = mpsc::channel(capacity.max(1));
-        let outbox = Arc::new(Self {
+        let outbox =
+            Arc::new(Self::with_sink(session_id, user_id, login, Sink::Queue(queue), max_bytes, metrics));
+        (outbox.clone(), OutboxReceiver { frames, outbox, tally: Tally::default() })
+    }
+
+    /// A stand-in on a channel's owner for a session of another node: what is pushed goes
+    /// onto `relay` in order; `room` (frames, bytes) bounds a replay.
+    pub fn relayed(
+        session_id: Uuid,
+        user_id: Uuid,
+        login: Option<Uuid>,
+        relay: Arc<dyn Relay>,
+        room: (usize, usize),
+        metrics: Arc<HubMetrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self::with_sink(session_id, user_id, login, Sink::Relay { relay, room }, room.1, metrics))
+    }
+
+    fn with_sink(
+        session_id: Uuid,
+        user_id: Uuid,
+        login: Option<Uuid>,
+        sink: Sink,
+        max_bytes: usize,
+        metrics: Arc<HubMetrics>,
+    ) -> Self {
+        Self {
             session_id,
             user_id,
             login,
-            queue,
+            sink,
             queued_bytes: AtomicUsize::new(0),
             max_bytes: max_bytes.max(1),
             dropped: AtomicU64::new(0),
@@ -156,13 +206,26 @@ impl Outbox {
             resume_capable: AtomicBool::new(false),
             dm_first: Mutex::new(HashMap::new()),
             metrics,
-        });
-        (outbox.clone(), OutboxReceiver { frames, outbox, tally: Tally::default() })
+        }
     }
 
     /// Queues a frame without waiting. A full queue (frames or bytes) closes the session
     /// (slow consumer). Returns false if the frame was not queued.
     pub fn push(&self, frame: Frame) -> bool {
+        let queue = match &self.sink {
+            Sink::Queue(queue) => queue,
+            Sink::Relay { relay, .. } => {
+                // Nothing after a close: the session's node closes it after what came before.
+                if self.close_requested() != 0 {
+                    return false;
+                }
+                if relay.push(self.user_id, self.session_id, frame) {
+                    return true;
+                }
+                self.close(CLOSE_SLOW_CONSUMER);
+                return false;
+            }
+        };
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         if before > 0 && before + len > self.max_bytes {
@@ -170,7 +233,7 @@ impl Outbox {
             self.close(CLOSE_SLOW_CONSUMER);
             return false;
         }
-        match self.queue.try_send(frame) {
+        match queue.try_send(frame) {
             Ok(()) => true,
             Err(err) => {
                 self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
@@ -186,10 +249,14 @@ impl Outbox {
     /// queue is over half full in frames or bytes; then it is dropped (and counted), so the
     /// room left goes to frames that must not be lost.
     pub fn push_ephemeral(&self, frame: Frame) -> bool {
-        let queued_frames = self.queue.max_capacity() - self.queue.capacity();
-        if queued_frames > self.queue.max_capacity() / 2
-            || self.queued_bytes.load(Ordering::Acquire) > self.max_bytes / 2
-        {
+        let over_half = match &self.sink {
+            Sink::Queue(queue) => {
+                queue.max_capacity() - queue.capacity() > queue.max_capacity() / 2
+                    || self.queued_bytes.load(Ordering::Acquire) > self.max_bytes / 2
+            }
+            Sink::Relay { relay, .. } => relay.congested(),
+        };
+        if over_half {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.metrics.ephemeral_dropped.inc();
             return false;
@@ -199,7 +266,12 @@ impl Outbox {
 
     /// Frames and bytes the queue can still take now.
     pub fn room(&self) -> (usize, usize) {
-        (self.queue.capacity(), self.max_bytes.saturating_sub(self.queued_bytes.load(Ordering::Acquire)))
+        match &self.sink {
+            Sink::Queue(queue) => {
+                (queue.capacity(), self.max_bytes.saturating_sub(self.queued_bytes.load(Ordering::Acquire)))
+            }
+            Sink::Relay { room, .. } => *room,
+        }
     }
 
     /// The client subscribed with `since` once: it reads stream positions.
@@ -252,6 +324,9 @@ impl Outbox {
         if self.close_code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             tracing::debug!(session = %self.session_id, code, "closing session");
             self.metrics.closed(code);
+            if let Sink::Relay { relay, .. } = &self.sink {
+                relay.close(self.user_id, self.session_id, code);
+            }
             // Every waiter: the socket's reader and writer both wait on `closed()` (with
             // `notify_one` only one of them woke, and a close with nothing queued left the
             // writer asleep, so the socket stayed open). `closed()` creates its `Notified`
@@ -287,7 +362,11 @@ impl Outbox {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.close_requested() != 0 || self.queue.is_closed()
+        self.close_requested() != 0
+            || match &self.sink {
+                Sink::Queue(queue) => queue.is_closed(),
+                Sink::Relay { relay, .. } => relay.is_closed(),
+            }
     }
 }
 

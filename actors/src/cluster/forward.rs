@@ -2,10 +2,9 @@
 //! gathered batch instead of one per session (a fan-out to 300 sessions of one node is one
 //! message, not 300).
 //!
-//! Every stand-in still drains its own queue in order and numbers its drained batches
-//! (`Segment`), so a lost message is still seen per session as a sequence jump. A node's
-//! forwarder gathers the segments waiting for that node and sends them together, each
-//! distinct frame once: the channel actor pushes the same bytes to every subscriber, so the
+//! The node's link (`link`) turns what it drained into one numbered `Segment` per session
+//! and message, so a lost message is still seen per session as a sequence jump. Each
+//! message carries each distinct frame once: the channel actor pushes the same bytes to every subscriber, so the
 //! segments of one fan-out share them (pointer-equal), and the message carries them once
 //! with per-session index lists.
 //!
@@ -26,6 +25,11 @@ use uuid::Uuid;
 use crate::protocol::Frame;
 
 const VERSION: u8 = 1;
+/// Most bytes of frames one forwarded NATS message carries (the server's default
+/// `max_payload` is 1 MiB; one frame may exceed this and then goes alone).
+pub const FORWARD_BATCH_BYTES: usize = 256 * 1024;
+/// Header naming the node that sent a forwarded message (numbering is per sending node).
+pub const FROM_HEADER: &str = "Palaver-From";
 /// Bytes a segment costs besides its frames (ids, seq, close, count).
 const SEGMENT_OVERHEAD: usize = 16 + 16 + 8 + 2 + 4;
 
@@ -47,6 +51,8 @@ pub struct NodeBatch {
     frames: Vec<Frame>,
     /// (address, length) of a frame's bytes → its index: pointer-equal frames are one.
     index: HashMap<(usize, usize), u32>,
+    /// The frame added last and its index: a fan-out adds the same frame many times in a row.
+    last: Option<((usize, usize), u32)>,
     segments: Vec<(Uuid, Uuid, u64, u16, Vec<u32>)>,
     encoded_len: usize,
 }
@@ -56,12 +62,19 @@ impl NodeBatch {
         let mut refs = Vec::with_capacity(segment.frames.len());
         for frame in segment.frames {
             let key = (frame.as_bytes().as_ptr() as usize, frame.len());
+            if let Some((last, index)) = self.last
+                && last == key
+            {
+                refs.push(index);
+                continue;
+            }
             let next = self.frames.len() as u32;
             let index = *self.index.entry(key).or_insert_with(|| {
                 self.encoded_len += 4 + frame.len();
                 self.frames.push(frame);
                 next
             });
+            self.last = Some((key, index));
             refs.push(index);
         }
         self.encoded_len += SEGMENT_OVERHEAD + 4 * refs.len();

@@ -21,6 +21,7 @@
 
 pub mod bus;
 pub mod forward;
+pub mod link;
 pub mod locks;
 pub mod members;
 pub mod route;

@@ -3,12 +3,11 @@
 //! `<prefix>.v1.own.<shard>` (request/reply, a queue group so exactly one holder answers).
 //!
 //! A session on another node takes part in a channel through a **stand-in** on the owner: a
-//! real `Outbox` (the channel actor cannot tell it from a local socket's) whose queue is
-//! drained by a task instead of a socket writer. That task hands what it drains, in order
-//! and numbered per stand-in, to the forwarder of the session's node, which gathers what all
-//! stand-ins of that node drained into one NATS message to `<prefix>.v1.node.<node>`, each
-//! distinct frame once (`forward`); the session's node pushes the frames into the real
-//! outboxes. So membership checks, replays with `since`, acks after commit, kicks, the slow
+//! real `Outbox` (the channel actor cannot tell it from a local socket's) whose frames go,
+//! in order, onto the one link to the session's node (`link`): no task per stand-in, one
+//! forwarder per node gathers what all of that node's stand-ins got into NATS messages to
+//! `<prefix>.v1.node.<node>`, each distinct frame once (`forward`); the session's node
+//! pushes the frames into the real outboxes. So membership checks, replays with `since`, acks after commit, kicks, the slow
 //! reader rule and `client_nonce` all work as on one node, and frames are still serialized
 //! once (the owner's bytes are what every socket gets).
 //!
@@ -31,11 +30,12 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use super::forward::{self, NodeBatch, Segment};
+use super::forward::{self, FROM_HEADER};
+use super::link::{self, CLOSE_STAND_IN_GONE, NodeLink};
 use super::shards::{Shard, shard_of};
 use crate::HubError;
 use crate::channel::{
@@ -44,8 +44,8 @@ use crate::channel::{
 };
 use crate::kinds::MessageType;
 use crate::metrics::HubMetrics;
-use crate::outbox::{Outbox, OutboxReceiver};
-use crate::protocol::{Frame, Position, RelayedFrame, ServerFrame};
+use crate::outbox::{Outbox, Relay};
+use crate::protocol::{Position, RelayedFrame, ServerFrame};
 use crate::registry::SessionRegistry;
 use crate::shared::StreamEnd;
 
@@ -55,19 +55,15 @@ const NO_OWNER_PATIENCE: Duration = Duration::from_secs(1);
 const NO_OWNER_RETRY: Duration = Duration::from_millis(200);
 /// Longest wait for an owner's answer (its actor may take `CHANNEL_COMMAND_TIMEOUT`).
 const OWNER_ANSWER_TIMEOUT: Duration = Duration::from_secs(12);
-/// Most bytes of frames one forwarded NATS message carries (the server's default
-/// `max_payload` is 1 MiB; one frame may exceed this and then goes alone).
-const FORWARD_BATCH_BYTES: usize = 256 * 1024;
 /// A stand-in no request used for this long, and in no channel's subscribers, is dropped.
 const STAND_IN_IDLE: Duration = Duration::from_secs(60);
 /// How often stand-ins of dead nodes and idle ones are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
-/// Close code a stand-in gets when its session is gone: nothing is forwarded for it.
-const CLOSE_STAND_IN_GONE: u16 = 4999;
 /// Longest an owner's channel waits for another node's held write (`OwnerRequest::Hold`).
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
-/// Drained batches waiting for one node's forwarder (beyond, stand-ins keep frames queued).
-const NODE_LINK_SEGMENTS: usize = 4096;
+/// Frames waiting for one node's forwarder (beyond, the stand-ins pushing close their
+/// sessions as slow consumers): over a second of a 1 000-session fan-out at 500 frames/s.
+const NODE_LINK_FRAMES: usize = 512 * 1024;
 
 /// The session a request comes from, on another node.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -361,8 +357,8 @@ pub struct Router {
     depends: DashMap<(String, Uuid), Uuid>,
     /// Commands of other nodes whose channel actor is held here, waiting for `Release`.
     held: Arc<DashMap<Uuid, HeldCommand>>,
-    /// Other node → the forwarder gathering what this node's stand-ins send it.
-    links: DashMap<String, mpsc::Sender<Segment>>,
+    /// Other node → the one ordered link its sessions' stand-ins push into.
+    links: DashMap<String, Arc<NodeLink>>,
     /// Test hook: the next forwarded batch is dropped (proves gaps are never silent).
     drop_next: AtomicBool,
     /// Forwarded batches that arrived after a gap (metrics, tests).
@@ -873,15 +869,14 @@ impl Router {
                 stand_in.get().outbox.clone()
             }
             entry => {
-                let (outbox, receiver) = Outbox::for_session(
+                let outbox = Outbox::relayed(
                     from.session,
                     from.user,
                     from.login,
-                    self.limits.frames,
-                    self.limits.bytes,
+                    self.link(&from.node),
+                    (self.limits.frames, self.limits.bytes),
                     self.stand_in_metrics.clone(),
                 );
-                tokio::spawn(drain_stand_in(receiver, self.link(&from.node), self.stand_ins.clone()));
                 entry.insert(StandIn {
                     outbox: outbox.clone(),
                     node: from.node.clone(),
@@ -896,8 +891,8 @@ impl Router {
         Origin { outbox, user_id: from.user }
     }
 
-    /// The forwarder gathering what this node's stand-ins send to `node` (started if needed).
-    fn link(&self, node: &str) -> mpsc::Sender<Segment> {
+    /// The link to `node` that this node's stand-ins push into (its forwarder started if needed).
+    fn link(&self, node: &str) -> Arc<NodeLink> {
         if let Some(link) = self.links.get(node)
             && !link.is_closed()
         {
@@ -914,10 +909,10 @@ impl Router {
             .clone()
     }
 
-    fn start_link(&self, node: &str) -> mpsc::Sender<Segment> {
-        let (link, segments) = mpsc::channel(NODE_LINK_SEGMENTS);
+    fn start_link(&self, node: &str) -> Arc<NodeLink> {
+        let link = NodeLink::new(NODE_LINK_FRAMES);
         let subject = format!("{}.v1.node.{node}", self.prefix);
-        tokio::spawn(forward_to_node(self.nats.clone(), subject, self.node_id.clone(), segments));
+        tokio::spawn(link::forward(link.clone(), self.nats.clone(), subject, self.node_id.clone()));
         link
     }
 
@@ -932,16 +927,22 @@ impl Router {
             let live = self.live_nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
             self.stand_ins.retain(|_, stand_in| {
                 let node_gone = !live.is_empty() && !live.contains(&stand_in.node);
-                // Held only by this map and its forwarder: in no channel, no send pending.
-                let idle = Arc::strong_count(&stand_in.outbox) <= 2
+                // Held only by this map: in no channel, no send pending.
+                let idle = Arc::strong_count(&stand_in.outbox) <= 1
                     && stand_in.last_used.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > STAND_IN_IDLE;
                 if node_gone || idle {
                     stand_in.outbox.close(CLOSE_STAND_IN_GONE);
                 }
                 !(node_gone || idle || stand_in.outbox.is_closed())
             });
-            // A dead node's forwarder ends once its stand-ins' drains let go of it.
-            self.links.retain(|node, _| live.is_empty() || live.contains(node));
+            // A dead node's forwarder ends (its stand-ins were closed above).
+            self.links.retain(|node, link| {
+                let keep = live.is_empty() || live.contains(node);
+                if !keep {
+                    link.shut();
+                }
+                keep
+            });
             if let Some(here) = self.here.get() {
                 let sessions = here.sessions();
                 let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
@@ -1004,84 +1005,6 @@ impl Router {
             if segment.close != 0 {
                 outbox.close(segment.close);
             }
-        }
-    }
-}
-
-const FROM_HEADER: &str = "Palaver-From";
-
-/// Drains a stand-in's queue in order, one numbered segment per drained batch, to its
-/// session's node's forwarder; then forwards its close (unless the session itself is gone).
-/// Waiting on a full node forwarder leaves the frames in the stand-in's queue, whose bound
-/// then closes the session like a slow socket.
-async fn drain_stand_in(
-    mut frames: OutboxReceiver,
-    node: mpsc::Sender<Segment>,
-    stand_ins: Arc<DashMap<Uuid, StandIn>>,
-) {
-    let outbox = frames.outbox.clone();
-    let mut seq = 0u64;
-    loop {
-        let (first, close) = tokio::select! {
-            biased;
-            frame = frames.recv() => match frame {
-                Some(frame) => (Some(frame), None),
-                None => break,
-            },
-            code = outbox.closed() => (None, Some(code)),
-        };
-        let mut batch: Vec<Frame> = first.into_iter().collect();
-        let mut bytes = batch.first().map_or(0, |f| f.len());
-        while bytes < FORWARD_BATCH_BYTES {
-            let Some(frame) = frames.try_recv() else { break };
-            bytes += frame.len();
-            batch.push(frame);
-        }
-        let close = close.or(match outbox.close_requested() {
-            0 => None,
-            code => Some(code),
-        });
-        if close == Some(CLOSE_STAND_IN_GONE) {
-            break;
-        }
-        seq += 1;
-        let segment = Segment {
-            user: outbox.user_id,
-            session: outbox.session_id,
-            seq,
-            close: close.unwrap_or(0),
-            frames: batch,
-        };
-        if node.send(segment).await.is_err() || close.is_some() {
-            break;
-        }
-    }
-    stand_ins.remove_if(&outbox.session_id, |_, s| Arc::ptr_eq(&s.outbox, &outbox));
-}
-
-/// Sends what this node's stand-ins drained for one other node: every segment waiting is
-/// gathered into one NATS message (each distinct frame once), so a fan-out to many sessions
-/// of that node crosses NATS once, not once per session.
-async fn forward_to_node(
-    nats: async_nats::Client,
-    subject: String,
-    from: String,
-    mut segments: mpsc::Receiver<Segment>,
-) {
-    let subject = async_nats::Subject::from(subject);
-    while let Some(first) = segments.recv().await {
-        // The other stand-ins of the same fan-out are draining right now: let them add theirs.
-        tokio::task::yield_now().await;
-        let mut batch = NodeBatch::default();
-        batch.add(first);
-        while batch.len() < FORWARD_BATCH_BYTES {
-            let Ok(segment) = segments.try_recv() else { break };
-            batch.add(segment);
-        }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(FROM_HEADER, from.as_str());
-        if nats.publish_with_headers(subject.clone(), headers, batch.encode()).await.is_err() {
-            break;
         }
     }
 }

@@ -1,0 +1,344 @@
+//! The one ordered link from a channel owner to another node: every stand-in of that node's
+//! sessions pushes into it (`outbox::Relay`), and one forwarder task drains it into NATS
+//! messages to `<prefix>.v1.node.<node>`.
+//!
+//! Why one queue per node and not one per stand-in: a fan-out to 300 sessions of a node used
+//! to wake 300 drain tasks, each handing a one-frame batch to the node's forwarder. Now the
+//! channel actor appends 300 `(session, frame)` entries under one short lock and the
+//! forwarder wakes once. Order per session is the order of the one queue, so it is exactly
+//! the order the owner pushed in; each drained batch becomes one numbered `Segment` per
+//! session (a jump on the receiving node is a lost message, never a silent gap).
+//!
+//! Bounded: past `max_entries` frames waiting (NATS cannot keep up with this node), pushes
+//! fail and the stand-in closes its session as a slow consumer; closes are always queued
+//! (one per stand-in at most), so the session's node still learns of them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::forward::{FORWARD_BATCH_BYTES, FROM_HEADER, NodeBatch, Segment};
+use crate::outbox::Relay;
+use crate::protocol::Frame;
+
+/// A stand-in's close with this code is not forwarded: the session itself is gone.
+pub const CLOSE_STAND_IN_GONE: u16 = 4999;
+
+/// One thing for one remote session, in the order the owner produced it.
+#[derive(Debug)]
+enum Entry {
+    Frame { user: Uuid, session: Uuid, frame: Frame },
+    Close { user: Uuid, session: Uuid, code: u16 },
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    entries: Vec<Entry>,
+    /// Frame entries among `entries` (closes do not count against the bound).
+    frames: usize,
+}
+
+/// The link from this (owner) node to one other node.
+#[derive(Debug)]
+pub struct NodeLink {
+    waiting: Mutex<Waiting>,
+    /// Wakes the forwarder when the queue turns non-empty (a permit is kept if it is busy).
+    wake: Notify,
+    /// The forwarder ended (NATS publish failed, or the node is gone).
+    closed: AtomicBool,
+    /// Most frame entries waiting.
+    max_entries: usize,
+}
+
+impl NodeLink {
+    pub fn new(max_entries: usize) -> Arc<Self> {
+        Arc::new(Self {
+            waiting: Mutex::new(Waiting::default()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_entries: max_entries.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // Only whole entries are pushed or taken under the lock: a poisoned one is consistent.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn enqueue(&self, entry: Entry, counts: bool) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut waiting = self.lock();
+        if counts && waiting.frames >= self.max_entries {
+            return false;
+        }
+        let was_empty = waiting.entries.is_empty();
+        waiting.entries.push(entry);
+        waiting.frames += usize::from(counts);
+        drop(waiting);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Ends the link: the forwarder stops, stand-ins on it count as closed.
+    pub fn shut(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Everything waiting, in order (the forwarder's side).
+    fn take(&self) -> Vec<Entry> {
+        let mut waiting = self.lock();
+        waiting.frames = 0;
+        std::mem::take(&mut waiting.entries)
+    }
+}
+
+impl Relay for NodeLink {
+    fn push(&self, user_id: Uuid, session_id: Uuid, frame: Frame) -> bool {
+        self.enqueue(Entry::Frame { user: user_id, session: session_id, frame }, true)
+    }
+
+    fn close(&self, user_id: Uuid, session_id: Uuid, code: u16) {
+        self.enqueue(Entry::Close { user: user_id, session: session_id, code }, false);
+    }
+
+    fn congested(&self) -> bool {
+        self.lock().frames > self.max_entries / 2
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Turns drained entries into NATS messages: one segment per session per message, numbered
+/// per session from 1 (a session's numbering restarts after its stand-in closed).
+#[derive(Default)]
+pub struct Batcher {
+    /// Session → the last segment number it was sent.
+    numbers: HashMap<Uuid, u64>,
+}
+
+impl Batcher {
+    /// The messages (encoded node batches) carrying `entries`, each at most about
+    /// `FORWARD_BATCH_BYTES` (a single larger frame goes alone).
+    fn batches(&mut self, entries: Vec<Entry>) -> Vec<NodeBatch> {
+        let mut out = Vec::new();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut slot: HashMap<Uuid, usize> = HashMap::new();
+        let mut bytes = 0usize;
+        let mut ended: Vec<Uuid> = Vec::new();
+        for entry in entries {
+            let (user, session) = match &entry {
+                Entry::Frame { user, session, .. } | Entry::Close { user, session, .. } => (*user, *session),
+            };
+            if let Entry::Close { code: CLOSE_STAND_IN_GONE, .. } = entry {
+                ended.push(session);
+                continue;
+            }
+            let index = match slot.get(&session) {
+                Some(index) => *index,
+                None => {
+                    let number = self.numbers.entry(session).or_insert(0);
+                    *number += 1;
+                    segments.push(Segment { user, session, seq: *number, close: 0, frames: Vec::new() });
+                    slot.insert(session, segments.len() - 1);
+                    segments.len() - 1
+                }
+            };
+            match entry {
+                Entry::Frame { frame, .. } => {
+                    bytes += frame.len();
+                    segments[index].frames.push(frame);
+                }
+                Entry::Close { code, .. } => {
+                    if segments[index].close == 0 {
+                        segments[index].close = code;
+                    }
+                    ended.push(session);
+                }
+            }
+            if bytes >= FORWARD_BATCH_BYTES {
+                out.push(Self::gather(std::mem::take(&mut segments)));
+                slot.clear();
+                bytes = 0;
+            }
+        }
+        if !segments.is_empty() {
+            out.push(Self::gather(segments));
+        }
+        for session in ended {
+            self.numbers.remove(&session);
+        }
+        out
+    }
+
+    fn gather(segments: Vec<Segment>) -> NodeBatch {
+        let mut batch = NodeBatch::default();
+        for segment in segments {
+            batch.add(segment);
+        }
+        batch
+    }
+}
+
+/// Drains `link` into NATS messages to `subject` until the link is shut or a publish fails.
+pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: String, from: String) {
+    let subject = async_nats::Subject::from(subject);
+    let mut batcher = Batcher::default();
+    'run: loop {
+        link.wake.notified().await;
+        if link.is_closed() {
+            break;
+        }
+        // The rest of the fan-out that woke us is being pushed right now: let it land.
+        tokio::task::yield_now().await;
+        let entries = link.take();
+        for batch in batcher.batches(entries) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(FROM_HEADER, from.as_str());
+            if nats.publish_with_headers(subject.clone(), headers, batch.encode()).await.is_err() {
+                break 'run;
+            }
+        }
+    }
+    link.shut();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::forward::decode;
+    use crate::outbox::Outbox;
+
+    fn drain(link: &NodeLink, batcher: &mut Batcher) -> Vec<Segment> {
+        batcher.batches(link.take()).into_iter().flat_map(|b| decode(b.encode()).unwrap()).collect()
+    }
+
+    #[test]
+    fn each_session_gets_its_frames_in_order_numbered_per_message() {
+        let link = NodeLink::new(100);
+        let mut batcher = Batcher::default();
+        let (user, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let one = Frame::from("one");
+        let two = Frame::from("two");
+        for frame in [&one, &two] {
+            assert!(link.push(user, a, frame.clone()));
+            assert!(link.push(user, b, frame.clone()));
+        }
+        let segments = drain(&link, &mut batcher);
+        assert_eq!(segments.len(), 2);
+        for segment in &segments {
+            assert_eq!(segment.seq, 1);
+            assert_eq!(segment.frames, vec![one.clone(), two.clone()]);
+        }
+        assert!(link.push(user, a, one.clone()));
+        let segments = drain(&link, &mut batcher);
+        assert_eq!((segments[0].session, segments[0].seq), (a, 2));
+    }
+
+    #[test]
+    fn a_close_follows_the_frames_before_it_and_restarts_the_numbering() {
+        let link = NodeLink::new(100);
+        let mut batcher = Batcher::default();
+        let (user, a) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(link.push(user, a, Frame::from("x")));
+        drain(&link, &mut batcher);
+        assert!(link.push(user, a, Frame::from("y")));
+        link.close(user, a, 4008);
+        let segments = drain(&link, &mut batcher);
+        assert_eq!((segments[0].seq, segments[0].close, segments[0].frames.len()), (2, 4008, 1));
+        // A new stand-in for the same session starts again at 1.
+        assert!(link.push(user, a, Frame::from("z")));
+        assert_eq!(drain(&link, &mut batcher)[0].seq, 1);
+        // A gone session's close is not forwarded.
+        link.close(user, a, CLOSE_STAND_IN_GONE);
+        assert!(drain(&link, &mut batcher).is_empty());
+    }
+
+    #[test]
+    fn a_full_link_refuses_frames_but_still_takes_closes() {
+        let link = NodeLink::new(2);
+        let (user, a) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(link.push(user, a, Frame::from("1")));
+        assert!(!link.congested());
+        assert!(link.push(user, a, Frame::from("2")));
+        assert!(link.congested());
+        assert!(!link.push(user, a, Frame::from("3")));
+        link.close(user, a, 4008);
+        let segments = drain(&link, &mut Batcher::default());
+        assert_eq!((segments[0].frames.len(), segments[0].close), (2, 4008));
+        link.shut();
+        assert!(link.is_closed());
+        assert!(!link.push(user, a, Frame::from("4")));
+    }
+
+    #[test]
+    fn a_stand_in_pushes_into_its_link_and_is_closed_slow_when_the_link_is_full() {
+        let link = NodeLink::new(2);
+        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let outbox = Outbox::relayed(session, user, None, link.clone(), (300, 1 << 20), Default::default());
+        assert!(outbox.push(Frame::from("a")));
+        assert!(outbox.push_ephemeral(Frame::from("typing")));
+        // Over half full: the droppable class is dropped, other frames still go.
+        assert!(!outbox.push_ephemeral(Frame::from("typing")));
+        assert_eq!(outbox.ephemeral_dropped(), 1);
+        assert!(!outbox.push(Frame::from("b")));
+        assert_eq!(outbox.close_requested(), crate::outbox::CLOSE_SLOW_CONSUMER);
+        assert!(outbox.is_closed());
+        // Nothing after the close.
+        assert!(!outbox.push(Frame::from("c")));
+        let segments = drain(&link, &mut Batcher::default());
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].frames, vec![Frame::from("a"), Frame::from("typing")]);
+        assert_eq!(segments[0].close, crate::outbox::CLOSE_SLOW_CONSUMER);
+        // A replay is bounded by the session's queue, not by the link.
+        assert_eq!(outbox.room(), (300, 1 << 20));
+    }
+
+    #[test]
+    fn a_shut_link_closes_its_stand_ins() {
+        let link = NodeLink::new(10);
+        let outbox =
+            Outbox::relayed(Uuid::new_v4(), Uuid::new_v4(), None, link.clone(), (1, 1), Default::default());
+        assert!(!outbox.is_closed());
+        link.shut();
+        assert!(outbox.is_closed());
+    }
+
+    #[test]
+    fn a_large_drain_is_split_into_messages_of_bounded_size() {
+        let link = NodeLink::new(10_000);
+        let mut batcher = Batcher::default();
+        let user = Uuid::new_v4();
+        let sessions: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        let big = Frame::from("x".repeat(100 * 1024));
+        for _ in 0..3 {
+            for session in &sessions {
+                // Distinct buffers: nothing is shared between sessions.
+                assert!(link.push(user, *session, Frame::from(big.as_str().to_owned())));
+            }
+        }
+        let batches = batcher.batches(link.take());
+        assert!(batches.len() >= 4, "{} messages", batches.len());
+        let mut next: HashMap<Uuid, u64> = HashMap::new();
+        let mut frames = 0;
+        for batch in batches {
+            assert!(batch.len() < FORWARD_BATCH_BYTES + big.len() + 1024);
+            for segment in decode(batch.encode()).unwrap() {
+                let expected = next.entry(segment.session).or_insert(0);
+                *expected += 1;
+                assert_eq!(segment.seq, *expected);
+                frames += segment.frames.len();
+            }
+        }
+        assert_eq!(frames, 12);
+    }
+}
