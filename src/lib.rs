@@ -124,7 +124,8 @@ pub async fn serve(config: Config) -> Result<Server, String> {
         };
         let _ = hub.shared.owned_shards.set(cluster.owned_shards());
         let router = cluster.start_routing(hub.clone(), limits).await?;
-        hub.channels.set_router(router);
+        hub.channels.set_router(router.clone());
+        hub.communities.set_router(router);
     }
 
     let (shutdown, _) = broadcast::channel(1);

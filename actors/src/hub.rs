@@ -257,7 +257,16 @@ impl Hub {
     /// Runs a command on the community's actor (starting it if needed) and waits for its
     /// answer, riding out a restart or an idle stop in between. A command is sent at most once
     /// to a live actor; a timeout is answered `Unavailable` (the command may have completed).
+    /// In a cluster, the command runs on the node owning the community's shard.
     pub async fn community_command(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
+        if let Some(router) = self.communities.owned_elsewhere(community_id) {
+            return router.command(community_id, command).await;
+        }
+        self.community_command_here(community_id, command).await
+    }
+
+    /// `community_command` on this node's actor (the owner's side of a routed command).
+    async fn community_command_here(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
         for _ in 0..3 {
             let slot = self.community(community_id).await?;
             let restarted = slot.restarted();
@@ -678,11 +687,28 @@ impl ChannelsHere for Hub {
         self.channels.slots.contains_key(&channel_id)
     }
 
+    fn community_here(&self, community_id: Uuid, command: Command) -> BoxFuture<Result<Answer, HubError>> {
+        let Some(hub) = self.this.upgrade() else { return Box::pin(async { Err(HubError::Stopped) }) };
+        Box::pin(async move { hub.community_command_here(community_id, command).await })
+    }
+
     /// Every channel of these shards stops here: its subscribers are told they may have
     /// missed frames and closed (they resubscribe through the new owner), and its actor
     /// commits and answers what it accepted, then stops (waited for up to `SHARD_DRAIN`).
     /// Answers where the streams of the actors that stopped in time ended.
     fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<Vec<StreamEnd>> {
+        // Community actors of these shards stop too (the next owner loads them afresh);
+        // a command they are running finishes first (a stop is handled after it).
+        let communities: Vec<ActorRef<CommunityMsg>> = self
+            .communities
+            .slots
+            .iter()
+            .filter(|cell| shards.contains(&shard_of(*cell.key())))
+            .filter_map(|cell| cell.get().map(|slot| slot.actor()))
+            .collect();
+        for actor in communities {
+            actor.stop(Some("shard moved".into()));
+        }
         let slots: Vec<Arc<ChannelSlot>> = self
             .channels
             .slots

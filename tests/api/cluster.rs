@@ -770,21 +770,13 @@ async fn voice_participants_on_different_nodes_signal_each_other() {
 }
 
 async fn a_stale_owner_cannot_commit_once_its_shard_changed_hands() {
-    use sea_orm::{ConnectionTrait, Database};
     let TwoNodes { cluster, owner, channel, owning, .. } = two_nodes().await;
     let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
     owner_ws.send(send_frame(channel, 1)).await;
     let first = owner_ws.expect("message_sent").await["id"].clone();
     // Another node takes the shard (bumping its fencing epoch) while this one still believes it
     // owns it, as after a pause longer than the lock's keepalives.
-    let shard = palaver_actors::cluster::shards::shard_of(channel) as i16;
-    let db = Database::connect(&cluster.database_url).await.unwrap();
-    db.execute_unprepared(&format!(
-        "UPDATE channel_shards SET shard_epoch = shard_epoch + 1 WHERE shard = {shard}"
-    ))
-    .await
-    .unwrap();
-    db.close().await.ok();
+    bump_shard_epoch(&cluster, channel).await;
     // Its actor's next commit checks the fence: refused, not acked, not stored.
     owner_ws.send(send_frame(channel, 2)).await;
     assert_eq!(owner_ws.expect("error").await["code"], "unavailable");
@@ -813,6 +805,20 @@ async fn a_stale_owner_cannot_commit_once_its_shard_changed_hands() {
     assert!(message["edited_at"].is_null(), "{message}");
     assert_eq!(message["reactions"].as_array().map_or(0, Vec::len), 0, "{message}");
     cluster.stop().await;
+}
+
+/// Another node takes the shard of `id` (its fencing epoch bumped) while the owner still
+/// believes it owns it, as after a pause longer than the lock's keepalives.
+async fn bump_shard_epoch(cluster: &crate::common::cluster::TestCluster, id: uuid::Uuid) {
+    use sea_orm::{ConnectionTrait, Database};
+    let shard = palaver_actors::cluster::shards::shard_of(id) as i16;
+    let db = Database::connect(&cluster.database_url).await.unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE channel_shards SET shard_epoch = shard_epoch + 1 WHERE shard = {shard}"
+    ))
+    .await
+    .unwrap();
+    db.close().await.ok();
 }
 
 /// Sends `send_message` with `key` as its `client_nonce` until it is acked (an `unavailable`
@@ -1064,6 +1070,69 @@ async fn a_leaving_owner_hands_its_channel_streams_to_the_next_one() {
     cluster.stop().await;
 }
 
+/// A community's members, roles and bans are held by one actor on its shard's owner, whatever
+/// node a command reaches: a moderator demoted through one node cannot still kick through
+/// another (each node used to keep its own copy, and the other node's copy still said
+/// "moderator").
+async fn community_commands_run_on_one_owner_whatever_node_they_reach() {
+    let cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let owner = n1.register("owner").await;
+    let moderator = n1.register("mod").await;
+    let amy = n1.register("amy").await;
+    let ben = n1.register("ben").await;
+    let cid = fixtures::create(n1, &owner, "Garden").await;
+    for user in [&moderator, &amy, &ben] {
+        fixtures::join(n1, &owner, cid, user).await;
+    }
+    let kick = |user: &crate::common::TestUser| format!("/communities/{cid}/members/{}", user.id);
+    fixtures::set_role(n1, &owner, cid, &moderator, "moderator").await;
+    // The moderator kicks through the other node: allowed.
+    n2.delete(&kick(&amy), &moderator.token).await.expect(200);
+    // Demoted through the first node, refused through either.
+    fixtures::set_role(n1, &owner, cid, &moderator, "member").await;
+    assert_eq!(n2.delete(&kick(&ben), &moderator.token).await.expect_error(403), "forbidden");
+    assert_eq!(n1.delete(&kick(&ben), &moderator.token).await.expect_error(403), "forbidden");
+    // A ban made through one node is known through the other at once: the invite is refused.
+    n2.post(&format!("/communities/{cid}/bans/{}", ben.id), &owner.token, json!({})).await.expect(200);
+    let code = fixtures::invite(n1, &owner, cid).await;
+    n1.post(&format!("/community-invites/{code}/accept"), &ben.token, json!({})).await.expect_error(403);
+    // Bad input is refused by the owner as on one node.
+    let unknown = format!("/communities/{cid}/members/{}", uuid::Uuid::now_v7());
+    assert_eq!(n2.delete(&unknown, &owner.token).await.expect_error(404), "not_found");
+    let members = n2.get(&format!("/communities/{cid}/members"), &owner.token).await.expect(200);
+    let ids: Vec<String> =
+        members.as_array().unwrap().iter().map(|m| m["user_id"].as_str().unwrap().to_owned()).collect();
+    assert!(ids.contains(&moderator.id.to_string()) && !ids.contains(&amy.id.to_string()));
+    assert!(!ids.contains(&ben.id.to_string()));
+    cluster.stop().await;
+}
+
+/// A community's owner that no longer holds the shard's epoch (another node took it) changes
+/// nothing: its actor's writes check the fence, the caller is told `unavailable`.
+async fn a_stale_community_owner_cannot_write() {
+    let cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let n1 = &cluster.nodes[0];
+    let owner = n1.register("owner").await;
+    let amy = n1.register("amy").await;
+    let cid = fixtures::create(n1, &owner, "Garden").await;
+    fixtures::join(n1, &owner, cid, &amy).await;
+    let owning = &cluster.nodes[owner_index(&cluster, cid).await];
+    fixtures::set_role(owning, &owner, cid, &amy, "moderator").await;
+    bump_shard_epoch(&cluster, cid).await;
+    let role = format!("/communities/{cid}/members/{}/role", amy.id);
+    let refused = owning.put(&role, &owner.token, json!({"role": "admin"})).await;
+    assert_eq!(refused.expect_error(503), "unavailable");
+    let kick = format!("/communities/{cid}/members/{}", amy.id);
+    assert_eq!(owning.delete(&kick, &owner.token).await.expect_error(503), "unavailable");
+    let members = owning.get(&format!("/communities/{cid}/members"), &owner.token).await.expect(200);
+    let amy_row = members.as_array().unwrap().iter().find(|m| m["user_id"] == amy.id.to_string()).cloned();
+    assert_eq!(amy_row.expect("still a member")["role"], "moderator");
+    cluster.stop().await;
+}
+
 mod cluster_suite {
     cluster_tests!(
         message_sent_on_one_node_reaches_subscribers_on_every_node,
@@ -1071,6 +1140,8 @@ mod cluster_suite {
         changes_made_over_rest_on_any_node_reach_every_subscriber_in_order,
         kicked_user_on_another_node_stops_receiving_at_once,
         a_ban_made_on_another_node_is_ordered_against_the_users_sends,
+        community_commands_run_on_one_owner_whatever_node_they_reach,
+        a_stale_community_owner_cannot_write,
         the_session_cap_counts_sessions_on_every_node,
         a_lost_forwarded_frame_is_never_a_silent_gap,
         one_subscribe_to_many_channels_of_another_node_stays_in_one_stream,

@@ -11,12 +11,14 @@
 //! the per-user session cap counted on every node (`SessionRegistry::remote_sessions`), and
 //! planned handoffs that keep a channel's stream (a leaving or rebalancing owner writes where
 //! each stream ended into `channel_handoffs` before unlocking; the next owner continues the
-//! epoch and position). Not built yet: single-owner community actors.
+//! epoch and position), and single-owner community actors (commands routed like a channel's,
+//! the owner's writes fenced).
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
 //! `members` (heartbeats and the live set), `bus` (events every node applies), `route`
-//! (channel requests to owners, stand-ins of remote sessions), `forward` (what stand-ins
-//! send a node, gathered), this file (configuration,
+//! (channel and community requests to owners, stand-ins of remote sessions), `link` (one
+//! ordered queue per other node that stand-ins push into), `forward` (the wire format of what
+//! a link sends a node), this file (configuration,
 //! start, the ownership loop and the status view).
 
 pub mod bus;

@@ -42,6 +42,7 @@ use crate::channel::{
     BoxFuture, CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelRouter, CommandAnswer, Effect,
     MemberChange, Origin, Outgoing, PostError, Poster, Resume, ServerPost, VoiceAction,
 };
+use crate::community::{Answer, Command, CommunityRouter};
 use crate::kinds::MessageType;
 use crate::metrics::HubMetrics;
 use crate::outbox::{Outbox, Relay};
@@ -194,6 +195,10 @@ pub enum OwnerRequest {
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
     InvalidateHistory,
+    /// A community command (the envelope's id is the community's): its actor runs here only.
+    Community {
+        command: Command,
+    },
 }
 
 impl OwnerRequest {
@@ -242,6 +247,10 @@ pub enum OwnerAnswer {
     },
     /// The actor applied it.
     Done,
+    /// A community actor's answer (boxed: an outcome may carry a whole row).
+    Community {
+        outcome: Box<Answer>,
+    },
     /// The channel's actor is held for this command: run the write, then `Release`.
     Held,
     /// The actor stopped before answering (the asker's reply port is dropped, as locally).
@@ -296,6 +305,8 @@ pub trait ChannelsHere: Send + Sync {
     fn deliver_here(&self, channel_id: Uuid, message: ChannelMsg) -> BoxFuture<Result<(), HubError>>;
     /// Whether an actor of the channel runs (or is starting) here.
     fn live_here(&self, channel_id: Uuid) -> bool;
+    /// Runs a community command on this node's actor of the community (started if needed).
+    fn community_here(&self, community_id: Uuid, command: Command) -> BoxFuture<Result<Answer, HubError>>;
     /// This node lost these shards: their actors stop and their subscribers are closed
     /// `out_of_sync` (they resubscribe through the new owner). Answers where the streams
     /// of the channels that stopped cleanly ended (handed to the next owner if planned).
@@ -676,6 +687,12 @@ impl Router {
     async fn handle(&self, channel_id: Uuid, request: OwnerRequest) -> OwnerAnswer {
         let Some(here) = self.here.get() else { return OwnerAnswer::NotOwner };
         let (message, pending) = match request {
+            OwnerRequest::Community { command } => {
+                return match here.community_here(channel_id, command).await {
+                    Ok(outcome) => OwnerAnswer::Community { outcome: Box::new(outcome) },
+                    Err(error) => OwnerAnswer::Refused { error: error.into() },
+                };
+            }
             OwnerRequest::Subscribe { from, resume } => {
                 let origin = self.stand_in(&from);
                 let budget = resume.as_ref().map(|r| Arc::new(AtomicUsize::new(r.budget)));
@@ -1166,6 +1183,23 @@ impl ChannelRouter for Router {
             match me.ask(channel_id, OwnerRequest::Effects { effects, only_if_live: true }).await {
                 Ok(OwnerAnswer::Command { result }) => result,
                 _ => Err(PostError::Unavailable),
+            }
+        })
+    }
+}
+
+impl CommunityRouter for Router {
+    fn elsewhere(&self, community_id: Uuid) -> bool {
+        !self.owned.contains_key(&shard_of(community_id))
+    }
+
+    fn command(&self, community_id: Uuid, command: Command) -> BoxFuture<Result<Answer, HubError>> {
+        let Some(me) = self.me() else { return Box::pin(async { Err(HubError::Unavailable) }) };
+        Box::pin(async move {
+            match me.ask(community_id, OwnerRequest::Community { command }).await? {
+                OwnerAnswer::Community { outcome } => Ok(*outcome),
+                OwnerAnswer::Refused { error } => Err(error.into()),
+                other => Err(HubError::Internal(format!("unexpected owner answer {other:?}"))),
             }
         })
     }

@@ -9,7 +9,18 @@ use ractor::{ActorCell, ActorRef};
 use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
-use super::CommunityMsg;
+use super::{Answer, Command, CommunityMsg};
+use crate::HubError;
+use crate::channel::BoxFuture;
+
+/// In a cluster, where a community's commands go when another node owns its shard (the
+/// community's actor runs only there, so its in-memory members, roles and bans stay exact).
+pub trait CommunityRouter: Send + Sync {
+    /// Whether another node serves this community now.
+    fn elsewhere(&self, community_id: Uuid) -> bool;
+    /// Runs `command` on the owner's actor and answers as it answered.
+    fn command(&self, community_id: Uuid, command: Command) -> BoxFuture<Result<Answer, HubError>>;
+}
 
 /// A live community: its actor (replaced on restart).
 pub struct CommunitySlot {
@@ -54,9 +65,21 @@ pub struct LiveCommunities {
     pub(crate) actor_index: DashMap<ractor::ActorId, Uuid>,
     /// The supervisor every community actor is linked to.
     pub(crate) supervisor: OnceLock<ActorCell>,
+    /// Set in a cluster: commands of communities owned elsewhere go there.
+    router: OnceLock<Arc<dyn CommunityRouter>>,
 }
 
 impl LiveCommunities {
+    /// Joins a cluster: from now on communities owned elsewhere are served there.
+    pub fn set_router(&self, router: Arc<dyn CommunityRouter>) {
+        let _ = self.router.set(router);
+    }
+
+    /// The router, when another node owns `community_id`.
+    pub(crate) fn owned_elsewhere(&self, community_id: Uuid) -> Option<&Arc<dyn CommunityRouter>> {
+        self.router.get().filter(|router| router.elsewhere(community_id))
+    }
+
     /// The actor currently serving a community, if live.
     pub fn live(&self, community_id: Uuid) -> Option<ActorRef<CommunityMsg>> {
         self.slots.get(&community_id).and_then(|c| c.get().map(|s| s.actor()))

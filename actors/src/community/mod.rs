@@ -14,6 +14,7 @@
 //! committed. It calls channel actors (with a timeout); channel actors never call it, so the
 //! two cannot wait on each other.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,15 +30,28 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbErr,
     EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect,
 };
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 mod live;
 
-pub use self::live::{CommunitySlot, LiveCommunities};
+pub use self::live::{CommunityRouter, CommunitySlot, LiveCommunities};
 use crate::channel::{ChannelMsg, LiveChannels, MemberChange};
 use crate::protocol::ServerFrame;
 use crate::roles::{InstanceRole, Level};
 use crate::shared::Shared;
+
+/// Runs one write statement in a transaction opened by `CommunityState::begin` (fence
+/// checked first in a cluster) and commits it; `?` turns errors into refusals.
+macro_rules! fenced {
+    ($state:expr, |$conn:ident| $write:expr) => {{
+        let txn = $state.begin().await?;
+        let $conn = &txn;
+        let out = $write.await?;
+        txn.commit().await?;
+        out
+    }};
+}
 
 /// How long an actor with nothing to do lingers before stopping.
 pub const IDLE_STOP: Duration = Duration::from_secs(300);
@@ -80,14 +94,14 @@ pub async fn load_community(db: &DatabaseConnection, id: Uuid) -> Result<Option<
 }
 
 /// Who asks for a change: the user and their instance role (from the token).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct By {
     pub user_id: Uuid,
     pub instance: InstanceRole,
 }
 
 /// A checked `PATCH /communities/{cid}`: `None` = keep; `Some(None)` = clear.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CommunityChanges {
     pub name: Option<String>,
     pub description: Option<Option<String>>,
@@ -101,8 +115,8 @@ pub struct CommunityChanges {
     pub community_theme: Option<String>,
 }
 
-/// A change to a community, made by the actor.
-#[derive(Clone, Debug)]
+/// A change to a community, made by the actor (serialized when another node owns it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Settings (can-manage). Emits `community_updated` to every member.
     Update { by: By, changes: CommunityChanges },
@@ -132,7 +146,7 @@ pub enum Command {
 }
 
 /// What a command produced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Outcome {
     Done,
     Updated(communities::Model),
@@ -149,14 +163,14 @@ pub enum Outcome {
 }
 
 /// Why a command was refused (mapped onto HTTP statuses by the server).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Refusal {
     /// 400
     Invalid(String),
     /// 403
     Forbidden(Option<String>),
     /// 404
-    NotFound(&'static str),
+    NotFound(Cow<'static, str>),
     /// 409
     Conflict(String),
     /// 503
@@ -167,7 +181,12 @@ pub enum Refusal {
 
 impl From<DbErr> for Refusal {
     fn from(err: DbErr) -> Self {
-        if crate::is_unavailable(&err) { Self::Unavailable } else { Self::Internal(err.to_string()) }
+        // Fenced: another node owns the community now; the caller may retry there.
+        if crate::is_unavailable(&err) || crate::store::is_fenced(&err) {
+            Self::Unavailable
+        } else {
+            Self::Internal(err.to_string())
+        }
     }
 }
 
@@ -202,6 +221,8 @@ pub struct CommunityState {
     channels: Arc<LiveChannels>,
     snapshot: CommunitySnapshot,
     last_activity: Instant,
+    /// In a cluster: the shard epoch this actor's writes go under (`None` on one node).
+    fence: Option<crate::store::Fence>,
 }
 
 impl Actor for CommunityActor {
@@ -215,11 +236,13 @@ impl Actor for CommunityActor {
         args: CommunityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(Duration::from_secs(60), || CommunityMsg::IdleCheck);
+        let fence = args.shared.fence(args.snapshot.community.id);
         Ok(CommunityState {
             shared: args.shared,
             channels: args.channels,
             snapshot: args.snapshot,
             last_activity: Instant::now(),
+            fence,
         })
     }
 
@@ -270,6 +293,17 @@ impl CommunityState {
 
     fn db(&self) -> &DatabaseConnection {
         &self.shared.db
+    }
+
+    /// A write transaction; in a cluster it first checks that this node still owns the
+    /// community's shard under the epoch this actor started with (`store::Fence`), so a
+    /// stale owner's command changes nothing.
+    async fn begin(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        let txn = crate::db::begin_write(self.db()).await?;
+        if let Some(fence) = self.fence {
+            fence.check(&txn).await?;
+        }
+        Ok(txn)
     }
 
     /// Effective level (wire README, "Roles"): instance role, else community role, else member.
@@ -343,8 +377,11 @@ impl CommunityState {
         if let Some(v) = c.community_theme {
             row.community_theme = Set(Some(v));
         }
-        let updated =
-            if row.is_changed() { row.update(self.db()).await? } else { self.snapshot.community.clone() };
+        let updated = if row.is_changed() {
+            fenced!(self, |conn| row.update(conn))
+        } else {
+            self.snapshot.community.clone()
+        };
         self.snapshot.community = updated.clone();
         let frame = ServerFrame::CommunityUpdated {
             community_id: updated.id,
@@ -370,7 +407,8 @@ impl CommunityState {
         if !ASSIGNABLE_ROLES.contains(&role.as_str()) {
             return Err(Refusal::Invalid("role must be one of member, moderator, admin".into()));
         }
-        let current = self.snapshot.members.get(&target).cloned().ok_or(Refusal::NotFound("member"))?;
+        let current =
+            self.snapshot.members.get(&target).cloned().ok_or(Refusal::NotFound(Cow::Borrowed("member")))?;
         if Level::from_role(&current) == Level::Owner {
             return Err(Refusal::Invalid("the owner's role changes only by transferring ownership".into()));
         }
@@ -378,12 +416,11 @@ impl CommunityState {
         if Level::from_role(&role) == Level::Admin && !self.is_owner(&by) {
             return Err(Refusal::Forbidden(Some("only the owner can appoint admins".into())));
         }
-        community_members::Entity::update_many()
+        let update = community_members::Entity::update_many()
             .col_expr(community_members::Column::Role, Expr::value(role.clone()))
             .filter(community_members::Column::CommunityId.eq(self.id()))
-            .filter(community_members::Column::UserId.eq(target))
-            .exec(self.db())
-            .await?;
+            .filter(community_members::Column::UserId.eq(target));
+        fenced!(self, |conn| update.exec(conn));
         self.snapshot.members.insert(target, role.clone());
         self.announce_role(target, &role);
         Ok(Outcome::Done)
@@ -408,7 +445,7 @@ impl CommunityState {
         if !self.snapshot.members.contains_key(&target) {
             return Err(Refusal::Invalid("the new owner must be a member of the community".into()));
         }
-        let txn = crate::db::begin_write(self.db()).await?;
+        let txn = self.begin().await?;
         communities::Entity::update_many()
             .col_expr(communities::Column::OwnerId, Expr::value(target))
             .filter(communities::Column::Id.eq(self.id()))
@@ -464,11 +501,11 @@ impl CommunityState {
         let role = self.snapshot.members.get(&target).cloned();
         match &role {
             Some(role) => self.require(level > Level::from_role(role))?,
-            None if ban.is_none() => return Err(Refusal::NotFound("member")),
+            None if ban.is_none() => return Err(Refusal::NotFound(Cow::Borrowed("member"))),
             None => {
                 let exists = users::Entity::find_by_id(target).count(self.db()).await? > 0;
                 if !exists {
-                    return Err(Refusal::NotFound("user"));
+                    return Err(Refusal::NotFound(Cow::Borrowed("user")));
                 }
             }
         }
@@ -477,7 +514,7 @@ impl CommunityState {
                 "the community owner cannot be removed; transfer ownership first".into(),
             ));
         }
-        let txn = crate::db::begin_write(self.db()).await?;
+        let txn = self.begin().await?;
         let channels = remove_memberships(&txn, self.id(), target).await?;
         if let Some(reason) = &ban {
             community_bans::Entity::insert(community_bans::ActiveModel {
@@ -521,15 +558,13 @@ impl CommunityState {
 
     async fn unban(&mut self, by: By, target: Uuid) -> Answer {
         self.require(self.level(&by) >= Level::Moderator)?;
-        let removed = community_bans::Entity::delete_many()
+        let delete = community_bans::Entity::delete_many()
             .filter(community_bans::Column::CommunityId.eq(self.id()))
-            .filter(community_bans::Column::UserId.eq(target))
-            .exec(self.db())
-            .await?
-            .rows_affected;
+            .filter(community_bans::Column::UserId.eq(target));
+        let removed = fenced!(self, |conn| delete.exec(conn)).rows_affected;
         self.snapshot.bans.remove(&target);
         if removed == 0 {
-            return Err(Refusal::NotFound("ban"));
+            return Err(Refusal::NotFound(Cow::Borrowed("ban")));
         }
         Ok(Outcome::Done)
     }
@@ -542,7 +577,7 @@ impl CommunityState {
         if Level::from_role(role) == Level::Owner || user == self.snapshot.community.owner_id {
             return Err(Refusal::Invalid("the owner cannot leave; transfer ownership first".into()));
         }
-        let txn = crate::db::begin_write(self.db()).await?;
+        let txn = self.begin().await?;
         let channels = remove_memberships(&txn, self.id(), user).await?;
         txn.commit().await?;
         self.snapshot.members.remove(&user);
@@ -571,7 +606,7 @@ impl CommunityState {
             return Err(Refusal::Conflict("you are already a member of this community".into()));
         }
         let now = palaver_entity::now();
-        let txn = crate::db::begin_write(self.db()).await?;
+        let txn = self.begin().await?;
         // Counted atomically: the row only changes while the invite is still usable.
         let used = community_invites::Entity::update_many()
             .col_expr(
@@ -688,14 +723,16 @@ impl CommunityState {
         let channel = channels::Entity::find_by_id(channel_id)
             .one(self.db())
             .await?
-            .ok_or(Refusal::NotFound("channel"))?;
-        let Some(group_id) = channel.group_id else { return Err(Refusal::NotFound("channel")) };
+            .ok_or(Refusal::NotFound(Cow::Borrowed("channel")))?;
+        let Some(group_id) = channel.group_id else {
+            return Err(Refusal::NotFound(Cow::Borrowed("channel")));
+        };
         let in_here = groups::Entity::find_by_id(group_id)
             .filter(groups::Column::CommunityId.eq(self.id()))
             .count(self.db())
             .await?
             > 0;
-        if in_here { Ok(channel) } else { Err(Refusal::NotFound("channel")) }
+        if in_here { Ok(channel) } else { Err(Refusal::NotFound(Cow::Borrowed("channel"))) }
     }
 
     async fn is_channel_member(&self, channel_id: Uuid, user_id: Uuid) -> Result<bool, Refusal> {
@@ -738,7 +775,7 @@ impl CommunityState {
             created_at: now,
         };
         // A new timeout replaces any earlier one for the same user in the channel.
-        let txn = crate::db::begin_write(self.db()).await?;
+        let txn = self.begin().await?;
         channel_timeouts::Entity::delete_many()
             .filter(channel_timeouts::Column::ChannelId.eq(channel_id))
             .filter(channel_timeouts::Column::UserId.eq(target))
@@ -778,13 +815,12 @@ impl CommunityState {
             .count(self.db())
             .await?;
         if active == 0 {
-            return Err(Refusal::NotFound("timeout"));
+            return Err(Refusal::NotFound(Cow::Borrowed("timeout")));
         }
-        channel_timeouts::Entity::delete_many()
+        let delete = channel_timeouts::Entity::delete_many()
             .filter(channel_timeouts::Column::ChannelId.eq(channel_id))
-            .filter(channel_timeouts::Column::UserId.eq(target))
-            .exec(self.db())
-            .await?;
+            .filter(channel_timeouts::Column::UserId.eq(target));
+        fenced!(self, |conn| delete.exec(conn));
         self.set_channel_timeout(channel_id, target, None).await;
         Ok(Outcome::Done)
     }
@@ -807,9 +843,8 @@ impl CommunityState {
             reason: reason.clone(),
             created_at: palaver_entity::now(),
         };
-        channel_warnings::Entity::insert(warning.clone().into_active_model())
-            .exec_without_returning(self.db())
-            .await?;
+        let insert = channel_warnings::Entity::insert(warning.clone().into_active_model());
+        fenced!(self, |conn| insert.exec_without_returning(conn));
         let warning_count = channel_warnings::Entity::find()
             .filter(channel_warnings::Column::ChannelId.eq(channel_id))
             .filter(channel_warnings::Column::UserId.eq(target))
@@ -841,7 +876,8 @@ impl CommunityState {
                 .await?
         };
         // Groups, channels, memberships, invites, bans and emojis go with it (ON DELETE CASCADE).
-        communities::Entity::delete_by_id(self.id()).exec(self.db()).await?;
+        let delete = communities::Entity::delete_by_id(self.id());
+        fenced!(self, |conn| delete.exec(conn));
         self.snapshot.members.clear();
         self.shared.roster.community_deleted(self.id());
         // Live channels of the community stop serving everyone at once.
