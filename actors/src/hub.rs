@@ -268,6 +268,11 @@ impl Hub {
     /// `community_command` on this node's actor (the owner's side of a routed command).
     async fn community_command_here(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
         for _ in 0..3 {
+            // The shard moved while this command waited (its actor was stopped for the move):
+            // it goes to the new owner rather than to an actor started on a non-owner.
+            if let Some(router) = self.communities.owned_elsewhere(community_id) {
+                return router.command(community_id, command).await;
+            }
             let slot = self.community(community_id).await?;
             let restarted = slot.restarted();
             let actor = slot.actor();
