@@ -456,6 +456,8 @@ jq -rs --arg s1 "fanout-s$SENDERS" --arg s2 "fanout-s$SENDERS_HIGH" \
     row("recovery"; "bytes replayed per reconnect"; .replayed_bytes.per_reconnect),
     row("recovery"; "gaps + duplicates"; .gaps + .duplicates + .cseq_not_rising),
     row("recovery"; "steady recv p99 ms"; .steady.recv_latency_ms.p99),
+    row("recovery"; "steady recv p99 ms, sent in a wave (2 s)"; .steady.recv_latency_in_waves_ms.p99),
+    row("recovery"; "steady recv p99 ms, sent between waves"; .steady.recv_latency_between_waves_ms.p99),
     (pick("palaver"; $s1) as $plain | pick("palaver"; "recovery") as $waves
         | if $plain == null or $waves == null or $plain.error or $waves.error then empty
           else ["recovery", "steady recv p99 / \($s1) recv p99", "-", "-",

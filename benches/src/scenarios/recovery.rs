@@ -49,6 +49,10 @@ const MAX_RECEIVERS_PER_USER: usize = 4;
 /// Attempts per reconnect before a receiver gives up.
 const RECONNECT_ATTEMPTS: u32 = 3;
 
+/// How long after a wave's start a message counts as sent "in the wave" (the steady
+/// receivers' latency is reported for both sides of this split).
+const WAVE_WINDOW: Duration = Duration::from_secs(2);
+
 /// Pause between reconnect attempts.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -106,7 +110,15 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
         senders: a.senders,
         progress: Progress::default(),
         steady_latency: SharedLatency::new(16),
+        steady_latency_in_waves: SharedLatency::new(16),
         dropping_latency: SharedLatency::new(16),
+        wave_windows_ns: wave_offsets
+            .iter()
+            .map(|offset| {
+                let from = start_ns + offset.as_nanos() as u64;
+                (from, from + WAVE_WINDOW.as_nanos() as u64)
+            })
+            .collect(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let recv_tasks: Vec<_> = receivers
@@ -198,6 +210,8 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
     let per_reconnect =
         |total: u64| if reconnects > 0 { round3(total as f64 / reconnects as f64) } else { 0.0 };
     let by_cause = |cause: Cause| t.reconnects.iter().filter(|r| r.cause == cause).count();
+    let mut steady_latency = shared.steady_latency.merged();
+    steady_latency.merge(&shared.steady_latency_in_waves.merged());
     let steady_per_receiver = if t.steady_receivers > 0 {
         t.steady_delivered as f64 / delivery_secs / t.steady_receivers as f64
     } else {
@@ -245,7 +259,10 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
             "receivers": t.steady_receivers,
             "closed_by_server": t.steady_closed,
             "lost": t.steady_lost,
-            "recv_latency_ms": shared.steady_latency.merged().summary_ms(),
+            "recv_latency_ms": steady_latency.summary_ms(),
+            // Split by when the message was sent: within WAVE_WINDOW of a wave's start, or not.
+            "recv_latency_in_waves_ms": shared.steady_latency_in_waves.merged().summary_ms(),
+            "recv_latency_between_waves_ms": shared.steady_latency.merged().summary_ms(),
             "deliveries_per_s": round3(t.steady_delivered as f64 / delivery_secs),
             "deliveries_per_s_per_receiver": round3(steady_per_receiver),
             "deliveries_per_s_all_receivers_equivalent": round3(steady_per_receiver * a.receivers as f64),
@@ -269,8 +286,13 @@ struct Shared {
     senders: usize,
     /// Unique deliveries, for ending the drain early.
     progress: Progress,
-    /// Receive latency of live frames on receivers that have not reconnected (yet).
+    /// Receive latency of live frames on receivers that have not reconnected (yet), for
+    /// messages sent outside the waves' windows.
     steady_latency: SharedLatency,
+    /// The same for messages sent within a wave's window: what the waves cost the others.
+    steady_latency_in_waves: SharedLatency,
+    /// `[from, to)` in `clock::now_ns` time: each wave's start and WAVE_WINDOW after it.
+    wave_windows_ns: Vec<(u64, u64)>,
     /// Receive latency of live frames on the other receivers (in a wave, or closed by the
     /// server), before and after their resume.
     dropping_latency: SharedLatency,
@@ -639,7 +661,9 @@ fn on_text(
     let latency_us = now.saturating_sub(sent_ns) / 1_000;
     if rep.steady {
         rep.steady_delivered += 1;
-        shared.steady_latency.record_us(idx, latency_us);
+        let in_wave = shared.wave_windows_ns.iter().any(|(from, to)| (*from..*to).contains(&sent_ns));
+        let latency = if in_wave { &shared.steady_latency_in_waves } else { &shared.steady_latency };
+        latency.record_us(idx, latency_us);
     } else {
         shared.dropping_latency.record_us(idx, latency_us);
     }
