@@ -1,8 +1,9 @@
 //! The `Hub`: finds live actors and sessions; the entry point for routes and sockets.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 
 use crate::channel::{
     BoxFuture, CHANNEL_COMMAND_TIMEOUT, ChannelCommand, ChannelMsg, ChannelSlot, ChannelWrite, CommandAnswer,
-    Effect, LiveChannels, PostError, Poster, ServerPost, Subscribers,
+    Effect, LiveChannels, MAX_REPLAY_BYTES, Origin, PostError, Poster, Resume, ServerPost, Subscribers,
 };
 use crate::cluster::bus::{Bus, BusEvent, RemoteEvents, role_of};
 use crate::cluster::route::ChannelsHere;
@@ -21,9 +22,9 @@ use crate::cluster::shards::{Shard, shard_of};
 use crate::community::{Answer, Command, CommunityMsg, CommunitySlot, LiveCommunities, Refusal};
 pub use crate::config::{HubConfig, SIGNAL_RATE_BURST, SIGNAL_RATE_PER_SECOND};
 use crate::error_code::ErrorCode;
-use crate::outbox::{CLOSE_SERVICE_RESTART, CLOSE_UNAUTHORIZED};
+use crate::outbox::{CLOSE_SERVICE_RESTART, CLOSE_UNAUTHORIZED, Outbox};
 use crate::presence::Presence;
-use crate::protocol::ServerFrame;
+use crate::protocol::{Epoch, Position, ServerFrame};
 use crate::registry::{Logins, SessionRegistry};
 use crate::roles::InstanceRole;
 use crate::roster::Roster;
@@ -37,6 +38,12 @@ use crate::{HubError, store};
 pub const COMMUNITY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node losing a shard waits for its channel actors to finish what they accepted.
 const SHARD_DRAIN: Duration = Duration::from_secs(3);
+/// How long a session whose channel moved (planned) keeps asking the next owner to attach it.
+const REATTACH_PATIENCE: Duration = Duration::from_secs(10);
+/// Pause between those attempts (the next owner takes the shard at its next tick).
+const REATTACH_RETRY: Duration = Duration::from_millis(250);
+/// How long one attempt waits for the channel's answer.
+const REATTACH_ANSWER: Duration = Duration::from_secs(5);
 /// How long a `may_post` question waits for the channel actor.
 const MAY_POST_WAIT: Duration = Duration::from_secs(5);
 
@@ -65,6 +72,9 @@ pub struct Hub {
     /// Set when shutdown begins (`drain_channels`): no channel actor starts any more, and a
     /// send that finds its actor stopped is answered `Stopped` instead of starting a new one.
     stopping: std::sync::atomic::AtomicBool,
+    /// The channels the shutdown's drain stopped, until their shards are handed over: a
+    /// cluster's other nodes still have sessions subscribed to them, which the handoff moves.
+    drained_slots: std::sync::Mutex<Vec<Arc<ChannelSlot>>>,
     /// The other nodes of a cluster (unset on a single node): revocations, role and settings
     /// changes made here are published to them.
     bus: std::sync::OnceLock<Arc<Bus>>,
@@ -135,6 +145,7 @@ impl Hub {
             voice_cooldowns: DashMap::new(),
             frames_in_flight_peak: Default::default(),
             stopping: Default::default(),
+            drained_slots: Default::default(),
             bus: std::sync::OnceLock::new(),
             cache_changes: Default::default(),
             settings_changes: tokio::sync::watch::channel(0).0,
@@ -150,8 +161,12 @@ impl Hub {
     /// its senders get no ack, which never means a lost ack).
     pub async fn drain_channels(&self, deadline: Duration) -> bool {
         self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        let actors: Vec<ActorRef<ChannelMsg>> =
-            self.channels.slots.iter().filter_map(|cell| cell.get().map(|slot| slot.actor())).collect();
+        let slots: Vec<Arc<ChannelSlot>> =
+            self.channels.slots.iter().filter_map(|cell| cell.get().cloned()).collect();
+        let actors: Vec<ActorRef<ChannelMsg>> = slots.iter().map(|slot| slot.actor()).collect();
+        // Their subscribers from other nodes of a cluster stay attached until the shards are
+        // handed over (`shards_lost`), which moves them to the next owner.
+        *self.drained_slots.lock().unwrap_or_else(|e| e.into_inner()) = slots;
         for actor in &actors {
             let _ = actor.send_message(ChannelMsg::Shutdown);
         }
@@ -165,7 +180,6 @@ impl Hub {
                 break;
             }
         }
-        self.channels.drained();
         all
     }
 
@@ -682,6 +696,110 @@ impl Hub {
     }
 }
 
+/// A session whose channels moved: its outbox, and each channel with where its stream ended.
+type MovingSession = (Arc<Outbox>, Vec<(Uuid, (Epoch, u64))>);
+
+impl Hub {
+    /// After a planned move of these channels (their actors stopped, `ends` where each stream
+    /// stopped): every subscriber is attached to the next owner, which goes on from the same
+    /// position. A session of this node is re-attached from here; a stand-in's node is told
+    /// after the frames it was sent (it re-attaches its session). A channel whose stream was
+    /// not handed on (its actor was still running) closes its subscribers as before.
+    fn move_subscribers(&self, slots: &[Arc<ChannelSlot>], ends: &[StreamEnd]) {
+        let ends: HashMap<Uuid, (Epoch, u64)> =
+            ends.iter().map(|e| (e.channel_id, (e.epoch, e.cseq))).collect();
+        let out_of_sync = ServerFrame::out_of_sync().encode();
+        // Session → its outbox and the channels it moves with; one clone per session, so a
+        // stand-in's reference count tells whether anything else here still holds it.
+        let mut moving: HashMap<Uuid, MovingSession> = HashMap::new();
+        for slot in slots {
+            let end = ends.get(&slot.channel_id).copied();
+            for outbox in slot.subscribers.take_all() {
+                if outbox.is_closed() {
+                    continue;
+                }
+                match end {
+                    Some(at) => {
+                        let session = outbox.session_id;
+                        moving
+                            .entry(session)
+                            .or_insert_with(|| (outbox, Vec::new()))
+                            .1
+                            .push((slot.channel_id, at));
+                    }
+                    None => outbox.close_out_of_sync(&out_of_sync),
+                }
+            }
+        }
+        for (_, (outbox, channels)) in moving {
+            if outbox.is_relayed() {
+                // Held by the router's stand-in map and this list only: in no other channel
+                // here and no request in flight, so its node may forget this one.
+                let released = Arc::strong_count(&outbox) <= 2;
+                let last = channels.len() - 1;
+                for (i, (channel_id, at)) in channels.into_iter().enumerate() {
+                    outbox.relay_moved(channel_id, at, released && i == last);
+                }
+            } else {
+                for (channel_id, at) in channels {
+                    if let Some(hub) = self.this.upgrade() {
+                        tokio::spawn(hub.reattach_moved(outbox.clone(), channel_id, at));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attaches a session of this node to a channel that moved to another owner, from the
+    /// position the old owner left it at (`Resume::quiet`: no `subscribed`; a stream that
+    /// cannot go on from there tells the session as for any loss). The next owner may not
+    /// hold the shard yet (it takes it at its next tick): asked again until `REATTACH_PATIENCE`;
+    /// then, as before planned moves, the socket is closed out of sync (4008) and its client
+    /// resubscribes.
+    async fn reattach_moved(self: Arc<Self>, outbox: Arc<Outbox>, channel_id: Uuid, at: (Epoch, u64)) {
+        let give_up = tokio::time::Instant::now() + REATTACH_PATIENCE;
+        let resume = Resume {
+            since: Some(Position { epoch: at.0.as_str().to_owned(), cseq: at.1 }),
+            budget: Arc::new(AtomicUsize::new(MAX_REPLAY_BYTES)),
+            answered: Arc::new(AtomicBool::new(false)),
+            quiet: true,
+        };
+        let user_id = outbox.user_id;
+        while !outbox.is_closed() && !self.is_stopping() {
+            let (reply, answer) = ractor::concurrency::oneshot();
+            let origin = Origin { outbox: outbox.clone(), user_id };
+            let message =
+                ChannelMsg::Subscribe { origin, resume: Some(resume.again()), reply: Some(reply.into()) };
+            // Bounded: a request NATS handed to a node that just let the shard go is never
+            // answered, and this session must not wait out the owner timeout for it.
+            let sent = tokio::time::timeout(REATTACH_ANSWER, self.send_to_channel(channel_id, message)).await;
+            match sent.unwrap_or(Err(HubError::Unavailable)) {
+                Ok(()) => {
+                    // Attached (or no longer a member: nothing to follow). No answer (the actor
+                    // stopped, or too slow): asked again.
+                    if let Ok(Ok(attached)) = tokio::time::timeout(REATTACH_ANSWER, answer).await {
+                        // The session closed meanwhile, and its goodbye may have reached the
+                        // channel before this attach did: say it again.
+                        if attached && outbox.is_closed() {
+                            let bye = ChannelMsg::SessionClosed { user_id, session_id: outbox.session_id };
+                            self.notify_channel(channel_id, bye);
+                        }
+                        return;
+                    }
+                }
+                Err(HubError::NotFound) => return,
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() + REATTACH_RETRY >= give_up {
+                tracing::warn!(session = %outbox.session_id, %channel_id, "a moved channel could not be re-attached");
+                outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
+                return;
+            }
+            tokio::time::sleep(REATTACH_RETRY).await;
+        }
+    }
+}
+
 impl ChannelsHere for Hub {
     fn deliver_here(&self, channel_id: Uuid, message: ChannelMsg) -> BoxFuture<Result<(), HubError>> {
         let Some(hub) = self.this.upgrade() else { return Box::pin(async { Err(HubError::Stopped) }) };
@@ -697,11 +815,13 @@ impl ChannelsHere for Hub {
         Box::pin(async move { hub.community_command_here(community_id, command).await })
     }
 
-    /// Every channel of these shards stops here: its subscribers are told they may have
-    /// missed frames and closed (they resubscribe through the new owner), and its actor
-    /// commits and answers what it accepted, then stops (waited for up to `SHARD_DRAIN`).
-    /// Answers where the streams of the actors that stopped in time ended.
-    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<Vec<StreamEnd>> {
+    /// Every channel of these shards stops here: its actor commits and answers what it
+    /// accepted, then stops (waited for up to `SHARD_DRAIN`). Unplanned, its subscribers are
+    /// first told they may have missed frames and closed (they resubscribe through the new
+    /// owner); planned, they get every last frame and then follow the channel to the next
+    /// owner (`move_subscribers`). Answers where the streams of the actors that stopped in
+    /// time ended.
+    fn shards_lost(&self, shards: HashSet<Shard>, planned: bool) -> BoxFuture<Vec<StreamEnd>> {
         // Community actors of these shards stop too (the next owner loads them afresh);
         // a command they are running finishes first (a stop is handled after it).
         let communities: Vec<ActorRef<CommunityMsg>> = self
@@ -714,18 +834,31 @@ impl ChannelsHere for Hub {
         for actor in communities {
             actor.stop(Some("shard moved".into()));
         }
-        let slots: Vec<Arc<ChannelSlot>> = self
+        let mut slots: Vec<Arc<ChannelSlot>> = self
             .channels
             .slots
             .iter()
             .filter(|cell| shards.contains(&shard_of(*cell.key())))
             .filter_map(|cell| cell.get().cloned())
             .collect();
+        // Stopped by the shutdown's drain: their actors are gone, their subscribers are not.
+        self.drained_slots.lock().unwrap_or_else(|e| e.into_inner()).retain(|slot| {
+            let here = shards.contains(&shard_of(slot.channel_id));
+            if here && !slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
+                slots.push(slot.clone());
+            }
+            !here
+        });
         let shared = self.shared.clone();
+        let hub = self.this.clone();
         Box::pin(async move {
             let mut actors = Vec::new();
-            for slot in slots {
-                slot.subscribers.close_all_out_of_sync();
+            for slot in &slots {
+                // A planned move keeps the subscribers: they get the actor's last frames and
+                // are attached to the next owner below.
+                if !planned {
+                    slot.subscribers.close_all_out_of_sync();
+                }
                 let actor = slot.actor();
                 let _ = actor.send_message(ChannelMsg::Shutdown);
                 actors.push((slot.channel_id, actor));
@@ -752,6 +885,9 @@ impl ChannelsHere for Hub {
                 }
                 false
             });
+            if planned && let Some(hub) = hub.upgrade() {
+                hub.move_subscribers(&slots, &ends);
+            }
             ends
         })
     }
@@ -771,6 +907,12 @@ impl ChannelsHere for Hub {
 
     fn sessions(&self) -> &SessionRegistry {
         &self.shared.sessions
+    }
+
+    fn reattach(&self, outbox: Arc<Outbox>, channel_id: Uuid, at: (Epoch, u64)) {
+        if let Some(hub) = self.this.upgrade() {
+            tokio::spawn(hub.reattach_moved(outbox, channel_id, at));
+        }
     }
 }
 

@@ -56,6 +56,10 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     fn push(&self, user_id: Uuid, session_id: Uuid, frame: Frame) -> bool;
     /// The session is to be closed with `code` after what was pushed before.
     fn close(&self, user_id: Uuid, session_id: Uuid, code: u16);
+    /// The session's subscription to `channel_id` moved to another owner, whose stream goes
+    /// on after `at` (after what was pushed before); `released`: nothing else of the session
+    /// is held here.
+    fn moved(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid, at: (Epoch, u64), released: bool);
     /// Whether the link is over half full (ephemeral frames are dropped then).
     fn congested(&self) -> bool;
     /// The link is gone (its node died or NATS failed): nothing pushed reaches the session.
@@ -272,6 +276,25 @@ impl Outbox {
             }
             Sink::Relay { room, .. } => *room,
         }
+    }
+
+    /// A stand-in's subscription to `channel_id` moved to another owner (a planned shard
+    /// move): its node is told, after every frame pushed before, and re-attaches the session
+    /// there. False for a socket's own outbox (its node re-attaches it directly) and for a
+    /// closed stand-in.
+    pub fn relay_moved(&self, channel_id: Uuid, at: (Epoch, u64), released: bool) -> bool {
+        match &self.sink {
+            Sink::Relay { relay, .. } if !self.is_closed() => {
+                relay.moved(self.user_id, self.session_id, channel_id, at, released);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this is a stand-in's outbox (its session lives on another node).
+    pub fn is_relayed(&self) -> bool {
+        matches!(self.sink, Sink::Relay { .. })
     }
 
     /// The client subscribed with `since` once: it reads stream positions.

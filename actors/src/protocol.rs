@@ -551,6 +551,16 @@ impl Epoch {
         bytes.iter().all(u8::is_ascii_alphanumeric).then_some(Self(bytes))
     }
 
+    /// The 8 bytes (node-to-node messages carry them raw).
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.0
+    }
+
+    /// `to_bytes` read back; anything but 8 ASCII letters or digits is `None`.
+    pub fn from_bytes(bytes: [u8; 8]) -> Option<Self> {
+        bytes.iter().all(u8::is_ascii_alphanumeric).then_some(Self(bytes))
+    }
+
     /// Whether a client's text names this epoch.
     pub fn is(&self, text: &str) -> bool {
         text.as_bytes() == self.0

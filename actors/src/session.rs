@@ -399,6 +399,7 @@ impl SessionState {
             since,
             budget: budget.clone(),
             answered: Arc::new(AtomicBool::new(false)),
+            quiet: false,
         };
         let mut asks = JoinSet::new();
         let limit = Arc::new(Semaphore::new(SUBSCRIBE_CONCURRENCY));

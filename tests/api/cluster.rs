@@ -985,34 +985,39 @@ async fn killed_owner_is_replaced_and_no_acked_message_is_lost() {
     survivor.kill().await;
 }
 
-async fn subscribers_of_a_leaving_owner_resubscribe_through_the_new_one() {
-    let TwoNodes { mut cluster, owner, alice, channel, owning, mut alice_ws, .. } = two_nodes().await;
-    cluster.stop_node(owning).await;
-    // Closed as one who may have missed frames: her client reconnects and resubscribes.
-    assert_eq!(alice_ws.expect_close(Duration::from_secs(10)).await, Some(4008));
-    let survivor = &cluster.nodes[0];
-    let mut alice_ws = survivor.ws(&alice.token).await;
-    let mut owner_ws = survivor.ws(&owner.token).await;
-    // Sends are refused `unavailable` until the survivor has taken the shard.
+/// Sends until the channel's (new) owner acks: refused `unavailable` until it has taken the
+/// shard. Returns the ack.
+async fn send_until_owned(ws: &mut crate::common::WsClient, channel: uuid::Uuid, n: u8) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        owner_ws.send(send_frame(channel, 5)).await;
-        match owner_ws.next_frame(Duration::from_secs(3)).await {
-            Some(f) if f["type"] == "message_sent" => break,
-            other => assert!(tokio::time::Instant::now() < deadline, "no ack after failover: {other:?}"),
+        ws.send(send_frame(channel, n)).await;
+        match ws.next_frame(Duration::from_secs(3)).await {
+            Some(f) if f["type"] == "message_sent" => return f,
+            other => assert!(tokio::time::Instant::now() < deadline, "no ack after the move: {other:?}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    subscribe(&mut alice_ws, channel).await;
-    owner_ws.send(send_frame(channel, 6)).await;
-    owner_ws.expect_eventually("message_sent").await;
-    assert_eq!(alice_ws.expect_eventually("new_message").await["ciphertext"], json!([6, 1, 2]));
+}
+
+/// A socket subscribed (without positions) to a channel whose owner leaves gracefully stays
+/// open and keeps receiving: the leaving owner hands the channel and its subscribers on.
+async fn subscribers_of_a_leaving_owner_follow_the_channel_to_the_new_one() {
+    let TwoNodes { mut cluster, owner, channel, owning, mut alice_ws, .. } = two_nodes().await;
+    cluster.stop_node(owning).await;
+    let survivor = &cluster.nodes[0];
+    let mut owner_ws = survivor.ws(&owner.token).await;
+    let ack = send_until_owned(&mut owner_ws, channel, 6).await;
+    // No close, no `out_of_sync`, no resubscribe: the next frame is the message.
+    let live = alice_ws.expect("new_message").await;
+    assert_eq!((&live["id"], &live["ciphertext"]), (&ack["id"], &json!([6, 1, 2])));
+    assert_eq!(live["cseq"], ack["cseq"]);
+    alice_ws.expect_no("error", Duration::from_millis(300)).await;
     cluster.stop().await;
 }
 
-/// A node that leaves hands its channels' streams over (a planned move, unlike a crash): a
-/// client that got every frame resumes through the new owner with `recovered: true` in the
-/// same epoch, nothing replayed, and the positions go on from where they were.
+/// A node that leaves hands its channels' streams over (a planned move, unlike a crash): the
+/// positions go on in the same epoch on the subscriber's socket, and a client that reconnects
+/// resumes through the new owner with `recovered: true`.
 async fn a_leaving_owner_hands_its_channel_streams_to_the_next_one() {
     let TwoNodes { mut cluster, owner, alice, channel, owning, mut alice_ws, .. } = two_nodes().await;
     alice_ws.send(json!({"type": "subscribe", "channel_ids": [channel], "since": {}})).await;
@@ -1026,39 +1031,28 @@ async fn a_leaving_owner_hands_its_channel_streams_to_the_next_one() {
         assert_eq!(alice_ws.expect_eventually("new_message").await["cseq"], json!(last));
     }
     cluster.stop_node(owning).await;
-    assert_eq!(alice_ws.expect_close(Duration::from_secs(10)).await, Some(4008));
 
     let survivor = &cluster.nodes[0];
-    let mut alice_ws = survivor.ws(&alice.token).await;
-    let since = json!({ channel.to_string(): {"epoch": epoch, "cseq": last} });
-    // Refused `unavailable` until the survivor has taken the shard.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let resumed = loop {
-        alice_ws.send(json!({"type": "subscribe", "channel_ids": [channel], "since": since})).await;
-        let answer = loop {
-            let frame = alice_ws.next_frame(Duration::from_secs(5)).await.expect("an answer to subscribe");
-            if matches!(frame["type"].as_str(), Some("subscribed" | "subscribe_refused")) {
-                break frame;
-            }
-        };
-        if answer["type"] == "subscribed" {
-            break answer;
-        }
-        assert_eq!(answer["code"], "unavailable", "{answer}");
-        assert!(tokio::time::Instant::now() < deadline, "the shard was not taken over: {answer}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(resumed["epoch"], json!(epoch), "a planned move keeps the epoch: {resumed}");
-    assert_eq!(resumed["cseq"], json!(last), "{resumed}");
-    assert_eq!(resumed["recovered"], json!(true), "{resumed}");
-    assert_eq!(resumed["replayed"], json!(0), "{resumed}");
-
     let mut owner_ws = survivor.ws(&owner.token).await;
-    owner_ws.send(send_frame(channel, 4)).await;
-    let next = owner_ws.expect_eventually("message_sent").await["cseq"].as_u64().expect("a cseq");
-    assert!(next > last, "positions go on: {next} after {last}");
-    let live = alice_ws.expect_eventually("new_message").await;
+    let next = send_until_owned(&mut owner_ws, channel, 4).await["cseq"].as_u64().expect("a cseq");
+    assert_eq!(next, last + 1, "positions go on from where they were");
+    // The open socket: the very next position, no `resync_required`, no `subscribed`.
+    let live = alice_ws.expect("new_message").await;
     assert_eq!((live["cseq"].as_u64(), &live["ciphertext"]), (Some(next), &json!([4, 1, 2])));
+    alice_ws.expect_no("resync_required", Duration::from_millis(300)).await;
+
+    // A client that reconnects with the position it held before the move: same epoch, the
+    // one message since replayed from the new owner.
+    let mut again = survivor.ws(&alice.token).await;
+    let since = json!({ channel.to_string(): {"epoch": epoch, "cseq": last} });
+    again.send(json!({"type": "subscribe", "channel_ids": [channel], "since": since})).await;
+    let resumed = again.expect_eventually("subscribed").await;
+    assert_eq!(resumed["epoch"], json!(epoch), "a planned move keeps the epoch: {resumed}");
+    assert_eq!(
+        (&resumed["cseq"], &resumed["recovered"], &resumed["replayed"]),
+        (&json!(next), &json!(true), &json!(1))
+    );
+    assert_eq!(again.expect("new_message").await["cseq"], json!(next));
 
     // A position from before the move is not in the new owner's ring: not recoverable
     // (the client refetches), never a silent gap.
@@ -1067,6 +1061,57 @@ async fn a_leaving_owner_hands_its_channel_streams_to_the_next_one() {
     late_ws.send(json!({"type": "subscribe", "channel_ids": [channel], "since": older})).await;
     let answer = late_ws.expect_eventually("subscribed").await;
     assert_eq!((answer["epoch"].as_str(), &answer["recovered"]), (Some(epoch.as_str()), &json!(false)));
+    cluster.stop().await;
+}
+
+/// A node joins and takes about a third of the shards from two live nodes: every socket
+/// subscribed to a moved channel — on the old owner itself and behind another node — stays
+/// open and gets the next message at the next position.
+async fn subscribers_stay_attached_when_a_joining_node_takes_their_channel() {
+    let mut cluster = spawn_cluster(2).await;
+    cluster.settle(Duration::from_secs(15)).await;
+    let owner = cluster.nodes[0].register("owner").await;
+    let alice = cluster.nodes[0].register("alice").await;
+    let mut channels = Vec::new();
+    for _ in 0..12 {
+        channels.push(fixtures::channel_with(&cluster.nodes[0], &owner, &[&alice]).await);
+    }
+    let mut sockets = [cluster.nodes[0].ws(&alice.token).await, cluster.nodes[1].ws(&alice.token).await];
+    for ws in sockets.iter_mut() {
+        ws.send(json!({"type": "subscribe", "channel_ids": channels, "since": {}})).await;
+        for _ in &channels {
+            ws.expect_eventually("subscribed").await;
+        }
+    }
+    let mut owner_ws = cluster.nodes[0].ws(&owner.token).await;
+    let mut last = std::collections::HashMap::new();
+    for (n, channel) in channels.iter().enumerate() {
+        owner_ws.send(send_frame(*channel, n as u8)).await;
+        let ack = owner_ws.expect_eventually("message_sent").await;
+        last.insert(*channel, ack["cseq"].as_u64().expect("a cseq"));
+        for ws in sockets.iter_mut() {
+            assert_eq!(ws.expect_eventually("new_message").await["cseq"], ack["cseq"]);
+        }
+    }
+    let before = cluster.owners().await;
+    cluster.start_node("n3").await.expect("n3 joins");
+    cluster.settle(Duration::from_secs(15)).await;
+    let after = cluster.owners().await;
+    let shard = |c: &uuid::Uuid| palaver_actors::cluster::shards::shard_of(*c) as usize;
+    let moved: Vec<uuid::Uuid> =
+        channels.iter().copied().filter(|c| before[shard(c)].1 != after[shard(c)].1).collect();
+    assert!(!moved.is_empty(), "no channel moved to the new node (12 channels, ~1/3 of shards move)");
+    for (n, channel) in moved.iter().enumerate() {
+        let ack = send_until_owned(&mut owner_ws, *channel, 100 + n as u8).await;
+        assert_eq!(ack["cseq"].as_u64(), Some(last[channel] + 1), "the stream goes on");
+        for ws in sockets.iter_mut() {
+            let live = ws.expect("new_message").await;
+            assert_eq!((&live["id"], &live["cseq"]), (&ack["id"], &ack["cseq"]));
+        }
+    }
+    for ws in sockets.iter_mut() {
+        ws.expect_no("resync_required", Duration::from_millis(300)).await;
+    }
     cluster.stop().await;
 }
 
@@ -1145,8 +1190,9 @@ mod cluster_suite {
         the_session_cap_counts_sessions_on_every_node,
         a_lost_forwarded_frame_is_never_a_silent_gap,
         one_subscribe_to_many_channels_of_another_node_stays_in_one_stream,
-        subscribers_of_a_leaving_owner_resubscribe_through_the_new_one,
+        subscribers_of_a_leaving_owner_follow_the_channel_to_the_new_one,
         a_leaving_owner_hands_its_channel_streams_to_the_next_one,
+        subscribers_stay_attached_when_a_joining_node_takes_their_channel,
         voice_participants_on_different_nodes_signal_each_other,
         killed_owner_is_replaced_and_no_acked_message_is_lost,
         a_stale_owner_cannot_commit_once_its_shard_changed_hands,

@@ -68,10 +68,6 @@ pub trait ChannelRouter: Send + Sync {
         channel_id: Uuid,
         effects: Vec<super::Effect>,
     ) -> BoxFuture<super::CommandAnswer>;
-    /// This node is shutting down and its channels have answered what they accepted: the
-    /// sessions of other nodes subscribed here are told they may miss frames and closed
-    /// (their clients resubscribe through the next owner).
-    fn drained(&self);
 }
 
 /// What a router's calls resolve to.
@@ -120,13 +116,6 @@ impl LiveChannels {
             let _ = router.forward(channel_id, message).await;
         } else if let Some(actor) = self.live(channel_id) {
             let _ = actor.send_message(message);
-        }
-    }
-
-    /// See `ChannelRouter::drained`.
-    pub fn drained(&self) {
-        if let Some(router) = self.router.get() {
-            router.drained();
         }
     }
 

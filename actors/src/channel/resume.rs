@@ -25,19 +25,43 @@ impl ChannelState {
             let frames = self.replay_for(origin, &resume);
             let recovered = frames.is_ok();
             let frames = frames.unwrap_or_default();
-            origin.reply(&ServerFrame::Subscribed {
-                channel_id: self.id(),
-                epoch: self.stream.epoch,
-                cseq: self.stream.cseq,
-                recovered,
-                replayed: frames.len(),
-            });
+            if !resume.quiet {
+                origin.reply(&ServerFrame::Subscribed {
+                    channel_id: self.id(),
+                    epoch: self.stream.epoch,
+                    cseq: self.stream.cseq,
+                    recovered,
+                    replayed: frames.len(),
+                });
+            } else if !recovered {
+                self.moved_with_loss(outbox, &resume);
+            }
             for frame in frames {
                 outbox.push(frame);
             }
         }
         if self.subscribers.insert(outbox.clone(), self.stream.cseq) && !self.voice.is_empty() {
             origin.reply(&self.voice_frame());
+        }
+    }
+
+    /// A subscription the server re-attached after a planned move (`Resume::quiet`) could not
+    /// go on where the old owner left it: the session is told as for any loss.
+    fn moved_with_loss(&self, outbox: &Outbox, resume: &Resume) {
+        if outbox.is_resume_capable() {
+            let same_epoch = resume.since.as_ref().is_some_and(|since| self.stream.epoch.is(&since.epoch));
+            self.shared.metrics.resync_required.inc();
+            outbox.push(
+                ServerFrame::ResyncRequired {
+                    channel_id: self.id(),
+                    epoch: self.stream.epoch,
+                    cseq: self.stream.cseq,
+                    reason: if same_epoch { "gap" } else { "restarted" },
+                }
+                .encode(),
+            );
+        } else {
+            outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
         }
     }
 

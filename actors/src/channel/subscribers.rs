@@ -84,6 +84,12 @@ impl Subscribers {
         }
     }
 
+    /// Detaches every subscriber (their channel moved to another node, which they are
+    /// attached to next): nobody is closed.
+    pub fn take_all(&self) -> Vec<Arc<Outbox>> {
+        self.lock().drain().map(|(_, s)| s.outbox).collect()
+    }
+
     pub(super) fn set_unannounced(&self, unannounced: bool) {
         self.unannounced.store(unannounced, Ordering::Release);
     }

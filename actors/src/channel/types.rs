@@ -52,12 +52,21 @@ pub struct Resume {
     /// Taken by whoever answers the client first: the channel (`subscribed`) or the session
     /// giving up at its deadline (`subscribe_refused`). A late channel then attaches nothing.
     pub answered: Arc<AtomicBool>,
+    /// Not the client's request: the server re-attaching a subscription after a planned shard
+    /// move. No `subscribed` is sent; if the stream cannot go on from `since`, the session is
+    /// told as for any loss (`resync_required`, or `out_of_sync` and 4008).
+    pub quiet: bool,
 }
 
 impl Resume {
     /// The same request, to ask again (the same budget and the same answer flag).
     pub fn again(&self) -> Self {
-        Self { since: self.since.clone(), budget: self.budget.clone(), answered: self.answered.clone() }
+        Self {
+            since: self.since.clone(),
+            budget: self.budget.clone(),
+            answered: self.answered.clone(),
+            quiet: self.quiet,
+        }
     }
 }
 

@@ -14,7 +14,8 @@
 //! u8  version (1)
 //! u32 frame count, then per frame: u32 length, bytes
 //! u32 segment count, then per segment:
-//!     16 user, 16 session, u64 seq, u16 close (0: none), u32 frame count, u32 index × count
+//!     16 user, 16 session, u64 seq, u16 close (0: none), u32 frame count, u32 index × count,
+//!     u32 move count, then per move: 16 channel, 8 epoch, u64 cseq, u8 released (0 or 1)
 //! ```
 
 use std::collections::HashMap;
@@ -22,16 +23,32 @@ use std::collections::HashMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-use crate::protocol::Frame;
+use crate::protocol::{Epoch, Frame};
 
-const VERSION: u8 = 1;
+/// 2: segments carry moves (planned shard moves keep sessions attached).
+const VERSION: u8 = 2;
 /// Most bytes of frames one forwarded NATS message carries (the server's default
 /// `max_payload` is 1 MiB; one frame may exceed this and then goes alone).
 pub const FORWARD_BATCH_BYTES: usize = 256 * 1024;
 /// Header naming the node that sent a forwarded message (numbering is per sending node).
 pub const FROM_HEADER: &str = "Palaver-From";
-/// Bytes a segment costs besides its frames (ids, seq, close, count).
-const SEGMENT_OVERHEAD: usize = 16 + 16 + 8 + 2 + 4;
+/// Bytes a segment costs besides its frames and moves (ids, seq, close, counts).
+const SEGMENT_OVERHEAD: usize = 16 + 16 + 8 + 2 + 4 + 4;
+/// Bytes one move takes.
+const MOVE_LEN: usize = 16 + 8 + 8 + 1;
+
+/// A channel the session was subscribed to moved to another owner in a planned handoff: its
+/// stream continues there after `cseq` (same epoch), and the session's node re-attaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub channel_id: Uuid,
+    pub epoch: Epoch,
+    /// The last position the old owner gave the session (its frames come before this move).
+    pub cseq: u64,
+    /// The old owner holds nothing else of this session: a later death of that node cannot
+    /// cost the session anything.
+    pub released: bool,
+}
 
 /// One stand-in's drained batch: frames for one remote session, in order.
 #[derive(Debug)]
@@ -40,10 +57,15 @@ pub struct Segment {
     pub session: Uuid,
     /// Per stand-in, from 1: a jump on the receiving node means a batch was lost.
     pub seq: u64,
-    /// A close code to apply after the frames (0: none).
+    /// A close code to apply after the frames and moves (0: none).
     pub close: u16,
     pub frames: Vec<Frame>,
+    /// Applied after the frames.
+    pub moves: Vec<Moved>,
 }
+
+/// A segment as gathered: user, session, seq, close, frame indexes, moves.
+type GatheredSegment = (Uuid, Uuid, u64, u16, Vec<u32>, Vec<Moved>);
 
 /// Gathers segments for one node, each distinct frame once.
 #[derive(Default)]
@@ -53,7 +75,7 @@ pub struct NodeBatch {
     index: HashMap<(usize, usize), u32>,
     /// The frame added last and its index: a fan-out adds the same frame many times in a row.
     last: Option<((usize, usize), u32)>,
-    segments: Vec<(Uuid, Uuid, u64, u16, Vec<u32>)>,
+    segments: Vec<GatheredSegment>,
     encoded_len: usize,
 }
 
@@ -77,8 +99,8 @@ impl NodeBatch {
             self.last = Some((key, index));
             refs.push(index);
         }
-        self.encoded_len += SEGMENT_OVERHEAD + 4 * refs.len();
-        self.segments.push((segment.user, segment.session, segment.seq, segment.close, refs));
+        self.encoded_len += SEGMENT_OVERHEAD + 4 * refs.len() + MOVE_LEN * segment.moves.len();
+        self.segments.push((segment.user, segment.session, segment.seq, segment.close, refs, segment.moves));
     }
 
     /// Bytes the encoded message will have.
@@ -104,7 +126,7 @@ impl NodeBatch {
             out.put_slice(frame.as_bytes());
         }
         out.put_u32(self.segments.len() as u32);
-        for (user, session, seq, close, refs) in &self.segments {
+        for (user, session, seq, close, refs, moves) in &self.segments {
             out.put_slice(user.as_bytes());
             out.put_slice(session.as_bytes());
             out.put_u64(*seq);
@@ -112,6 +134,13 @@ impl NodeBatch {
             out.put_u32(refs.len() as u32);
             for index in refs {
                 out.put_u32(*index);
+            }
+            out.put_u32(moves.len() as u32);
+            for moved in moves {
+                out.put_slice(moved.channel_id.as_bytes());
+                out.put_slice(&moved.epoch.to_bytes());
+                out.put_u64(moved.cseq);
+                out.put_u8(u8::from(moved.released));
             }
         }
         out.freeze()
@@ -165,7 +194,25 @@ pub fn decode(payload: Bytes) -> Result<Vec<Segment>, Malformed> {
             let index = input.get_u32() as usize;
             own.push(frames.get(index).cloned().ok_or(Malformed("frame index"))?);
         }
-        segments.push(Segment { user, session, seq, close, frames: own });
+        let count = read_u32(&mut input)? as usize;
+        if count > input.remaining() / MOVE_LEN {
+            return Err(Malformed("move count"));
+        }
+        let mut moves = Vec::with_capacity(count);
+        for _ in 0..count {
+            let channel_id = read_uuid(&mut input);
+            let mut epoch = [0u8; 8];
+            input.copy_to_slice(&mut epoch);
+            let epoch = Epoch::from_bytes(epoch).ok_or(Malformed("epoch"))?;
+            let cseq = input.get_u64();
+            let released = match input.get_u8() {
+                0 => false,
+                1 => true,
+                _ => return Err(Malformed("released")),
+            };
+            moves.push(Moved { channel_id, epoch, cseq, released });
+        }
+        segments.push(Segment { user, session, seq, close, frames: own, moves });
     }
     if input.has_remaining() {
         return Err(Malformed("trailing bytes"));
@@ -197,6 +244,7 @@ mod tests {
             seq,
             close: 0,
             frames: frames.iter().map(|f| (*f).clone()).collect(),
+            moves: Vec::new(),
         }
     }
 
@@ -235,6 +283,35 @@ mod tests {
     }
 
     #[test]
+    fn moves_travel_after_their_segments_frames() {
+        let frame = Frame::from("{}");
+        let mut with_move = segment(3, &[&frame]);
+        let moved = Moved {
+            channel_id: Uuid::new_v4(),
+            epoch: Epoch::parse("Vt4nR2cL").unwrap(),
+            cseq: 41,
+            released: true,
+        };
+        with_move.moves = vec![moved, Moved { released: false, ..moved }];
+        let mut batch = NodeBatch::default();
+        batch.add(with_move);
+        batch.add(segment(1, &[&frame]));
+        let expected_len = batch.len();
+        let encoded = batch.encode();
+        assert_eq!(encoded.len(), expected_len);
+        let segments = decode(encoded.clone()).unwrap();
+        assert_eq!(segments[0].moves, vec![moved, Moved { released: false, ..moved }]);
+        assert_eq!(segments[0].frames, vec![frame]);
+        assert!(segments[1].moves.is_empty());
+        // A move whose epoch is not [A-Za-z0-9]{8} is refused.
+        let mut bad = BytesMut::from(&encoded[..]);
+        // The first move of the first segment: before it, its second move and segment 2.
+        let epoch_at = encoded.len() - (SEGMENT_OVERHEAD + 4) - 2 * MOVE_LEN + 16;
+        bad[epoch_at] = b'!';
+        assert_eq!(decode(bad.freeze()).unwrap_err(), Malformed("epoch"));
+    }
+
+    #[test]
     fn equal_text_in_different_buffers_is_still_delivered_to_each() {
         let a = Frame::from(String::from("same"));
         let b = Frame::from(String::from("same"));
@@ -254,10 +331,10 @@ mod tests {
         for cut in 0..good.len() {
             assert!(decode(good.slice(..cut)).is_err(), "cut at {cut}");
         }
-        // A frame index past the table.
+        // A frame index past the table (the segment's last index, before its move count).
         let mut bad = BytesMut::from(&good[..]);
-        let last = bad.len() - 4;
-        bad[last..].copy_from_slice(&9u32.to_be_bytes());
+        let last = bad.len() - 8;
+        bad[last..last + 4].copy_from_slice(&9u32.to_be_bytes());
         assert_eq!(decode(bad.freeze()).unwrap_err(), Malformed("frame index"));
         // A huge count does not allocate.
         let mut lie = BytesMut::new();
@@ -270,7 +347,7 @@ mod tests {
         assert!(decode(long.freeze()).is_err());
         // Another version.
         let mut other = BytesMut::from(&good[..]);
-        other[0] = 2;
+        other[0] = 1;
         assert_eq!(decode(other.freeze()).unwrap_err(), Malformed("unknown version"));
     }
 }

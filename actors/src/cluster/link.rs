@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::forward::{FORWARD_BATCH_BYTES, FROM_HEADER, NodeBatch, Segment};
+use super::forward::{FORWARD_BATCH_BYTES, FROM_HEADER, Moved, NodeBatch, Segment};
 use crate::outbox::Relay;
-use crate::protocol::Frame;
+use crate::protocol::{Epoch, Frame};
 
 /// A stand-in's close with this code is not forwarded: the session itself is gone.
 pub const CLOSE_STAND_IN_GONE: u16 = 4999;
@@ -32,12 +32,23 @@ pub const CLOSE_STAND_IN_GONE: u16 = 4999;
 enum Entry {
     Frame { user: Uuid, session: Uuid, frame: Frame },
     Close { user: Uuid, session: Uuid, code: u16 },
+    Moved { user: Uuid, session: Uuid, moved: Moved },
+}
+
+impl Entry {
+    fn session(&self) -> (Uuid, Uuid) {
+        match self {
+            Entry::Frame { user, session, .. }
+            | Entry::Close { user, session, .. }
+            | Entry::Moved { user, session, .. } => (*user, *session),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Waiting {
     entries: Vec<Entry>,
-    /// Frame entries among `entries` (closes do not count against the bound).
+    /// Frame entries among `entries` (closes and moves do not count against the bound).
     frames: usize,
 }
 
@@ -49,6 +60,8 @@ pub struct NodeLink {
     wake: Notify,
     /// The forwarder ended (NATS publish failed, or the node is gone).
     closed: AtomicBool,
+    /// The forwarder took entries and has not handed all of them to NATS yet.
+    busy: AtomicBool,
     /// Most frame entries waiting.
     max_entries: usize,
 }
@@ -59,6 +72,7 @@ impl NodeLink {
             waiting: Mutex::new(Waiting::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             max_entries: max_entries.max(1),
         })
     }
@@ -96,7 +110,14 @@ impl NodeLink {
     fn take(&self) -> Vec<Entry> {
         let mut waiting = self.lock();
         waiting.frames = 0;
+        self.busy.store(true, Ordering::Release);
         std::mem::take(&mut waiting.entries)
+    }
+
+    /// Everything pushed so far was handed to NATS (or the link is shut): a node that is
+    /// leaving waits for this, so its last frames and moves are not lost with the process.
+    pub fn is_drained(&self) -> bool {
+        self.is_closed() || (self.lock().entries.is_empty() && !self.busy.load(Ordering::Acquire))
     }
 }
 
@@ -107,6 +128,11 @@ impl Relay for NodeLink {
 
     fn close(&self, user_id: Uuid, session_id: Uuid, code: u16) {
         self.enqueue(Entry::Close { user: user_id, session: session_id, code }, false);
+    }
+
+    fn moved(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid, at: (Epoch, u64), released: bool) {
+        let moved = Moved { channel_id, epoch: at.0, cseq: at.1, released };
+        self.enqueue(Entry::Moved { user: user_id, session: session_id, moved }, false);
     }
 
     fn congested(&self) -> bool {
@@ -136,9 +162,7 @@ impl Batcher {
         let mut bytes = 0usize;
         let mut ended: Vec<Uuid> = Vec::new();
         for entry in entries {
-            let (user, session) = match &entry {
-                Entry::Frame { user, session, .. } | Entry::Close { user, session, .. } => (*user, *session),
-            };
+            let (user, session) = entry.session();
             if let Entry::Close { code: CLOSE_STAND_IN_GONE, .. } = entry {
                 ended.push(session);
                 continue;
@@ -148,7 +172,14 @@ impl Batcher {
                 None => {
                     let number = self.numbers.entry(session).or_insert(0);
                     *number += 1;
-                    segments.push(Segment { user, session, seq: *number, close: 0, frames: Vec::new() });
+                    segments.push(Segment {
+                        user,
+                        session,
+                        seq: *number,
+                        close: 0,
+                        frames: Vec::new(),
+                        moves: Vec::new(),
+                    });
                     slot.insert(session, segments.len() - 1);
                     segments.len() - 1
                 }
@@ -164,6 +195,9 @@ impl Batcher {
                     }
                     ended.push(session);
                 }
+                // Applied after the segment's frames: all of them were pushed before the move
+                // (frames pushed after it are of other channels, and the move needs none).
+                Entry::Moved { moved, .. } => segments[index].moves.push(moved),
             }
             if bytes >= FORWARD_BATCH_BYTES {
                 out.push(Self::gather(std::mem::take(&mut segments)));
@@ -208,6 +242,7 @@ pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: Str
                 break 'run;
             }
         }
+        link.busy.store(false, Ordering::Release);
     }
     link.shut();
 }
@@ -261,6 +296,24 @@ mod tests {
         // A gone session's close is not forwarded.
         link.close(user, a, CLOSE_STAND_IN_GONE);
         assert!(drain(&link, &mut batcher).is_empty());
+    }
+
+    #[test]
+    fn a_move_travels_with_the_frames_before_it_even_when_the_link_is_full() {
+        let link = NodeLink::new(1);
+        let mut batcher = Batcher::default();
+        let (user, a, channel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let epoch = Epoch::parse("Vt4nR2cL").unwrap();
+        assert!(link.push(user, a, Frame::from("last of the old owner")));
+        link.moved(user, a, channel, (epoch, 9), true);
+        let segments = drain(&link, &mut batcher);
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].frames, vec![Frame::from("last of the old owner")]);
+        assert_eq!(segments[0].moves, vec![Moved { channel_id: channel, epoch, cseq: 9, released: true }]);
+        assert_eq!(segments[0].close, 0);
+        // The session's numbering goes on: a move is not a close.
+        link.moved(user, a, channel, (epoch, 9), false);
+        assert_eq!(drain(&link, &mut batcher)[0].seq, 2);
     }
 
     #[test]

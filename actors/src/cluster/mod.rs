@@ -9,9 +9,10 @@
 //! with the owner's writes (message commits, edits, deletes, reactions) fenced by the shard
 //! epoch (`store::Fence`), REST writes of other nodes ordered by holding the owner's actor, and
 //! the per-user session cap counted on every node (`SessionRegistry::remote_sessions`), and
-//! planned handoffs that keep a channel's stream (a leaving or rebalancing owner writes where
-//! each stream ended into `channel_handoffs` before unlocking; the next owner continues the
-//! epoch and position), and single-owner community actors (commands routed like a channel's,
+//! planned handoffs that keep a channel's stream and its subscribers (a leaving or rebalancing
+//! owner writes where each stream ended into `channel_handoffs` before unlocking; the next
+//! owner continues the epoch and position, and every subscribed session is re-attached there
+//! from where it was), and single-owner community actors (commands routed like a channel's,
 //! the owner's writes fenced).
 //!
 //! One file per concern: `shards` (hashing and placement), `locks` (the lock connection),
@@ -41,6 +42,9 @@ use self::locks::{Keepalives, LockConnection};
 use self::members::{ControlMessage, Members};
 use self::shards::{SHARDS, Shard, node_lock_key, placement, valid_node_id};
 use crate::shared::StreamEnd;
+
+/// How long a leaving node waits for its links to hand their last frames and moves to NATS.
+const LINK_FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How a node joins a cluster (every field has a configuration option, except the timers,
 /// which tests shorten).
@@ -222,16 +226,22 @@ impl Cluster {
         self.owned.get(&shard).map(|e| *e)
     }
 
-    /// Leaves: tells the others at once (they need not wait for silence), then frees every
-    /// lock by closing the lock connection.
+    /// Leaves: hands every shard over (their streams and subscribers move to the next
+    /// owners), frees every lock by closing the lock connection, then tells the others at
+    /// once (they need not wait for silence). `Leaving` goes last: a node that drops this one
+    /// from its live set closes the sessions that depended on it, unless the handoff's moves
+    /// (published before, on the same connection) released them.
     pub async fn leave(&self) {
-        let _ = self.members.publish(&self.nats, &ControlMessage::Leaving).await;
-        let _ = self.nats.flush().await;
         let _ = self.stop.send(true);
         let ownership = self.ownership.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(ownership) = ownership {
             let _ = ownership.await;
         }
+        if let Some(router) = self.router.get() {
+            router.flush_links(LINK_FLUSH_PATIENCE).await;
+        }
+        let _ = self.members.publish(&self.nats, &ControlMessage::Leaving).await;
+        let _ = self.nats.flush().await;
     }
 
     /// Starts this node's side of the cluster bus (`bus`), applying other nodes' events to
@@ -281,10 +291,10 @@ impl Cluster {
     /// Stops serving shards (their actors drain first, while the locks are still held, so
     /// no other node owns them before these stop writing). Answers the fencing epochs they
     /// were held under and where their channels' streams ended.
-    async fn give_up(&self, shards: &[Shard]) -> Handoff {
+    async fn give_up(&self, shards: &[Shard], planned: bool) -> Handoff {
         let held = shards.iter().filter_map(|shard| self.owned.remove(shard)).collect();
         let ends = match self.router.get() {
-            Some(router) => router.lost(shards).await,
+            Some(router) => router.lost(shards, planned).await,
             None => Vec::new(),
         };
         Handoff { held, ends }
@@ -293,7 +303,7 @@ impl Cluster {
     /// A planned give-up: the shards' streams are written down for their next owner (which
     /// continues them: same epoch, next position), then the shards are unlocked.
     async fn hand_off(&self, conn: &mut LockConnection, shards: &[Shard]) {
-        let Handoff { held, ends } = self.give_up(shards).await;
+        let Handoff { held, ends } = self.give_up(shards, true).await;
         match conn.record_handoffs(&self.config.node_id, &held, &ends).await {
             Ok(written) => tracing::debug!(shards = shards.len(), written, "streams handed over"),
             // The next owner starts new epochs instead: clients resync, nothing is lost.
@@ -332,7 +342,7 @@ async fn ownership_loop(
         let Some(conn) = lock.as_mut() else {
             // The lock connection died: every lock went with it. Reconnect and start over.
             let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
-            cluster.give_up(&held).await;
+            cluster.give_up(&held, false).await;
             lock = LockConnection::open(
                 &cluster.config.lock_database_url,
                 &cluster.config.node_id,
@@ -351,7 +361,7 @@ async fn ownership_loop(
             tracing::warn!("lock connection lost: every shard given up");
             lock = None;
             let held: Vec<Shard> = cluster.owned.iter().map(|e| *e.key()).collect();
-            cluster.give_up(&held).await;
+            cluster.give_up(&held, false).await;
             continue;
         }
         if last_seen_write.elapsed() >= timers.heartbeat {
@@ -440,7 +450,7 @@ async fn ownership_loop(
             conn.close().await;
         }
         None => {
-            cluster.give_up(&held).await;
+            cluster.give_up(&held, false).await;
         }
     }
 }

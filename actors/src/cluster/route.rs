@@ -13,8 +13,10 @@
 //!
 //! Never a silent gap: core NATS may drop a message; the receiving node sees the sequence
 //! jump and closes the session with `out_of_sync` + 4008, so its client reconnects and
-//! resumes. A node losing a shard closes every subscriber of that shard's channels the same
-//! way (their clients resubscribe through the new owner).
+//! resumes. A node losing a shard unplanned closes every subscriber of that shard's channels
+//! the same way (their clients resubscribe through the new owner). A planned move keeps them:
+//! the old owner sends each stand-in's node a `Moved` after the last frames (same link, same
+//! numbering), and that node re-attaches its session to the next owner from that position.
 //!
 //! REST changes made on a non-owner run their database write where they arrived, while the
 //! owner's actor is held for them (`OwnerRequest::Hold`: earlier sends flushed, send rules
@@ -31,7 +33,7 @@ use dashmap::DashMap;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::forward::{self, FROM_HEADER};
@@ -46,7 +48,7 @@ use crate::community::{Answer, Command, CommunityRouter};
 use crate::kinds::MessageType;
 use crate::metrics::HubMetrics;
 use crate::outbox::{Outbox, Relay};
-use crate::protocol::{Position, RelayedFrame, ServerFrame};
+use crate::protocol::{Epoch, Position, RelayedFrame, ServerFrame};
 use crate::registry::SessionRegistry;
 use crate::shared::StreamEnd;
 
@@ -56,6 +58,8 @@ const NO_OWNER_PATIENCE: Duration = Duration::from_secs(1);
 const NO_OWNER_RETRY: Duration = Duration::from_millis(200);
 /// Longest wait for an owner's answer (its actor may take `CHANNEL_COMMAND_TIMEOUT`).
 const OWNER_ANSWER_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long a node giving shards up waits for NATS to confirm it stopped answering for them.
+const UNSUBSCRIBE_PATIENCE: Duration = Duration::from_secs(1);
 /// A stand-in no request used for this long, and in no channel's subscribers, is dropped.
 const STAND_IN_IDLE: Duration = Duration::from_secs(60);
 /// How often stand-ins of dead nodes and idle ones are swept.
@@ -223,6 +227,9 @@ impl OwnerRequest {
 pub struct WireResume {
     since: Option<Position>,
     budget: usize,
+    /// `Resume::quiet`.
+    #[serde(default)]
+    quiet: bool,
 }
 
 /// The owner's answer.
@@ -307,14 +314,18 @@ pub trait ChannelsHere: Send + Sync {
     fn live_here(&self, channel_id: Uuid) -> bool;
     /// Runs a community command on this node's actor of the community (started if needed).
     fn community_here(&self, community_id: Uuid, command: Command) -> BoxFuture<Result<Answer, HubError>>;
-    /// This node lost these shards: their actors stop and their subscribers are closed
-    /// `out_of_sync` (they resubscribe through the new owner). Answers where the streams
+    /// This node lost these shards: their actors stop. Unplanned, their subscribers are
+    /// closed `out_of_sync` (they resubscribe through the new owner); planned, they get the
+    /// actors' last frames and are re-attached to the next owner. Answers where the streams
     /// of the channels that stopped cleanly ended (handed to the next owner if planned).
-    fn shards_lost(&self, shards: HashSet<Shard>) -> BoxFuture<Vec<StreamEnd>>;
+    fn shards_lost(&self, shards: HashSet<Shard>, planned: bool) -> BoxFuture<Vec<StreamEnd>>;
     /// This node took these shards; `handed` are the streams a planned handoff continues.
     fn shards_taken(&self, shards: HashSet<Shard>, handed: Vec<StreamEnd>);
     /// This node's sessions.
     fn sessions(&self) -> &SessionRegistry;
+    /// A session of this node was subscribed to `channel_id` on an owner that handed the
+    /// channel on (planned): attach it to the next owner, from `at`.
+    fn reattach(&self, outbox: Arc<Outbox>, channel_id: Uuid, at: (Epoch, u64));
 }
 
 /// Queue sizes of a stand-in (the same bounds as a socket's queue).
@@ -356,7 +367,7 @@ pub struct Router {
     live_nodes: Mutex<Vec<String>>,
     here: OnceLock<Arc<dyn ChannelsHere>>,
     /// Shard → the task answering its requests.
-    serving: DashMap<Shard, AbortHandle>,
+    serving: DashMap<Shard, JoinHandle<()>>,
     stand_ins: Arc<DashMap<Uuid, StandIn>>,
     limits: StandInLimits,
     /// Stand-ins count into a registry of their own: their frames are not this node's
@@ -471,7 +482,7 @@ impl Router {
             match self.nats.queue_subscribe(self.subject(*shard), "owner".into()).await {
                 Ok(requests) => {
                     let task = tokio::spawn(self.clone().answer(*shard, requests));
-                    self.serving.insert(*shard, task.abort_handle());
+                    self.serving.insert(*shard, task);
                 }
                 Err(err) => tracing::warn!(shard, %err, "cannot serve a shard's requests"),
             }
@@ -480,16 +491,40 @@ impl Router {
 
     /// These shards are no longer owned here: stop answering for them, stop their actors.
     /// Stops serving `shards` (their actors stop); answers where their streams ended.
-    pub(super) async fn lost(&self, shards: &[Shard]) -> Vec<StreamEnd> {
+    pub(super) async fn lost(&self, shards: &[Shard], planned: bool) -> Vec<StreamEnd> {
+        let mut stopped = Vec::new();
         for shard in shards {
             if let Some((_, task)) = self.serving.remove(shard) {
                 task.abort();
+                stopped.push(task);
             }
         }
+        if !stopped.is_empty() {
+            // Each ended task dropped its subscription (the unsubscribe is queued on the
+            // connection); the flush's round trip comes back once NATS applied them. Until then
+            // a request for these shards could still be handed to this node, which would drop
+            // it unanswered and leave its asker waiting out OWNER_ANSWER_TIMEOUT.
+            for task in stopped {
+                let _ = task.await;
+            }
+            let _ = tokio::time::timeout(UNSUBSCRIBE_PATIENCE, self.nats.flush()).await;
+        }
         match self.here.get() {
-            Some(here) if !shards.is_empty() => here.shards_lost(shards.iter().copied().collect()).await,
+            Some(here) if !shards.is_empty() => {
+                here.shards_lost(shards.iter().copied().collect(), planned).await
+            }
             _ => Vec::new(),
         }
+    }
+
+    /// Waits (at most `patience`) until every link handed what was pushed to NATS, then
+    /// flushes the connection: a leaving node's last frames and moves reach the other nodes.
+    pub(super) async fn flush_links(&self, patience: Duration) {
+        let give_up = Instant::now() + patience;
+        while Instant::now() < give_up && !self.links.iter().all(|link| link.is_drained()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = self.nats.flush().await;
     }
 
     /// `shards` are this node's now; `handed` continue streams of a planned handoff.
@@ -553,8 +588,11 @@ impl Router {
         let (request, waiting) = match message {
             ChannelMsg::Subscribe { origin, resume, reply } => {
                 let budget = resume.as_ref().map(|r| r.budget.clone());
-                let wire = resume
-                    .map(|r| WireResume { since: r.since.clone(), budget: r.budget.load(Ordering::Acquire) });
+                let wire = resume.map(|r| WireResume {
+                    since: r.since.clone(),
+                    budget: r.budget.load(Ordering::Acquire),
+                    quiet: r.quiet,
+                });
                 (
                     OwnerRequest::Subscribe { from: from(&origin), resume: wire },
                     Waiting::Subscribe(reply, budget),
@@ -700,6 +738,7 @@ impl Router {
                     since: r.since,
                     budget: budget.clone().unwrap_or_default(),
                     answered: Arc::new(AtomicBool::new(false)),
+                    quiet: r.quiet,
                 });
                 let (reply, answer) = ractor::concurrency::oneshot();
                 let message = ChannelMsg::Subscribe { origin, resume, reply: Some(reply.into()) };
@@ -1004,7 +1043,7 @@ impl Router {
         };
         let Some(here) = self.here.get() else { return };
         let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
-        let received = received.entry(from).or_default();
+        let received = received.entry(from.clone()).or_default();
         for segment in segments {
             let Some(outbox) = here.sessions().session(segment.user, segment.session) else { continue };
             let last = received.insert((segment.user, segment.session), segment.seq);
@@ -1018,6 +1057,14 @@ impl Router {
             }
             for frame in segment.frames {
                 outbox.push(frame);
+            }
+            for moved in segment.moves {
+                // Everything before this point came from that owner: if it holds nothing else of
+                // the session, its later death costs the session nothing.
+                if moved.released {
+                    self.depends.remove(&(from.clone(), segment.session));
+                }
+                here.reattach(outbox.clone(), moved.channel_id, (moved.epoch, moved.cseq));
             }
             if segment.close != 0 {
                 outbox.close(segment.close);
@@ -1169,13 +1216,6 @@ impl ChannelRouter for Router {
         }
     }
 
-    fn drained(&self) {
-        let frame = ServerFrame::out_of_sync().encode();
-        for stand_in in self.stand_ins.iter() {
-            stand_in.outbox.close_out_of_sync(&frame);
-        }
-    }
-
     fn forward_effects(&self, channel_id: Uuid, effects: Vec<Effect>) -> BoxFuture<CommandAnswer> {
         let Some(me) = self.me() else { return Box::pin(async { Err(PostError::Unavailable) }) };
         Box::pin(async move {
@@ -1230,13 +1270,14 @@ mod tests {
             resume: Some(WireResume {
                 since: Some(Position { epoch: "abcdefgh".into(), cseq: 7 }),
                 budget: 9,
+                quiet: true,
             }),
         };
         let text = serde_json::to_string(&Envelope { channel: Uuid::nil(), request }).unwrap();
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert!(matches!(
             back.request,
-            OwnerRequest::Subscribe { resume: Some(WireResume { budget: 9, .. }), .. }
+            OwnerRequest::Subscribe { resume: Some(WireResume { budget: 9, quiet: true, .. }), .. }
         ));
     }
 
