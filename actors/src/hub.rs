@@ -271,19 +271,13 @@ impl Hub {
     /// Runs a command on the community's actor (starting it if needed) and waits for its
     /// answer, riding out a restart or an idle stop in between. A command is sent at most once
     /// to a live actor; a timeout is answered `Unavailable` (the command may have completed).
-    /// In a cluster, the command runs on the node owning the community's shard.
+    /// In a cluster, the command runs on the node owning the community's shard (also the
+    /// owner's side of a routed command, whose shard may have moved on since).
     pub async fn community_command(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
-        if let Some(router) = self.communities.owned_elsewhere(community_id) {
-            return router.command(community_id, command).await;
-        }
-        self.community_command_here(community_id, command).await
-    }
-
-    /// `community_command` on this node's actor (the owner's side of a routed command).
-    async fn community_command_here(&self, community_id: Uuid, command: Command) -> Result<Answer, HubError> {
         for _ in 0..3 {
-            // The shard moved while this command waited (its actor was stopped for the move):
-            // it goes to the new owner rather than to an actor started on a non-owner.
+            // Owned elsewhere, or the shard moved while this command waited (its actor was
+            // stopped for the move): it goes to the owner rather than to an actor started on a
+            // non-owner.
             if let Some(router) = self.communities.owned_elsewhere(community_id) {
                 return router.command(community_id, command).await;
             }
@@ -812,7 +806,7 @@ impl ChannelsHere for Hub {
 
     fn community_here(&self, community_id: Uuid, command: Command) -> BoxFuture<Result<Answer, HubError>> {
         let Some(hub) = self.this.upgrade() else { return Box::pin(async { Err(HubError::Stopped) }) };
-        Box::pin(async move { hub.community_command_here(community_id, command).await })
+        Box::pin(async move { hub.community_command(community_id, command).await })
     }
 
     /// Every channel of these shards stops here: its actor commits and answers what it
