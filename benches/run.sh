@@ -33,6 +33,7 @@
 # Parameters (env), with defaults; a quick smoke run:
 #   RECEIVERS=200 SENDERS=5 SENDERS_HIGH=10 SATURATION= DURATION=5 IDLE_CONNECTIONS=2000 benches/run.sh
 #   SATURATION=200,300 (more fan-out runs at these sender counts; empty: none)
+#   CLUSTER_NODE_ENV= (VAR=value settings for the cluster's nodes only)
 #   CEILING_ARGS= (e.g. --per-frame: the ceiling writes each frame on its own; default: it
 #        gathers each drained batch into one write with a 64 KiB write buffer)
 #   RECEIVERS=1000 SENDERS=20 SENDERS_HIGH=100 RATE=5 DURATION=20 DRAIN=5 PAYLOAD_BYTES=64
@@ -67,6 +68,9 @@ SATURATION=${SATURATION:-200,300}
 # Extra ceiling flags, e.g. CEILING_ARGS=--per-frame (one write per frame, the naive server)
 # or CEILING_ARGS="--write-buffer 8192" (Palaver's own write buffer).
 CEILING_ARGS=${CEILING_ARGS:-}
+# Extra VAR=value settings for every cluster node (not the single node), e.g.
+# CLUSTER_NODE_ENV="TOKIO_WORKER_THREADS=1" (three nodes on a small machine).
+CLUSTER_NODE_ENV=${CLUSTER_NODE_ENV:-}
 RATE=${RATE:-5}
 DURATION=${DURATION:-20}
 DRAIN=${DRAIN:-5}
@@ -263,10 +267,11 @@ start_cluster() { # $1 = log file prefix: N nodes on one fresh database, waited 
     for i in $(seq "$CLUSTER"); do
         port=$(free_port)
         ports+=("$port")
+        # shellcheck disable=SC2086 # CLUSTER_NODE_ENV is a list of settings
         env PALAVER_BIND="127.0.0.1:$port" PALAVER_DATA_DIR="$DATA_DIR" PALAVER_REGISTRATION=open \
             PALAVER_HTTP_RATE_LIMITS=off RUST_LOG="${PALAVER_RUST_LOG:-warn}" \
             DATABASE_URL="$(pg_url_for "$PG_ADMIN_URL" "$PG_DB")" PALAVER_NATS_URL="$NATS_URL" \
-            PALAVER_NODE_ID="n$i" PALAVER_NATS_PREFIX="$nats_prefix" \
+            PALAVER_NODE_ID="n$i" PALAVER_NATS_PREFIX="$nats_prefix" $CLUSTER_NODE_ENV \
             "$PALAVER" >"$prefix.n$i.log" 2>&1 &
         pid=$!
         if (( i == 1 )); then SERVER_PID=$pid; else CLUSTER_PIDS+=("$pid"); ALSO_PIDS+="${ALSO_PIDS:+,}$pid"; fi
@@ -396,7 +401,10 @@ if (( CLUSTER > 0 )); then
         ((map(.label) | unique | map(select(startswith("fanout-")))[]) as $f
             | row($f; "recv p99 ms"; .recv_latency_ms.p99), row($f; "ack p99 ms"; .ack_latency_ms.p99),
               row($f; "deliveries/s"; .deliveries_per_s), row($f; "deliveries per CPU-s"; .deliveries_per_cpu_s),
-              row($f; "lost"; .lost)),
+              row($f; "lost"; .lost),
+              (pick($n + $f) | if . == null or .by_node == null then empty else
+                  [$f, "cluster recv p99 ms by node", "-", (.by_node.recv_latency_ms | map(.p99 | num) | join(" / ")), "-"],
+                  [$f, "cluster ack p99 ms by sender node", "-", (.by_node.ack_latency_ms | map(.p99 | num) | join(" / ")), "-"] end)),
         row("ingest"; "committed msgs/s"; .committed_per_s), row("ingest"; "missing after"; .missing_after),
         row("idle"; "connect total s"; .connect_total_s), row("idle"; "RSS per socket KiB (first node)"; .rss_per_socket_kb),
         (pick($n + "failover") | if . == null then empty else

@@ -36,10 +36,11 @@ impl Target {
         Ok(target)
     }
 
-    /// The node the next client socket goes to (round-robin): its WS URL and address.
-    pub fn next_node(&self) -> (&str, SocketAddr) {
-        let i = self.next_node.fetch_add(1, Ordering::Relaxed);
-        self.node(i)
+    /// The node the next client socket goes to (round-robin): its index, WS URL and address.
+    pub fn next_node(&self) -> (usize, &str, SocketAddr) {
+        let i = self.next_node.fetch_add(1, Ordering::Relaxed) % self.node_count();
+        let (url, addr) = self.node(i);
+        (i, url, addr)
     }
 
     /// Node `i` (modulo their count): its WS URL and address.

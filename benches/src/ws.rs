@@ -32,10 +32,10 @@ fn client_config() -> WebSocketConfig {
 }
 
 /// Opens a TCP connection (bound to the next `--source-ips` address, if any) and
-/// upgrades it to a WebSocket at `/ws`.
-pub async fn connect(target: &Target) -> Result<WsStream> {
-    let (ws_url, addr) = target.next_node();
-    connect_to(target, ws_url, addr).await
+/// upgrades it to a WebSocket at `/ws`. Returns the node's index too (0 for one server).
+pub async fn connect(target: &Target) -> Result<(WsStream, usize)> {
+    let (node, ws_url, addr) = target.next_node();
+    Ok((connect_to(target, ws_url, addr).await?, node))
 }
 
 /// Like [`connect`], to one chosen node.
@@ -122,16 +122,18 @@ pub struct Ready {
     pub user_id: Uuid,
     /// TCP connect start → `authenticated` received.
     pub connect_time: Duration,
+    /// Which node of a cluster it is connected to (0 for one server).
+    pub node: usize,
 }
 
 pub async fn open(target: &Target, token: &str, channels: &[Uuid]) -> Result<Ready> {
     let t0 = Instant::now();
-    let mut ws =
+    let (mut ws, node) =
         tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(target)).await.context("timed out connecting")??;
     let user_id = authenticate(&mut ws, token).await?;
     let connect_time = t0.elapsed();
     if !channels.is_empty() {
         subscribe_synced(&mut ws, channels).await?;
     }
-    Ok(Ready { ws, user_id, connect_time })
+    Ok(Ready { ws, user_id, connect_time, node })
 }

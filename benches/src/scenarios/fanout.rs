@@ -44,6 +44,10 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
 
     let progress = Arc::new(Progress::default());
     let recv_latency = Arc::new(SharedLatency::new(16));
+    // A cluster's receivers split by the node they are on: the channel owner's receivers
+    // wait for no node hop, the others for one (two for a send that arrived elsewhere).
+    let nodes = ctx.target.node_count();
+    let recv_by_node: Arc<Vec<SharedLatency>> = Arc::new((0..nodes).map(|_| SharedLatency::new(4)).collect());
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let recv_tasks: Vec<_> = receivers
@@ -55,6 +59,7 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
                 r.ws,
                 a.senders,
                 recv_latency.clone(),
+                (recv_by_node.clone(), r.node),
                 progress.clone(),
                 stop_rx.clone(),
             ))
@@ -83,7 +88,7 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
                 // Stay connected until the drain ends: a disconnect is server work.
                 exit_when_done: false,
             };
-            tokio::spawn(run_sender(s.ws, plan, progress.clone(), stop_rx.clone()))
+            (tokio::spawn(run_sender(s.ws, plan, progress.clone(), stop_rx.clone())), s.node)
         })
         .collect();
 
@@ -106,12 +111,14 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
     let mut sent = 0;
     let mut acked_sets = Vec::with_capacity(a.senders);
     let mut ack_latency = Latency::default();
+    let mut ack_by_node: Vec<Latency> = (0..nodes).map(|_| Latency::default()).collect();
     let mut errors = ErrorCounts::default();
-    for t in send_tasks {
+    for (t, node) in send_tasks {
         let r = t.await?;
         sent += r.sent;
         acked_sets.push(r.acked);
         ack_latency.merge(&r.ack_latency);
+        ack_by_node[node].merge(&r.ack_latency);
         errors.merge(&r.errors);
     }
     let acked: u64 = acked_sets.iter().map(SeqSet::len).sum();
@@ -134,6 +141,12 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
     // server that falls behind and catches up in the drain is not flattered.
     let delivery_secs = (last_recv_ns.saturating_sub(start_ns) as f64 / 1e9).max(a.duration as f64);
     let recv_latency = recv_latency.merged();
+    let by_node = (nodes > 1).then(|| {
+        json!({
+            "recv_latency_ms": recv_by_node.iter().map(|l| l.merged().summary_ms()).collect::<Vec<_>>(),
+            "ack_latency_ms": ack_by_node.iter().map(Latency::summary_ms).collect::<Vec<_>>(),
+        })
+    });
 
     Ok(json!({
         "receivers": a.receivers,
@@ -156,6 +169,7 @@ pub async fn run(ctx: &Ctx) -> Result<Value> {
         "delivery_span_s": round3(delivery_secs),
         "recv_latency_ms": recv_latency.summary_ms(),
         "ack_latency_ms": ack_latency.summary_ms(),
+        "by_node": by_node,
         "receive_cdf_ms": recv_latency.cdf_ms(),
         "ack_cdf_ms": ack_latency.cdf_ms(),
         "server_cpu_s": usage.server_cpu_s.map(round3),
@@ -181,6 +195,7 @@ async fn receiver(
     mut ws: WsStream,
     senders: usize,
     latency: Arc<SharedLatency>,
+    (by_node, node): (Arc<Vec<SharedLatency>>, usize),
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> ReceiverReport {
@@ -213,7 +228,9 @@ async fn receiver(
                 };
                 if set.insert(seq) {
                     let now = clock::now_ns();
-                    latency.record_us(idx, now.saturating_sub(sent_ns) / 1_000);
+                    let us = now.saturating_sub(sent_ns) / 1_000;
+                    latency.record_us(idx, us);
+                    by_node[node].record_us(idx, us);
                     rep.last_recv_ns = now;
                     progress.delivered_unique.fetch_add(1, Ordering::Relaxed);
                 } else {

@@ -403,7 +403,7 @@ async fn open_receivers(ctx: &Ctx, tokens: &[String], channel: Uuid) -> Result<V
 /// Opens a socket, authenticates and subscribes to `channel` with `since` (`{}` without a
 /// position), returning once `subscribed` arrived; replayed frames follow on the socket.
 async fn join(target: &Target, token: &str, channel: Uuid, since: Option<&Position>) -> Result<Joined> {
-    let mut ws = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::connect(target))
+    let (mut ws, _node) = tokio::time::timeout(HANDSHAKE_TIMEOUT, ws::connect(target))
         .await
         .context("timed out connecting")??;
     ws::authenticate(&mut ws, token).await?;
