@@ -48,12 +48,15 @@ impl Subscribers {
     }
 
     fn fan_out(&self, frame: &Frame, except: Option<Uuid>, push: fn(&Outbox, Frame) -> bool) {
-        let mut sessions = self.lock();
-        sessions.retain(|id, s| {
-            if Some(*id) != except {
-                push(&s.outbox, frame.clone());
-            }
-            !s.outbox.is_closed()
+        // Remote subscribers' links are woken once, after every local socket's writer.
+        crate::cluster::link::with_wakes_held(|| {
+            let mut sessions = self.lock();
+            sessions.retain(|id, s| {
+                if Some(*id) != except {
+                    push(&s.outbox, frame.clone());
+                }
+                !s.outbox.is_closed()
+            });
         });
     }
 

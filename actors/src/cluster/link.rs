@@ -13,6 +13,7 @@
 //! fail and the stand-in closes its session as a slow consumer; closes are always queued
 //! (one per stand-in at most), so the session's node still learns of them.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,8 +57,9 @@ struct Waiting {
 #[derive(Debug)]
 pub struct NodeLink {
     waiting: Mutex<Waiting>,
-    /// Wakes the forwarder when the queue turns non-empty (a permit is kept if it is busy).
-    wake: Notify,
+    /// Wakes the forwarder when the queue turns non-empty (a permit is kept if it is busy);
+    /// shared with `held_wakes` while a fan-out holds it back.
+    wake: Arc<Notify>,
     /// The forwarder ended (NATS publish failed, or the node is gone).
     closed: AtomicBool,
     /// The forwarder took entries and has not handed all of them to NATS yet.
@@ -70,7 +72,7 @@ impl NodeLink {
     pub fn new(max_entries: usize) -> Arc<Self> {
         Arc::new(Self {
             waiting: Mutex::new(Waiting::default()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             closed: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             max_entries: max_entries.max(1),
@@ -94,7 +96,7 @@ impl NodeLink {
         waiting.entries.push(entry);
         waiting.frames += usize::from(counts);
         drop(waiting);
-        if was_empty {
+        if was_empty && !hold_wake(&self.wake) {
             self.wake.notify_one();
         }
         true
@@ -223,6 +225,55 @@ impl Batcher {
     }
 }
 
+thread_local! {
+    /// While `with_wakes_held` runs on this thread: the forwarders its pushes would have woken.
+    static HELD_WAKES: RefCell<Option<Vec<Arc<Notify>>>> = const { RefCell::new(None) };
+}
+
+/// Keeps `wake` for the end of the running `with_wakes_held`, if any (false: wake now).
+fn hold_wake(wake: &Arc<Notify>) -> bool {
+    HELD_WAKES.with(|held| match held.borrow_mut().as_mut() {
+        Some(held) => {
+            if !held.iter().any(|w| Arc::ptr_eq(w, wake)) {
+                held.push(wake.clone());
+            }
+            true
+        }
+        None => false,
+    })
+}
+
+/// Runs a fan-out (`push`es onto links, synchronously) and wakes each link's forwarder once
+/// at its end. Why: a forwarder woken by the first push would either send a partial batch
+/// or have to yield until the rest landed, and a yield queues it behind every local
+/// socket writer the same fan-out woke, so remote sessions waited for all local writes.
+/// Woken last, it runs next on this worker (tokio's most-recently-woken slot).
+pub fn with_wakes_held<R>(fan_out: impl FnOnce() -> R) -> R {
+    let outer = HELD_WAKES.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_some() {
+            return false;
+        }
+        *held = Some(Vec::new());
+        true
+    });
+    if !outer {
+        return fan_out();
+    }
+    // Wakes even if `fan_out` panics: a forwarder left asleep would strand its link.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let held = HELD_WAKES.with(|held| held.borrow_mut().take()).unwrap_or_default();
+            for wake in held {
+                wake.notify_one();
+            }
+        }
+    }
+    let _release = Release;
+    fan_out()
+}
+
 /// Drains `link` into NATS messages to `subject` until the link is shut or a publish fails.
 pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: String, from: String) {
     let subject = async_nats::Subject::from(subject);
@@ -232,8 +283,6 @@ pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: Str
         if link.is_closed() {
             break;
         }
-        // The rest of the fan-out that woke us is being pushed right now: let it land.
-        tokio::task::yield_now().await;
         let entries = link.take();
         for batch in batcher.batches(entries) {
             let mut headers = async_nats::HeaderMap::new();
@@ -255,6 +304,26 @@ mod tests {
 
     fn drain(link: &NodeLink, batcher: &mut Batcher) -> Vec<Segment> {
         batcher.batches(link.take()).into_iter().flat_map(|b| decode(b.encode()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_fan_out_wakes_its_forwarder_once_when_it_ends() {
+        use futures_util::FutureExt;
+        let link = NodeLink::new(100);
+        let (user, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        with_wakes_held(|| {
+            assert!(link.push(user, a, Frame::from("x")));
+            assert!(link.push(user, b, Frame::from("x")));
+            // Nested (a fan-out inside a fan-out): still held until the outer one ends.
+            with_wakes_held(|| assert!(link.push(user, a, Frame::from("y"))));
+            assert!(link.wake.notified().now_or_never().is_none(), "woken before the fan-out ended");
+        });
+        assert!(link.wake.notified().now_or_never().is_some(), "not woken at the end");
+        assert!(link.wake.notified().now_or_never().is_none(), "woken more than once");
+        // Outside a fan-out a push wakes at once.
+        link.take();
+        assert!(link.push(user, a, Frame::from("z")));
+        assert!(link.wake.notified().now_or_never().is_some());
     }
 
     #[test]
