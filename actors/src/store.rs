@@ -331,9 +331,7 @@ impl Fence {
             None => Err(DbErr::Custom(FENCED.into())),
         }
     }
-}
 
-impl Fence {
     /// `insert` (a plain multi-row `INSERT … VALUES …`) as one statement that inserts only
     /// while the fence holds: the shard row is locked `FOR SHARE` in a `WITH` clause of the
     /// same statement, so a group commit costs one round trip instead of four (`BEGIN`, the
@@ -389,8 +387,9 @@ pub fn is_fenced(err: &DbErr) -> bool {
     matches!(err, DbErr::Custom(text) if text == FENCED)
 }
 
-/// Stores a group commit. Without claims or fence: one multi-row insert. Otherwise one
-/// transaction that first checks the fence (a cluster owner's writes), then sets each claimed
+/// Stores a group commit. Without claims: one multi-row insert (in a cluster, guarded by the
+/// fence in the same statement, see [`Fence::guard_insert`]). Otherwise one transaction that
+/// first checks the fence (a cluster owner's writes), then sets each claimed
 /// row's `delivered_at` where it is still null (scheduled messages being delivered), then
 /// inserts every message whose claim held. Returns the batch positions whose claim was lost
 /// (already delivered; not stored).

@@ -58,7 +58,7 @@ struct Waiting {
 pub struct NodeLink {
     waiting: Mutex<Waiting>,
     /// Wakes the forwarder when the queue turns non-empty (a permit is kept if it is busy);
-    /// shared with `held_wakes` while a fan-out holds it back.
+    /// shared with `HELD_WAKES` while a fan-out holds it back (`with_wakes_held`).
     wake: Arc<Notify>,
     /// The forwarder ended (NATS publish failed, or the node is gone).
     closed: AtomicBool,
