@@ -493,7 +493,7 @@ impl Hub {
         let cell = self.channels.slots.entry(channel_id).or_default().clone();
         let result = cell
             .get_or_try_init(|| async move {
-                let subscribers = Arc::new(Subscribers::default());
+                let subscribers = Arc::new(Subscribers::new(channel_id));
                 let actor =
                     spawn_channel(&self.shared, &self.channels, channel_id, subscribers.clone()).await?;
                 Ok::<_, HubError>(Arc::new(ChannelSlot::new(channel_id, actor, subscribers)))

@@ -60,6 +60,14 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     /// on after `at` (after what was pushed before); `released`: nothing else of the session
     /// is held here.
     fn moved(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid, at: (Epoch, u64), released: bool);
+    /// The session is now subscribed to `channel_id` here (after what was pushed before):
+    /// the link's node delivers the channel's broadcasts to it.
+    fn join(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid);
+    /// The session no longer is.
+    fn leave(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid);
+    /// Queues `frame` once for every session of the link's node subscribed to `channel_id`
+    /// here, except `except`; false if the link cannot take it (closed or full).
+    fn broadcast(&self, channel_id: Uuid, frame: Frame, except: Option<Uuid>, ephemeral: bool) -> bool;
     /// Whether the link is over half full (ephemeral frames are dropped then).
     fn congested(&self) -> bool;
     /// The link is gone (its node died or NATS failed): nothing pushed reaches the session.
@@ -293,6 +301,14 @@ impl Outbox {
     }
 
     /// Whether this is a stand-in's outbox (its session lives on another node).
+    /// A stand-in's link to its session's node (None: a socket's own outbox).
+    pub fn relay(&self) -> Option<&Arc<dyn Relay>> {
+        match &self.sink {
+            Sink::Relay { relay, .. } => Some(relay),
+            Sink::Queue(_) => None,
+        }
+    }
+
     pub fn is_relayed(&self) -> bool {
         matches!(self.sink, Sink::Relay { .. })
     }

@@ -570,6 +570,46 @@ async fn changes_made_over_rest_on_any_node_reach_every_subscriber_in_order() {
     cluster.stop().await;
 }
 
+async fn a_nodes_sessions_get_a_channels_frames_exactly_as_on_the_owner() {
+    // Alice has three sockets on the node that does not own the channel: two subscribed, one
+    // not. That node fans the owner's frames out to its own subscribers: each must get what
+    // it would get on the owner, no more.
+    let TwoNodes { cluster, owner, alice, channel, owning, other, mut alice_ws } = two_nodes().await;
+    let mut second = cluster.nodes[other].ws(&alice.token).await;
+    subscribe(&mut second, channel).await;
+    let mut idle = cluster.nodes[other].ws(&alice.token).await;
+    let mut owner_ws = cluster.nodes[owning].ws(&owner.token).await;
+    subscribe(&mut owner_ws, channel).await;
+    // Alice's send: her socket gets the ack and not the message; everyone subscribed else does.
+    alice_ws.send(send_frame(channel, 1)).await;
+    let ack = alice_ws.expect_eventually("message_sent").await;
+    assert_eq!(second.expect_eventually("new_message").await["id"], ack["id"]);
+    assert_eq!(owner_ws.expect_eventually("new_message").await["id"], ack["id"]);
+    alice_ws.expect_no("new_message", Duration::from_millis(300)).await;
+    idle.expect_no("new_message", Duration::from_millis(10)).await;
+    // The droppable class goes the same way.
+    owner_ws.send(json!({"type": "typing", "channel_id": channel})).await;
+    assert_eq!(second.expect_eventually("user_typing").await["user_id"], json!(owner.id));
+    assert_eq!(alice_ws.expect_eventually("user_typing").await["user_id"], json!(owner.id));
+    idle.expect_no("user_typing", Duration::from_millis(300)).await;
+    // One socket unsubscribes: the other still gets the channel's messages, it does not.
+    second.send(json!({"type": "unsubscribe", "channel_ids": [channel]})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    owner_ws.send(send_frame(channel, 2)).await;
+    let ack = owner_ws.expect_eventually("message_sent").await;
+    assert_eq!(alice_ws.expect_eventually("new_message").await["id"], ack["id"]);
+    second.expect_no("new_message", Duration::from_millis(300)).await;
+    idle.expect_no("new_message", Duration::from_millis(10)).await;
+    // A socket that closes drops out; the rest go on.
+    drop(alice_ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    subscribe(&mut second, channel).await;
+    owner_ws.send(send_frame(channel, 3)).await;
+    let ack = owner_ws.expect_eventually("message_sent").await;
+    assert_eq!(second.expect_eventually("new_message").await["id"], ack["id"]);
+    cluster.stop().await;
+}
+
 async fn kicked_user_on_another_node_stops_receiving_at_once() {
     // Alice's socket is on the node that does not own the channel; the kick is made there too.
     let TwoNodes { cluster, owner, alice, channel, owning, other, mut alice_ws } = two_nodes().await;
@@ -1183,6 +1223,7 @@ mod cluster_suite {
         message_sent_on_one_node_reaches_subscribers_on_every_node,
         three_senders_on_three_nodes_are_seen_in_one_order_everywhere,
         changes_made_over_rest_on_any_node_reach_every_subscriber_in_order,
+        a_nodes_sessions_get_a_channels_frames_exactly_as_on_the_owner,
         kicked_user_on_another_node_stops_receiving_at_once,
         a_ban_made_on_another_node_is_ordered_against_the_users_sends,
         community_commands_run_on_one_owner_whatever_node_they_reach,

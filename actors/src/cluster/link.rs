@@ -3,15 +3,16 @@
 //! messages to `<prefix>.v1.node.<node>`.
 //!
 //! Why one queue per node and not one per stand-in: a fan-out to 300 sessions of a node used
-//! to wake 300 drain tasks, each handing a one-frame batch to the node's forwarder. Now the
-//! channel actor appends 300 `(session, frame)` entries under one short lock and the
-//! forwarder wakes once. Order per session is the order of the one queue, so it is exactly
-//! the order the owner pushed in; each drained batch becomes one numbered `Segment` per
-//! session (a jump on the receiving node is a lost message, never a silent gap).
+//! to wake 300 drain tasks. Now a channel's fan-out appends one `Broadcast` for the whole
+//! node (that node fans out to its subscribed sessions itself, `forward`), and what one
+//! session alone gets is one entry for it; the forwarder wakes once. Order is the order of
+//! the one queue, so it is exactly the order the owner pushed in; each drained batch becomes
+//! one numbered message, naming each session in it with its own number (a jump on the
+//! receiving node is a lost message, never a silent gap).
 //!
 //! Bounded: past `max_entries` frames waiting (NATS cannot keep up with this node), pushes
-//! fail and the stand-in closes its session as a slow consumer; closes are always queued
-//! (one per stand-in at most), so the session's node still learns of them.
+//! fail and the stand-ins concerned close their sessions as slow consumers; closes, moves,
+//! joins and leaves are always queued, so the session's node still learns of them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,27 +22,34 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::forward::{FORWARD_BATCH_BYTES, FROM_HEADER, Moved, NodeBatch, Segment};
+use super::forward::{FORWARD_BATCH_BYTES, FROM_HEADER, Moved, NodeBatch, Numbered, Op};
 use crate::outbox::Relay;
 use crate::protocol::{Epoch, Frame};
 
 /// A stand-in's close with this code is not forwarded: the session itself is gone.
 pub const CLOSE_STAND_IN_GONE: u16 = 4999;
 
-/// One thing for one remote session, in the order the owner produced it.
+/// One thing for the other node, in the order the owner produced it.
 #[derive(Debug)]
 enum Entry {
     Frame { user: Uuid, session: Uuid, frame: Frame },
     Close { user: Uuid, session: Uuid, code: u16 },
     Moved { user: Uuid, session: Uuid, moved: Moved },
+    Join { user: Uuid, session: Uuid, channel: Uuid },
+    Leave { user: Uuid, session: Uuid, channel: Uuid },
+    Broadcast { channel: Uuid, frame: Frame, except: Option<Uuid>, ephemeral: bool },
 }
 
 impl Entry {
-    fn session(&self) -> (Uuid, Uuid) {
+    /// The one session the entry is for (none: a broadcast).
+    fn session(&self) -> Option<(Uuid, Uuid)> {
         match self {
             Entry::Frame { user, session, .. }
             | Entry::Close { user, session, .. }
-            | Entry::Moved { user, session, .. } => (*user, *session),
+            | Entry::Moved { user, session, .. }
+            | Entry::Join { user, session, .. }
+            | Entry::Leave { user, session, .. } => Some((*user, *session)),
+            Entry::Broadcast { .. } => None,
         }
     }
 }
@@ -137,6 +145,18 @@ impl Relay for NodeLink {
         self.enqueue(Entry::Moved { user: user_id, session: session_id, moved }, false);
     }
 
+    fn join(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid) {
+        self.enqueue(Entry::Join { user: user_id, session: session_id, channel: channel_id }, false);
+    }
+
+    fn leave(&self, user_id: Uuid, session_id: Uuid, channel_id: Uuid) {
+        self.enqueue(Entry::Leave { user: user_id, session: session_id, channel: channel_id }, false);
+    }
+
+    fn broadcast(&self, channel_id: Uuid, frame: Frame, except: Option<Uuid>, ephemeral: bool) -> bool {
+        self.enqueue(Entry::Broadcast { channel: channel_id, frame, except, ephemeral }, true)
+    }
+
     fn congested(&self) -> bool {
         self.lock().frames > self.max_entries / 2
     }
@@ -146,82 +166,72 @@ impl Relay for NodeLink {
     }
 }
 
-/// Turns drained entries into NATS messages: one segment per session per message, numbered
-/// per session from 1 (a session's numbering restarts after its stand-in closed).
+/// Turns drained entries into NATS messages, each naming a session once with its next
+/// number (numbered per session from 1; a session's numbering restarts after its stand-in
+/// closed).
 #[derive(Default)]
 pub struct Batcher {
-    /// Session → the last segment number it was sent.
+    /// Session → the last number it was sent.
     numbers: HashMap<Uuid, u64>,
 }
 
 impl Batcher {
-    /// The messages (encoded node batches) carrying `entries`, each at most about
-    /// `FORWARD_BATCH_BYTES` (a single larger frame goes alone).
+    /// The messages carrying `entries`, in order, each at most about `FORWARD_BATCH_BYTES`
+    /// of frames (a single larger frame goes alone).
     fn batches(&mut self, entries: Vec<Entry>) -> Vec<NodeBatch> {
         let mut out = Vec::new();
-        let mut segments: Vec<Segment> = Vec::new();
-        let mut slot: HashMap<Uuid, usize> = HashMap::new();
+        let mut batch = NodeBatch::default();
+        // Session → its index in `batch`.
+        let mut named: HashMap<Uuid, u32> = HashMap::new();
         let mut bytes = 0usize;
         let mut ended: Vec<Uuid> = Vec::new();
         for entry in entries {
-            let (user, session) = entry.session();
-            if let Entry::Close { code: CLOSE_STAND_IN_GONE, .. } = entry {
+            if let Entry::Close { code: CLOSE_STAND_IN_GONE, session, .. } = entry {
                 ended.push(session);
                 continue;
             }
-            let index = match slot.get(&session) {
+            let index = entry.session().map(|(user, session)| match named.get(&session) {
                 Some(index) => *index,
                 None => {
                     let number = self.numbers.entry(session).or_insert(0);
                     *number += 1;
-                    segments.push(Segment {
-                        user,
-                        session,
-                        seq: *number,
-                        close: 0,
-                        frames: Vec::new(),
-                        moves: Vec::new(),
-                    });
-                    slot.insert(session, segments.len() - 1);
-                    segments.len() - 1
+                    let index = batch.session(Numbered { user, session, seq: *number });
+                    named.insert(session, index);
+                    index
                 }
-            };
-            match entry {
+            });
+            let session = index.unwrap_or(0);
+            let op = match entry {
                 Entry::Frame { frame, .. } => {
                     bytes += frame.len();
-                    segments[index].frames.push(frame);
+                    Op::Frame { session, frame: batch.frame(frame) }
                 }
-                Entry::Close { code, .. } => {
-                    if segments[index].close == 0 {
-                        segments[index].close = code;
-                    }
-                    ended.push(session);
+                Entry::Close { session: id, code, .. } => {
+                    ended.push(id);
+                    Op::Close { session, code }
                 }
-                // Applied after the segment's frames: all of them were pushed before the move
-                // (frames pushed after it are of other channels, and the move needs none).
-                Entry::Moved { moved, .. } => segments[index].moves.push(moved),
-            }
+                Entry::Moved { moved, .. } => Op::Moved { session, moved },
+                Entry::Join { channel, .. } => Op::Join { session, channel },
+                Entry::Leave { channel, .. } => Op::Leave { session, channel },
+                Entry::Broadcast { channel, frame, except, ephemeral } => {
+                    bytes += frame.len();
+                    Op::Broadcast { channel, frame: batch.frame(frame), except, ephemeral }
+                }
+            };
+            batch.op(op);
             if bytes >= FORWARD_BATCH_BYTES {
-                out.push(Self::gather(std::mem::take(&mut segments)));
-                slot.clear();
+                out.push(std::mem::take(&mut batch));
+                named.clear();
                 bytes = 0;
             }
         }
-        if !segments.is_empty() {
-            out.push(Self::gather(segments));
+        if !batch.is_empty() {
+            out.push(batch);
         }
         for session in ended {
             self.numbers.remove(&session);
         }
         out
-    }
-
-    fn gather(segments: Vec<Segment>) -> NodeBatch {
-        let mut batch = NodeBatch::default();
-        for segment in segments {
-            batch.add(segment);
-        }
-        batch
     }
 }
 
@@ -278,6 +288,10 @@ pub fn with_wakes_held<R>(fan_out: impl FnOnce() -> R) -> R {
 pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: String, from: String) {
     let subject = async_nats::Subject::from(subject);
     let mut batcher = Batcher::default();
+    // This forwarder's messages are numbered under a random id: the receiving node tells a
+    // lost message (a jump) from a new link (another id, its old one may have lost some).
+    let id = Uuid::new_v4().as_u64_pair().0;
+    let mut number = 0u64;
     'run: loop {
         link.wake.notified().await;
         if link.is_closed() {
@@ -287,7 +301,8 @@ pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: Str
         for batch in batcher.batches(entries) {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(FROM_HEADER, from.as_str());
-            if nats.publish_with_headers(subject.clone(), headers, batch.encode()).await.is_err() {
+            number += 1;
+            if nats.publish_with_headers(subject.clone(), headers, batch.encode(id, number)).await.is_err() {
                 break 'run;
             }
         }
@@ -299,11 +314,29 @@ pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::forward::decode;
+    use crate::cluster::forward::{Message, decode};
     use crate::outbox::Outbox;
 
-    fn drain(link: &NodeLink, batcher: &mut Batcher) -> Vec<Segment> {
-        batcher.batches(link.take()).into_iter().flat_map(|b| decode(b.encode()).unwrap()).collect()
+    fn drain(link: &NodeLink, batcher: &mut Batcher) -> Vec<Message> {
+        batcher.batches(link.take()).into_iter().map(|b| decode(b.encode(1, 1)).unwrap()).collect()
+    }
+
+    /// What one session was sent in `message`, in order: its number and its frames' texts,
+    /// closes as `close:<code>`.
+    fn of(message: &Message, session: Uuid) -> (u64, Vec<String>) {
+        let Some(index) = message.sessions.iter().position(|n| n.session == session) else {
+            return (0, Vec::new());
+        };
+        let index = index as u32;
+        let mut got = Vec::new();
+        for op in &message.ops {
+            match op {
+                Op::Frame { session, frame } if *session == index => got.push(frame.as_str().to_owned()),
+                Op::Close { session, code } if *session == index => got.push(format!("close:{code}")),
+                _ => {}
+            }
+        }
+        (message.sessions[index as usize].seq, got)
     }
 
     #[test]
@@ -313,7 +346,7 @@ mod tests {
         let (user, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         with_wakes_held(|| {
             assert!(link.push(user, a, Frame::from("x")));
-            assert!(link.push(user, b, Frame::from("x")));
+            assert!(link.broadcast(b, Frame::from("x"), None, false));
             // Nested (a fan-out inside a fan-out): still held until the outer one ends.
             with_wakes_held(|| assert!(link.push(user, a, Frame::from("y"))));
             assert!(link.wake.notified().now_or_never().is_none(), "woken before the fan-out ended");
@@ -331,21 +364,48 @@ mod tests {
         let link = NodeLink::new(100);
         let mut batcher = Batcher::default();
         let (user, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let one = Frame::from("one");
-        let two = Frame::from("two");
-        for frame in [&one, &two] {
+        for text in ["one", "two"] {
+            let frame = Frame::from(text);
             assert!(link.push(user, a, frame.clone()));
-            assert!(link.push(user, b, frame.clone()));
+            assert!(link.push(user, b, frame));
         }
-        let segments = drain(&link, &mut batcher);
-        assert_eq!(segments.len(), 2);
-        for segment in &segments {
-            assert_eq!(segment.seq, 1);
-            assert_eq!(segment.frames, vec![one.clone(), two.clone()]);
+        let messages = drain(&link, &mut batcher);
+        assert_eq!(messages.len(), 1);
+        for session in [a, b] {
+            assert_eq!(of(&messages[0], session), (1, vec!["one".into(), "two".into()]));
         }
-        assert!(link.push(user, a, one.clone()));
-        let segments = drain(&link, &mut batcher);
-        assert_eq!((segments[0].session, segments[0].seq), (a, 2));
+        assert!(link.push(user, a, Frame::from("three")));
+        let messages = drain(&link, &mut batcher);
+        assert_eq!(of(&messages[0], a), (2, vec!["three".into()]));
+        assert_eq!(messages[0].sessions.len(), 1, "b was not named: its number stays");
+    }
+
+    #[test]
+    fn broadcasts_joins_and_a_sessions_own_frames_keep_the_owners_order() {
+        let link = NodeLink::new(100);
+        let (user, a, channel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let message = Frame::from("new_message");
+        // A subscribe: replay, attach; then the channel's traffic, and an ack for a alone.
+        assert!(link.push(user, a, Frame::from("replayed")));
+        link.join(user, a, channel);
+        assert!(link.broadcast(channel, message.clone(), Some(a), false));
+        assert!(link.push(user, a, Frame::from("message_sent")));
+        assert!(link.broadcast(channel, Frame::from("typing"), None, true));
+        link.leave(user, a, channel);
+        let messages = drain(&link, &mut Batcher::default());
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].sessions.len(), 1);
+        assert_eq!(
+            messages[0].ops,
+            vec![
+                Op::Frame { session: 0, frame: Frame::from("replayed") },
+                Op::Join { session: 0, channel },
+                Op::Broadcast { channel, frame: message, except: Some(a), ephemeral: false },
+                Op::Frame { session: 0, frame: Frame::from("message_sent") },
+                Op::Broadcast { channel, frame: Frame::from("typing"), except: None, ephemeral: true },
+                Op::Leave { session: 0, channel },
+            ]
+        );
     }
 
     #[test]
@@ -357,11 +417,11 @@ mod tests {
         drain(&link, &mut batcher);
         assert!(link.push(user, a, Frame::from("y")));
         link.close(user, a, 4008);
-        let segments = drain(&link, &mut batcher);
-        assert_eq!((segments[0].seq, segments[0].close, segments[0].frames.len()), (2, 4008, 1));
+        let messages = drain(&link, &mut batcher);
+        assert_eq!(of(&messages[0], a), (2, vec!["y".into(), "close:4008".into()]));
         // A new stand-in for the same session starts again at 1.
         assert!(link.push(user, a, Frame::from("z")));
-        assert_eq!(drain(&link, &mut batcher)[0].seq, 1);
+        assert_eq!(of(&drain(&link, &mut batcher)[0], a).0, 1);
         // A gone session's close is not forwarded.
         link.close(user, a, CLOSE_STAND_IN_GONE);
         assert!(drain(&link, &mut batcher).is_empty());
@@ -374,29 +434,38 @@ mod tests {
         let (user, a, channel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let epoch = Epoch::parse("Vt4nR2cL").unwrap();
         assert!(link.push(user, a, Frame::from("last of the old owner")));
+        link.leave(user, a, channel);
         link.moved(user, a, channel, (epoch, 9), true);
-        let segments = drain(&link, &mut batcher);
-        assert_eq!(segments.len(), 1);
-        assert_eq!(segments[0].frames, vec![Frame::from("last of the old owner")]);
-        assert_eq!(segments[0].moves, vec![Moved { channel_id: channel, epoch, cseq: 9, released: true }]);
-        assert_eq!(segments[0].close, 0);
+        let messages = drain(&link, &mut batcher);
+        assert_eq!(messages.len(), 1);
+        let moved = Moved { channel_id: channel, epoch, cseq: 9, released: true };
+        assert_eq!(
+            messages[0].ops,
+            vec![
+                Op::Frame { session: 0, frame: Frame::from("last of the old owner") },
+                Op::Leave { session: 0, channel },
+                Op::Moved { session: 0, moved },
+            ]
+        );
         // The session's numbering goes on: a move is not a close.
         link.moved(user, a, channel, (epoch, 9), false);
-        assert_eq!(drain(&link, &mut batcher)[0].seq, 2);
+        assert_eq!(drain(&link, &mut batcher)[0].sessions[0].seq, 2);
     }
 
     #[test]
-    fn a_full_link_refuses_frames_but_still_takes_closes() {
+    fn a_full_link_refuses_frames_and_broadcasts_but_still_takes_closes() {
         let link = NodeLink::new(2);
-        let (user, a) = (Uuid::new_v4(), Uuid::new_v4());
+        let (user, a, channel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         assert!(link.push(user, a, Frame::from("1")));
         assert!(!link.congested());
-        assert!(link.push(user, a, Frame::from("2")));
+        assert!(link.broadcast(channel, Frame::from("2"), None, false));
         assert!(link.congested());
         assert!(!link.push(user, a, Frame::from("3")));
+        assert!(!link.broadcast(channel, Frame::from("3"), None, false));
         link.close(user, a, 4008);
-        let segments = drain(&link, &mut Batcher::default());
-        assert_eq!((segments[0].frames.len(), segments[0].close), (2, 4008));
+        let messages = drain(&link, &mut Batcher::default());
+        assert_eq!(of(&messages[0], a), (1, vec!["1".into(), "close:4008".into()]));
+        assert_eq!(messages[0].ops.len(), 3);
         link.shut();
         assert!(link.is_closed());
         assert!(!link.push(user, a, Frame::from("4")));
@@ -417,10 +486,10 @@ mod tests {
         assert!(outbox.is_closed());
         // Nothing after the close.
         assert!(!outbox.push(Frame::from("c")));
-        let segments = drain(&link, &mut Batcher::default());
-        assert_eq!(segments.len(), 1);
-        assert_eq!(segments[0].frames, vec![Frame::from("a"), Frame::from("typing")]);
-        assert_eq!(segments[0].close, crate::outbox::CLOSE_SLOW_CONSUMER);
+        let messages = drain(&link, &mut Batcher::default());
+        assert_eq!(messages.len(), 1);
+        let closed = format!("close:{}", crate::outbox::CLOSE_SLOW_CONSUMER);
+        assert_eq!(of(&messages[0], session), (1, vec!["a".into(), "typing".into(), closed]));
         // A replay is bounded by the session's queue, not by the link.
         assert_eq!(outbox.room(), (300, 1 << 20));
     }
@@ -454,11 +523,12 @@ mod tests {
         let mut frames = 0;
         for batch in batches {
             assert!(batch.len() < FORWARD_BATCH_BYTES + big.len() + 1024);
-            for segment in decode(batch.encode()).unwrap() {
-                let expected = next.entry(segment.session).or_insert(0);
+            let message = decode(batch.encode(1, 1)).unwrap();
+            for numbered in &message.sessions {
+                let expected = next.entry(numbered.session).or_insert(0);
                 *expected += 1;
-                assert_eq!(segment.seq, *expected);
-                frames += segment.frames.len();
+                assert_eq!(numbered.seq, *expected);
+                frames += of(&message, numbered.session).1.len();
             }
         }
         assert_eq!(frames, 12);

@@ -29,6 +29,7 @@ pub mod locks;
 pub mod members;
 pub mod route;
 pub mod shards;
+mod wire_bytes;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

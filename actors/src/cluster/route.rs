@@ -6,17 +6,22 @@
 //! real `Outbox` (the channel actor cannot tell it from a local socket's) whose frames go,
 //! in order, onto the one link to the session's node (`link`): no task per stand-in, one
 //! forwarder per node gathers what all of that node's stand-ins got into NATS messages to
-//! `<prefix>.v1.node.<node>`, each distinct frame once (`forward`); the session's node
-//! pushes the frames into the real outboxes. So membership checks, replays with `since`, acks after commit, kicks, the slow
-//! reader rule and `client_nonce` all work as on one node, and frames are still serialized
-//! once (the owner's bytes are what every socket gets).
+//! `<prefix>.v1.node.<node>` (`forward`). A channel's fan-out hands each node's link the frame
+//! once (a broadcast), and that node delivers it to its sessions subscribed there, which it
+//! knows from the attaches and detaches told on the same link; what one session alone gets
+//! (acks, replays, errors) is addressed to it. So membership checks, replays with `since`,
+//! acks after commit, kicks, the slow reader rule and `client_nonce` all work as on one node,
+//! frames are still serialized once (the owner's bytes are what every socket gets), and the
+//! owner does one thing per node and frame, not one per remote session.
 //!
-//! Never a silent gap: core NATS may drop a message; the receiving node sees the sequence
-//! jump and closes the session with `out_of_sync` + 4008, so its client reconnects and
-//! resumes. A node losing a shard unplanned closes every subscriber of that shard's channels
-//! the same way (their clients resubscribe through the new owner). A planned move keeps them:
-//! the old owner sends each stand-in's node a `Moved` after the last frames (same link, same
-//! numbering), and that node re-attaches its session to the next owner from that position.
+//! Never a silent gap: core NATS may drop a message; the receiving node sees a jump in the
+//! link's numbering (every session subscribed through that owner, or with a stand-in there,
+//! is closed with `out_of_sync` + 4008) or in a session's own numbering (that session is),
+//! and their clients reconnect and resume. A node losing a shard unplanned closes every
+//! subscriber of that shard's channels the same way (their clients resubscribe through the
+//! new owner). A planned move keeps them: the old owner sends each stand-in's node a `Moved`
+//! after the last frames (same link, same numbering), and that node re-attaches its session
+//! to the next owner from that position.
 //!
 //! REST changes made on a non-owner run their database write where they arrived, while the
 //! owner's actor is held for them (`OwnerRequest::Hold`: earlier sends flushed, send rules
@@ -36,7 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::forward::{self, FROM_HEADER};
+use super::forward::{self, FROM_HEADER, Op};
 use super::link::{self, CLOSE_STAND_IN_GONE, NodeLink};
 use super::shards::{Shard, shard_of};
 use crate::HubError;
@@ -84,8 +89,10 @@ pub struct RemoteSession {
 /// A `send_message` as forwarded (already validated by the session's node).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WireOutgoing {
-    ciphertext: Vec<u8>,
-    nonce: Vec<u8>,
+    #[serde(with = "super::wire_bytes")]
+    ciphertext: Bytes,
+    #[serde(with = "super::wire_bytes")]
+    nonce: Bytes,
     message_type: MessageType,
     reply_to: Option<Uuid>,
     sender_key_id: Option<Uuid>,
@@ -135,8 +142,10 @@ pub enum OwnerRequest {
     Edit {
         from: RemoteSession,
         message_id: Uuid,
-        ciphertext: Vec<u8>,
-        nonce: Vec<u8>,
+        #[serde(with = "super::wire_bytes")]
+        ciphertext: Bytes,
+        #[serde(with = "super::wire_bytes")]
+        nonce: Bytes,
     },
     Delete {
         from: RemoteSession,
@@ -335,8 +344,16 @@ pub struct StandInLimits {
     pub bytes: usize,
 }
 
-/// (user, session) → the last segment number delivered to that session from one owner.
-type LastSegments = HashMap<(Uuid, Uuid), u64>;
+/// What this node knows of the messages one owner forwarded to it.
+#[derive(Default)]
+struct FromOwner {
+    /// The owner's link (its forwarder's id) and the number of its last message.
+    link: Option<(u64, u64)>,
+    /// (user, session) → the last number that session was given.
+    sessions: HashMap<(Uuid, Uuid), u64>,
+    /// Channel → this node's sessions subscribed to it on that owner (by `Join`/`Leave`).
+    channels: HashMap<Uuid, HashMap<Uuid, Arc<Outbox>>>,
+}
 
 /// A channel actor held for a write running on another node (`OwnerRequest::Hold`).
 struct HeldCommand {
@@ -373,8 +390,8 @@ pub struct Router {
     /// Stand-ins count into a registry of their own: their frames are not this node's
     /// sockets' frames.
     stand_in_metrics: Arc<HubMetrics>,
-    /// Owner node → (user, session) → last segment number delivered to that session.
-    received: Mutex<HashMap<String, LastSegments>>,
+    /// Owner node → what it forwarded here (numbering, subscriptions).
+    received: Mutex<HashMap<String, FromOwner>>,
     /// (owner node, session here) → user: this node's sessions with a stand-in on that owner.
     depends: DashMap<(String, Uuid), Uuid>,
     /// Commands of other nodes whose channel actor is held here, waiting for `Release`.
@@ -606,8 +623,8 @@ impl Router {
             }
             ChannelMsg::Send { origin, message } => {
                 let wire = WireOutgoing {
-                    ciphertext: message.ciphertext.to_vec(),
-                    nonce: message.nonce.to_vec(),
+                    ciphertext: message.ciphertext,
+                    nonce: message.nonce,
                     message_type: message.message_type,
                     reply_to: message.reply_to,
                     sender_key_id: message.sender_key_id,
@@ -616,15 +633,9 @@ impl Router {
                 };
                 (OwnerRequest::Send { from: from(&origin), message: wire }, Waiting::Nothing)
             }
-            ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => (
-                OwnerRequest::Edit {
-                    from: from(&origin),
-                    message_id,
-                    ciphertext: ciphertext.to_vec(),
-                    nonce: nonce.to_vec(),
-                },
-                Waiting::Nothing,
-            ),
+            ChannelMsg::Edit { origin, message_id, ciphertext, nonce } => {
+                (OwnerRequest::Edit { from: from(&origin), message_id, ciphertext, nonce }, Waiting::Nothing)
+            }
             ChannelMsg::Delete { origin, message_id } => {
                 (OwnerRequest::Delete { from: from(&origin), message_id }, Waiting::Nothing)
             }
@@ -757,8 +768,8 @@ impl Router {
             }
             OwnerRequest::Send { from, message } => {
                 let outgoing = Outgoing {
-                    ciphertext: Bytes::from(message.ciphertext),
-                    nonce: Bytes::from(message.nonce),
+                    ciphertext: message.ciphertext,
+                    nonce: message.nonce,
                     message_type: message.message_type,
                     reply_to: message.reply_to,
                     sender_key_id: message.sender_key_id,
@@ -769,12 +780,7 @@ impl Router {
                 (ChannelMsg::Send { origin: self.stand_in(&from), message: outgoing }, Pending::Taken)
             }
             OwnerRequest::Edit { from, message_id, ciphertext, nonce } => (
-                ChannelMsg::Edit {
-                    origin: self.stand_in(&from),
-                    message_id,
-                    ciphertext: ciphertext.into(),
-                    nonce: nonce.into(),
-                },
+                ChannelMsg::Edit { origin: self.stand_in(&from), message_id, ciphertext, nonce },
                 Pending::Taken,
             ),
             OwnerRequest::Delete { from, message_id } => {
@@ -1003,9 +1009,14 @@ impl Router {
                 let sessions = here.sessions();
                 let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
                 for from in received.values_mut() {
-                    from.retain(|(user, session), _| sessions.session(*user, *session).is_some());
+                    from.sessions.retain(|(user, session), _| sessions.session(*user, *session).is_some());
+                    for members in from.channels.values_mut() {
+                        members.retain(|_, outbox| !outbox.is_closed());
+                    }
+                    from.channels.retain(|_, members| !members.is_empty());
                 }
-                received.retain(|_, from| !from.is_empty());
+                // Each owner's entry stays while it lives (`set_live_nodes`): its link's
+                // numbering must go on being checked.
                 drop(received);
                 self.depends.retain(|(_, session), user| sessions.session(*user, *session).is_some());
             }
@@ -1028,14 +1039,45 @@ impl Router {
         }
     }
 
+    /// Messages from owner `from` may have been lost (a jump in its link's numbering, or a new
+    /// link: the old one may have ended with messages unsent), and with them broadcasts or a
+    /// session's `Join`: every session here subscribed through that owner, or with a stand-in
+    /// there at all, is told (resync or reconnect), never left with a silent gap.
+    fn lost_from(&self, from: &str, state: &mut FromOwner, sessions: &SessionRegistry) {
+        let frame = ServerFrame::out_of_sync().encode();
+        let mut told = HashSet::new();
+        for (_, members) in state.channels.drain() {
+            for (session, outbox) in members {
+                if told.insert(session) {
+                    outbox.close_out_of_sync(&frame);
+                }
+            }
+        }
+        self.depends.retain(|(node, session), user| {
+            if node != from {
+                return true;
+            }
+            if told.insert(*session)
+                && let Some(outbox) = sessions.session(*user, *session)
+            {
+                outbox.close_out_of_sync(&frame);
+            }
+            false
+        });
+        if !told.is_empty() {
+            self.gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(from, sessions = told.len(), "messages forwarded by a channel owner were lost");
+        }
+    }
+
     fn deliver_forwarded(&self, message: async_nats::Message) {
         let Some(from) =
             message.headers.as_ref().and_then(|h| h.get(FROM_HEADER)).map(|v| v.as_str().to_owned())
         else {
             return;
         };
-        let segments = match forward::decode(message.payload) {
-            Ok(segments) => segments,
+        let message = match forward::decode(message.payload) {
+            Ok(message) => message,
             Err(err) => {
                 tracing::warn!(%from, ?err, "a forwarded message could not be read");
                 return;
@@ -1043,31 +1085,87 @@ impl Router {
         };
         let Some(here) = self.here.get() else { return };
         let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
-        let received = received.entry(from.clone()).or_default();
-        for segment in segments {
-            let Some(outbox) = here.sessions().session(segment.user, segment.session) else { continue };
-            let last = received.insert((segment.user, segment.session), segment.seq);
-            // A stand-in counts from 1; anything else after what was seen is a lost batch.
-            let in_order = segment.seq == 1 || last.is_some_and(|last| segment.seq == last + 1);
-            if !in_order {
-                self.gaps.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(session = %segment.session, seq = segment.seq, ?last, "frames forwarded by a channel owner were lost");
-                outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
-                continue;
-            }
-            for frame in segment.frames {
-                outbox.push(frame);
-            }
-            for moved in segment.moves {
-                // Everything before this point came from that owner: if it holds nothing else of
-                // the session, its later death costs the session nothing.
-                if moved.released {
-                    self.depends.remove(&(from.clone(), segment.session));
+        let state = received.entry(from.clone()).or_default();
+        // The owner's messages come numbered per link: a jump (a lost message) or another
+        // link (the old one ended, maybe with messages unsent) may have cost broadcasts.
+        let (link, number) = message.link;
+        let continuous = match state.link {
+            Some((last_link, last)) => last_link == link && number == last + 1,
+            None => number == 1,
+        };
+        if !continuous {
+            self.lost_from(&from, state, here.sessions());
+        }
+        state.link = Some(message.link);
+        // Each named session's own numbering: a jump means it missed something of its own.
+        let named: Vec<Option<Arc<Outbox>>> = message
+            .sessions
+            .iter()
+            .map(|n| {
+                let outbox = here.sessions().session(n.user, n.session)?;
+                let last = state.sessions.insert((n.user, n.session), n.seq);
+                // A stand-in counts from 1; anything else after what was seen is a loss.
+                let in_order = n.seq == 1 || last.is_some_and(|last| n.seq == last + 1);
+                if !in_order {
+                    self.gaps.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(session = %n.session, seq = n.seq, ?last, "frames forwarded by a channel owner were lost");
+                    outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
+                    return None;
                 }
-                here.reattach(outbox.clone(), moved.channel_id, (moved.epoch, moved.cseq));
-            }
-            if segment.close != 0 {
-                outbox.close(segment.close);
+                Some(outbox)
+            })
+            .collect();
+        for op in message.ops {
+            match op {
+                Op::Frame { session, frame } => {
+                    if let Some(outbox) = &named[session as usize] {
+                        outbox.push(frame);
+                    }
+                }
+                Op::Close { session, code } => {
+                    if let Some(outbox) = &named[session as usize] {
+                        outbox.close(code);
+                    }
+                }
+                Op::Moved { session, moved } => {
+                    let Some(outbox) = &named[session as usize] else { continue };
+                    // Everything before this point came from that owner: if it holds nothing
+                    // else of the session, its later death costs the session nothing.
+                    if moved.released {
+                        self.depends.remove(&(from.clone(), outbox.session_id));
+                    }
+                    here.reattach(outbox.clone(), moved.channel_id, (moved.epoch, moved.cseq));
+                }
+                Op::Join { session, channel } => {
+                    if let Some(outbox) = &named[session as usize] {
+                        state.channels.entry(channel).or_default().insert(outbox.session_id, outbox.clone());
+                    }
+                }
+                Op::Leave { session, channel } => {
+                    let id = message.sessions[session as usize].session;
+                    if let Some(members) = state.channels.get_mut(&channel) {
+                        members.remove(&id);
+                        if members.is_empty() {
+                            state.channels.remove(&channel);
+                        }
+                    }
+                }
+                Op::Broadcast { channel, frame, except, ephemeral } => {
+                    let Some(members) = state.channels.get_mut(&channel) else { continue };
+                    members.retain(|id, outbox| {
+                        if Some(*id) != except {
+                            if ephemeral {
+                                outbox.push_ephemeral(frame.clone());
+                            } else {
+                                outbox.push(frame.clone());
+                            }
+                        }
+                        !outbox.is_closed()
+                    });
+                    if members.is_empty() {
+                        state.channels.remove(&channel);
+                    }
+                }
             }
         }
     }
