@@ -200,3 +200,138 @@ impl Subscribers {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::protocol::Epoch;
+
+    /// A link that records what it is told and takes at most `room` broadcasts.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        told: Mutex<Vec<String>>,
+        room: AtomicUsize,
+    }
+
+    impl Recorder {
+        fn with_room(room: usize) -> Arc<Self> {
+            let recorder = Self::default();
+            recorder.room.store(room, Ordering::SeqCst);
+            Arc::new(recorder)
+        }
+
+        fn told(&self) -> Vec<String> {
+            std::mem::take(&mut self.told.lock().unwrap())
+        }
+
+        fn note(&self, what: String) {
+            self.told.lock().unwrap().push(what);
+        }
+    }
+
+    impl Relay for Recorder {
+        fn push(&self, _: Uuid, session_id: Uuid, frame: Frame) -> bool {
+            self.note(format!("push {session_id} {}", frame.as_str()));
+            true
+        }
+        fn close(&self, _: Uuid, session_id: Uuid, code: u16) {
+            self.note(format!("close {session_id} {code}"));
+        }
+        fn moved(&self, _: Uuid, _: Uuid, _: Uuid, _: (Epoch, u64), _: bool) {}
+        fn join(&self, _: Uuid, session_id: Uuid, _: Uuid) {
+            self.note(format!("join {session_id}"));
+        }
+        fn leave(&self, _: Uuid, session_id: Uuid, _: Uuid) {
+            self.note(format!("leave {session_id}"));
+        }
+        fn broadcast(&self, _: Uuid, frame: Frame, except: Option<Uuid>, ephemeral: bool) -> bool {
+            if self.room.load(Ordering::SeqCst) == 0 {
+                return false;
+            }
+            self.room.fetch_sub(1, Ordering::SeqCst);
+            let except = except.map(|e| e.to_string()).unwrap_or_default();
+            self.note(format!("broadcast {} except:{except} ephemeral:{ephemeral}", frame.as_str()));
+            true
+        }
+        fn congested(&self) -> bool {
+            false
+        }
+        fn is_closed(&self) -> bool {
+            false
+        }
+    }
+
+    fn stand_in(link: &Arc<Recorder>, user: Uuid) -> Arc<Outbox> {
+        Outbox::relayed(Uuid::new_v4(), user, None, link.clone(), (10, 1 << 20), Default::default())
+    }
+
+    #[test]
+    fn a_fan_out_tells_each_node_once_and_every_local_socket() {
+        let subscribers = Subscribers::new(Uuid::new_v4());
+        let (node_b, node_c) = (Recorder::with_room(10), Recorder::with_room(10));
+        let user = Uuid::new_v4();
+        let b: Vec<_> = (0..300).map(|_| stand_in(&node_b, user)).collect();
+        let c = stand_in(&node_c, user);
+        let (local, mut local_rx) = Outbox::new(Uuid::new_v4(), user, 10);
+        for outbox in b.iter().chain([&c, &local]) {
+            assert!(subscribers.insert(outbox.clone(), 0));
+        }
+        assert_eq!(node_b.told().len(), 300, "one join per stand-in");
+        assert_eq!(node_c.told(), vec![format!("join {}", c.session_id)]);
+        subscribers.broadcast(&Frame::from("m"), Some(b[0].session_id));
+        // 300 sessions of one node: one entry, naming the one to skip.
+        assert_eq!(node_b.told(), vec![format!("broadcast m except:{} ephemeral:false", b[0].session_id)]);
+        assert_eq!(node_c.told().len(), 1);
+        assert_eq!(local_rx.try_recv().map(|f| f.as_str().to_owned()), Some("m".to_owned()));
+        subscribers.broadcast_ephemeral(&Frame::from("typing"), None);
+        assert_eq!(node_c.told(), vec!["broadcast typing except: ephemeral:true".to_owned()]);
+    }
+
+    #[test]
+    fn detaching_a_stand_in_is_told_to_its_node() {
+        let subscribers = Subscribers::new(Uuid::new_v4());
+        let link = Recorder::with_room(10);
+        let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+        let [a1, a2, b1, b2] = [alice, alice, bob, bob].map(|user| stand_in(&link, user));
+        for outbox in [&a1, &a2, &b1, &b2] {
+            subscribers.insert(outbox.clone(), 0);
+        }
+        // Attached twice: told once.
+        assert!(!subscribers.insert(a1.clone(), 0));
+        assert_eq!(link.told().len(), 4);
+        subscribers.remove(a1.session_id);
+        assert_eq!(link.told(), vec![format!("leave {}", a1.session_id)]);
+        subscribers.remove(a1.session_id);
+        assert!(link.told().is_empty(), "not subscribed: nothing to tell");
+        // A kick of Bob: each of his sessions.
+        subscribers.remove_user(bob);
+        let mut told = link.told();
+        told.sort();
+        let mut want = vec![format!("leave {}", b1.session_id), format!("leave {}", b2.session_id)];
+        want.sort();
+        assert_eq!(told, want);
+        // A planned move takes the rest, each told before it is handed on.
+        assert_eq!(subscribers.take_all().len(), 1);
+        assert_eq!(link.told(), vec![format!("leave {}", a2.session_id)]);
+    }
+
+    #[test]
+    fn a_full_link_makes_its_sessions_here_slow_readers_and_spares_the_rest() {
+        let subscribers = Subscribers::new(Uuid::new_v4());
+        let (full, fine) = (Recorder::with_room(0), Recorder::with_room(10));
+        let user = Uuid::new_v4();
+        let stuck = [stand_in(&full, user), stand_in(&full, user)];
+        let other = stand_in(&fine, user);
+        for outbox in stuck.iter().chain([&other]) {
+            subscribers.insert(outbox.clone(), 0);
+        }
+        subscribers.broadcast(&Frame::from("m"), None);
+        for outbox in &stuck {
+            assert_eq!(outbox.close_requested(), CLOSE_SLOW_CONSUMER);
+        }
+        assert_eq!(other.close_requested(), 0);
+        assert_eq!(subscribers.len(), 1, "the slow readers are no longer subscribed");
+    }
+}
