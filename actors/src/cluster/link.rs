@@ -200,6 +200,7 @@ impl Batcher {
                     index
                 }
             });
+            // (A broadcast names no session: the index is not used for it.)
             let session = index.unwrap_or(0);
             let op = match entry {
                 Entry::Frame { frame, .. } => {
