@@ -737,7 +737,7 @@ impl Hub {
             } else {
                 for (channel_id, at) in channels {
                     if let Some(hub) = self.this.upgrade() {
-                        tokio::spawn(hub.reattach_moved(outbox.clone(), channel_id, at));
+                        tokio::spawn(hub.reattach_moved(outbox.clone(), channel_id, Some(at)));
                     }
                 }
             }
@@ -749,11 +749,17 @@ impl Hub {
     /// cannot go on from there tells the session as for any loss). The next owner may not
     /// hold the shard yet (it takes it at its next tick): asked again until `REATTACH_PATIENCE`;
     /// then, as before planned moves, the socket is closed out of sync (4008) and its client
-    /// resubscribes.
-    async fn reattach_moved(self: Arc<Self>, outbox: Arc<Outbox>, channel_id: Uuid, at: (Epoch, u64)) {
+    /// resubscribes. Without `at` (its owner died: where the stream ended is unknown) the
+    /// session is told `resync_required` (`restarted`) by the next owner.
+    async fn reattach_moved(
+        self: Arc<Self>,
+        outbox: Arc<Outbox>,
+        channel_id: Uuid,
+        at: Option<(Epoch, u64)>,
+    ) {
         let give_up = tokio::time::Instant::now() + REATTACH_PATIENCE;
         let resume = Resume {
-            since: Some(Position { epoch: at.0.as_str().to_owned(), cseq: at.1 }),
+            since: at.map(|(epoch, cseq)| Position { epoch: epoch.as_str().to_owned(), cseq }),
             budget: Arc::new(AtomicUsize::new(MAX_REPLAY_BYTES)),
             answered: Arc::new(AtomicBool::new(false)),
             quiet: true,
@@ -903,7 +909,7 @@ impl ChannelsHere for Hub {
         &self.shared.sessions
     }
 
-    fn reattach(&self, outbox: Arc<Outbox>, channel_id: Uuid, at: (Epoch, u64)) {
+    fn reattach(&self, outbox: Arc<Outbox>, channel_id: Uuid, at: Option<(Epoch, u64)>) {
         if let Some(hub) = self.this.upgrade() {
             tokio::spawn(hub.reattach_moved(outbox, channel_id, at));
         }

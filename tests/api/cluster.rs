@@ -979,15 +979,39 @@ async fn killed_owner_is_replaced_and_no_acked_message_is_lost() {
         ws
     };
     let mut ws = connect().await;
+    // Two more sockets of hers on the survivor that only listen: one resume-capable
+    // (subscribed with `since`), one like the Chatalot client (no positions).
+    let listener = |since: bool| {
+        let (url, token) = (survivor.ws_url(), token.clone());
+        async move {
+            let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let mut ws = crate::common::WsClient { stream };
+            ws.send(json!({"type": "authenticate", "token": token})).await;
+            ws.expect("authenticated").await;
+            let mut subscribe = json!({"type": "subscribe", "channel_ids": [channel]});
+            if since {
+                subscribe["since"] = json!({});
+            }
+            ws.send(subscribe).await;
+            ws
+        }
+    };
+    let mut capable = listener(true).await;
+    let old_epoch = capable.expect_eventually("subscribed").await["epoch"].clone();
+    let mut plain = listener(false).await;
     let mut acked = Vec::new();
     for i in 0..10 {
         acked.push(send_until_acked(&mut ws, channel, &format!("before-{i}")).await);
     }
+    for listening in [&mut capable, &mut plain] {
+        while listening.expect_eventually("new_message").await["ciphertext"] != json!(b"before-9") {}
+    }
     // SIGKILL: its lock connection dies with it, the survivor takes the shard under a new epoch.
     owner_process.kill().await;
     let killed_at = tokio::time::Instant::now();
-    // The socket was subscribed through the dead owner: it is told it may have missed frames
-    // and closed (4008), never left silently without them.
+    // The sending socket's last acks could have been lost with the owner, and the plain
+    // listener cannot resync in place: both are told they may have missed frames and
+    // closed (4008), never left silently without them.
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         use futures_util::StreamExt;
         loop {
@@ -999,15 +1023,36 @@ async fn killed_owner_is_replaced_and_no_acked_message_is_lost() {
         }
     })
     .await
-    .expect("the subscriber of the dead owner is closed within 10 s");
+    .expect("the sender through the dead owner is closed within 10 s");
     assert_eq!(closed, Some(4008));
-    // Its client reconnects and sends again.
+    assert_eq!(plain.expect_close(Duration::from_secs(10)).await, Some(4008));
+    // The resume-capable listener stays: it is told the stream restarted under a new epoch,
+    // with the new owner's position, and goes on from there (resume.md, loss signals).
+    let resync = loop {
+        let frame = capable.next_frame(Duration::from_secs(10)).await.expect("resync_required, not a close");
+        if frame["type"] == "resync_required" {
+            break frame;
+        }
+    };
+    assert_eq!(resync["channel_id"], json!(channel), "{resync}");
+    assert_eq!(resync["reason"], "restarted", "{resync}");
+    assert_ne!(resync["epoch"], old_epoch, "a dead owner's stream ends: {resync}");
+    // The sender's client reconnects and sends again.
     let mut ws = connect().await;
     acked.push(send_until_acked(&mut ws, channel, "after-0").await);
     let unavailable_for = killed_at.elapsed();
     assert!(unavailable_for < Duration::from_secs(10), "sends acked again only after {unavailable_for:?}");
     for i in 1..10 {
         acked.push(send_until_acked(&mut ws, channel, &format!("after-{i}")).await);
+    }
+    // Everything sent after the resync reaches the listener live, in order, in the new epoch.
+    let mut position = resync["cseq"].as_u64().expect("a cseq");
+    for i in 0..10 {
+        let live = capable.expect_eventually("new_message").await;
+        assert_eq!(live["ciphertext"], json!(format!("after-{i}").as_bytes()), "{live}");
+        let cseq = live["cseq"].as_u64().expect("a cseq");
+        assert!(cseq > position, "{live} after position {position}");
+        position = cseq;
     }
     // Every acked message is stored exactly once (retries with the same key were not doubled).
     let page: Vec<serde_json::Value> = http

@@ -69,6 +69,10 @@ const UNSUBSCRIBE_PATIENCE: Duration = Duration::from_secs(1);
 const STAND_IN_IDLE: Duration = Duration::from_secs(60);
 /// How often stand-ins of dead nodes and idle ones are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long after a session's send, edit, delete, reaction or voice action its answer (the
+/// ack, the error, the voice state) may still be on the way from the owner: a session that
+/// wrote through an owner this recently is closed if that owner dies, so its client retries.
+const ANSWER_IN_FLIGHT: Duration = Duration::from_secs(30);
 /// Longest an owner's channel waits for another node's held write (`OwnerRequest::Hold`).
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Frames waiting for one node's forwarder (beyond, the stand-ins pushing close their
@@ -229,6 +233,19 @@ impl OwnerRequest {
             _ => None,
         }
     }
+
+    /// Whether the session waits for an answer the owner sends over the link (an ack, an
+    /// error, voice state), which the owner's death would lose.
+    fn answered_over_the_link(&self) -> bool {
+        matches!(
+            self,
+            Self::Send { .. }
+                | Self::Edit { .. }
+                | Self::Delete { .. }
+                | Self::React { .. }
+                | Self::Voice { .. }
+        )
+    }
 }
 
 /// A `subscribe` with `since`, as forwarded: the replay budget left for the whole frame.
@@ -333,8 +350,9 @@ pub trait ChannelsHere: Send + Sync {
     /// This node's sessions.
     fn sessions(&self) -> &SessionRegistry;
     /// A session of this node was subscribed to `channel_id` on an owner that handed the
-    /// channel on (planned): attach it to the next owner, from `at`.
-    fn reattach(&self, outbox: Arc<Outbox>, channel_id: Uuid, at: (Epoch, u64));
+    /// channel on (planned): attach it to the next owner, from `at`; or on an owner that died
+    /// (`at` is `None`): attach it to the next owner, which tells it `resync_required`.
+    fn reattach(&self, outbox: Arc<Outbox>, channel_id: Uuid, at: Option<(Epoch, u64)>);
 }
 
 /// Queue sizes of a stand-in (the same bounds as a socket's queue).
@@ -353,6 +371,20 @@ struct FromOwner {
     sessions: HashMap<(Uuid, Uuid), u64>,
     /// Channel → this node's sessions subscribed to it on that owner (by `Join`/`Leave`).
     channels: HashMap<Uuid, HashMap<Uuid, Arc<Outbox>>>,
+}
+
+/// A session of this node with a stand-in on an owner.
+struct Dependence {
+    user: Uuid,
+    /// Its last send, edit, delete, reaction or voice action through that owner, if any:
+    /// while an answer may be on the way, the owner's death must close the session.
+    wrote_at: Option<Instant>,
+}
+
+impl Dependence {
+    fn answer_in_flight(&self) -> bool {
+        self.wrote_at.is_some_and(|at| at.elapsed() < ANSWER_IN_FLIGHT)
+    }
 }
 
 /// A channel actor held for a write running on another node (`OwnerRequest::Hold`).
@@ -392,8 +424,8 @@ pub struct Router {
     stand_in_metrics: Arc<HubMetrics>,
     /// Owner node → what it forwarded here (numbering, subscriptions).
     received: Mutex<HashMap<String, FromOwner>>,
-    /// (owner node, session here) → user: this node's sessions with a stand-in on that owner.
-    depends: DashMap<(String, Uuid), Uuid>,
+    /// (owner node, session here): this node's sessions with a stand-in on that owner.
+    depends: DashMap<(String, Uuid), Dependence>,
     /// Commands of other nodes whose channel actor is held here, waiting for `Release`.
     held: Arc<DashMap<Uuid, HeldCommand>>,
     /// Other node → the one ordered link its sessions' stand-ins push into.
@@ -460,24 +492,61 @@ impl Router {
     }
 
     /// The live nodes changed. Sessions here that depended on a node now gone (a crash: it
-    /// could not close them itself) may have missed frames or acks: they are told so and
-    /// closed (4008), and their clients resubscribe through the new owners.
+    /// could not tell them itself) may have missed frames of its channels or answers to what
+    /// they sent. A session whose answer may be lost (it wrote through that owner within
+    /// `ANSWER_IN_FLIGHT`), or that cannot resync (no `since` ever), is told so and closed
+    /// (4008): its client reconnects and retries. A resume-capable subscriber is re-attached
+    /// to each channel's next owner, which tells it `resync_required` (`restarted`) and goes
+    /// on with live frames: no reconnect wave through the survivors.
     pub(super) fn set_live_nodes(&self, live: Vec<String>) {
         if !live.is_empty() {
-            let sessions = self.here.get().map(|here| here.sessions());
-            self.depends.retain(|(node, session), user| {
+            let here = self.here.get();
+            let gone: Vec<(String, FromOwner)> = {
+                let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+                let dead: Vec<String> =
+                    received.keys().filter(|node| !live.contains(node)).cloned().collect();
+                dead.into_iter().filter_map(|node| received.remove_entry(&node)).collect()
+            };
+            let mut to_close: HashMap<Uuid, Arc<Outbox>> = HashMap::new();
+            let mut in_flight = HashSet::new();
+            self.depends.retain(|(node, session), dependence| {
                 if live.contains(node) {
                     return true;
                 }
-                if let Some(outbox) = sessions.and_then(|s| s.session(*user, *session)) {
-                    tracing::warn!(%session, node, "a channel owner this session used is gone");
-                    outbox.close_out_of_sync(&ServerFrame::out_of_sync().encode());
+                if dependence.answer_in_flight() {
+                    in_flight.insert(*session);
+                    if let Some(outbox) = here.and_then(|h| h.sessions().session(dependence.user, *session)) {
+                        to_close.insert(*session, outbox);
+                    }
                 }
                 false
             });
-            self.received.lock().unwrap_or_else(|e| e.into_inner()).retain(|node, _| live.contains(node));
-            if let Some(sessions) = sessions {
-                sessions.forget_nodes_except(&live);
+            let mut reattach = Vec::new();
+            for (node, from) in gone {
+                for (channel, members) in from.channels {
+                    for (session, outbox) in members {
+                        if outbox.is_closed() || in_flight.contains(&session) {
+                            continue;
+                        }
+                        if outbox.is_resume_capable() {
+                            reattach.push((outbox, channel));
+                        } else {
+                            tracing::info!(%session, node, "a channel owner this session followed is gone");
+                            to_close.insert(session, outbox);
+                        }
+                    }
+                }
+            }
+            let out_of_sync = ServerFrame::out_of_sync().encode();
+            for (session, outbox) in &to_close {
+                tracing::warn!(%session, "a channel owner this session used is gone: closed to resync");
+                outbox.close_out_of_sync(&out_of_sync);
+            }
+            if let Some(here) = here {
+                for (outbox, channel) in reattach {
+                    here.reattach(outbox, channel, None);
+                }
+                here.sessions().forget_nodes_except(&live);
             }
         }
         *self.live_nodes.lock().unwrap_or_else(|e| e.into_inner()) = live;
@@ -699,13 +768,18 @@ impl Router {
             ChannelMsg::Crash => return Ok(()),
         };
         let stand_in = request.stand_in_of();
+        let wrote = request.answered_over_the_link();
         let (owner, answer) = self.ask_owner(channel_id, request).await?;
         // The session now depends on that owner (its stand-in there holds its subscriptions
         // and pending acks): if the owner dies, the session must hear of it.
         if let Some((user, session)) = stand_in
             && !matches!(answer, OwnerAnswer::Refused { .. } | OwnerAnswer::NotOwner)
         {
-            self.depends.insert((owner, session), user);
+            let mut dependence =
+                self.depends.entry((owner, session)).or_insert(Dependence { user, wrote_at: None });
+            if wrote {
+                dependence.wrote_at = Some(Instant::now());
+            }
         }
         waiting.settle(answer)
     }
@@ -1018,7 +1092,8 @@ impl Router {
                 // Each owner's entry stays while it lives (`set_live_nodes`): its link's
                 // numbering must go on being checked.
                 drop(received);
-                self.depends.retain(|(_, session), user| sessions.session(*user, *session).is_some());
+                self.depends
+                    .retain(|(_, session), dependence| sessions.session(dependence.user, *session).is_some());
             }
         }
     }
@@ -1053,12 +1128,12 @@ impl Router {
                 }
             }
         }
-        self.depends.retain(|(node, session), user| {
+        self.depends.retain(|(node, session), dependence| {
             if node != from {
                 return true;
             }
             if told.insert(*session)
-                && let Some(outbox) = sessions.session(*user, *session)
+                && let Some(outbox) = sessions.session(dependence.user, *session)
             {
                 outbox.close_out_of_sync(&frame);
             }
@@ -1134,7 +1209,7 @@ impl Router {
                     if moved.released {
                         self.depends.remove(&(from.clone(), outbox.session_id));
                     }
-                    here.reattach(outbox.clone(), moved.channel_id, (moved.epoch, moved.cseq));
+                    here.reattach(outbox.clone(), moved.channel_id, Some((moved.epoch, moved.cseq)));
                 }
                 Op::Join { session, channel } => {
                     if let Some(outbox) = &named[session as usize] {
