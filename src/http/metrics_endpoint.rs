@@ -58,6 +58,14 @@ pub fn render(state: &AppState) -> String {
     let (running, waiting) = state.hashing.load();
     out.gauge("palaver_argon2_queue_length", "Password hashes waiting for a worker", waiting);
     out.gauge("palaver_argon2_running", "Password hashes being computed", running);
+    if let Some(router) = state.cluster.as_ref().and_then(|cluster| cluster.router()) {
+        let gaps = "palaver_cluster_gaps_total";
+        out.header(gaps, "Messages from channel owners lost on the way, by outcome", "counter");
+        let repaired = router.gaps_repaired.load(std::sync::atomic::Ordering::Relaxed);
+        out.sample(gaps, &[("outcome", "repaired")], repaired);
+        let told = router.gaps.load(std::sync::atomic::Ordering::Relaxed);
+        out.sample(gaps, &[("outcome", "sessions_closed")], told);
+    }
     out.into_string()
 }
 

@@ -345,6 +345,44 @@ pub fn decode(payload: Bytes) -> Result<Message, Malformed> {
     Ok(Message { link, sessions, ops })
 }
 
+/// Messages of a link sent again (the answer to a resend request): each with its length.
+/// An empty answer means they are not available any more.
+pub fn encode_resent(messages: &[Bytes]) -> Bytes {
+    let len = messages.iter().map(|m| 4 + m.len()).sum::<usize>();
+    let mut out = BytesMut::with_capacity(4 + len);
+    out.put_u32(messages.len() as u32);
+    for message in messages {
+        out.put_u32(message.len() as u32);
+        out.put_slice(message);
+    }
+    out.freeze()
+}
+
+/// Reads `encode_resent`'s answer back: the messages, each still to be `decode`d; `None`
+/// for an empty answer (not available).
+pub fn decode_resent(payload: Bytes) -> Result<Option<Vec<Bytes>>, Malformed> {
+    let mut input = payload;
+    if !input.has_remaining() {
+        return Ok(None);
+    }
+    let count = read_u32(&mut input)? as usize;
+    if count > input.remaining() / 4 {
+        return Err(Malformed("message count"));
+    }
+    let mut messages = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = read_u32(&mut input)? as usize;
+        if input.remaining() < len {
+            return Err(Malformed("message length"));
+        }
+        messages.push(input.split_to(len));
+    }
+    if input.has_remaining() {
+        return Err(Malformed("trailing bytes"));
+    }
+    Ok(Some(messages))
+}
+
 fn read_u16(input: &mut Bytes) -> Result<u16, Malformed> {
     if input.remaining() < 2 {
         return Err(Malformed("truncated"));
@@ -389,6 +427,22 @@ fn read_uuid(input: &mut Bytes) -> Result<Uuid, Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resent_messages_round_trip_and_lies_are_refused() {
+        let messages = [Bytes::from_static(b"first"), Bytes::new(), Bytes::from_static(b"third")];
+        let encoded = encode_resent(&messages);
+        assert_eq!(decode_resent(encoded.clone()).unwrap(), Some(messages.to_vec()));
+        assert_eq!(decode_resent(Bytes::new()).unwrap(), None, "empty: not available");
+        assert_eq!(decode_resent(encode_resent(&[])).unwrap(), Some(Vec::new()));
+        assert!(decode_resent(encoded.slice(..encoded.len() - 1)).is_err(), "truncated");
+        let mut trailing = encoded.to_vec();
+        trailing.push(0);
+        assert!(decode_resent(Bytes::from(trailing)).is_err(), "trailing bytes");
+        let mut huge = BytesMut::new();
+        huge.put_u32(u32::MAX);
+        assert!(decode_resent(huge.freeze()).is_err(), "a count beyond the payload");
+    }
 
     fn numbered(seq: u64) -> Numbered {
         Numbered { user: Uuid::new_v4(), session: Uuid::new_v4(), seq }

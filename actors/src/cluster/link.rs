@@ -13,11 +13,18 @@
 //! Bounded: past `max_entries` frames waiting (NATS cannot keep up with this node), pushes
 //! fail and the stand-ins concerned close their sessions as slow consumers; closes, moves,
 //! joins and leaves are always queued, so the session's node still learns of them.
+//!
+//! What was sent stays a little while (`RESEND_WINDOW`, at most `RESEND_BYTES`): core NATS
+//! may drop a message, and the receiving node, seeing the jump, asks for the missing ones
+//! again (`NodeLink::resend`) instead of making its sessions reconnect.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -28,6 +35,49 @@ use crate::protocol::{Epoch, Frame};
 
 /// A stand-in's close with this code is not forwarded: the session itself is gone.
 pub const CLOSE_STAND_IN_GONE: u16 = 4999;
+
+/// How long a sent message can still be asked for again. A gap shows on the receiving node
+/// with the next message, normally milliseconds later; a link quiet for longer than this
+/// after a loss makes its sessions resync instead.
+pub const RESEND_WINDOW: Duration = Duration::from_secs(2);
+/// Most bytes of sent messages kept per link.
+pub const RESEND_BYTES: usize = 8 * 1024 * 1024;
+
+/// The messages a link sent recently, by number (contiguous: oldest dropped first).
+#[derive(Debug, Default)]
+struct Sent {
+    messages: VecDeque<(u64, Instant, Bytes)>,
+    bytes: usize,
+}
+
+impl Sent {
+    fn keep(&mut self, number: u64, payload: Bytes) {
+        let now = Instant::now();
+        self.bytes += payload.len();
+        self.messages.push_back((number, now, payload));
+        while let Some((_, at, oldest)) = self.messages.front() {
+            if self.bytes <= RESEND_BYTES && now.duration_since(*at) <= RESEND_WINDOW {
+                break;
+            }
+            self.bytes -= oldest.len();
+            self.messages.pop_front();
+        }
+    }
+
+    /// Messages `first..=last`, if every one is still here and they fit in `max_bytes`.
+    fn range(&self, first: u64, last: u64, max_bytes: usize) -> Option<Vec<Bytes>> {
+        let oldest = self.messages.front()?.0;
+        if first < oldest || last < first {
+            return None;
+        }
+        let start = usize::try_from(first - oldest).ok()?;
+        let count = usize::try_from(last - first + 1).ok()?;
+        let found: Vec<Bytes> =
+            self.messages.iter().skip(start).take(count).map(|(_, _, payload)| payload.clone()).collect();
+        let bytes: usize = found.iter().map(Bytes::len).sum();
+        (found.len() == count && bytes <= max_bytes).then_some(found)
+    }
+}
 
 /// One thing for the other node, in the order the owner produced it.
 #[derive(Debug)]
@@ -74,6 +124,11 @@ pub struct NodeLink {
     busy: AtomicBool,
     /// Most frame entries waiting.
     max_entries: usize,
+    /// This link's id on the wire: the receiving node tells a lost message (a jump in the
+    /// numbering) from a new link (another id: the old one may have ended with some unsent).
+    id: u64,
+    /// What the forwarder sent lately, for `resend`.
+    sent: Mutex<Sent>,
 }
 
 impl NodeLink {
@@ -84,7 +139,18 @@ impl NodeLink {
             closed: AtomicBool::new(false),
             busy: AtomicBool::new(false),
             max_entries: max_entries.max(1),
+            id: Uuid::new_v4().as_u64_pair().0,
+            sent: Mutex::default(),
         })
+    }
+
+    /// Messages `first..=last` of this link again (the receiving node lost them), if this is
+    /// still the link `id` and it kept every one of them, within `max_bytes` in all.
+    pub fn resend(&self, id: u64, first: u64, last: u64, max_bytes: usize) -> Option<Vec<Bytes>> {
+        if id != self.id {
+            return None;
+        }
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).range(first, last, max_bytes)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
@@ -289,9 +355,6 @@ pub fn with_wakes_held<R>(fan_out: impl FnOnce() -> R) -> R {
 pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: String, from: String) {
     let subject = async_nats::Subject::from(subject);
     let mut batcher = Batcher::default();
-    // This forwarder's messages are numbered under a random id: the receiving node tells a
-    // lost message (a jump) from a new link (another id, its old one may have lost some).
-    let id = Uuid::new_v4().as_u64_pair().0;
     let mut number = 0u64;
     'run: loop {
         link.wake.notified().await;
@@ -303,7 +366,9 @@ pub async fn forward(link: Arc<NodeLink>, nats: async_nats::Client, subject: Str
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(FROM_HEADER, from.as_str());
             number += 1;
-            if nats.publish_with_headers(subject.clone(), headers, batch.encode(id, number)).await.is_err() {
+            let payload = batch.encode(link.id, number);
+            link.sent.lock().unwrap_or_else(|p| p.into_inner()).keep(number, payload.clone());
+            if nats.publish_with_headers(subject.clone(), headers, payload).await.is_err() {
                 break 'run;
             }
         }
@@ -317,6 +382,40 @@ mod tests {
     use super::*;
     use crate::cluster::forward::{Message, decode};
     use crate::outbox::Outbox;
+
+    #[test]
+    fn sent_messages_can_be_asked_for_again_while_they_are_kept() {
+        let link = NodeLink::new(16);
+        {
+            let mut sent = link.sent.lock().unwrap();
+            for number in 1..=5u64 {
+                sent.keep(number, Bytes::from(vec![number as u8; 10]));
+            }
+        }
+        let again = link.resend(link.id, 2, 4, usize::MAX).expect("all kept");
+        assert_eq!(again, [2u8, 3, 4].map(|n| Bytes::from(vec![n; 10])));
+        assert_eq!(link.resend(link.id, 5, 5, usize::MAX).map(|m| m.len()), Some(1));
+        assert!(link.resend(link.id ^ 1, 2, 4, usize::MAX).is_none(), "another link's numbers");
+        assert!(link.resend(link.id, 4, 6, usize::MAX).is_none(), "6 was never sent");
+        assert!(link.resend(link.id, 4, 3, usize::MAX).is_none(), "an empty range");
+        assert!(link.resend(link.id, 2, 4, 29).is_none(), "more than the answer may carry");
+        // Past the byte bound the oldest go first, and then cannot be sent again.
+        let mut sent = link.sent.lock().unwrap();
+        sent.keep(6, Bytes::from(vec![0u8; RESEND_BYTES]));
+        assert_eq!(sent.messages.len(), 1);
+        assert!(sent.range(5, 6, usize::MAX).is_none());
+        assert_eq!(sent.range(6, 6, usize::MAX).map(|m| m.len()), Some(1));
+    }
+
+    #[test]
+    fn sent_messages_older_than_the_window_are_dropped() {
+        let mut sent = Sent::default();
+        sent.keep(1, Bytes::from_static(b"old"));
+        sent.messages[0].1 -= RESEND_WINDOW + Duration::from_millis(1);
+        sent.keep(2, Bytes::from_static(b"new"));
+        assert_eq!(sent.messages.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(), [2]);
+        assert_eq!(sent.bytes, 3);
+    }
 
     fn drain(link: &NodeLink, batcher: &mut Batcher) -> Vec<Message> {
         batcher.batches(link.take()).into_iter().map(|b| decode(b.encode(1, 1)).unwrap()).collect()

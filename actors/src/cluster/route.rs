@@ -15,11 +15,14 @@
 //! owner does one thing per node and frame, not one per remote session.
 //!
 //! Never a silent gap: core NATS may drop a message; the receiving node sees a jump in the
-//! link's numbering (every session subscribed through that owner, or with a stand-in there,
-//! is closed with `out_of_sync` + 4008) or in a session's own numbering (that session is),
-//! and their clients reconnect and resume. A node losing a shard unplanned closes every
-//! subscriber of that shard's channels the same way (their clients resubscribe through the
-//! new owner). A planned move keeps them: the old owner sends each stand-in's node a `Moved`
+//! link's numbering and asks the owner for the missing messages again (the link keeps what it
+//! sent for a while), delivering them first, in order. If they are gone, every session
+//! subscribed through that owner, or with a stand-in there, is closed with `out_of_sync` +
+//! 4008 (a jump in a session's own numbering closes that session), and their clients
+//! reconnect and resume. A node losing a shard unplanned closes every subscriber of that
+//! shard's channels the same way (their clients resubscribe through the new owner); when an
+//! owner dies, the other nodes re-attach their resume-capable subscribers to the next owner,
+//! which tells them `resync_required`. A planned move keeps them: the old owner sends each stand-in's node a `Moved`
 //! after the last frames (same link, same numbering), and that node re-attaches its session
 //! to the next owner from that position.
 //!
@@ -73,6 +76,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// ack, the error, the voice state) may still be on the way from the owner: a session that
 /// wrote through an owner this recently is closed if that owner dies, so its client retries.
 const ANSWER_IN_FLIGHT: Duration = Duration::from_secs(30);
+/// How long a node waits for an owner to send lost messages again before its sessions that
+/// depended on them are told to resync instead.
+const RESEND_PATIENCE: Duration = Duration::from_secs(1);
+/// Most messages a node asks an owner to send again at once (more lost: resync instead).
+const RESEND_MAX_MESSAGES: u64 = 1024;
 /// Longest an owner's channel waits for another node's held write (`OwnerRequest::Hold`).
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
 /// Frames waiting for one node's forwarder (beyond, the stand-ins pushing close their
@@ -326,6 +334,18 @@ impl From<WireHubError> for HubError {
     }
 }
 
+/// A node's request for messages an owner's link to it sent and it did not get (answered
+/// with `forward::encode_resent`).
+#[derive(Serialize, Deserialize)]
+struct ResendRequest {
+    /// The asking node (whose link).
+    node: String,
+    /// The link's id, as its messages carry it.
+    link: u64,
+    first: u64,
+    last: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     channel: Uuid,
@@ -432,8 +452,12 @@ pub struct Router {
     links: DashMap<String, Arc<NodeLink>>,
     /// Test hook: the next forwarded batch is dropped (proves gaps are never silent).
     drop_next: AtomicBool,
-    /// Forwarded batches that arrived after a gap (metrics, tests).
+    /// Test hook: the next gap is not repaired (proves an unrepairable one is never silent).
+    no_resend: AtomicBool,
+    /// Gaps in what owners forwarded that could not be repaired (metrics, tests).
     pub gaps: AtomicUsize,
+    /// Gaps repaired by the owner sending the lost messages again (metrics, tests).
+    pub gaps_repaired: AtomicUsize,
 }
 
 impl Router {
@@ -461,7 +485,9 @@ impl Router {
             held: Arc::new(DashMap::new()),
             depends: DashMap::new(),
             drop_next: AtomicBool::new(false),
+            no_resend: AtomicBool::new(false),
             gaps: AtomicUsize::new(0),
+            gaps_repaired: AtomicUsize::new(0),
         })
     }
 
@@ -478,7 +504,13 @@ impl Router {
             .subscribe(format!("{}.v1.node.{}", self.prefix, self.node_id))
             .await
             .map_err(|e| format!("NATS subscribe: {e}"))?;
+        let resends = self
+            .nats
+            .subscribe(format!("{}.v1.resend.{}", self.prefix, self.node_id))
+            .await
+            .map_err(|e| format!("NATS subscribe: {e}"))?;
         tokio::spawn(self.clone().inbox(inbox, stop.clone()));
+        tokio::spawn(self.clone().answer_resends(resends, stop.clone()));
         tokio::spawn(self.clone().sweep(stop));
         let owned: Vec<Shard> = self.owned.iter().map(|e| *e.key()).collect();
         self.serve(&owned).await;
@@ -488,6 +520,14 @@ impl Router {
     /// Test hook: drops the next batch forwarded to a session of this node.
     #[cfg(feature = "test-hooks")]
     pub fn drop_next_forwarded(&self) {
+        self.drop_next.store(true, Ordering::SeqCst);
+    }
+
+    /// Test hook: drops the next batch forwarded to a session of this node, and does not
+    /// ask for it again.
+    #[cfg(feature = "test-hooks")]
+    pub fn lose_next_forwarded(&self) {
+        self.no_resend.store(true, Ordering::SeqCst);
         self.drop_next.store(true, Ordering::SeqCst);
     }
 
@@ -1110,7 +1150,98 @@ impl Router {
             if self.drop_next.swap(false, Ordering::SeqCst) {
                 continue;
             }
-            self.deliver_forwarded(message);
+            let Some(from) =
+                message.headers.as_ref().and_then(|h| h.get(FROM_HEADER)).map(|v| v.as_str().to_owned())
+            else {
+                continue;
+            };
+            let message = match forward::decode(message.payload) {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::warn!(%from, ?err, "a forwarded message could not be read");
+                    continue;
+                }
+            };
+            // A jump in the link's numbering: NATS lost messages. The owner keeps what it sent
+            // for a while; asked for them again, they are delivered first, in order, as if
+            // nothing happened. (This loop waits for the answer: later messages wait in the
+            // subscription meanwhile, so the order holds.)
+            if let Some((link, first, last)) = self.missing_before(&from, message.link) {
+                for resent in self.ask_resend(&from, link, first, last).await.unwrap_or_default() {
+                    self.deliver_forwarded(&from, resent);
+                }
+            }
+            self.deliver_forwarded(&from, message);
+        }
+    }
+
+    /// The numbers of this owner's messages lost before one numbered `(link, number)`, if
+    /// any may still be asked for again.
+    fn missing_before(&self, from: &str, (link, number): (u64, u64)) -> Option<(u64, u64, u64)> {
+        let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let (last_link, last) = received.get(from)?.link?;
+        let missing = number.checked_sub(last + 1).filter(|missing| *missing > 0)?;
+        (last_link == link && missing <= RESEND_MAX_MESSAGES).then_some((link, last + 1, number - 1))
+    }
+
+    /// Asks owner `from` for its link's messages `first..=last` again; `None` if it no longer
+    /// has them all (or does not answer in time): the gap is then told to the sessions.
+    async fn ask_resend(
+        &self,
+        from: &str,
+        link: u64,
+        first: u64,
+        last: u64,
+    ) -> Option<Vec<forward::Message>> {
+        if self.no_resend.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        let request = ResendRequest { node: self.node_id.clone(), link, first, last };
+        let payload: Bytes = serde_json::to_vec(&request).ok()?.into();
+        let subject = format!("{}.v1.resend.{from}", self.prefix);
+        let asked = tokio::time::timeout(RESEND_PATIENCE, self.nats.request(subject, payload)).await;
+        let answer = match asked {
+            Ok(Ok(answer)) => answer,
+            _ => {
+                tracing::warn!(from, first, last, "an owner did not send lost messages again in time");
+                return None;
+            }
+        };
+        let messages = forward::decode_resent(answer.payload).ok()??;
+        let messages: Vec<forward::Message> =
+            messages.into_iter().map(forward::decode).collect::<Result<_, _>>().ok()?;
+        // Exactly the ones missing, in order, of the same link.
+        let expected = first..=last;
+        let complete = messages.len() as u64 == last - first + 1
+            && messages.iter().zip(expected).all(|(m, number)| m.link == (link, number));
+        if !complete {
+            return None;
+        }
+        self.gaps_repaired.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(from, first, last, "messages lost on the way were sent again by their owner");
+        Some(messages)
+    }
+
+    /// Answers other nodes asking for messages this node's links to them sent and they lost.
+    async fn answer_resends(
+        self: Arc<Self>,
+        mut requests: async_nats::Subscriber,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        // The answer must fit in one NATS message.
+        let max_bytes = self.nats.server_info().max_payload.saturating_sub(64 * 1024);
+        loop {
+            let request = tokio::select! {
+                request = requests.next() => match request { Some(r) => r, None => break },
+                _ = stop.changed() => break,
+            };
+            let Some(reply_to) = request.reply else { continue };
+            let resent = serde_json::from_slice::<ResendRequest>(&request.payload).ok().and_then(|asked| {
+                let link = self.links.get(&asked.node)?.clone();
+                link.resend(asked.link, asked.first, asked.last, max_bytes)
+            });
+            let answer = resent.map(|messages| forward::encode_resent(&messages)).unwrap_or_default();
+            let _ = self.nats.publish(reply_to, answer).await;
         }
     }
 
@@ -1145,22 +1276,10 @@ impl Router {
         }
     }
 
-    fn deliver_forwarded(&self, message: async_nats::Message) {
-        let Some(from) =
-            message.headers.as_ref().and_then(|h| h.get(FROM_HEADER)).map(|v| v.as_str().to_owned())
-        else {
-            return;
-        };
-        let message = match forward::decode(message.payload) {
-            Ok(message) => message,
-            Err(err) => {
-                tracing::warn!(%from, ?err, "a forwarded message could not be read");
-                return;
-            }
-        };
+    fn deliver_forwarded(&self, from: &str, message: forward::Message) {
         let Some(here) = self.here.get() else { return };
         let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
-        let state = received.entry(from.clone()).or_default();
+        let state = received.entry(from.to_owned()).or_default();
         // The owner's messages come numbered per link: a jump (a lost message) or another
         // link (the old one ended, maybe with messages unsent) may have cost broadcasts.
         let (link, number) = message.link;
@@ -1169,7 +1288,7 @@ impl Router {
             None => number == 1,
         };
         if !continuous {
-            self.lost_from(&from, state, here.sessions());
+            self.lost_from(from, state, here.sessions());
         }
         state.link = Some(message.link);
         // Each named session's own numbering: a jump means it missed something of its own.
@@ -1207,7 +1326,7 @@ impl Router {
                     // Everything before this point came from that owner: if it holds nothing
                     // else of the session, its later death costs the session nothing.
                     if moved.released {
-                        self.depends.remove(&(from.clone(), outbox.session_id));
+                        self.depends.remove(&(from.to_owned(), outbox.session_id));
                     }
                     here.reattach(outbox.clone(), moved.channel_id, Some((moved.epoch, moved.cseq)));
                 }
