@@ -167,6 +167,12 @@ impl Subscribers {
     pub(super) fn insert(&self, outbox: Arc<Outbox>, at: u64) -> bool {
         let mut sessions = self.lock();
         if sessions.contains_key(&outbox.session_id) {
+            // A stand-in attached again: its node may have forgotten the membership (it took
+            // this owner for dead, or the join was in a message it lost), and repeating a
+            // join is harmless there.
+            if let Some(link) = outbox.relay() {
+                link.join(outbox.user_id, outbox.session_id, self.channel_id);
+            }
             return false;
         }
         // Told under the lock: no fan-out can come between the attach and its news.
@@ -290,6 +296,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stand_in_attached_again_is_told_to_its_node_again() {
+        let subscribers = Subscribers::new(Uuid::new_v4());
+        let link = Recorder::with_room(10);
+        let a = stand_in(&link, Uuid::new_v4());
+        assert!(subscribers.insert(a.clone(), 3));
+        assert!(!subscribers.insert(a.clone(), 7), "already attached");
+        assert_eq!(link.told(), vec![format!("join {}", a.session_id); 2]);
+        assert_eq!(subscribers.attached_at(a.session_id), Some(3), "still attached from where it was");
+        // A local socket attached again tells no one.
+        let (local, _rx) = Outbox::new(Uuid::new_v4(), Uuid::new_v4(), 10);
+        assert!(subscribers.insert(local.clone(), 0));
+        assert!(!subscribers.insert(local, 0));
+        assert!(link.told().is_empty());
+    }
+
+    #[test]
     fn detaching_a_stand_in_is_told_to_its_node() {
         let subscribers = Subscribers::new(Uuid::new_v4());
         let link = Recorder::with_room(10);
@@ -298,8 +320,6 @@ mod tests {
         for outbox in [&a1, &a2, &b1, &b2] {
             subscribers.insert(outbox.clone(), 0);
         }
-        // Attached twice: told once.
-        assert!(!subscribers.insert(a1.clone(), 0));
         assert_eq!(link.told().len(), 4);
         subscribers.remove(a1.session_id);
         assert_eq!(link.told(), vec![format!("leave {}", a1.session_id)]);
