@@ -71,7 +71,7 @@ impl Sent {
             return None;
         }
         let start = usize::try_from(first - oldest).ok()?;
-        let count = usize::try_from(last - first + 1).ok()?;
+        let count = usize::try_from((last - first).checked_add(1)?).ok()?;
         let found: Vec<Bytes> =
             self.messages.iter().skip(start).take(count).map(|(_, _, payload)| payload.clone()).collect();
         let bytes: usize = found.iter().map(Bytes::len).sum();
@@ -398,6 +398,7 @@ mod tests {
         assert!(link.resend(link.id ^ 1, 2, 4, usize::MAX).is_none(), "another link's numbers");
         assert!(link.resend(link.id, 4, 6, usize::MAX).is_none(), "6 was never sent");
         assert!(link.resend(link.id, 4, 3, usize::MAX).is_none(), "an empty range");
+        assert!(link.resend(link.id, 1, u64::MAX, usize::MAX).is_none(), "a range past every number");
         assert!(link.resend(link.id, 2, 4, 29).is_none(), "more than the answer may carry");
         // Past the byte bound the oldest go first, and then cannot be sent again.
         let mut sent = link.sent.lock().unwrap();

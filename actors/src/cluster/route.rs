@@ -1180,7 +1180,7 @@ impl Router {
     fn missing_before(&self, from: &str, (link, number): (u64, u64)) -> Option<(u64, u64, u64)> {
         let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
         let (last_link, last) = received.get(from)?.link?;
-        let missing = number.checked_sub(last + 1).filter(|missing| *missing > 0)?;
+        let missing = number.checked_sub(last.checked_add(1)?).filter(|missing| *missing > 0)?;
         (last_link == link && missing <= RESEND_MAX_MESSAGES).then_some((link, last + 1, number - 1))
     }
 
