@@ -22,9 +22,9 @@
 //! reconnect and resume. A node losing a shard unplanned closes every subscriber of that
 //! shard's channels the same way (their clients resubscribe through the new owner); when an
 //! owner dies, the other nodes re-attach their resume-capable subscribers to the next owner,
-//! which tells them `resync_required`. A planned move keeps them: the old owner sends each stand-in's node a `Moved`
-//! after the last frames (same link, same numbering), and that node re-attaches its session
-//! to the next owner from that position.
+//! which tells them `resync_required`. A planned move keeps them: the old owner sends each
+//! stand-in's node a `Moved` after the last frames (same link, same numbering), and that node
+//! re-attaches its session to the next owner from that position.
 //!
 //! REST changes made on a non-owner run their database write where they arrived, while the
 //! owner's actor is held for them (`OwnerRequest::Hold`: earlier sends flushed, send rules
