@@ -267,20 +267,10 @@ pub fn decode(payload: Bytes) -> Result<Message, Malformed> {
         return Err(Malformed("truncated"));
     }
     let link = (input.get_u64(), input.get_u64());
-    let count = read_u32(&mut input)? as usize;
-    // Every frame takes at least its length prefix: a count beyond that is a lie.
-    if count > input.remaining() / 4 {
-        return Err(Malformed("frame count"));
-    }
-    let mut frames = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = read_u32(&mut input)? as usize;
-        if input.remaining() < len {
-            return Err(Malformed("frame length"));
-        }
-        let bytes = input.split_to(len);
-        frames.push(Frame::try_from(bytes).map_err(|_| Malformed("frame is not UTF-8"))?);
-    }
+    let frames = read_chunks(&mut input, ("frame count", "frame length"))?
+        .into_iter()
+        .map(|bytes| Frame::try_from(bytes).map_err(|_| Malformed("frame is not UTF-8")))
+        .collect::<Result<Vec<_>, _>>()?;
     let count = read_u32(&mut input)? as usize;
     if count > input.remaining() / SESSION_LEN {
         return Err(Malformed("session count"));
@@ -365,22 +355,30 @@ pub fn decode_resent(payload: Bytes) -> Result<Option<Vec<Bytes>>, Malformed> {
     if !input.has_remaining() {
         return Ok(None);
     }
-    let count = read_u32(&mut input)? as usize;
-    if count > input.remaining() / 4 {
-        return Err(Malformed("message count"));
-    }
-    let mut messages = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = read_u32(&mut input)? as usize;
-        if input.remaining() < len {
-            return Err(Malformed("message length"));
-        }
-        messages.push(input.split_to(len));
-    }
+    let messages = read_chunks(&mut input, ("message count", "message length"))?;
     if input.has_remaining() {
         return Err(Malformed("trailing bytes"));
     }
     Ok(Some(messages))
+}
+
+/// A count, then that many length-prefixed byte strings (slices of `input`, no copy).
+/// `errors` name a lying count and a lying length.
+fn read_chunks(input: &mut Bytes, errors: (&'static str, &'static str)) -> Result<Vec<Bytes>, Malformed> {
+    let count = read_u32(input)? as usize;
+    // Every chunk takes at least its length prefix: a count beyond that is a lie.
+    if count > input.remaining() / 4 {
+        return Err(Malformed(errors.0));
+    }
+    let mut chunks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = read_u32(input)? as usize;
+        if input.remaining() < len {
+            return Err(Malformed(errors.1));
+        }
+        chunks.push(input.split_to(len));
+    }
+    Ok(chunks)
 }
 
 fn read_u16(input: &mut Bytes) -> Result<u16, Malformed> {
